@@ -1,0 +1,137 @@
+//! The command line: run the matrix with a summary, refresh the lock, fetch kernels.
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use kernel_matrix::{config::{ConfigError, KernelSource, MatrixConfig}, debian, lock::{Lock, LockedKernel}, matrix::{Matrix, Options}, mirror::Mirrors, report};
+
+#[derive(Parser)]
+#[command(version, about = "Boot a matrix of Linux kernels under QEMU and check eBPF programs in each")]
+struct Cli {
+    /// The matrix definition.
+    #[arg(long, short = 'c', global = true, default_value = "kernels.yaml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every check on every kernel (or those named) and print a summary table.
+    Run {
+        /// Only these kernels (repeatable).
+        #[arg(long = "kernel", short = 'k')]
+        kernels: Vec<String>,
+        /// Also write the summary as Markdown here.
+        #[arg(long)]
+        summary: Option<PathBuf>,
+    },
+    /// Pin every Debian kernel to the newest build of its series (writes kernels.lock).
+    Lock {
+        /// Resolve again even where the lock already has an entry.
+        #[arg(long)]
+        update: bool,
+    },
+    /// Download and extract the pinned kernels without running anything.
+    Fetch,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kernel-matrix: error: {e:#}");
+            // Bad input is exit 2, like a usage error.
+            if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = MatrixConfig::load(&cli.config)?;
+    match cli.cmd {
+        Cmd::Lock { update } => lock(&config, update).map(|()| ExitCode::SUCCESS),
+        Cmd::Fetch => {
+            let m = matrix(config)?;
+            let mirrors = Mirrors::discover(m.config.mirror.as_deref(), m.config.security_mirror.as_deref())?;
+            for k in &m.config.kernels {
+                if let KernelSource::Debian(src) = k.source() {
+                    let locked = m.lock.get(&k.name, src, &m.lock_path)?;
+                    let img = kernel_matrix::images::ensure_debian(&m.opts.cache_dir, &mirrors, locked, |msg| eprintln!("{}: {msg}", k.name))?;
+                    println!("{}: {} ({})", k.name, img.boot_file().display(), img.release);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run { kernels, summary } => {
+            let m = Arc::new(matrix(config)?);
+            let names: Vec<String> = if kernels.is_empty() { m.kernel_names() } else { kernels };
+            for n in &names {
+                anyhow::ensure!(m.config.kernel(n).is_some(), "no kernel {n:?} in {}", m.config.path.display());
+            }
+            eprintln!("kernel-matrix: {} kernels, accelerator {} ({}), up to {} VMs at once", names.len(), m.opts.accel.accel, m.opts.accel.reason, m.opts.max_vms);
+            let handles: Vec<_> = names
+                .iter()
+                .map(|n| {
+                    let (m, n) = (m.clone(), n.clone());
+                    std::thread::spawn(move || {
+                        let r = m.run_kernel(&n);
+                        eprintln!("kernel-matrix: {n}: done in {:.1}s", r.wall.as_secs_f64());
+                        r
+                    })
+                })
+                .collect();
+            let runs: Vec<_> = handles.into_iter().map(|h| h.join().expect("kernel thread")).collect();
+            let table = report::summary_table(&runs);
+            println!("{table}");
+            if let Some(p) = summary {
+                std::fs::write(&p, &table).with_context(|| format!("writing {}", p.display()))?;
+            }
+            let failures = report::failures(&runs);
+            for f in &failures {
+                println!("FAILED {f}\n");
+            }
+            Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}
+
+fn matrix(config: MatrixConfig) -> anyhow::Result<Matrix> {
+    let exe = std::env::current_exe()?;
+    let agent = exe.with_file_name("km-agent");
+    anyhow::ensure!(agent.exists(), "guest agent {} not found (build the workspace first)", agent.display());
+    let run_dir = std::env::var_os("KM_RUN_DIR").map(PathBuf::from).unwrap_or_else(|| exe.parent().unwrap().join("kernel-matrix-runs"));
+    Matrix::new(config, Options::from_env(agent, run_dir)?)
+}
+
+fn lock(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
+    let path = Lock::path_for(&config.path);
+    let mut lock = Lock::load(&path)?;
+    let mirrors = Mirrors::discover(config.mirror.as_deref(), config.security_mirror.as_deref())?;
+    let mut indices = std::collections::HashMap::new();
+    for k in &config.kernels {
+        let KernelSource::Debian(src) = k.source() else { continue };
+        if !update && lock.get(&k.name, src, &path).is_ok() {
+            continue;
+        }
+        if !indices.contains_key(&src.suite) {
+            eprintln!("reading the package index of {}", src.suite);
+            indices.insert(src.suite.clone(), debian::fetch_index(mirrors.for_suite(&src.suite)?, &src.suite)?);
+        }
+        let r = debian::resolve(&indices[&src.suite], src).with_context(|| format!("kernel {}", k.name))?;
+        println!("{}: {} ({})", k.name, r.abi, r.version);
+        lock.kernels.insert(
+            k.name.clone(),
+            LockedKernel { suite: src.suite.clone(), series: src.series.clone(), flavour: src.flavour.clone(), abi: r.abi, files: r.files },
+        );
+    }
+    lock.kernels.retain(|name, _| config.kernel(name).is_some_and(|k| k.debian.is_some()));
+    lock.save(&path)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! The guest agent: runs every check in the kernel it finds itself in and writes
+//! one JSON record per line to `--out` (the VM's second serial port, or a file).
+use std::io::Write as _;
+
+use kernel_matrix::{checks, protocol::Record};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let out = match args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)) {
+        Some(p) => p.clone(),
+        None => {
+            eprintln!("usage: km-agent --out <path|->");
+            std::process::exit(2);
+        }
+    };
+    let mut sink: Box<dyn std::io::Write> = if out == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        match std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&out) {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                eprintln!("km-agent: opening {out}: {e}");
+                std::process::exit(1);
+            }
+        }
+    };
+    let mut emit = |r: Record| {
+        // Each record is flushed on its own line: a crash mid-run keeps what came before.
+        let _ = writeln!(sink, "{}", r.to_line());
+        let _ = sink.flush();
+    };
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let uptime = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|u| u.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    emit(Record::Hello { kernel_release: release, uptime_secs: uptime });
+    checks::run_all(&mut emit);
+    emit(Record::Done);
+}

@@ -1,0 +1,118 @@
+//! The guest root: a self-contained initramfs (cpio newc, gzip) with busybox, the
+//! agent and the shared libraries it links, built in well under a second.
+use std::{
+    collections::BTreeSet,
+    io::Write,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _};
+
+/// `/init`: mount the pseudo file systems, run the agent with its output on the
+/// second serial port, power off. `km.action=` on the kernel command line makes
+/// the guest misbehave on purpose, to prove the host survives it.
+pub const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t tmpfs tmpfs /tmp
+mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+ip link set lo up 2>/dev/null
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    km.action=hang) echo "km: hanging on request"; while :; do sleep 3600; done ;;
+    km.action=panic) echo "km: panicking on request"; echo c > /proc/sysrq-trigger ;;
+    km.action=shell) setsid cttyhack sh; poweroff -f ;;
+  esac
+done
+/agent --out /dev/ttyS1
+echo "km: agent exited with status $?"
+poweroff -f
+"#;
+
+/// Builds the archive at `dest` (atomically).
+pub fn build(agent: &Path, busybox: &Path, dest: &Path) -> anyhow::Result<()> {
+    let mut files: Vec<(String, PathBuf, u32)> = vec![
+        ("bin/busybox".into(), busybox.to_path_buf(), 0o755),
+        ("agent".into(), agent.to_path_buf(), 0o755),
+    ];
+    for lib in shared_libraries(agent)? {
+        let name = lib.to_string_lossy().trim_start_matches('/').to_string();
+        files.push((name, lib, 0o755));
+    }
+    let mut dirs = BTreeSet::new();
+    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "root", "etc"] {
+        dirs.insert(d.to_string());
+    }
+    for (name, _, _) in &files {
+        let mut p = Path::new(name).parent();
+        while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(d.to_string_lossy().into_owned());
+            p = d.parent();
+        }
+    }
+    let mut out = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut ino = 1;
+    let mut entry = |name: &str, mode: u32, data: &[u8], out: &mut dyn Write| -> anyhow::Result<()> {
+        ino += 1;
+        let b = cpio::newc::Builder::new(name).ino(ino).mode(mode).nlink(1);
+        let mut w = b.write(out, data.len() as u32);
+        w.write_all(data)?;
+        w.finish()?;
+        Ok(())
+    };
+    for d in &dirs {
+        entry(d, 0o040755, &[], &mut out)?;
+    }
+    entry("init", 0o100755, INIT.as_bytes(), &mut out)?;
+    for (name, src, perm) in &files {
+        let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+        let perm = if *perm == 0 { std::fs::metadata(src)?.permissions().mode() & 0o777 } else { *perm };
+        entry(name, 0o100000 | perm, &data, &mut out)?;
+    }
+    cpio::newc::trailer(&mut out)?;
+    crate::fetch::write_atomic(dest, &out.finish()?)
+}
+
+/// The dynamic loader and libraries `ldd` lists for `bin` (none for static binaries).
+fn shared_libraries(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let out = Command::new("ldd").arg(bin).output().context("running ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("not a dynamic executable") || text.contains("statically linked") {
+        return Ok(Vec::new());
+    }
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = match line.split_once("=>") {
+            Some((_, rhs)) => rhs.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            libs.push(PathBuf::from(p));
+        } else if line.contains("not found") {
+            bail!("{}: {}", bin.display(), line.trim());
+        }
+    }
+    Ok(libs)
+}
+
+/// A statically linked busybox: `KM_BUSYBOX`, else `busybox` on PATH.
+pub fn find_busybox() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KM_BUSYBOX") {
+        return Ok(PathBuf::from(p));
+    }
+    for dir in ["/bin", "/usr/bin", "/sbin", "/usr/sbin"] {
+        let p = Path::new(dir).join("busybox");
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!("busybox not found: install busybox-static (the guest root needs a static busybox)")
+}

@@ -1,0 +1,23 @@
+//! kernel-matrix: boots a matrix of Linux kernels under QEMU and checks eBPF
+//! programs in each.
+//!
+//! Data flows one way: [`config`] -> [`lock`]/[`images`] -> [`vm`] -> guest agent
+//! ([`checks`], [`protocol`]) -> [`matrix`] -> [`trials`]/[`report`].
+pub mod accel;
+pub mod bzimage;
+pub mod checks;
+pub mod config;
+pub mod debian;
+pub mod fetch;
+pub mod images;
+pub mod initramfs;
+pub mod kernel_version;
+pub mod lock;
+pub mod matrix;
+pub mod mirror;
+pub mod protocol;
+pub mod report;
+pub mod trials;
+pub mod vm;
+
+pub use kernel_version::KernelVersion;

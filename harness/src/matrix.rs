@@ -1,0 +1,313 @@
+//! The matrix: for each kernel, get its image, boot it (or use the host), and
+//! collect one verdict per check. Each kernel runs at most once per process, on
+//! first demand, with at most `max_vms` VMs at a time.
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::{Arc, Condvar, Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+
+use crate::{
+    accel::{Accel, AccelChoice},
+    checks::{self, CheckId},
+    config::{KernelSource, KernelSpec, MatrixConfig},
+    images,
+    lock::Lock,
+    mirror::Mirrors,
+    protocol::{Record, Verdict},
+    vm,
+};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub cache_dir: PathBuf,
+    /// Per-run files (consoles, agent channels).
+    pub run_dir: PathBuf,
+    /// The guest agent binary (built for the host; runs in every guest).
+    pub agent: PathBuf,
+    pub accel: AccelChoice,
+    pub max_vms: usize,
+}
+
+impl Options {
+    pub fn from_env(agent: PathBuf, run_dir: PathBuf) -> anyhow::Result<Self> {
+        let max_vms = match std::env::var("KM_MAX_VMS") {
+            Ok(v) => v.parse().context("KM_MAX_VMS must be a number")?,
+            Err(_) => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        };
+        Ok(Self { cache_dir: images::default_cache_dir(), run_dir, agent, accel: crate::accel::choose()?, max_vms: max_vms.max(1) })
+    }
+}
+
+/// Everything one kernel produced.
+#[derive(Debug, Clone)]
+pub struct KernelRun {
+    pub kernel: String,
+    /// `uname -r` as the agent saw it.
+    pub release: Option<String>,
+    /// `None` for the host kernel (no VM).
+    pub accel: Option<Accel>,
+    pub boot: Option<Duration>,
+    pub wall: Duration,
+    /// Verdicts by check; a kernel that could not run has none.
+    pub checks: BTreeMap<(String, String), CheckOutcome>,
+    /// Why checks without a verdict have none (boot failure, crash, timeout).
+    pub failure: Option<String>,
+    pub command_line: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckOutcome {
+    pub verdict: Verdict,
+    pub metrics: BTreeMap<String, f64>,
+    pub note: String,
+}
+
+impl KernelRun {
+    pub fn verdict(&self, id: CheckId) -> Verdict {
+        match self.checks.get(&(id.program.to_string(), id.check.to_string())) {
+            Some(o) => o.verdict.clone(),
+            None => Verdict::Fail(self.failure.clone().unwrap_or_else(|| "the agent reported no result for this check".into())),
+        }
+    }
+
+    pub fn where_(&self) -> String {
+        match (self.accel, &self.release) {
+            (Some(a), Some(r)) => format!("{r} under QEMU/{a}"),
+            (Some(a), None) => format!("kernel {} under QEMU/{a}, agent never started", self.kernel),
+            (None, Some(r)) => format!("{r} on the host"),
+            (None, None) => format!("kernel {}, not started", self.kernel),
+        }
+    }
+}
+
+pub struct Matrix {
+    pub config: MatrixConfig,
+    pub lock: Lock,
+    pub lock_path: PathBuf,
+    pub opts: Options,
+    mirrors: OnceLock<Result<Mirrors, String>>,
+    initramfs: OnceLock<Result<PathBuf, String>>,
+    runs: HashMap<String, OnceLock<Arc<KernelRun>>>,
+    slots: Semaphore,
+}
+
+impl Matrix {
+    pub fn new(config: MatrixConfig, opts: Options) -> anyhow::Result<Self> {
+        let lock_path = Lock::path_for(&config.path);
+        let lock = Lock::load(&lock_path)?;
+        let runs = config.kernels.iter().map(|k| (k.name.clone(), OnceLock::new())).collect();
+        let slots = Semaphore::new(opts.max_vms);
+        Ok(Self { config, lock, lock_path, opts, mirrors: OnceLock::new(), initramfs: OnceLock::new(), runs, slots })
+    }
+
+    pub fn kernel_names(&self) -> Vec<String> {
+        self.config.kernels.iter().map(|k| k.name.clone()).collect()
+    }
+
+    /// Runs `name` (once; later callers get the same result).
+    pub fn run_kernel(&self, name: &str) -> Arc<KernelRun> {
+        let cell = self.runs.get(name).expect("kernel from the config");
+        cell.get_or_init(|| {
+            let spec = self.config.kernel(name).expect("kernel from the config");
+            let start = Instant::now();
+            let mut run = match self.execute(spec) {
+                Ok(run) => run,
+                Err(e) => KernelRun {
+                    kernel: name.into(),
+                    release: None,
+                    accel: None,
+                    boot: None,
+                    wall: start.elapsed(),
+                    checks: BTreeMap::new(),
+                    failure: Some(format!("kernel {name} could not be run: {e:#}")),
+                    command_line: None,
+                },
+            };
+            run.wall = start.elapsed();
+            Arc::new(run)
+        })
+        .clone()
+    }
+
+    fn execute(&self, spec: &KernelSpec) -> anyhow::Result<KernelRun> {
+        let workdir = vm::workdir(&self.opts.run_dir, &spec.name);
+        std::fs::create_dir_all(&workdir)?;
+        match spec.source() {
+            KernelSource::Host => self.run_host(spec, &workdir),
+            KernelSource::Debian(src) => {
+                let locked = self.lock.get(&spec.name, src, &self.lock_path)?;
+                let mirrors = self.mirrors()?;
+                let image = images::ensure_debian(&self.opts.cache_dir, &mirrors, locked, |msg| {
+                    eprintln!("kernel-matrix: {}: {msg}", spec.name)
+                })?;
+                self.run_vm(spec, &image, &workdir)
+            }
+            KernelSource::Local(local) => {
+                let image = images::ensure_local(&self.opts.cache_dir, local, |p| self.config.resolve_path(p))?;
+                self.run_vm(spec, &image, &workdir)
+            }
+        }
+    }
+
+    fn mirrors(&self) -> anyhow::Result<Mirrors> {
+        self.mirrors
+            .get_or_init(|| {
+                Mirrors::discover(self.config.mirror.as_deref(), self.config.security_mirror.as_deref())
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .clone()
+            .map_err(anyhow::Error::msg)
+    }
+
+    pub fn initramfs(&self) -> anyhow::Result<PathBuf> {
+        self.initramfs
+            .get_or_init(|| {
+                let dest = self.opts.run_dir.join("root.cpio.gz");
+                crate::initramfs::find_busybox()
+                    .and_then(|bb| crate::initramfs::build(&self.opts.agent, &bb, &dest))
+                    .map(|()| dest)
+                    .map_err(|e| format!("building the guest root: {e:#}"))
+            })
+            .clone()
+            .map_err(anyhow::Error::msg)
+    }
+
+    pub fn vm_spec(&self, spec: &KernelSpec, image: &images::KernelImage, workdir: &Path) -> anyhow::Result<vm::VmSpec> {
+        Ok(vm::VmSpec {
+            kernel: image.boot_file().to_path_buf(),
+            initramfs: self.initramfs()?,
+            accel: self.opts.accel.accel,
+            memory_mb: self.config.memory_mb,
+            cpus: 1,
+            extra_cmdline: spec.cmdline.clone(),
+            timeout: self.config.timeout(spec),
+            workdir: workdir.to_path_buf(),
+        })
+    }
+
+    fn run_vm(&self, spec: &KernelSpec, image: &images::KernelImage, workdir: &Path) -> anyhow::Result<KernelRun> {
+        let vm_spec = self.vm_spec(spec, image, workdir)?;
+        let _slot = self.slots.acquire();
+        let run = vm::run(&vm_spec)?;
+        let failure = match &run.end {
+            vm::VmEnd::Finished => None,
+            end => Some(format!(
+                "{}: {}\n--- console (last 40 lines, full log {}) ---\n{}",
+                spec.name,
+                describe(end),
+                vm_spec.console_path().display(),
+                checks::tail(&run.console, 40)
+            )),
+        };
+        let mut kr = collect(&spec.name, &run.records, failure);
+        kr.accel = Some(vm_spec.accel);
+        kr.boot = run.boot;
+        kr.command_line = Some(run.command_line);
+        Ok(kr)
+    }
+
+    /// The running kernel: the agent as a child process (so a crash in it cannot
+    /// take the harness down), bounded by the same timeout as a VM.
+    fn run_host(&self, spec: &KernelSpec, workdir: &Path) -> anyhow::Result<KernelRun> {
+        if unsafe { libc::geteuid() } != 0 {
+            let reason = "host: loading BPF needs root (CAP_BPF/CAP_SYS_ADMIN); run as root or drop `host` from kernels.yaml";
+            let checks = checks::CATALOGUE
+                .iter()
+                .map(|id| {
+                    let o = CheckOutcome { verdict: Verdict::Ignored(reason.into()), metrics: BTreeMap::new(), note: String::new() };
+                    ((id.program.to_string(), id.check.to_string()), o)
+                })
+                .collect();
+            return Ok(KernelRun { kernel: spec.name.clone(), release: None, accel: None, boot: None, wall: Duration::ZERO, checks, failure: None, command_line: None });
+        }
+        let out = workdir.join("agent.jsonl");
+        let _ = std::fs::remove_file(&out);
+        let mut child = std::process::Command::new(&self.opts.agent)
+            .arg("--out")
+            .arg(&out)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", self.opts.agent.display()))?;
+        let start = Instant::now();
+        let timeout = self.config.timeout(spec);
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break Some(s);
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let records = crate::protocol::parse_records(&std::fs::read_to_string(&out).unwrap_or_default());
+        let failure = match status {
+            Some(s) if s.success() && records.last() == Some(&Record::Done) => None,
+            Some(s) => Some(format!("host agent exited with {s} before finishing")),
+            None => Some(format!("host agent killed after {timeout:?}")),
+        };
+        Ok(collect(&spec.name, &records, failure))
+    }
+}
+
+fn describe(end: &vm::VmEnd) -> String {
+    match end {
+        vm::VmEnd::Finished => "finished".into(),
+        vm::VmEnd::Exited(code) => format!("the guest stopped before the agent finished (qemu exit {code:?})"),
+        vm::VmEnd::Panicked => "the guest kernel panicked; VM killed".into(),
+        vm::VmEnd::TimedOut(t) => format!("the guest did not finish within {}s; VM killed", t.as_secs()),
+    }
+}
+
+fn collect(kernel: &str, records: &[Record], failure: Option<String>) -> KernelRun {
+    let mut release = None;
+    let mut checks = BTreeMap::new();
+    for r in records {
+        match r {
+            Record::Hello { kernel_release, .. } => release = Some(kernel_release.clone()),
+            Record::Check { program, check, verdict, metrics, note } => {
+                checks.insert(
+                    (program.clone(), check.clone()),
+                    CheckOutcome { verdict: verdict.clone(), metrics: metrics.clone(), note: note.clone() },
+                );
+            }
+            Record::Done => {}
+        }
+    }
+    KernelRun { kernel: kernel.into(), release, accel: None, boot: None, wall: Duration::ZERO, checks, failure, command_line: None }
+}
+
+/// A counting semaphore (std has none); bounds concurrent VMs.
+struct Semaphore {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+struct Permit<'a>(&'a Semaphore);
+
+impl Semaphore {
+    fn new(n: usize) -> Self {
+        Self { free: Mutex::new(n), cv: Condvar::new() }
+    }
+    fn acquire(&self) -> Permit<'_> {
+        let mut free = self.free.lock().unwrap();
+        while *free == 0 {
+            free = self.cv.wait(free).unwrap();
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap() += 1;
+        self.0.cv.notify_one();
+    }
+}

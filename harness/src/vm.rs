@@ -1,0 +1,180 @@
+//! One QEMU run: boot a kernel with the guest root, collect the agent's records
+//! from the second serial port, keep the console, and never outlive the harness.
+use std::{
+    fs,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+
+use crate::{accel::Accel, protocol::{parse_records, Record}};
+
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub accel: Accel,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    pub extra_cmdline: Option<String>,
+    pub timeout: Duration,
+    /// Where the console and the agent's channel are written.
+    pub workdir: PathBuf,
+}
+
+/// How a VM ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmEnd {
+    /// The agent said `done` and the guest powered off.
+    Finished,
+    /// The guest stopped without the agent finishing (crash, early poweroff).
+    Exited(Option<i32>),
+    /// The console showed a kernel panic.
+    Panicked,
+    /// Killed after the timeout.
+    TimedOut(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct VmRun {
+    pub end: VmEnd,
+    pub records: Vec<Record>,
+    pub console: String,
+    /// Host wall time from QEMU start to the agent's first record.
+    pub boot: Option<Duration>,
+    pub wall: Duration,
+    pub command_line: String,
+}
+
+impl VmSpec {
+    pub fn console_path(&self) -> PathBuf {
+        self.workdir.join("console.log")
+    }
+    pub fn channel_path(&self) -> PathBuf {
+        self.workdir.join("agent.jsonl")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new("qemu-system-x86_64");
+        let cpu = match self.accel {
+            Accel::Kvm => "host",
+            Accel::Tcg => "max",
+        };
+        let mut append = "console=ttyS0 panic=-1 oops=panic quiet loglevel=4 8250.nr_uarts=2".to_string();
+        if let Some(extra) = &self.extra_cmdline {
+            append.push(' ');
+            append.push_str(extra);
+        }
+        c.args(["-machine", "pc", "-accel", &self.accel.to_string(), "-cpu", cpu])
+            .args(["-m", &format!("{}M", self.memory_mb), "-smp", &self.cpus.to_string()])
+            .args(["-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults", "-no-user-config"])
+            .arg("-serial")
+            .arg(format!("file:{}", self.console_path().display()))
+            .arg("-serial")
+            .arg(format!("file:{}", self.channel_path().display()))
+            .arg("-kernel")
+            .arg(&self.kernel)
+            .arg("-initrd")
+            .arg(&self.initramfs)
+            .args(["-append", &append]);
+        c
+    }
+}
+
+/// Renders a command so a person can paste it into a shell.
+pub fn shell_line(c: &Command) -> String {
+    let quote = |s: &str| {
+        if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+".contains(c)) {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    };
+    std::iter::once(c.get_program())
+        .chain(c.get_args())
+        .map(|a| quote(&a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Console lines that mean the guest kernel is dead.
+const PANIC_MARKERS: &[&str] = &["Kernel panic - not syncing", "---[ end Kernel panic"];
+
+pub fn run(spec: &VmSpec) -> anyhow::Result<VmRun> {
+    fs::create_dir_all(&spec.workdir).with_context(|| format!("creating {}", spec.workdir.display()))?;
+    for p in [spec.console_path(), spec.channel_path()] {
+        let _ = fs::remove_file(p);
+    }
+    let mut cmd = spec.command();
+    let command_line = shell_line(&cmd);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    // SAFETY: prctl is async-signal-safe. If the harness dies (even by SIGKILL),
+    // the kernel kills QEMU with it: no VM outlives the run.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let start = Instant::now();
+    let mut child = cmd.spawn().context("starting qemu-system-x86_64 (is qemu-system-x86 installed?)")?;
+    let mut boot = None;
+    let mut end = None;
+    let mut panic_seen: Option<Instant> = None;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            end.get_or_insert(VmEnd::Exited(status.code()));
+            break;
+        }
+        if boot.is_none() && fs::metadata(spec.channel_path()).map(|m| m.len() > 0).unwrap_or(false) {
+            boot = Some(start.elapsed());
+        }
+        if panic_seen.is_none() {
+            let console = fs::read_to_string(spec.console_path()).unwrap_or_default();
+            if PANIC_MARKERS.iter().any(|m| console.contains(m)) {
+                panic_seen = Some(Instant::now());
+            }
+        }
+        // Give a panicking kernel a moment to print its trace, then stop it.
+        if panic_seen.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+            end = Some(VmEnd::Panicked);
+            break;
+        }
+        if start.elapsed() > spec.timeout {
+            end = Some(VmEnd::TimedOut(spec.timeout));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let status = child.wait()?;
+    let wall = start.elapsed();
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read as _;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let mut console = String::from_utf8_lossy(&fs::read(spec.console_path()).unwrap_or_default()).into_owned();
+    if !stderr.trim().is_empty() {
+        console.push_str("\n--- qemu stderr ---\n");
+        console.push_str(&stderr);
+    }
+    let records = parse_records(&String::from_utf8_lossy(&fs::read(spec.channel_path()).unwrap_or_default()));
+    let mut end = end.unwrap_or(VmEnd::Exited(status.code()));
+    if panic_seen.is_some() {
+        end = VmEnd::Panicked;
+    } else if end == VmEnd::Exited(Some(0)) && records.last() == Some(&Record::Done) {
+        end = VmEnd::Finished;
+    }
+    Ok(VmRun { end, records, console, boot, wall, command_line })
+}
+
+/// Where a kernel's VM files go for this run.
+pub fn workdir(base: &Path, kernel: &str) -> PathBuf {
+    base.join(kernel)
+}
