@@ -166,7 +166,9 @@ pub fn run(spec: &VmSpec) -> anyhow::Result<VmRun> {
     }
     let records = parse_records(&String::from_utf8_lossy(&fs::read(spec.channel_path()).unwrap_or_default()));
     let mut end = end.unwrap_or(VmEnd::Exited(status.code()));
-    if panic_seen.is_some() {
+    // A panicking kernel with panic=-1 reboots at once, so QEMU may exit before the
+    // console was polled: judge by the console as well.
+    if panic_seen.is_some() || PANIC_MARKERS.iter().any(|m| console.contains(m)) {
         end = VmEnd::Panicked;
     } else if end == VmEnd::Exited(Some(0)) && records.last() == Some(&Record::Done) {
         end = VmEnd::Finished;

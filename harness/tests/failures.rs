@@ -1,0 +1,117 @@
+//! Failure modes, produced for real: a tampered hash in the lock, a package the
+//! mirror does not have, a guest that hangs and a guest kernel that panics. Each
+//! must end as a clear failing verdict (not a hang, not a panic of the harness)
+//! and leave no QEMU process behind.
+use std::{path::{Path, PathBuf}, sync::Arc, time::Instant};
+
+use kernel_matrix::{
+    checks::CATALOGUE,
+    config::MatrixConfig,
+    lock::Lock,
+    matrix::{KernelRun, Matrix, Options},
+    protocol::Verdict,
+};
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A one-kernel matrix in a scratch directory, with a lock derived from the
+/// workspace's real one by `edit`.
+fn scratch_matrix(tag: &str, yaml: &str, edit: impl FnOnce(&mut Lock)) -> (Arc<Matrix>, PathBuf) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("failures-{tag}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg_path = dir.join("kernels.yaml");
+    std::fs::write(&cfg_path, yaml).unwrap();
+    let mut lock = Lock::load(&workspace().join("kernels.lock")).unwrap();
+    edit(&mut lock);
+    lock.save(&Lock::path_for(&cfg_path)).unwrap();
+    let config = MatrixConfig::load(&cfg_path).unwrap();
+    let run_dir = dir.join("runs");
+    let opts = Options::from_env(PathBuf::from(env!("CARGO_BIN_EXE_km-agent")), run_dir.clone()).unwrap();
+    (Arc::new(Matrix::new(config, opts).unwrap()), run_dir)
+}
+
+fn all_failed_with(run: &KernelRun, needle: &str) {
+    for id in CATALOGUE {
+        match run.verdict(*id) {
+            Verdict::Fail(msg) => assert!(msg.contains(needle), "{}::{}: expected {needle:?} in:\n{msg}", id.program, id.check),
+            other => panic!("{}::{} should fail, got {other:?}", id.program, id.check),
+        }
+    }
+}
+
+/// No process whose command line mentions `dir` (our QEMUs all do, via -serial file:).
+fn assert_no_process_mentions(dir: &Path) {
+    let needle = dir.to_string_lossy().into_owned();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            assert!(!(cmd.contains("qemu-system") && cmd.contains(&needle)), "left behind: {cmd}");
+        }
+    }
+}
+
+#[test]
+fn tampered_sha256_is_caught_and_nothing_is_kept() {
+    let yaml = "kernels:\n  - name: '5.10'\n    debian: { suite: bullseye-security, series: '5.10' }\n";
+    let (m, _) = scratch_matrix("sha", yaml, |lock| {
+        let f = &mut lock.kernels.get_mut("5.10").unwrap().files[0];
+        f.sha256 = "0".repeat(64);
+    });
+    let run = m.run_kernel("5.10");
+    all_failed_with(&run, "sha256 mismatch");
+    let debs = m.opts.cache_dir.join("debs");
+    assert!(!debs.join(format!("{}.deb", "0".repeat(64))).exists(), "a file with the wrong hash was kept");
+    let leftovers: Vec<_> = std::fs::read_dir(&debs).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+    assert!(leftovers.is_empty(), "temporary downloads left behind: {leftovers:?}");
+}
+
+#[test]
+fn missing_package_names_the_package() {
+    let yaml = "kernels:\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\n";
+    let (m, _) = scratch_matrix("missing", yaml, |lock| {
+        let f = &mut lock.kernels.get_mut("6.1").unwrap().files[0];
+        f.package = "linux-image-0.0.0-km-test-cloud-amd64".into();
+        f.path = "pool/main/l/linux-signed-amd64/linux-image-0.0.0-km-test-cloud-amd64_0.0.0-1_amd64.deb".into();
+        f.sha256 = "1".repeat(64);
+    });
+    let run = m.run_kernel("6.1");
+    all_failed_with(&run, "not found on the mirror");
+    all_failed_with(&run, "linux-image-0.0.0-km-test-cloud-amd64");
+}
+
+#[test]
+fn kernel_missing_from_the_lock_says_how_to_fix_it() {
+    let yaml = "kernels:\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\n";
+    let (m, _) = scratch_matrix("unlocked", yaml, |lock| lock.kernels.clear());
+    all_failed_with(&m.run_kernel("6.1"), "kernel-matrix lock --update");
+}
+
+#[test]
+fn hanging_guest_is_killed_at_its_timeout_with_console_tail() {
+    let yaml = "kernels:\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\n    cmdline: km.action=hang\n    timeout_secs: 20\n";
+    let (m, run_dir) = scratch_matrix("hang", yaml, |_| {});
+    let start = Instant::now();
+    let run = m.run_kernel("6.1");
+    let took = start.elapsed();
+    all_failed_with(&run, "did not finish within 20s");
+    all_failed_with(&run, "km: hanging on request");
+    eprintln!("hang detected and VM killed after {took:?}");
+    assert_no_process_mentions(&run_dir);
+}
+
+#[test]
+fn panicking_guest_fails_fast_with_the_panic_in_the_log() {
+    let yaml = "kernels:\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\n    cmdline: km.action=panic\n    timeout_secs: 120\n";
+    let (m, run_dir) = scratch_matrix("panic", yaml, |_| {});
+    let start = Instant::now();
+    let run = m.run_kernel("6.1");
+    let took = start.elapsed();
+    all_failed_with(&run, "panicked");
+    all_failed_with(&run, "Kernel panic");
+    eprintln!("panic detected after {took:?}");
+    assert!(took.as_secs() < 60, "panic detection took {took:?}, the timeout is not what caught it");
+    assert_no_process_mentions(&run_dir);
+}
