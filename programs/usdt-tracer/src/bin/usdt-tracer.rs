@@ -1,1 +1,47 @@
-fn main(){}
+//! `usdt-tracer`: the classic
+//! `bpftrace -e 'usdt:./target:test_grp:test_idx { printf("%d\n", arg0); }'`,
+//! with libbpf-rs: prints arg0 of every hit, then the hit count and the sum.
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use anyhow::Context as _;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "Trace USDT test_grp:test_idx in BINARY and print arg0 of each hit")]
+struct Args {
+    /// The binary carrying the probe (usdt-target, km-agent, anything linking usdt-tracer).
+    binary: PathBuf,
+    /// Only hits in this process.
+    #[arg(short = 'p', long)]
+    pid: Option<i32>,
+    /// With no COMMAND: trace for this many seconds.
+    #[arg(short = 'd', long, default_value_t = 5.0)]
+    duration: f64,
+    /// Run this command (after attaching) and trace until it exits.
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let report = usdt_tracer::trace(&args.binary, args.pid, || {
+        if let Some((prog, rest)) = args.command.split_first() {
+            let status = Command::new(prog).args(rest).status().with_context(|| format!("running {prog}"))?;
+            if !status.success() {
+                eprintln!("usdt-tracer: {prog} exited with {status}");
+            }
+        } else {
+            eprintln!("Attached to {}:{} in {}; tracing for {} s", usdt_tracer::PROVIDER, usdt_tracer::PROBE, args.binary.display(), args.duration);
+            std::thread::sleep(Duration::from_secs_f64(args.duration));
+        }
+        Ok(())
+    })?;
+    for v in &report.values {
+        println!("{v}");
+    }
+    eprintln!(
+        "{} hits, sum of arg0 {}, {} values dropped, {} arg read errors",
+        report.hits, report.sum, report.dropped, report.arg_errors
+    );
+    Ok(())
+}
