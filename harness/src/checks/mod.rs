@@ -18,6 +18,10 @@ pub struct CheckId {
 pub const CATALOGUE: &[CheckId] = &[
     CheckId { program: "xdp_classifier", check: "load", needs: &[] },
     CheckId { program: "xdp_classifier", check: "classify", needs: &["BPF_PROG_TEST_RUN"] },
+    CheckId { program: "profiler", check: "load", needs: &["perf_event programs", "ring buffer"] },
+    CheckId { program: "profiler", check: "samples", needs: &["perf_event programs", "ring buffer"] },
+    CheckId { program: "usdt_tracer", check: "load", needs: &["ring buffer"] },
+    CheckId { program: "usdt_tracer", check: "hits", needs: &["ring buffer"] },
 ];
 
 /// Lines of verifier log kept when a program is rejected.
@@ -36,6 +40,10 @@ pub(crate) fn check(program: &str, check: &str, verdict: Verdict, metrics: BTree
 /// so a crash later on still leaves the earlier results with the host.
 pub fn run_all(emit: &mut dyn FnMut(Record)) {
     xdp::run(emit);
+    profiler::run(emit);
+    usdt::run(emit);
 }
 
+mod profiler;
+mod usdt;
 mod xdp;

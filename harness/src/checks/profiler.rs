@@ -1,0 +1,103 @@
+//! The sampling profiler: `load` and `samples`.
+//!
+//! `samples` re-executes the agent as a busy child (`--busy-spin`, which runs
+//! `profiler::km_busy_spin`), profiles it at 99 Hz on every CPU filtered to its
+//! pid, and requires `km_busy_spin` in the symbolized user stacks and a sample
+//! count near frequency x seconds (the child keeps one CPU busy).
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use ::profiler::{load_only, profile, ProfileOptions};
+
+use super::*;
+
+const P: &str = "profiler";
+const FREQ: u64 = 99;
+const SECONDS: f64 = 2.0;
+/// Accepted sample counts, as fractions of FREQ x SECONDS: TCG timers are imprecise.
+const BAND: (f64, f64) = (0.30, 1.30);
+/// The busy child outlives the sampling window by this much (load time under TCG).
+const SPIN_MARGIN_SECS: f64 = 8.0;
+
+pub fn run(emit: &mut dyn FnMut(Record)) {
+    match load_only() {
+        Ok(info) => {
+            let metrics = [("insns".to_string(), info.insns as f64)].into();
+            emit(check(P, "load", Verdict::Pass, metrics, String::new()));
+        }
+        Err((e, log)) => {
+            let msg = format!("{e:#}\n--- libbpf log (tail) ---\n{}", tail(&log, LOG_TAIL_LINES));
+            emit(check(P, "load", Verdict::Fail(msg), BTreeMap::new(), String::new()));
+            emit(check(P, "samples", Verdict::Fail("not run: the program did not load".into()), BTreeMap::new(), String::new()));
+            return;
+        }
+    }
+    let (verdict, metrics, note) = match samples() {
+        Ok(r) => r,
+        Err(e) => (Verdict::Fail(format!("{e:#}")), BTreeMap::new(), String::new()),
+    };
+    emit(check(P, "samples", verdict, metrics, note));
+}
+
+/// Kills the child when dropped, whatever happens in between.
+struct Reaper(Child);
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn samples() -> anyhow::Result<(Verdict, BTreeMap<String, f64>, String)> {
+    let exe = std::env::current_exe()?;
+    let child = Command::new(&exe)
+        .arg("--busy-spin")
+        .arg(format!("{}", SECONDS + SPIN_MARGIN_SECS))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let child = Reaper(child);
+    let pid = child.0.id();
+    std::thread::sleep(Duration::from_millis(100));
+    let opts = ProfileOptions { freq: FREQ, pid: Some(pid), sw_event: false, duration: Duration::from_secs_f64(SECONDS) };
+    let prof = profile(&opts)?;
+    drop(child);
+
+    let n = prof.samples.iter().filter(|s| s.pid == pid).count() as f64;
+    let secs = prof.duration.as_secs_f64();
+    let expected = FREQ as f64 * secs;
+    let (lo, hi) = (BAND.0 * expected, BAND.1 * expected);
+    let in_busy = prof.user_frames_named("km_busy_spin", Some(pid)) as f64;
+    let folded = prof.folded_text();
+    let top = folded.lines().next().unwrap_or("(no samples)").to_string();
+
+    let mut metrics = BTreeMap::new();
+    metrics.insert("samples".into(), n);
+    metrics.insert("expected_samples".into(), expected);
+    metrics.insert("samples_in_km_busy_spin".into(), in_busy);
+    metrics.insert("seen".into(), prof.seen as f64);
+    metrics.insert("dropped".into(), prof.dropped as f64);
+    metrics.insert("cpus".into(), prof.cpus as f64);
+    metrics.insert("seconds".into(), secs);
+    let band = format!(
+        "band {:.0}%..{:.0}% of {FREQ} Hz x {secs:.2} s x 1 busy CPU = {lo:.0}..{hi:.0}",
+        BAND.0 * 100.0,
+        BAND.1 * 100.0
+    );
+    let note = format!("{n} samples ({band}), {in_busy} in km_busy_spin, {} dropped, {}; top stack: {top}", prof.dropped, prof.event);
+
+    let mut problems = Vec::new();
+    if n < lo || n > hi {
+        problems.push(format!("{n} samples for pid {pid}, outside the {band}"));
+    }
+    if in_busy == 0.0 {
+        problems.push(format!("km_busy_spin not in any symbolized user stack of pid {pid}; top stack: {top}"));
+    }
+    if prof.dropped != 0 {
+        problems.push(format!("{} samples dropped by the ring buffer", prof.dropped));
+    }
+    let verdict = if problems.is_empty() { Verdict::Pass } else { Verdict::Fail(problems.join("; ")) };
+    Ok((verdict, metrics, note))
+}

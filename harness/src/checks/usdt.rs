@@ -1,0 +1,88 @@
+//! The USDT tracer: `load` and `hits`.
+//!
+//! `hits` re-executes the agent (which links usdt-tracer and so carries
+//! test_grp:test_idx in its .note.stapsdt) as `--usdt-loop N`, waiting on its
+//! standard input; attaches to the agent binary filtered to that child's pid;
+//! releases it; and requires exactly N hits with arg0 summing to N(N-1)/2.
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use usdt_tracer::{load_only, trace, verify_loop};
+
+use super::*;
+
+const P: &str = "usdt_tracer";
+const N: u32 = 1000;
+const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn run(emit: &mut dyn FnMut(Record)) {
+    match load_only() {
+        Ok(info) => {
+            let metrics = [("insns".to_string(), info.insns as f64)].into();
+            emit(check(P, "load", Verdict::Pass, metrics, String::new()));
+        }
+        Err((e, log)) => {
+            let msg = format!("{e:#}\n--- libbpf log (tail) ---\n{}", tail(&log, LOG_TAIL_LINES));
+            emit(check(P, "load", Verdict::Fail(msg), BTreeMap::new(), String::new()));
+            emit(check(P, "hits", Verdict::Fail("not run: the program did not load".into()), BTreeMap::new(), String::new()));
+            return;
+        }
+    }
+    let (verdict, metrics, note) = match hits() {
+        Ok(r) => r,
+        Err(e) => (Verdict::Fail(format!("{e:#}")), BTreeMap::new(), String::new()),
+    };
+    emit(check(P, "hits", verdict, metrics, note));
+}
+
+fn hits() -> anyhow::Result<(Verdict, BTreeMap<String, f64>, String)> {
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new(&exe)
+        .arg("--usdt-loop")
+        .arg(N.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let pid = child.id() as i32;
+    let mut loop_secs = 0.0;
+    let traced = trace(&exe, Some(pid), || {
+        let start = Instant::now();
+        // Release the child: it runs the loop once its stdin yields a byte.
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin.write_all(b"go\n")?;
+        drop(stdin);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                anyhow::ensure!(status.success(), "the --usdt-loop child exited with {status}");
+                break;
+            }
+            if start.elapsed() > CHILD_TIMEOUT {
+                anyhow::bail!("the --usdt-loop child did not finish in {CHILD_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        loop_secs = start.elapsed().as_secs_f64();
+        Ok(())
+    });
+    if child.try_wait().ok().flatten().is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let report = traced?;
+    let want_sum = N as u64 * (N as u64 - 1) / 2;
+    let mut metrics = BTreeMap::new();
+    metrics.insert("hits".into(), report.hits as f64);
+    metrics.insert("sum".into(), report.sum as f64);
+    metrics.insert("expected_hits".into(), N as f64);
+    metrics.insert("dropped".into(), report.dropped as f64);
+    metrics.insert("loop_seconds".into(), loop_secs);
+    let note = format!("{} hits (want {N}), sum {} (want {want_sum}), traced binary {}", report.hits, report.sum, exe.display());
+    let verdict = match verify_loop(&report, N) {
+        Ok(()) => Verdict::Pass,
+        Err(e) => Verdict::Fail(format!("pid {pid}, binary {}: {e}", exe.display())),
+    };
+    Ok((verdict, metrics, note))
+}
