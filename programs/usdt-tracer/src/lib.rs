@@ -107,8 +107,21 @@ pub fn load_only() -> Result<LoadInfo, (anyhow::Error, String)> {
 /// Attaches to `test_grp:test_idx` in `binary` (only in process `pid` if given,
 /// else in every process running it, including ones started later), calls `run`,
 /// then detaches and reports what the probe saw. `run` must make the probe fire:
-/// run the target, release a waiting one, or just sleep.
+/// run the target, release a waiting one, or just sleep. Values are collected in
+/// the ring buffer (1 MiB, about 65k values) until `run` returns; use
+/// [`trace_with`] to drain it while the target runs.
 pub fn trace(binary: &Path, pid: Option<i32>, run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<UsdtReport> {
+    trace_with(binary, pid, |_| {}, |_poll| run())
+}
+
+/// Like [`trace`], but `run` gets a `poll(timeout)` function to call while the
+/// target runs, which hands every value that arrived to `on_value` (in order).
+pub fn trace_with(
+    binary: &Path,
+    pid: Option<i32>,
+    mut on_value: impl FnMut(i64),
+    run: impl FnOnce(&dyn Fn(Duration) -> anyhow::Result<()>) -> anyhow::Result<()>,
+) -> anyhow::Result<UsdtReport> {
     let binary = binary.canonicalize().with_context(|| format!("resolving {}", binary.display()))?;
     let mut obj = MaybeUninit::uninit();
     let mut open = UsdtSkelBuilder::default().open(&mut obj).context("opening the usdt object")?;
@@ -122,7 +135,9 @@ pub fn trace(binary: &Path, pid: Option<i32>, run: impl FnOnce() -> anyhow::Resu
     let mut rb = RingBufferBuilder::new();
     rb.add(&skel.maps.values, move |data: &[u8]| {
         if let Ok(b) = <[u8; 8]>::try_from(&data[..data.len().min(8)]) {
-            sink.borrow_mut().push(i64::from_ne_bytes(b));
+            let v = i64::from_ne_bytes(b);
+            on_value(v);
+            sink.borrow_mut().push(v);
         }
         0
     })?;
@@ -132,7 +147,8 @@ pub fn trace(binary: &Path, pid: Option<i32>, run: impl FnOnce() -> anyhow::Resu
     let link = attached.map_err(|e| {
         anyhow::anyhow!("attaching to {PROVIDER}:{PROBE} in {}: {e}\n{}", binary.display(), tail(&log, 10))
     })?;
-    let outcome = run();
+    let poll = |t: Duration| -> anyhow::Result<()> { rb.poll(t).map_err(anyhow::Error::from) };
+    let outcome = run(&poll);
     // Drain what arrived while the target ran, then detach and drain the rest.
     rb.poll(Duration::from_millis(10))?;
     drop(link);
