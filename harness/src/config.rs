@@ -29,6 +29,9 @@ pub struct MatrixConfig {
     #[serde(default = "default_memory")]
     pub memory_mb: u32,
     pub kernels: Vec<KernelSpec>,
+    /// Known failures, turned into ignored trials with their reason.
+    #[serde(default)]
+    pub expected_failures: Vec<crate::expect::ExpectedFailure>,
     /// Where the file was read from (for messages and relative paths).
     #[serde(skip)]
     pub path: PathBuf,

@@ -8,6 +8,8 @@ pub mod bzimage;
 pub mod checks;
 pub mod config;
 pub mod debian;
+pub mod expect;
+pub mod features;
 pub mod fetch;
 pub mod images;
 pub mod initramfs;

@@ -54,6 +54,8 @@ pub struct KernelRun {
     pub wall: Duration,
     /// Verdicts by check; a kernel that could not run has none.
     pub checks: BTreeMap<(String, String), CheckOutcome>,
+    /// Feature probe results by feature id.
+    pub features: BTreeMap<String, crate::features::Probe>,
     /// Why checks without a verdict have none (boot failure, crash, timeout).
     pub failure: Option<String>,
     pub command_line: Option<String>,
@@ -71,6 +73,17 @@ impl KernelRun {
         match self.checks.get(&(id.program.to_string(), id.check.to_string())) {
             Some(o) => o.verdict.clone(),
             None => Verdict::Fail(self.failure.clone().unwrap_or_else(|| "the agent reported no result for this check".into())),
+        }
+    }
+
+    /// The `features::<id>` trial: the probe held against the declared minimum.
+    pub fn feature_verdict(&self, f: &crate::features::Feature) -> Verdict {
+        let Some(probe) = self.features.get(&f.id) else {
+            return Verdict::Fail(self.failure.clone().unwrap_or_else(|| "the agent reported no probe for this feature".into()));
+        };
+        match self.release.as_deref().map(str::parse::<crate::KernelVersion>) {
+            Some(Ok(v)) => crate::features::judge(f, v, probe),
+            _ => Verdict::Fail(format!("cannot tell the kernel version from release {:?}", self.release)),
         }
     }
 
@@ -108,6 +121,12 @@ impl Matrix {
         self.config.kernels.iter().map(|k| k.name.clone()).collect()
     }
 
+    /// The verdict of cell `trial` (`program::check` or `features::id`) of `run`,
+    /// after the expected-failures list.
+    pub fn cell(&self, run: &KernelRun, trial: &str, raw: Verdict) -> Verdict {
+        crate::expect::apply(&self.config.expected_failures, &run.kernel, trial, raw)
+    }
+
     /// Runs `name` (once; later callers get the same result).
     pub fn run_kernel(&self, name: &str) -> Arc<KernelRun> {
         let cell = self.runs.get(name).expect("kernel from the config");
@@ -123,6 +142,7 @@ impl Matrix {
                     boot: None,
                     wall: start.elapsed(),
                     checks: BTreeMap::new(),
+                    features: BTreeMap::new(),
                     failure: Some(format!("kernel {name} could not be run: {e:#}")),
                     command_line: None,
                 },
@@ -222,7 +242,12 @@ impl Matrix {
                     ((id.program.to_string(), id.check.to_string()), o)
                 })
                 .collect();
-            return Ok(KernelRun { kernel: spec.name.clone(), release: None, accel: None, boot: None, wall: Duration::ZERO, checks, failure: None, command_line: None });
+            let features = crate::features::catalogue()
+                .iter()
+                .map(|f| (f.id.clone(), crate::features::Probe::Unavailable(reason.into())))
+                .collect();
+            let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|r| r.trim().to_string());
+            return Ok(KernelRun { kernel: spec.name.clone(), release, accel: None, boot: None, wall: Duration::ZERO, checks, features, failure: None, command_line: None });
         }
         let out = workdir.join("agent.jsonl");
         let _ = std::fs::remove_file(&out);
@@ -268,6 +293,7 @@ fn describe(end: &vm::VmEnd) -> String {
 fn collect(kernel: &str, records: &[Record], failure: Option<String>) -> KernelRun {
     let mut release = None;
     let mut checks = BTreeMap::new();
+    let mut features = BTreeMap::new();
     for r in records {
         match r {
             Record::Hello { kernel_release, .. } => release = Some(kernel_release.clone()),
@@ -277,10 +303,13 @@ fn collect(kernel: &str, records: &[Record], failure: Option<String>) -> KernelR
                     CheckOutcome { verdict: verdict.clone(), metrics: metrics.clone(), note: note.clone() },
                 );
             }
+            Record::Feature { id, result } => {
+                features.insert(id.clone(), result.clone());
+            }
             Record::Done => {}
         }
     }
-    KernelRun { kernel: kernel.into(), release, accel: None, boot: None, wall: Duration::ZERO, checks, failure, command_line: None }
+    KernelRun { kernel: kernel.into(), release, accel: None, boot: None, wall: Duration::ZERO, checks, features, failure, command_line: None }
 }
 
 /// A counting semaphore (std has none); bounds concurrent VMs.

@@ -31,6 +31,8 @@ pub enum Record {
         #[serde(default)]
         note: String,
     },
+    /// A kernel feature probe's result (see `features`).
+    Feature { id: String, result: crate::features::Probe },
     /// Last line: the agent finished normally.
     Done,
 }

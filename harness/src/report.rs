@@ -1,13 +1,33 @@
 //! Human-readable summaries of a matrix run.
-use std::fmt::Write as _;
+use std::{fmt::Write as _, sync::Arc};
 
-use crate::{checks::CATALOGUE, matrix::KernelRun, protocol::Verdict};
+use crate::{
+    checks::CATALOGUE,
+    features::{catalogue, Probe},
+    matrix::{KernelRun, Matrix},
+    protocol::Verdict,
+};
+
+/// Every cell of one kernel, `(trial without kernel prefix, final verdict)`, in
+/// trial order: checks first, then features.
+pub fn cells(m: &Matrix, r: &KernelRun) -> Vec<(String, Verdict)> {
+    let checks = CATALOGUE.iter().map(|id| {
+        let name = format!("{}::{}", id.program, id.check);
+        let v = m.cell(r, &name, r.verdict(*id));
+        (name, v)
+    });
+    let features = catalogue().iter().map(|f| {
+        let name = format!("features::{}", f.id);
+        let v = m.cell(r, &name, r.feature_verdict(f));
+        (name, v)
+    });
+    checks.chain(features).collect()
+}
 
 /// A Markdown table: one row per kernel, one column per check, plus where the
 /// numbers came from (release, accelerator, boot time).
-pub fn summary_table(runs: &[std::sync::Arc<KernelRun>]) -> String {
-    let mut s = String::new();
-    let _ = write!(s, "| kernel | release | accel | boot s | wall s |");
+pub fn summary_table(m: &Matrix, runs: &[Arc<KernelRun>]) -> String {
+    let mut s = String::from("| kernel | release | accel | boot s | wall s |");
     for id in CATALOGUE {
         let _ = write!(s, " {}::{} |", id.program, id.check);
     }
@@ -17,17 +37,10 @@ pub fn summary_table(runs: &[std::sync::Arc<KernelRun>]) -> String {
     for r in runs {
         let accel = r.accel.map(|a| a.to_string()).unwrap_or_else(|| "host".into());
         let boot = r.boot.map(|b| format!("{:.1}", b.as_secs_f64())).unwrap_or_else(|| "-".into());
-        let _ = write!(
-            s,
-            "| {} | {} | {} | {} | {:.1} |",
-            r.kernel,
-            r.release.as_deref().unwrap_or("-"),
-            accel,
-            boot,
-            r.wall.as_secs_f64()
-        );
-        for id in CATALOGUE {
-            let cell = match r.verdict(*id) {
+        let release = r.release.as_deref().unwrap_or("-");
+        let _ = write!(s, "| {} | {release} | {accel} | {boot} | {:.1} |", r.kernel, r.wall.as_secs_f64());
+        for (_, v) in cells(m, r).into_iter().take(CATALOGUE.len()) {
+            let cell = match v {
                 Verdict::Pass => "pass".to_string(),
                 Verdict::Fail(_) => "**FAIL**".to_string(),
                 Verdict::Ignored(reason) => format!("ignored ({reason})"),
@@ -39,13 +52,45 @@ pub fn summary_table(runs: &[std::sync::Arc<KernelRun>]) -> String {
     s
 }
 
+/// Markdown: features as rows, kernels as columns, what the probes found, with
+/// the declared minimum; a cell that disagrees with it is marked.
+pub fn feature_table(m: &Matrix, runs: &[Arc<KernelRun>]) -> String {
+    let mut s = String::from("| feature | since |");
+    for r in runs {
+        let _ = write!(s, " {} |", r.kernel);
+    }
+    s.push('\n');
+    s.push_str(&"|---".repeat(2 + runs.len()));
+    s.push_str("|\n");
+    for f in catalogue() {
+        let _ = write!(s, "| {} | {} |", f.title, f.since);
+        for r in runs {
+            let verdict = m.cell(r, &format!("features::{}", f.id), r.feature_verdict(f));
+            let found = match r.features.get(&f.id) {
+                None => "-",
+                Some(Probe::Present(_)) => "yes",
+                Some(Probe::Absent(_)) => "no",
+                Some(Probe::Unavailable(_)) => "n/a",
+            };
+            let cell = match verdict {
+                Verdict::Fail(_) if found != "-" => format!("**{found} (disagrees with {})**", f.since),
+                Verdict::Ignored(reason) if reason.starts_with("expected failure") => format!("{found} (expected)"),
+                _ => found.to_string(),
+            };
+            let _ = write!(s, " {cell} |");
+        }
+        s.push('\n');
+    }
+    s
+}
+
 /// The failures, each with its reason, for the end of a run.
-pub fn failures(runs: &[std::sync::Arc<KernelRun>]) -> Vec<String> {
+pub fn failures(m: &Matrix, runs: &[Arc<KernelRun>]) -> Vec<String> {
     let mut out = Vec::new();
     for r in runs {
-        for id in CATALOGUE {
-            if let Verdict::Fail(msg) = r.verdict(*id) {
-                out.push(format!("{}::{}::{} ({}):\n{msg}", r.kernel, id.program, id.check, r.where_()));
+        for (trial, v) in cells(m, r) {
+            if let Verdict::Fail(msg) = v {
+                out.push(format!("{}::{trial} ({}):\n{msg}", r.kernel, r.where_()));
             }
         }
     }

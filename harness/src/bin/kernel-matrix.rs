@@ -87,12 +87,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             let runs: Vec<_> = handles.into_iter().map(|h| h.join().expect("kernel thread")).collect();
-            let table = report::summary_table(&runs);
+            let table = format!("{}\n{}", report::summary_table(&m, &runs), report::feature_table(&m, &runs));
             println!("{table}");
             if let Some(p) = summary {
                 std::fs::write(&p, &table).with_context(|| format!("writing {}", p.display()))?;
             }
-            let failures = report::failures(&runs);
+            let failures = report::failures(&m, &runs);
             for f in &failures {
                 println!("FAILED {f}\n");
             }

@@ -49,6 +49,10 @@ fn main() {
         .and_then(|u| u.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0);
     emit(Record::Hello { kernel_release: release, uptime_secs: uptime });
-    checks::run_all(&mut emit);
+    let features = kernel_matrix::features::probe_all();
+    for (id, result) in &features {
+        emit(Record::Feature { id: id.clone(), result: result.clone() });
+    }
+    checks::run_all(&mut emit, &features);
     emit(Record::Done);
 }

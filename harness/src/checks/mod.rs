@@ -4,7 +4,7 @@
 //! without booting anything, and the guest agent runs it.
 use std::collections::BTreeMap;
 
-use crate::protocol::{Record, Verdict};
+use crate::{features::Probe, protocol::{Record, Verdict}};
 
 /// One cell kind of the matrix: `<kernel>::<program>::<check>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,12 +17,32 @@ pub struct CheckId {
 
 pub const CATALOGUE: &[CheckId] = &[
     CheckId { program: "xdp_classifier", check: "load", needs: &[] },
-    CheckId { program: "xdp_classifier", check: "classify", needs: &["BPF_PROG_TEST_RUN"] },
-    CheckId { program: "profiler", check: "load", needs: &["perf_event programs", "ring buffer"] },
-    CheckId { program: "profiler", check: "samples", needs: &["perf_event programs", "ring buffer"] },
-    CheckId { program: "usdt_tracer", check: "load", needs: &["ring buffer"] },
-    CheckId { program: "usdt_tracer", check: "hits", needs: &["ring buffer"] },
+    CheckId { program: "xdp_classifier", check: "classify", needs: &["prog_test_run"] },
+    CheckId { program: "xdp_classifier_loop", check: "load", needs: &["bpf_loop"] },
+    CheckId { program: "xdp_classifier_loop", check: "classify", needs: &["bpf_loop", "prog_test_run"] },
+    CheckId { program: "profiler", check: "load", needs: &["perf_event_prog", "ringbuf"] },
+    CheckId { program: "profiler", check: "samples", needs: &["perf_event_prog", "ringbuf"] },
+    CheckId { program: "usdt_tracer", check: "load", needs: &["ringbuf", "usdt"] },
+    CheckId { program: "usdt_tracer", check: "hits", needs: &["ringbuf", "usdt"] },
 ];
+
+/// Runs `f` with libbpf's log (which carries the verifier log of a failed load)
+/// captured instead of printed. libbpf has one global print callback, so captures
+/// are serialized.
+pub fn capture_libbpf_log<T>(f: impl FnOnce() -> T) -> (T, String) {
+    static LOG: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    LOG.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    fn collect(_level: libbpf_rs::PrintLevel, msg: String) {
+        LOG.lock().unwrap_or_else(|e| e.into_inner()).push_str(&msg);
+    }
+    let prev = libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, collect)));
+    let out = f();
+    libbpf_rs::set_print(prev);
+    let log = std::mem::take(&mut *LOG.lock().unwrap_or_else(|e| e.into_inner()));
+    (out, log)
+}
 
 /// Lines of verifier log kept when a program is rejected.
 const LOG_TAIL_LINES: usize = 25;
@@ -38,12 +58,76 @@ pub(crate) fn check(program: &str, check: &str, verdict: Verdict, metrics: BTree
 
 /// Guest side: runs every check and hands each record to `emit` as soon as it exists,
 /// so a crash later on still leaves the earlier results with the host.
-pub fn run_all(emit: &mut dyn FnMut(Record)) {
-    xdp::run(emit);
-    profiler::run(emit);
-    usdt::run(emit);
+///
+/// A check whose `needs` name a feature this kernel lacks is reported ignored with
+/// the reason (`needs bpf_loop, 5.17`): when every check of a program is gated the
+/// program is not even loaded; otherwise the gated checks' verdicts are replaced.
+pub fn run_all(emit: &mut dyn FnMut(Record), features: &BTreeMap<String, Probe>) {
+    type Run = fn(&mut dyn FnMut(Record));
+    let programs: &[(&str, Run)] = &[
+        ("xdp_classifier", xdp::run),
+        ("xdp_classifier_loop", xdp_loop::run),
+        ("profiler", profiler::run),
+        ("usdt_tracer", usdt::run),
+    ];
+    for (program, run) in programs {
+        let checks: Vec<&CheckId> = CATALOGUE.iter().filter(|c| c.program == *program).collect();
+        let gated: BTreeMap<&str, String> = checks.iter().filter_map(|c| Some((c.check, gate(c, features)?))).collect();
+        if gated.len() == checks.len() {
+            for c in &checks {
+                emit(check(program, c.check, Verdict::Ignored(gated[c.check].clone()), BTreeMap::new(), String::new()));
+            }
+            continue;
+        }
+        run(&mut |mut r: Record| {
+            if let Record::Check { check, verdict, .. } = &mut r {
+                if let Some(reason) = gated.get(check.as_str()) {
+                    *verdict = Verdict::Ignored(reason.clone());
+                }
+            }
+            emit(r)
+        });
+    }
+}
+
+/// Why `c` cannot run here, if a feature it needs was probed absent or unavailable.
+pub fn gate(c: &CheckId, features: &BTreeMap<String, Probe>) -> Option<String> {
+    c.needs.iter().find_map(|id| {
+        let f = crate::features::by_id(id)
+            .unwrap_or_else(|| panic!("check {}::{} needs unknown feature {id}", c.program, c.check));
+        match features.get(*id) {
+            Some(Probe::Present(_)) => None,
+            Some(Probe::Unavailable(why)) => Some(format!("{} ({why})", f.need_reason())),
+            _ => Some(f.need_reason()),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_need_is_a_catalogued_feature() {
+        for c in CATALOGUE {
+            for n in c.needs {
+                assert!(crate::features::by_id(n).is_some(), "{}::{} needs unknown feature {n}", c.program, c.check);
+            }
+        }
+    }
+
+    #[test]
+    fn gate_names_the_missing_feature_and_version() {
+        let c = CATALOGUE.iter().find(|c| c.program == "xdp_classifier_loop" && c.check == "load").unwrap();
+        let mut f = BTreeMap::new();
+        f.insert("bpf_loop".to_string(), Probe::Absent("no".into()));
+        assert_eq!(gate(c, &f).as_deref(), Some("needs bpf_loop, 5.17"));
+        f.insert("bpf_loop".to_string(), Probe::Present("yes".into()));
+        assert_eq!(gate(c, &f), None);
+    }
 }
 
 mod profiler;
 mod usdt;
 mod xdp;
+mod xdp_loop;
