@@ -20,6 +20,7 @@ pub mod mirror;
 pub mod protocol;
 pub mod report;
 pub mod trials;
+pub mod verifier;
 pub mod vm;
 
 pub use kernel_version::KernelVersion;

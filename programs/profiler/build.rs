@@ -12,6 +12,8 @@ fn main() {
     let clang = env::var_os("BPF_CLANG").unwrap_or_else(|| "clang-22".into());
     SkeletonBuilder::new()
         .source(&src)
+        // Keep the object too: the matrix inspects it with the verifier (harness::verifier).
+        .obj(PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR")).join("profiler.bpf.o"))
         .clang(clang)
         .clang_args([
             // ISA v2: no v3 atomics, so 5.10 loads the object.

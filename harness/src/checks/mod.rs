@@ -64,13 +64,14 @@ pub(crate) fn check(program: &str, check: &str, verdict: Verdict, metrics: BTree
 /// program is not even loaded; otherwise the gated checks' verdicts are replaced.
 pub fn run_all(emit: &mut dyn FnMut(Record), features: &BTreeMap<String, Probe>) {
     type Run = fn(&mut dyn FnMut(Record));
-    let programs: &[(&str, Run)] = &[
-        ("xdp_classifier", xdp::run),
-        ("xdp_classifier_loop", xdp_loop::run),
-        ("profiler", profiler::run),
-        ("usdt_tracer", usdt::run),
+    // (trial program name, runner, (object, program name inside it) for verifier insight)
+    let programs: &[(&str, Run, (&[u8], &str))] = &[
+        ("xdp_classifier", xdp::run, (xdp_classifier::OBJECT, xdp_classifier::PROGRAM)),
+        ("xdp_classifier_loop", xdp_loop::run, (xdp_loop::OBJECT, "xdp_classifier_loop")),
+        ("profiler", profiler::run, (::profiler::OBJECT, "profile")),
+        ("usdt_tracer", usdt::run, (::usdt_tracer::OBJECT, "test_idx")),
     ];
-    for (program, run) in programs {
+    for (program, run, (object, prog_name)) in programs {
         let checks: Vec<&CheckId> = CATALOGUE.iter().filter(|c| c.program == *program).collect();
         let gated: BTreeMap<&str, String> = checks.iter().filter_map(|c| Some((c.check, gate(c, features)?))).collect();
         if gated.len() == checks.len() {
@@ -80,13 +81,31 @@ pub fn run_all(emit: &mut dyn FnMut(Record), features: &BTreeMap<String, Probe>)
             continue;
         }
         run(&mut |mut r: Record| {
-            if let Record::Check { check, verdict, .. } = &mut r {
+            if let Record::Check { check, verdict, metrics, note, .. } = &mut r {
                 if let Some(reason) = gated.get(check.as_str()) {
                     *verdict = Verdict::Ignored(reason.clone());
+                } else if check == "load" {
+                    add_verifier_insight(object, prog_name, verdict, metrics, note);
                 }
             }
             emit(r)
         });
+    }
+}
+
+/// Every `load` record carries what the verifier did (instructions processed,
+/// states, sizes); a rejection also names the instruction it stopped at.
+fn add_verifier_insight(object: &[u8], program: &str, verdict: &mut Verdict, metrics: &mut BTreeMap<String, f64>, note: &mut String) {
+    let insight = crate::verifier::inspect(object, program);
+    for (k, v) in insight.metrics() {
+        metrics.entry(k).or_insert(v);
+    }
+    if !note.is_empty() {
+        note.push('\n');
+    }
+    note.push_str(&insight.summary());
+    if let (Verdict::Fail(msg), Some(insn)) = (verdict, &insight.failing_insn) {
+        msg.push_str(&format!("\nfailing instruction: {insn}"));
     }
 }
 

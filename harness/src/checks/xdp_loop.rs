@@ -6,7 +6,7 @@ use xdp_classifier::{packet, packet_source, SourceAddr};
 use super::*;
 
 const P: &str = "xdp_classifier_loop";
-static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xdp_classifier_loop.bpf.o"));
+pub(super) static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xdp_classifier_loop.bpf.o"));
 
 pub fn run(emit: &mut dyn FnMut(Record)) {
     let (loaded, log) = capture_libbpf_log(|| ObjectBuilder::default().open_memory(OBJECT).and_then(|o| o.load()));

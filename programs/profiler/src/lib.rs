@@ -26,6 +26,9 @@ use libbpf_rs::{
     PrintLevel, RingBufferBuilder,
 };
 
+/// The compiled BPF object the skeleton embeds, for tools that inspect it.
+pub static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/profiler.bpf.o"));
+
 mod skel {
     #![allow(unused_imports, clippy::all)]
     include!(concat!(env!("OUT_DIR"), "/profiler.skel.rs"));

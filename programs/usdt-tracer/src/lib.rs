@@ -19,6 +19,9 @@ use libbpf_rs::{
     PrintLevel, RingBufferBuilder,
 };
 
+/// The compiled BPF object the skeleton embeds, for tools that inspect it.
+pub static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/usdt.bpf.o"));
+
 mod skel {
     #![allow(unused_imports, clippy::all)]
     include!(concat!(env!("OUT_DIR"), "/usdt.skel.rs"));
