@@ -54,12 +54,17 @@ pub fn ensure_debian(cache: &Path, mirrors: &Mirrors, locked: &LockedKernel, mut
     let base = mirrors.for_suite(&locked.suite)?;
     let debs = cache.join("debs");
     fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
+    crate::cache_gc::remove_stale(&debs);
+    crate::cache_gc::remove_stale(&cache.join("kernels"));
     // Only the package carrying /boot/vmlinuz is needed to boot; modules packages
     // stay pinned in the lock for the checks that will need them.
     let deb = debs.join(format!("{}.deb", image_file.sha256));
     let url = format!("{base}/{}", image_file.path);
     progress(&format!("downloading {} ({:.1} MB)", image_file.package, image_file.size as f64 / 1e6));
-    fetch::fetch_verified(&url, &image_file.package, &image_file.sha256, &deb, |_| {})?;
+    let bar = crate::progress::Step::download(&image_file.package, image_file.size);
+    fetch::fetch_verified(&url, &image_file.package, &image_file.sha256, &deb, |n| bar.set_position(n))
+        .with_context(|| format!("downloading {} {}", image_file.package, image_file.version))?;
+    bar.done("downloaded, sha256 verified");
     progress(&format!("extracting {}", image_file.package));
     let (release, vmlinuz) = vmlinuz_from_deb(&deb)?;
     make_entry(&dir, &release, &vmlinuz)
@@ -97,13 +102,20 @@ fn make_entry(dir: &Path, release: &str, vmlinuz: &[u8]) -> anyhow::Result<Kerne
     let parent = dir.parent().context("cache entry without parent")?;
     fs::create_dir_all(parent)?;
     let tmp = fetch::tmp_path(dir);
-    fs::create_dir_all(&tmp)?;
-    fs::write(tmp.join("vmlinuz"), vmlinuz)?;
-    // A kernel whose payload we cannot unpack still boots, only slower.
-    if let Ok(elf) = crate::bzimage::extract_vmlinux(vmlinuz) {
-        fs::write(tmp.join("vmlinux"), elf)?;
+    let written = (|| -> std::io::Result<()> {
+        fs::create_dir_all(&tmp)?;
+        fs::write(tmp.join("vmlinuz"), vmlinuz)?;
+        // A kernel whose payload we cannot unpack still boots, only slower.
+        if let Ok(elf) = crate::bzimage::extract_vmlinux(vmlinuz) {
+            fs::write(tmp.join("vmlinux"), elf)?;
+        }
+        fs::write(tmp.join("release"), release)
+    })();
+    if let Err(e) = written {
+        // A full disk (or any write error) leaves nothing behind.
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e).with_context(|| format!("extracting the kernel into {}", tmp.display()));
     }
-    fs::write(tmp.join("release"), release)?;
     match fs::rename(&tmp, dir) {
         Ok(()) => {}
         // Another run finished the same entry first: theirs is as good as ours.

@@ -27,8 +27,11 @@ ip link set lo up 2>/dev/null
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     km.action=hang) echo "km: hanging on request"; while :; do sleep 3600; done ;;
+    km.busy=*) busy_secs="${arg#km.busy=}" ;;
+    km.action=busy) echo "km: busy on request"; end=$(( $(cut -d. -f1 /proc/uptime) + ${busy_secs:-1000000} ))
+      while [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ]; do cat /proc/version >/dev/null; done ;;
     km.action=panic) echo "km: panicking on request"; echo c > /proc/sysrq-trigger ;;
-    km.action=shell) setsid cttyhack sh; poweroff -f ;;
+    km.action=shell) echo "km: root shell in $(uname -r); checks: /agent --out -; leave: poweroff -f"; setsid cttyhack sh; poweroff -f ;;
   esac
 done
 /agent --out /dev/ttyS1

@@ -212,7 +212,9 @@ impl Matrix {
     fn run_vm(&self, spec: &KernelSpec, image: &images::KernelImage, workdir: &Path) -> anyhow::Result<KernelRun> {
         let vm_spec = self.vm_spec(spec, image, workdir)?;
         let _slot = self.slots.acquire();
+        let step = crate::progress::Step::spinner(&spec.name, &format!("booting under QEMU/{}", vm_spec.accel));
         let run = vm::run(&vm_spec)?;
+        step.done(&format!("VM ended: {}", describe(&run.end)));
         let failure = match &run.end {
             vm::VmEnd::Finished => None,
             end => Some(format!(
@@ -224,6 +226,9 @@ impl Matrix {
             )),
         };
         let mut kr = collect(&spec.name, &run.records, failure);
+        if let Some(splat) = &run.splat {
+            crate::console::fail_kernel(&mut kr, splat, &run.console, &vm_spec.console_path());
+        }
         kr.accel = Some(vm_spec.accel);
         kr.boot = run.boot;
         kr.command_line = Some(run.command_line);
@@ -287,6 +292,7 @@ fn describe(end: &vm::VmEnd) -> String {
         vm::VmEnd::Exited(code) => format!("the guest stopped before the agent finished (qemu exit {code:?})"),
         vm::VmEnd::Panicked => "the guest kernel panicked; VM killed".into(),
         vm::VmEnd::TimedOut(t) => format!("the guest did not finish within {}s; VM killed", t.as_secs()),
+        vm::VmEnd::Stuck(s) => format!("the guest kernel is stuck: {s}; VM killed"),
     }
 }
 

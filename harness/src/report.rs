@@ -90,7 +90,7 @@ pub fn failures(m: &Matrix, runs: &[Arc<KernelRun>]) -> Vec<String> {
     for r in runs {
         for (trial, v) in cells(m, r) {
             if let Verdict::Fail(msg) = v {
-                out.push(format!("{}::{trial} ({}):\n{msg}", r.kernel, r.where_()));
+                out.push(format!("{}::{trial} ({}):\n{msg}\n{}", r.kernel, r.where_(), crate::results::rerun_hint(r, &trial)));
             }
         }
     }

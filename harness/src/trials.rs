@@ -17,8 +17,10 @@ pub fn trials(matrix: Arc<Matrix>) -> Vec<Trial> {
             let name = format!("{kernel}::{}::{}", id.program, id.check);
             let id = *id;
             out.push(Trial::ignorable_test(name, move || {
+                let start = std::time::Instant::now();
                 let run = m.run_kernel(&kernel);
-                completion(m.cell(&run, &format!("{}::{}", id.program, id.check), run.verdict(id)), &run)
+                let trial = format!("{}::{}", id.program, id.check);
+                completion(m.cell(&run, &trial, run.verdict(id)), &run, &trial, start)
             }));
         }
     }
@@ -26,18 +28,23 @@ pub fn trials(matrix: Arc<Matrix>) -> Vec<Trial> {
         for kernel in matrix.kernel_names() {
             let m = matrix.clone();
             out.push(Trial::ignorable_test(format!("{kernel}::features::{}", f.id), move || {
+                let start = std::time::Instant::now();
                 let run = m.run_kernel(&kernel);
-                completion(m.cell(&run, &format!("features::{}", f.id), run.feature_verdict(f)), &run)
+                let trial = format!("features::{}", f.id);
+                completion(m.cell(&run, &trial, run.feature_verdict(f)), &run, &trial, start)
             }));
         }
     }
     out
 }
 
-fn completion(v: Verdict, run: &KernelRun) -> Result<Completion, Failed> {
+/// A failing trial's message ends with the command that reruns just that cell
+/// (see `results::rerun_hint`); every outcome is recorded for the JUnit/JSON files.
+fn completion(v: Verdict, run: &KernelRun, trial: &str, start: std::time::Instant) -> Result<Completion, Failed> {
+    crate::results::observe(run, trial, &v, start.elapsed().as_secs_f64());
     match v {
         Verdict::Pass => Ok(Completion::Completed),
         Verdict::Ignored(reason) => Ok(Completion::ignored_with(reason)),
-        Verdict::Fail(msg) => Err(Failed::from(format!("{msg}\n(on {})", run.where_()))),
+        Verdict::Fail(msg) => Err(Failed::from(format!("{msg}\n(on {})\n{}", run.where_(), crate::results::rerun_hint(run, trial)))),
     }
 }

@@ -36,6 +36,9 @@ pub enum VmEnd {
     Panicked,
     /// Killed after the timeout.
     TimedOut(Duration),
+    /// The kernel stalled or locked up (RCU stall, soft/hard lockup): killed soon
+    /// after the console said so.
+    Stuck(crate::console::Splat),
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +50,9 @@ pub struct VmRun {
     pub boot: Option<Duration>,
     pub wall: Duration,
     pub command_line: String,
+    /// The first oops/BUG/WARNING/stall/lockup/panic the console showed, if any:
+    /// a kernel that printed one fails all its trials even if the agent finished.
+    pub splat: Option<crate::console::Splat>,
 }
 
 impl VmSpec {
@@ -100,6 +106,9 @@ pub fn shell_line(c: &Command) -> String {
         .join(" ")
 }
 
+/// How long a guest that reported a stall or lockup may go without agent output.
+const STUCK_GRACE: Duration = Duration::from_secs(10);
+
 /// Console lines that mean the guest kernel is dead.
 const PANIC_MARKERS: &[&str] = &["Kernel panic - not syncing", "---[ end Kernel panic"];
 
@@ -126,6 +135,9 @@ pub fn run(spec: &VmSpec) -> anyhow::Result<VmRun> {
     let mut boot = None;
     let mut end = None;
     let mut panic_seen: Option<Instant> = None;
+    let mut watcher = crate::console::Watcher::default();
+    let mut stuck_seen: Option<Instant> = None;
+    let (mut channel_len, mut last_progress) = (0u64, Instant::now());
     loop {
         if let Some(status) = child.try_wait()? {
             end.get_or_insert(VmEnd::Exited(status.code()));
@@ -135,10 +147,28 @@ pub fn run(spec: &VmSpec) -> anyhow::Result<VmRun> {
             boot = Some(start.elapsed());
         }
         if panic_seen.is_none() {
-            let console = fs::read_to_string(spec.console_path()).unwrap_or_default();
-            if PANIC_MARKERS.iter().any(|m| console.contains(m)) {
+            let console = fs::read(spec.console_path()).unwrap_or_default();
+            watcher.feed(&console);
+            if watcher.fatal.as_ref().is_some_and(|s| s.kind == crate::console::SplatKind::Panic) {
                 panic_seen = Some(Instant::now());
+            } else if watcher.fatal.is_some() && stuck_seen.is_none() {
+                stuck_seen = Some(Instant::now());
             }
+        }
+        let len = fs::metadata(spec.channel_path()).map(|m| m.len()).unwrap_or(0);
+        if len != channel_len {
+            channel_len = len;
+            last_progress = Instant::now();
+        }
+        // After a stall or lockup report, a guest whose agent makes no progress
+        // for STUCK_GRACE is stopped (a starved guest that recovers runs on, and
+        // its trials fail anyway because of the report).
+        if panic_seen.is_none()
+            && stuck_seen.is_some_and(|t| t.elapsed() > STUCK_GRACE)
+            && last_progress.elapsed() > STUCK_GRACE
+        {
+            end = Some(VmEnd::Stuck(watcher.fatal.clone().expect("stall seen")));
+            break;
         }
         // Give a panicking kernel a moment to print its trace, then stop it.
         if panic_seen.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
@@ -166,6 +196,7 @@ pub fn run(spec: &VmSpec) -> anyhow::Result<VmRun> {
     }
     let records = parse_records(&String::from_utf8_lossy(&fs::read(spec.channel_path()).unwrap_or_default()));
     let mut end = end.unwrap_or(VmEnd::Exited(status.code()));
+    let splat = crate::console::first_splat(&console);
     // A panicking kernel with panic=-1 reboots at once, so QEMU may exit before the
     // console was polled: judge by the console as well.
     if panic_seen.is_some() || PANIC_MARKERS.iter().any(|m| console.contains(m)) {
@@ -173,7 +204,7 @@ pub fn run(spec: &VmSpec) -> anyhow::Result<VmRun> {
     } else if end == VmEnd::Exited(Some(0)) && records.last() == Some(&Record::Done) {
         end = VmEnd::Finished;
     }
-    Ok(VmRun { end, records, console, boot, wall, command_line })
+    Ok(VmRun { end, records, console, boot, wall, command_line, splat })
 }
 
 /// Where a kernel's VM files go for this run.

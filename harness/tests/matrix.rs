@@ -9,13 +9,22 @@ fn main() -> ExitCode {
     let config = std::env::var_os("KM_CONFIG")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../kernels.yaml"));
-    let config = match MatrixConfig::load(&config) {
+    let mut config = match MatrixConfig::load(&config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    // `KM_SHARD=i/n`: this CI job's share of the kernels (round-robin in kernels.yaml order).
+    match kernel_matrix::shard::Shard::from_env() {
+        Ok(Some(shard)) => config.kernels = shard.select(&config.kernels),
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
     let agent = PathBuf::from(env!("CARGO_BIN_EXE_km-agent"));
     let run_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("matrix");
     let matrix = match Options::from_env(agent, run_dir).and_then(|o| Matrix::new(config, o)) {
@@ -28,5 +37,14 @@ fn main() -> ExitCode {
     if !args.list {
         eprintln!("kernel matrix: accelerator {} ({}), up to {} VMs at once", matrix.opts.accel.accel, matrix.opts.accel.reason, matrix.opts.max_vms);
     }
-    libtest_mimic::run(&args, trials(matrix)).exit_code()
+    let conclusion = libtest_mimic::run(&args, trials(matrix));
+    // `KM_RESULTS=out.json`, `KM_JUNIT=out.xml`, `KM_SUMMARY=out.md` (e.g. $GITHUB_STEP_SUMMARY):
+    // the trials that ran, in the formats `kernel-matrix run` writes.
+    if !args.list {
+        if let Err(e) = kernel_matrix::results::write_reports_from_env(kernel_matrix::results::observed()) {
+            eprintln!("error: writing reports: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    }
+    conclusion.exit_code()
 }

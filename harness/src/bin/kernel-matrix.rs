@@ -25,6 +25,8 @@ enum Cmd {
         /// Also write the summary as Markdown here.
         #[arg(long)]
         summary: Option<PathBuf>,
+        #[command(flatten)]
+        out: kernel_matrix::results::RunOutputs,
     },
     /// Pin every Debian kernel to the newest build of its series (writes kernels.lock).
     Lock {
@@ -34,6 +36,12 @@ enum Cmd {
     },
     /// Download and extract the pinned kernels without running anything.
     Fetch,
+    /// An interactive root shell in a kernel's VM (console on stdio, agent at /agent).
+    Shell(kernel_matrix::repro::VmArgs),
+    /// Print the QEMU command line of a kernel's VM.
+    QemuCmd(kernel_matrix::repro::VmArgs),
+    /// Merge the JSON/JUnit reports of CI shards into one (plus a Markdown summary).
+    Merge(kernel_matrix::results::MergeArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,8 +61,14 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Cmd::Merge(a) = &cli.cmd {
+        return kernel_matrix::results::merge_command(a);
+    }
     let config = MatrixConfig::load(&cli.config)?;
     match cli.cmd {
+        Cmd::Merge(_) => unreachable!("handled above"),
+        Cmd::Shell(a) => kernel_matrix::repro::shell_command(&matrix(config)?, &a),
+        Cmd::QemuCmd(a) => kernel_matrix::repro::qemu_cmd_command(&matrix(config)?, &a),
         Cmd::Lock { update } => lock(&config, update).map(|()| ExitCode::SUCCESS),
         Cmd::Fetch => {
             let m = matrix(config)?;
@@ -68,9 +82,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run { kernels, summary } => {
+        Cmd::Run { kernels, summary, out } => {
             let m = Arc::new(matrix(config)?);
             let names: Vec<String> = if kernels.is_empty() { m.kernel_names() } else { kernels };
+            let names = match out.shard()? {
+                Some(shard) => shard.select(&names),
+                None => names,
+            };
             for n in &names {
                 anyhow::ensure!(m.config.kernel(n).is_some(), "no kernel {n:?} in {}", m.config.path.display());
             }
@@ -92,6 +110,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(p) = summary {
                 std::fs::write(&p, &table).with_context(|| format!("writing {}", p.display()))?;
             }
+            out.write(&m, &runs)?;
             let failures = report::failures(&m, &runs);
             for f in &failures {
                 println!("FAILED {f}\n");

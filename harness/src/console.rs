@@ -1,0 +1,269 @@
+//! Reading a guest's serial console for signs that its kernel is in trouble.
+//!
+//! A panic ends the VM; the other splats (oops, `WARNING:`/`BUG:`, RCU stalls,
+//! soft lockups, hung tasks) can leave the kernel running and the agent finishing,
+//! but a kernel that printed one cannot be trusted: every trial of that kernel
+//! fails, with the console tail, even if the agent reported passes.
+use std::fmt;
+
+/// What kind of trouble a console line shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SplatKind {
+    Panic,
+    Oops,
+    Bug,
+    Warning,
+    RcuStall,
+    SoftLockup,
+    HardLockup,
+    HungTask,
+}
+
+impl SplatKind {
+    /// Whether the kernel is stuck (or dead) after this: the VM is stopped soon
+    /// after it is seen instead of waiting for a timeout.
+    pub fn is_fatal(self) -> bool {
+        matches!(self, SplatKind::Panic | SplatKind::RcuStall | SoftLockup | HardLockup)
+    }
+}
+use SplatKind::*;
+
+impl fmt::Display for SplatKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Panic => "kernel panic",
+            Oops => "kernel oops",
+            Bug => "kernel BUG",
+            Warning => "kernel WARNING",
+            RcuStall => "RCU stall",
+            SoftLockup => "soft lockup",
+            HardLockup => "hard lockup",
+            HungTask => "hung task",
+        })
+    }
+}
+
+/// The first sign of trouble found in a console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Splat {
+    pub kind: SplatKind,
+    /// 1-based line number in the console log.
+    pub line_no: usize,
+    /// The line itself, without the printk timestamp.
+    pub line: String,
+}
+
+impl fmt::Display for Splat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (console line {}: {:?})", self.kind, self.line_no, self.line)
+    }
+}
+
+/// Markers, matched against a line with its `[   12.345678]` timestamp removed.
+/// Order matters only within one line; across lines the earliest line wins.
+const MARKERS: &[(SplatKind, Match)] = &[
+    (Panic, Match::Contains("Kernel panic - not syncing")),
+    (Panic, Match::Contains("---[ end Kernel panic")),
+    (SoftLockup, Match::Contains("BUG: soft lockup")),
+    (HardLockup, Match::Contains("NMI watchdog: Watchdog detected hard LOCKUP")),
+    (RcuStall, Match::Contains("detected stalls on CPUs/tasks")),
+    (RcuStall, Match::Contains("self-detected stall on CPU")),
+    (RcuStall, Match::Contains("rcu_preempt detected stalls")),
+    (RcuStall, Match::Contains("rcu_sched detected stalls")),
+    (HungTask, Match::Prefix("INFO: task ")),
+    (Oops, Match::Prefix("Oops: ")),
+    (Bug, Match::Prefix("BUG: ")),
+    (Bug, Match::Prefix("kernel BUG at ")),
+    (Warning, Match::Contains("------------[ cut here ]------------")),
+    (Warning, Match::Prefix("WARNING: CPU: ")),
+];
+
+enum Match {
+    Contains(&'static str),
+    Prefix(&'static str),
+}
+
+impl Match {
+    fn matches(&self, line: &str) -> bool {
+        match self {
+            Match::Contains(s) => line.contains(s),
+            Match::Prefix(s) => line.starts_with(s),
+        }
+    }
+}
+
+/// `[   12.345678] text` -> `text` (also without the `<4>` level prefix).
+pub fn strip_timestamp(line: &str) -> &str {
+    let l = line.trim_start_matches(|c: char| c == '\0' || c == '\r');
+    let l = match l.strip_prefix('<') {
+        Some(rest) if rest.find('>').is_some_and(|i| i <= 2) => &rest[rest.find('>').unwrap() + 1..],
+        _ => l,
+    };
+    match l.strip_prefix('[') {
+        Some(rest) => match rest.find(']') {
+            Some(i) if rest[..i].trim().chars().all(|c| c.is_ascii_digit() || c == '.') => rest[i + 1..].trim_start(),
+            _ => l,
+        },
+        None => l,
+    }
+    .trim_end_matches('\r')
+}
+
+/// Classifies one console line.
+pub fn classify_line(line: &str) -> Option<SplatKind> {
+    let l = strip_timestamp(line);
+    MARKERS.iter().find(|(_, m)| m.matches(l)).map(|(k, _)| *k)
+}
+
+/// The first splat in `console`, if any.
+pub fn first_splat(console: &str) -> Option<Splat> {
+    console.lines().enumerate().find_map(|(i, line)| {
+        classify_line(line).map(|kind| Splat { kind, line_no: i + 1, line: strip_timestamp(line).trim().to_string() })
+    })
+}
+
+/// Every splat kind in `console`, in order of first appearance.
+pub fn all_splats(console: &str) -> Vec<Splat> {
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    for (i, line) in console.lines().enumerate() {
+        if let Some(kind) = classify_line(line) {
+            if !seen.contains(&kind) {
+                seen.push(kind);
+                out.push(Splat { kind, line_no: i + 1, line: strip_timestamp(line).trim().to_string() });
+            }
+        }
+    }
+    out
+}
+
+/// Incremental scanning of a growing console file: only new complete lines are
+/// looked at on each call, so polling a large console stays cheap.
+#[derive(Debug, Default)]
+pub struct Watcher {
+    offset: usize,
+    line_no: usize,
+    pub first: Option<Splat>,
+    /// The first fatal splat (panic, stall, lockup).
+    pub fatal: Option<Splat>,
+}
+
+impl Watcher {
+    pub fn feed(&mut self, console: &[u8]) {
+        if console.len() < self.offset {
+            *self = Self::default();
+        }
+        let new = &console[self.offset..];
+        let Some(end) = new.iter().rposition(|&b| b == b'\n') else { return };
+        let text = String::from_utf8_lossy(&new[..=end]);
+        for line in text.lines() {
+            self.line_no += 1;
+            if let Some(kind) = classify_line(line) {
+                let s = Splat { kind, line_no: self.line_no, line: strip_timestamp(line).trim().to_string() };
+                if self.first.is_none() {
+                    self.first = Some(s.clone());
+                }
+                if kind.is_fatal() && self.fatal.is_none() {
+                    self.fatal = Some(s);
+                }
+            }
+        }
+        self.offset += end + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Console excerpts in the exact format the kernels print (format strings from
+    // kernel/watchdog.c, kernel/rcu/tree_stall.h, kernel/panic.c, lib/bug.c,
+    // arch/x86/mm/fault.c, kernel/hung_task.c).
+    const WARN: &str = "[    5.100000] ------------[ cut here ]------------\n[    5.100001] WARNING: CPU: 0 PID: 1 at kernel/foo.c:42 foo+0x1/0x2\n[    5.100002] Modules linked in:\n";
+    const OOPS: &str = "[    3.2] BUG: kernel NULL pointer dereference, address: 0000000000000000\n[    3.3] #PF: supervisor write access in kernel mode\n[    3.4] Oops: 0002 [#1] SMP NOPTI\n";
+    const RCU: &str = "[   30.0] rcu: INFO: rcu_sched self-detected stall on CPU\n[   30.1] rcu: \t0-....: (21002 ticks this GP)\n";
+    const RCU2: &str = "[   30.0] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n";
+    const SOFT: &str = "[   44.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [sh:1]\n";
+    const HUNG: &str = "[  240.0] INFO: task sh:55 blocked for more than 120 seconds.\n";
+    const PANIC: &str = "[    9.0] Kernel panic - not syncing: sysrq triggered crash\n";
+
+    #[test]
+    fn each_kind_is_recognised() {
+        let k = |s: &str| first_splat(s).map(|s| s.kind);
+        assert_eq!(k(WARN), Some(Warning));
+        assert_eq!(k(OOPS), Some(Bug), "the BUG: line comes before the Oops: line");
+        assert_eq!(all_splats(OOPS).iter().map(|s| s.kind).collect::<Vec<_>>(), vec![Bug, Oops]);
+        assert_eq!(k(RCU), Some(RcuStall));
+        assert_eq!(k(RCU2), Some(RcuStall));
+        assert_eq!(k(SOFT), Some(SoftLockup), "soft lockup, not a generic BUG");
+        assert_eq!(k(HUNG), Some(HungTask));
+        assert_eq!(k(PANIC), Some(Panic));
+    }
+
+    #[test]
+    fn ordinary_boot_messages_are_not_splats() {
+        let boot = "[    0.000000] Linux version 6.1.0\n[    0.1] BUG_ON_DATA_CORRUPTION enabled\n[    1.0] rcu: Hierarchical RCU implementation.\n[    2.0] watchdog: Watchdog detected hard lockups disabled\nkm: agent exited with status 0\n[ 3.0] clocksource: Long readout interval, skipping watchdog check\n";
+        assert_eq!(first_splat(boot), None);
+    }
+
+    #[test]
+    fn line_numbers_and_timestamps() {
+        let s = first_splat(&format!("a\nb\n{SOFT}")).unwrap();
+        assert_eq!(s.line_no, 3);
+        assert!(s.line.starts_with("watchdog: BUG: soft lockup"), "{}", s.line);
+        assert_eq!(strip_timestamp("<4>[   1.5] x"), "x");
+        assert_eq!(strip_timestamp("[not a stamp] x"), "[not a stamp] x");
+    }
+
+    #[test]
+    fn watcher_sees_lines_split_across_reads() {
+        let mut w = Watcher::default();
+        let full = format!("boot\n{RCU}");
+        let (a, b) = full.as_bytes().split_at(12);
+        w.feed(a);
+        assert!(w.first.is_none());
+        w.feed(full.as_bytes());
+        assert_eq!(w.fatal.as_ref().map(|s| s.kind), Some(RcuStall));
+        assert_eq!(w.fatal.as_ref().map(|s| s.line_no), Some(2));
+        let _ = b;
+        let mut w = Watcher::default();
+        w.feed(WARN.as_bytes());
+        assert_eq!(w.first.as_ref().map(|s| s.kind), Some(Warning));
+        assert!(w.fatal.is_none(), "a WARNING does not stop the VM");
+    }
+}
+
+/// The console from two lines before the splat, at most `lines` lines: the
+/// splat and its backtrace, which a plain tail would often cut off.
+pub fn excerpt(console: &str, splat: &Splat, lines: usize) -> String {
+    console.lines().skip(splat.line_no.saturating_sub(3)).take(lines).collect::<Vec<_>>().join("\n")
+}
+
+/// A kernel whose console showed a splat fails every trial, even the ones the
+/// agent reported as passing (their own verdict is kept in the message).
+pub fn fail_kernel(kr: &mut crate::matrix::KernelRun, splat: &Splat, console: &str, console_path: &std::path::Path) {
+    use crate::protocol::Verdict;
+    let msg = match &kr.failure {
+        // The VM already ended badly (panic, stall, timeout): that message has the console tail.
+        Some(f) => format!("{f}\n(first sign of trouble: {splat})"),
+        None => format!(
+            "{}: the guest kernel reported a {}; its results cannot be trusted\n--- console from line {} (full log {}) ---\n{}",
+            kr.kernel,
+            splat,
+            splat.line_no.saturating_sub(2).max(1),
+            console_path.display(),
+            excerpt(console, splat, 40)
+        ),
+    };
+    for o in kr.checks.values_mut() {
+        let own = match &o.verdict {
+            Verdict::Pass => "pass".to_string(),
+            Verdict::Fail(m) => format!("fail: {}", m.lines().next().unwrap_or("")),
+            Verdict::Ignored(r) => format!("ignored: {r}"),
+        };
+        o.verdict = Verdict::Fail(format!("{msg}\n(the check itself reported: {own})"));
+    }
+    // Feature probes from a broken kernel are not evidence either.
+    kr.features.clear();
+    kr.failure = Some(msg);
+}

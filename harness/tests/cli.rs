@@ -1,0 +1,295 @@
+//! The `kernel-matrix` binary as a user (or a CI job) meets it: bad input, no
+//! network, reproducing a cell, shard reports and their merge, the workflows.
+use std::{
+    io::{Read as _, Write as _},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{tag}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The binary with a private run dir, reading `config`.
+fn km(dir: &Path, config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kernel-matrix"));
+    c.arg("--config").arg(config).env("KM_RUN_DIR", dir.join("runs")).env("KM_PROGRESS", "plain").stdin(Stdio::null());
+    c
+}
+
+/// A config in `dir` with the workspace's lock beside it.
+fn config_with_lock(dir: &Path, yaml: &str) -> PathBuf {
+    let p = dir.join("kernels.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    std::fs::copy(workspace().join("kernels.lock"), dir.join("kernels.lock")).unwrap();
+    p
+}
+
+fn run(c: &mut Command) -> (Option<i32>, String, String) {
+    let out = c.output().expect("running kernel-matrix");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn config_errors_exit_2_with_a_location() {
+    let dir = scratch("config-errors");
+    let cases: &[(&str, &str, &str)] = &[
+        ("unknown-key", "kernels:\n  - name: x\n    hots: true\n", ":3:5: kernels[0]: unknown field `hots`, expected one of `name`"),
+        ("wrong-type", "timeout_secs: soon\nkernels: []\n", ":1:15: timeout_secs: invalid type: string \"soon\", expected u64"),
+        ("duplicate", "kernels:\n  - name: host\n    host: true\n  - name: host\n    host: true\n", ":2:5: kernel \"host\" is listed twice"),
+        ("impossible-version", "kernels:\n  - name: a\n    debian: { suite: sid, series: \"6.x\" }\n", ":2:5: kernel \"a\": series \"6.x\" is not a version like 6.1"),
+        ("no-source", "kernels:\n  - name: a\n", ":2:5: kernel \"a\" needs exactly one of"),
+        ("not-yaml", "kernels: [\n", ":2:1: "),
+    ];
+    for (tag, yaml, want) in cases {
+        let p = dir.join(format!("{tag}.yaml"));
+        std::fs::write(&p, yaml).unwrap();
+        let (code, _, err) = run(km(&dir, &p).arg("run"));
+        assert_eq!(code, Some(2), "{tag}: exit code, stderr:\n{err}");
+        let want = format!("{}{want}", p.display());
+        assert!(err.contains(&want), "{tag}: expected {want:?} in:\n{err}");
+    }
+    // A missing file is bad input too.
+    let (code, _, err) = run(km(&dir, &dir.join("nope.yaml")).arg("fetch"));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("nope.yaml: No such file"), "{err}");
+    // Bad arguments are usage errors (clap's exit 2), with the reason.
+    let (code, _, err) = run(km(&dir, &workspace().join("kernels.yaml")).args(["run", "--shard", "3/2"]));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("need 1 <= i <= n"), "{err}");
+}
+
+#[test]
+fn unreachable_mirror_names_the_package() {
+    let dir = scratch("no-network");
+    let cfg = config_with_lock(&dir, "kernels:\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\n");
+    let start = Instant::now();
+    let (code, _, err) = run(km(&dir, &cfg)
+        .arg("fetch")
+        .env("KM_MIRROR", "http://127.0.0.1:9")
+        .env("KM_SECURITY_MIRROR", "http://127.0.0.1:9")
+        .env("KM_CACHE_DIR", dir.join("cache")));
+    assert_eq!(code, Some(1), "{err}");
+    let lock = kernel_matrix::lock::Lock::load(&dir.join("kernels.lock")).unwrap();
+    let package = lock.kernels["6.1"].files[0].package.clone();
+    assert!(err.contains(&format!("downloading {package}")), "the error must name the package {package}:\n{err}");
+    assert!(err.contains("127.0.0.1:9") && err.to_lowercase().contains("connection refused"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(30), "a refused connection must fail fast, took {:?}", start.elapsed());
+    // Nothing half-downloaded is left behind.
+    let debs = dir.join("cache/debs");
+    let left: Vec<_> = std::fs::read_dir(&debs).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "left in the cache: {left:?}");
+}
+
+#[test]
+fn qemu_cmd_prints_the_vm_command_line() {
+    let dir = scratch("qemu-cmd");
+    let (code, out, err) = run(km(&dir, &workspace().join("kernels.yaml")).args(["qemu-cmd", "--kernel", "6.1"]));
+    assert_eq!(code, Some(0), "{err}");
+    let line = out.trim();
+    assert!(line.starts_with("qemu-system-x86_64 -machine pc -accel "), "{line}");
+    let words: Vec<&str> = line.split(' ').collect();
+    for flag in ["-kernel", "-initrd"] {
+        let i = words.iter().position(|w| *w == flag).unwrap_or_else(|| panic!("{flag} missing: {line}"));
+        assert!(Path::new(words[i + 1]).is_file(), "{flag} {} does not exist", words[i + 1]);
+    }
+    assert!(line.contains("-serial file:") && !line.contains("km.action=shell"), "{line}");
+    let (code, out, _) = run(km(&dir, &workspace().join("kernels.yaml")).args(["qemu-cmd", "--kernel", "6.1", "--shell"]));
+    assert_eq!(code, Some(0));
+    assert!(out.contains("-serial mon:stdio") && out.contains("km.action=shell"), "{out}");
+    let (code, _, err) = run(km(&dir, &workspace().join("kernels.yaml")).args(["qemu-cmd", "--kernel", "4.4"]));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no kernel \"4.4\"") && err.contains("6.1"), "{err}");
+}
+
+/// `kernel-matrix shell` for real: a VM whose console is this test's pipe. We wait
+/// for the shell, type commands, and read their output.
+#[test]
+fn shell_gives_a_root_shell_in_the_vm() {
+    let dir = scratch("shell");
+    let start = Instant::now();
+    let mut child = km(&dir, &workspace().join("kernels.yaml"))
+        .args(["shell", "--kernel", "6.1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Arc::new(Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = out.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let wait_for = |needle: &str, secs: u64| {
+        let t = Instant::now();
+        while !out.lock().unwrap().contains(needle) {
+            assert!(t.elapsed() < Duration::from_secs(secs), "no {needle:?} after {secs}s; output:\n{}", out.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("km: root shell in", 90);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"echo release=$(uname -r) uid=$(id -u) agent=$(ls /agent) sum=$((6*7))\n").unwrap();
+    wait_for("sum=42", 30);
+    stdin.write_all(b"poweroff -f\n").unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "the VM did not power off");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    reader.join().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let out = out.lock().unwrap().clone();
+    assert!(status.success(), "exit {status}\n{err}\n{out}");
+    assert!(out.contains("release=6.1.0-") && out.contains("uid=0 agent=/agent sum=42"), "{out}");
+    assert!(err.contains("root shell in kernel 6.1"), "{err}");
+    eprintln!("shell session took {:?}", start.elapsed());
+}
+
+/// Two shards through the real binary (the host kernel, which needs no VM, and a
+/// kernel that cannot run because it is not in the lock), then `merge`: JSON,
+/// JUnit and Markdown agree, and the JUnit parses as XML.
+#[test]
+fn shards_write_reports_and_merge_joins_them() {
+    let dir = scratch("shards");
+    let cfg = config_with_lock(&dir, "kernels:\n  - name: host\n    host: true\n  - name: unpinned\n    debian: { suite: sid, series: '6.99' }\n");
+    let mut files = Vec::new();
+    for shard in ["1/2", "2/2"] {
+        let n = &shard[..1];
+        let (json, xml, md) = (dir.join(format!("r{n}.json")), dir.join(format!("r{n}.xml")), dir.join("summary.md"));
+        let (code, out, err) = run(km(&dir, &cfg)
+            .args(["run", "--shard", shard, "--json"])
+            .arg(&json)
+            .arg("--junit")
+            .arg(&xml)
+            .arg("--markdown")
+            .arg(&md)
+            .env("KM_CACHE_DIR", dir.join("cache")));
+        // Shard 2 fails (kernel not in the lock); shard 1 only fails if the host does.
+        if shard == "2/2" {
+            assert_eq!(code, Some(1), "{out}\n{err}");
+            assert!(out.contains("reproduce: cargo test --test matrix -- --exact unpinned::"), "{out}");
+        }
+        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(r["shards"][0], shard);
+        assert_eq!(r["kernels"].as_array().unwrap().len(), 1, "one kernel per shard: {r}");
+        files.push((json, xml));
+    }
+    let r2: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&files[1].0).unwrap()).unwrap();
+    let k = &r2["kernels"][0];
+    assert_eq!(k["kernel"], "unpinned");
+    let cell = &k["cells"][0];
+    assert_eq!(cell["verdict"], "fail");
+    assert!(cell["reason"].as_str().unwrap().contains("kernel-matrix lock"), "{cell}");
+    assert_eq!(cell["reproduce"], format!("cargo test --test matrix -- --exact unpinned::{}", cell["trial"].as_str().unwrap()));
+
+    let merged = (dir.join("merged.json"), dir.join("merged.xml"), dir.join("merged.md"));
+    let (code, _, err) = run(km(&dir, &cfg)
+        .arg("merge")
+        .arg(&files[0].0)
+        .arg(&files[1].0)
+        .arg("--json")
+        .arg(&merged.0)
+        .arg("--junit")
+        .arg(&merged.1)
+        .arg("--markdown")
+        .arg(&merged.2)
+        .arg("--check"));
+    assert_eq!(code, Some(1), "--check fails on the failing shard: {err}");
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&merged.0).unwrap()).unwrap();
+    assert_eq!(m["shards"], serde_json::json!(["1/2", "2/2"]));
+    assert_eq!(m["kernels"].as_array().unwrap().len(), 2);
+    let md = std::fs::read_to_string(&merged.2).unwrap();
+    assert!(md.contains("| unpinned | - |") && md.contains("Reproduce: `cargo test --test matrix -- --exact unpinned::"), "{md}");
+
+    // JUnit: parse it; one testcase per cell; skipped ones carry their reason.
+    let count = |xml: &str| -> (usize, usize, usize) {
+        let mut r = quick_xml::Reader::from_str(xml);
+        let (mut cases, mut failures, mut skipped) = (0, 0, 0);
+        loop {
+            match r.read_event().expect("well-formed JUnit XML") {
+                quick_xml::events::Event::Eof => break,
+                quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e) => match e.name().as_ref() {
+                    b"testcase" => cases += 1,
+                    b"failure" => failures += 1,
+                    b"skipped" => {
+                        skipped += 1;
+                        let msg = e.try_get_attribute("message").unwrap().expect("skipped has a message");
+                        assert!(!msg.value.is_empty());
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        (cases, failures, skipped)
+    };
+    let cells = |v: &serde_json::Value, verdict: &str| {
+        v["kernels"].as_array().unwrap().iter().flat_map(|k| k["cells"].as_array().unwrap().iter()).filter(|c| verdict.is_empty() || c["verdict"] == verdict).count()
+    };
+    let xml = std::fs::read_to_string(&merged.1).unwrap();
+    assert_eq!(count(&xml), (cells(&m, ""), cells(&m, "fail"), cells(&m, "ignored")), "{xml}");
+    // Merging the shards' JUnit files directly gives the same counts.
+    let direct = dir.join("direct.xml");
+    let (code, _, err) = run(km(&dir, &cfg).arg("merge").arg(&files[0].1).arg(&files[1].1).arg("--junit").arg(&direct));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(count(&std::fs::read_to_string(&direct).unwrap()), count(&xml));
+    // The same shard given twice is not counted twice.
+    let (code, _, err) = run(km(&dir, &cfg).arg("merge").arg(&files[1].0).arg(&files[1].0).arg("--json").arg(dir.join("x.json")));
+    assert_eq!(code, Some(0), "{err}");
+    let x: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("x.json")).unwrap()).unwrap();
+    assert_eq!(x["kernels"].as_array().unwrap().len(), 1);
+}
+
+/// The workflows are valid GitHub Actions (actionlint, installed by scripts/setup.sh).
+#[test]
+fn workflows_pass_actionlint() {
+    let wf = workspace().join(".github/workflows");
+    let files: Vec<PathBuf> = std::fs::read_dir(&wf).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "yml")).collect();
+    for name in ["ci.yml", "nightly.yml", "bench.yml"] {
+        assert!(files.iter().any(|p| p.ends_with(name)), "{name} missing in {}", wf.display());
+    }
+    let out = match Command::new("actionlint").arg("-version").output() {
+        Ok(o) if o.status.success() => o,
+        _ => {
+            let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+            assert!(!in_ci, "actionlint is not installed (scripts/setup.sh installs it)");
+            eprintln!("SKIPPED workflows_pass_actionlint: actionlint not installed; run scripts/setup.sh");
+            return;
+        }
+    };
+    eprintln!("actionlint {}", String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or(""));
+    let out = Command::new("actionlint").arg("-no-color").args(&files).current_dir(workspace()).output().unwrap();
+    assert!(
+        out.status.success(),
+        "actionlint found problems:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And it does find problems when there are some (so a pass means something).
+    let bad = scratch("actionlint").join("bad.yml");
+    std::fs::write(&bad, "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.nope }}\n").unwrap();
+    let out = Command::new("actionlint").arg("-no-color").arg(&bad).output().unwrap();
+    assert!(!out.status.success(), "actionlint accepted a broken workflow");
+}
