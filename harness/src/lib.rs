@@ -4,6 +4,10 @@
 //! Data flows one way: [`config`] -> [`lock`]/[`images`] -> [`vm`] -> guest agent
 //! ([`checks`], [`protocol`]) -> [`matrix`] -> [`trials`]/[`report`].
 pub mod accel;
+pub mod bench;
+pub mod bmf;
+pub mod compare;
+pub mod html;
 pub mod bzimage;
 pub mod cache_gc;
 pub mod checks;
@@ -20,6 +24,7 @@ pub mod kernel_version;
 pub mod lock;
 pub mod matrix;
 pub mod mirror;
+pub mod perf;
 pub mod progress;
 pub mod protocol;
 pub mod report;

@@ -30,6 +30,9 @@ pub struct Options {
     pub agent: PathBuf,
     pub accel: AccelChoice,
     pub max_vms: usize,
+    /// Also run the benchmarks (`bench`): `km.bench=1` on guest command lines,
+    /// `--bench` for the host agent. Off for plain matrix runs (`KM_BENCH=1` turns it on).
+    pub bench: bool,
 }
 
 impl Options {
@@ -38,7 +41,7 @@ impl Options {
             Ok(v) => v.parse().context("KM_MAX_VMS must be a number")?,
             Err(_) => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         };
-        Ok(Self { cache_dir: images::default_cache_dir(), run_dir, agent, accel: crate::accel::choose()?, max_vms: max_vms.max(1) })
+        Ok(Self { cache_dir: images::default_cache_dir(), run_dir, agent, accel: crate::accel::choose()?, max_vms: max_vms.max(1), bench: std::env::var("KM_BENCH").is_ok_and(|v| v == "1") })
     }
 }
 
@@ -203,7 +206,7 @@ impl Matrix {
             accel: self.opts.accel.accel,
             memory_mb: self.config.memory_mb,
             cpus: 1,
-            extra_cmdline: spec.cmdline.clone(),
+            extra_cmdline: crate::bench::cmdline(spec.cmdline.clone(), self.opts.bench),
             timeout: self.config.timeout(spec),
             workdir: workdir.to_path_buf(),
         })
@@ -257,6 +260,7 @@ impl Matrix {
         let out = workdir.join("agent.jsonl");
         let _ = std::fs::remove_file(&out);
         let mut child = std::process::Command::new(&self.opts.agent)
+            .args(self.opts.bench.then_some("--bench"))
             .arg("--out")
             .arg(&out)
             .stdin(std::process::Stdio::null())

@@ -35,6 +35,7 @@ pub fn trials(matrix: Arc<Matrix>) -> Vec<Trial> {
             }));
         }
     }
+    out.extend(crate::bench::trials(matrix));
     out
 }
 

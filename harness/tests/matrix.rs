@@ -27,7 +27,11 @@ fn main() -> ExitCode {
     }
     let agent = PathBuf::from(env!("CARGO_BIN_EXE_km-agent"));
     let run_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("matrix");
-    let matrix = match Options::from_env(agent, run_dir).and_then(|o| Matrix::new(config, o)) {
+    let matrix = match Options::from_env(agent, run_dir).and_then(|mut o| {
+        // `--bench` runs the benchmark trials, so the kernels must run them too.
+        o.bench |= args.bench;
+        Matrix::new(config, o)
+    }) {
         Ok(m) => Arc::new(m),
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -42,6 +42,12 @@ enum Cmd {
     QemuCmd(kernel_matrix::repro::VmArgs),
     /// Merge the JSON/JUnit reports of CI shards into one (plus a Markdown summary).
     Merge(kernel_matrix::results::MergeArgs),
+    /// Run the matrix with benchmarks; write Bencher Metric Format (and an HTML report).
+    Bench(kernel_matrix::perf::BenchArgs),
+    /// Compare two BMF files; exits non-zero when a latency got significantly worse.
+    Compare(kernel_matrix::perf::CompareArgs),
+    /// A self-contained HTML performance report from one or more BMF files.
+    Report(kernel_matrix::perf::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,14 +67,23 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Cmd::Merge(a) = &cli.cmd {
-        return kernel_matrix::results::merge_command(a);
+    // These read result files only: no kernels.yaml needed.
+    match &cli.cmd {
+        Cmd::Compare(a) => return kernel_matrix::perf::compare(a),
+        Cmd::Report(a) => return kernel_matrix::perf::report(a),
+        Cmd::Merge(a) => return kernel_matrix::results::merge_command(a),
+        _ => {}
     }
     let config = MatrixConfig::load(&cli.config)?;
     match cli.cmd {
-        Cmd::Merge(_) => unreachable!("handled above"),
+        Cmd::Compare(_) | Cmd::Report(_) | Cmd::Merge(_) => unreachable!("handled above"),
         Cmd::Shell(a) => kernel_matrix::repro::shell_command(&matrix(config)?, &a),
         Cmd::QemuCmd(a) => kernel_matrix::repro::qemu_cmd_command(&matrix(config)?, &a),
+        Cmd::Bench(a) => {
+            let mut m = matrix(config)?;
+            m.opts.bench = true;
+            kernel_matrix::perf::bench(Arc::new(m), &a)
+        }
         Cmd::Lock { update } => lock(&config, update).map(|()| ExitCode::SUCCESS),
         Cmd::Fetch => {
             let m = matrix(config)?;

@@ -54,5 +54,13 @@ fn main() {
         emit(Record::Feature { id: id.clone(), result: result.clone() });
     }
     checks::run_all(&mut emit, &features);
+    // Benchmarks only when asked: `km.bench=1` on a guest's command line, `--bench` on the host.
+    let bench = match args.iter().any(|a| a == "--bench") {
+        true => Some(kernel_matrix::bench::BenchConfig::HOST),
+        false => kernel_matrix::bench::BenchConfig::from_cmdline(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default()),
+    };
+    if let Some(cfg) = bench {
+        kernel_matrix::bench::run_all(&mut emit, &features, cfg);
+    }
     emit(Record::Done);
 }

@@ -18,6 +18,8 @@ pub struct CheckId {
 pub const CATALOGUE: &[CheckId] = &[
     CheckId { program: "xdp_classifier", check: "load", needs: &[] },
     CheckId { program: "xdp_classifier", check: "classify", needs: &["prog_test_run"] },
+    // Instructions/cycles per run (`bpftool prog profile`): fentry/fexit + hardware PMU.
+    CheckId { program: "xdp_classifier", check: "insn_profile", needs: &["prog_profile"] },
     CheckId { program: "xdp_classifier_loop", check: "load", needs: &["bpf_loop"] },
     CheckId { program: "xdp_classifier_loop", check: "classify", needs: &["bpf_loop", "prog_test_run"] },
     CheckId { program: "profiler", check: "load", needs: &["perf_event_prog", "ringbuf"] },

@@ -7,6 +7,8 @@ use super::*;
 const P: &str = "xdp_classifier";
 
 pub fn run(emit: &mut dyn FnMut(Record)) {
+    // Gated on a hardware PMU; the gate replaces this verdict with its reason.
+    emit(crate::bench::insn_profile_record(P));
     let loaded = load();
     let mut ebpf = match loaded {
         Ok((ebpf, metrics)) => {

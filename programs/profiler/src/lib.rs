@@ -385,6 +385,18 @@ fn u64_at(b: &[u8], off: usize) -> u64 {
     u64::from_ne_bytes(b[off..off + 8].try_into().unwrap())
 }
 
+/// Size of one ring-buffer record (`struct stack_event`).
+#[doc(hidden)]
+pub const EVENT_SIZE: usize = EV_SIZE;
+
+/// Decodes one ring-buffer record into (pid, kernel frames, user frames): the
+/// per-sample hot path, public only for the criterion benchmark
+/// (`benches/parse_event.rs`); not an API.
+#[doc(hidden)]
+pub fn bench_parse_event(b: &[u8]) -> Option<(u32, usize, usize)> {
+    parse_event(b).map(|s| (s.pid, s.kstack.map_or(0, |k| k.len()), s.ustack.map_or(0, |u| u.len())))
+}
+
 fn parse_event(b: &[u8]) -> Option<RawSample> {
     if b.len() < EV_SIZE {
         return None;

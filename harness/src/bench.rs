@@ -1,0 +1,524 @@
+//! Performance benchmarks that run inside each kernel (guest side), next to the checks.
+//!
+//! Two measurements per program, both timed by the kernel itself, so the agent's own
+//! build profile and the emulator's userspace speed do not enter the numbers:
+//!
+//! - `test_run`: BPF_PROG_TEST_RUN with `repeat` on one fixed 64-byte packet; the
+//!   kernel returns the mean ns per run over the repeats. Run-time statistics are
+//!   off during it: with them on every run also pays two `sched_clock` reads
+//!   (DESIGN.md measured 48-62 ns/run off vs 118-147 on, host).
+//! - `fdinfo`: the program attached to `lo` (generic/SKB mode, no module needed)
+//!   in a private network namespace, real UDP packets from 127.0.0.1..254 sent to
+//!   it, and `run_time_ns`/`run_cnt` deltas read from `/proc/self/fdinfo/<fd>` with
+//!   run-time statistics on (BPF_ENABLE_STATS fd on 5.8+, else the sysctl, restored).
+//!
+//! Each measurement takes `samples` independent samples; the value is the median,
+//! `lower`/`upper` the first/third quartile (robust to one preempted sample on a busy
+//! 2-core machine); min/max are kept as extra metrics. The instruction-count profile
+//! (`bpftool prog profile`) needs a hardware PMU: it is the catalogue check
+//! `xdp_classifier::insn_profile`, gated on the `prog_profile` feature.
+//!
+//! Benchmarks only run when asked (`km.bench=1` on the guest's kernel command line,
+//! `--bench` for the host agent), so plain `cargo test` matrix runs stay fast.
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    time::Instant,
+};
+
+use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
+use libbpf_rs::{libbpf_sys as sys, ObjectBuilder, ProgramInput};
+use xdp_classifier::{packet, OBJECT};
+
+use crate::{
+    checks::{check, gate, CheckId},
+    features::Probe,
+    protocol::{Record, Verdict},
+};
+
+static LOOP_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xdp_classifier_loop.bpf.o"));
+const LOOP_PROGRAM: &str = "xdp_classifier_loop";
+
+/// Every benchmark cell, `<kernel>::<program>::<check>`. Listed as libtest bench
+/// trials (not in `checks::CATALOGUE`, so plain matrix runs neither list nor wait for them).
+pub const BENCHES: &[CheckId] = &[
+    CheckId { program: "xdp_classifier", check: "test_run", needs: &["prog_test_run"] },
+    CheckId { program: "xdp_classifier_slow", check: "test_run", needs: &["prog_test_run"] },
+    CheckId { program: "xdp_classifier_loop", check: "test_run", needs: &["bpf_loop", "prog_test_run"] },
+    CheckId { program: "xdp_classifier", check: "fdinfo", needs: &["bpf_stats_sysctl"] },
+    CheckId { program: "xdp_classifier_slow", check: "fdinfo", needs: &["bpf_stats_sysctl"] },
+    CheckId { program: "xdp_classifier_loop", check: "fdinfo", needs: &["bpf_loop", "bpf_stats_sysctl"] },
+];
+
+/// The last octet of the benchmark packet's source address (10.0.0.200): not a
+/// Fibonacci number, so the slow variant walks its whole sequence (its worst case),
+/// and Buzz, so the program takes its longest classification path and drops.
+pub const BENCH_OCTET: u8 = 200;
+
+/// How much work each benchmark does. Chosen so a guest under TCG (~50x slower than
+/// native) spends a few seconds in total, and the host enough repeats that the
+/// kernel's integer ns/run is precise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BenchConfig {
+    /// BPF_PROG_TEST_RUN `repeat` per sample.
+    pub repeat: u32,
+    /// Independent samples per benchmark.
+    pub samples: usize,
+    /// Packets sent through `lo` per fdinfo sample.
+    pub packets: usize,
+}
+
+impl BenchConfig {
+    pub const GUEST: Self = Self { repeat: 10_000, samples: 7, packets: 1_000 };
+    pub const HOST: Self = Self { repeat: 1_000_000, samples: 7, packets: 20_000 };
+
+    /// `km.bench=1` (plus optional `km.bench_repeat=`, `km.bench_samples=`,
+    /// `km.bench_packets=`) on a kernel command line; `None` when benchmarks are off.
+    pub fn from_cmdline(cmdline: &str) -> Option<Self> {
+        let arg = |k: &str| cmdline.split_whitespace().find_map(|w| w.strip_prefix(k)?.strip_prefix('='));
+        if arg("km.bench") != Some("1") {
+            return None;
+        }
+        let mut c = Self::GUEST;
+        if let Some(v) = arg("km.bench_repeat").and_then(|v| v.parse().ok()) {
+            c.repeat = v;
+        }
+        if let Some(v) = arg("km.bench_samples").and_then(|v| v.parse().ok()) {
+            c.samples = v;
+        }
+        if let Some(v) = arg("km.bench_packets").and_then(|v| v.parse().ok()) {
+            c.packets = v;
+        }
+        Some(c)
+    }
+}
+
+/// The guest's extra kernel command line with `km.bench=1` added when benchmarking.
+pub fn cmdline(extra: Option<String>, bench: bool) -> Option<String> {
+    match (extra, bench) {
+        (e, false) => e,
+        (None, true) => Some("km.bench=1".into()),
+        (Some(e), true) => Some(format!("{e} km.bench=1")),
+    }
+}
+
+/// Median, quartiles and extremes of a set of samples (ns per run).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    pub median: f64,
+    pub q1: f64,
+    pub q3: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Summary {
+    /// Quartiles by linear interpolation between order statistics (type 7, what
+    /// numpy and R use by default). Panics on an empty slice.
+    pub fn of(samples: &[f64]) -> Self {
+        let mut s = samples.to_vec();
+        s.sort_by(|a, b| a.total_cmp(b));
+        let q = |p: f64| {
+            let h = (s.len() - 1) as f64 * p;
+            let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+            s[lo] + (s[hi] - s[lo]) * (h - lo as f64)
+        };
+        Self { median: q(0.5), q1: q(0.25), q3: q(0.75), min: s[0], max: s[s.len() - 1] }
+    }
+
+    /// The metrics a benchmark record carries: `value`/`lower`/`upper` are what BMF
+    /// reports (median, Q1, Q3).
+    fn metrics(&self, samples: &[f64]) -> BTreeMap<String, f64> {
+        let mut m: BTreeMap<String, f64> = [
+            ("value", self.median),
+            ("lower", self.q1),
+            ("upper", self.q3),
+            ("min", self.min),
+            ("max", self.max),
+            ("samples", samples.len() as f64),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (i, v) in samples.iter().enumerate() {
+            m.insert(format!("sample_{i}"), *v);
+        }
+        m
+    }
+}
+
+/// Guest side: runs every benchmark of [`BENCHES`] (or reports why not) and emits one
+/// record per cell. Gated cells are reported ignored with the missing feature.
+pub fn run_all(emit: &mut dyn FnMut(Record), features: &BTreeMap<String, Probe>, cfg: BenchConfig) {
+    let accel = where_am_i();
+    for b in BENCHES {
+        if let Some(reason) = gate(b, features) {
+            emit(check(b.program, b.check, Verdict::Ignored(reason), BTreeMap::new(), String::new()));
+            continue;
+        }
+        let started = Instant::now();
+        let result = match b.check {
+            "test_run" => test_run(b.program, cfg),
+            "fdinfo" => fdinfo(b.program, cfg, features),
+            other => Err(format!("unknown benchmark {other}")),
+        };
+        let record = match result {
+            Ok((samples, mut metrics, note)) => {
+                let s = Summary::of(&samples);
+                let mut m = s.metrics(&samples);
+                m.append(&mut metrics);
+                m.insert("bench_wall_secs".into(), started.elapsed().as_secs_f64());
+                let note = format!(
+                    "{:.1} ns/run median (Q1 {:.1}, Q3 {:.1}, min {:.1}, max {:.1}) over {} samples; {accel}; {note}",
+                    s.median, s.q1, s.q3, s.min, s.max, samples.len()
+                );
+                check(b.program, b.check, Verdict::Pass, m, note)
+            }
+            Err(e) => check(b.program, b.check, Verdict::Fail(e), BTreeMap::new(), String::new()),
+        };
+        emit(record);
+    }
+}
+
+/// What the agent can tell about its own CPU: a guest sees the hypervisor flag.
+fn where_am_i() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hv = cpuinfo.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|f| f == "hypervisor"));
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("kernel {}, {}", release.trim(), if hv { "virtualised CPU" } else { "bare CPU" })
+}
+
+type Samples = (Vec<f64>, BTreeMap<String, f64>, String);
+
+/// Whether run-time statistics are on right now (sysctl or anyone's BPF_ENABLE_STATS
+/// fd: the sysctl reports the static key both switch).
+fn stats_on() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() == "1")
+}
+
+/// One BPF_PROG_TEST_RUN sample of a loaded XDP program on the benchmark packet:
+/// the kernel's mean ns per run over `repeat` runs.
+pub fn xdp_test_run(prog: &Xdp, repeat: u32) -> Result<f64, String> {
+    let data = packet(BENCH_OCTET);
+    let r = prog
+        .test_run(TestRunOptions { data_in: Some(&data), repeat, ..Default::default() })
+        .map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))?;
+    Ok(r.duration.as_nanos() as f64)
+}
+
+/// BPF_PROG_TEST_RUN ns/run samples of one program in the running kernel (for
+/// tests that compare runs; the agent uses [`run_all`]).
+pub fn test_run_samples(program: &str, cfg: BenchConfig) -> Result<Vec<f64>, String> {
+    test_run(program, cfg).map(|s| s.0)
+}
+
+fn test_run(program: &str, cfg: BenchConfig) -> Result<Samples, String> {
+    let data = packet(BENCH_OCTET);
+    let stats = stats_on();
+    let mut samples = Vec::with_capacity(cfg.samples);
+    let mut info_metrics = BTreeMap::new();
+    if program == LOOP_PROGRAM {
+        let obj = ObjectBuilder::default()
+            .open_memory(LOOP_OBJECT)
+            .and_then(|o| o.load())
+            .map_err(|e| format!("loading {program}: {e}"))?;
+        let prog = obj.progs_mut().find(|p| p.name() == program).ok_or(format!("no {program} in the object"))?;
+        for _ in 0..cfg.samples {
+            let input = ProgramInput { data_in: Some(&data), repeat: cfg.repeat, ..Default::default() };
+            let out = prog.test_run(input).map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))?;
+            samples.push(out.duration.as_nanos() as f64);
+        }
+    } else {
+        let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| format!("loading the object: {e}"))?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(program)
+            .ok_or(format!("no {program} in the object"))?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        prog.load().map_err(|e| format!("loading {program}: {e}"))?;
+        // The verifier's numbers for programs that have no `load` check of their own
+        // (the slow variant), so reports can put them beside the latency.
+        if let Ok(info) = prog.info() {
+            info_metrics.insert("jited_bytes".to_string(), info.size_jitted() as f64);
+            if let Some(n) = info.size_translated() {
+                info_metrics.insert("xlated_bytes".to_string(), n as f64);
+            }
+            if let Some(n) = info.verified_instruction_count() {
+                info_metrics.insert("verified_insns".to_string(), n as f64);
+            }
+        }
+        for _ in 0..cfg.samples {
+            samples.push(xdp_test_run(prog, cfg.repeat)?);
+        }
+    }
+    let mut metrics = info_metrics;
+    metrics.insert("repeat".to_string(), cfg.repeat as f64);
+    metrics.insert("stats_enabled".to_string(), stats as u8 as f64);
+    let note = format!(
+        "BPF_PROG_TEST_RUN repeat {} on a 64-byte UDP packet from 10.0.0.{BENCH_OCTET}; run-time stats {}",
+        cfg.repeat,
+        if stats { "ON (numbers include their overhead)" } else { "off" }
+    );
+    Ok((samples, metrics, note))
+}
+
+/// Keeps run-time statistics on while alive, by the means the kernel has.
+enum StatsGuard {
+    /// BPF_ENABLE_STATS (5.8+): on while the fd is open, whatever else happens.
+    Fd(#[allow(dead_code)] OwnedFd),
+    /// The sysctl (5.1+): restored to its previous value on drop.
+    Sysctl(String),
+}
+
+impl StatsGuard {
+    fn on(features: &BTreeMap<String, Probe>) -> Result<Self, String> {
+        if matches!(features.get("enable_stats"), Some(Probe::Present(_))) {
+            let fd = unsafe { sys::bpf_enable_stats(sys::BPF_STATS_RUN_TIME) };
+            if fd >= 0 {
+                return Ok(Self::Fd(unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+        }
+        let path = "/proc/sys/kernel/bpf_stats_enabled";
+        let old = std::fs::read_to_string(path).map_err(|e| format!("reading {path}: {e}"))?;
+        std::fs::write(path, "1").map_err(|e| format!("writing {path}: {e}"))?;
+        Ok(Self::Sysctl(old.trim().to_string()))
+    }
+    fn how(&self) -> &'static str {
+        match self {
+            Self::Fd(_) => "BPF_ENABLE_STATS fd",
+            Self::Sysctl(_) => "sysctl kernel.bpf_stats_enabled",
+        }
+    }
+}
+
+impl Drop for StatsGuard {
+    fn drop(&mut self) {
+        if let Self::Sysctl(old) = self {
+            let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", old.as_bytes());
+        }
+    }
+}
+
+/// `run_time_ns` and `run_cnt` of a program, from its fdinfo.
+pub fn read_fdinfo(fd: RawFd) -> Result<(u64, u64), String> {
+    let path = format!("/proc/self/fdinfo/{fd}");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+    parse_fdinfo(&text).ok_or_else(|| format!("{path} has no run_time_ns/run_cnt (kernel older than 5.1?)"))
+}
+
+pub fn parse_fdinfo(text: &str) -> Option<(u64, u64)> {
+    let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok());
+    Some((field("run_time_ns:")?, field("run_cnt:")?))
+}
+
+fn fdinfo(program: &str, cfg: BenchConfig, features: &BTreeMap<String, Probe>) -> Result<Samples, String> {
+    let program = program.to_string();
+    let features = features.clone();
+    // A private network namespace: the program only ever sees our packets, and a
+    // host run never touches the machine's real `lo`. Namespaces are per thread.
+    std::thread::spawn(move || -> Result<Samples, String> {
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("unshare(CLONE_NEWNET): {} (needed to keep the benchmark off the real lo)", std::io::Error::last_os_error()));
+        }
+        lo_up().map_err(|e| format!("bringing lo up in the private namespace: {e}"))?;
+        if program == LOOP_PROGRAM {
+            let obj = ObjectBuilder::default()
+                .open_memory(LOOP_OBJECT)
+                .and_then(|o| o.load())
+                .map_err(|e| format!("loading {program}: {e}"))?;
+            let prog = obj.progs_mut().find(|p| p.name() == program.as_str()).ok_or(format!("no {program} in the object"))?;
+            let _link = prog.attach_xdp(lo_index()? as i32).map_err(|e| format!("attaching {program} to lo: {e}"))?;
+            drive(prog.as_fd().as_raw_fd(), cfg, &features)
+        } else {
+            let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| format!("loading the object: {e}"))?;
+            let prog: &mut Xdp = ebpf
+                .program_mut(&program)
+                .ok_or(format!("no {program} in the object"))?
+                .try_into()
+                .map_err(|e| format!("{e}"))?;
+            prog.load().map_err(|e| format!("loading {program}: {e}"))?;
+            prog.attach_to_if_index(lo_index()?, XdpMode::Skb).map_err(|e| format!("attaching {program} to lo (SKB mode): {e}"))?;
+            let fd = prog.fd().map_err(|e| format!("{e}"))?.as_fd().as_raw_fd();
+            drive(fd, cfg, &features)
+        }
+    })
+    .join()
+    .map_err(|_| "the fdinfo benchmark thread panicked".to_string())?
+}
+
+fn lo_index() -> Result<u32, String> {
+    match unsafe { libc::if_nametoindex(c"lo".as_ptr()) } {
+        0 => Err("no lo interface".into()),
+        i => Ok(i),
+    }
+}
+
+fn lo_up() -> std::io::Result<()> {
+    let sock = UdpSocket::bind("0.0.0.0:0").or_else(|_| {
+        // A fresh namespace has no usable address yet; any AF_INET socket will do.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(unsafe { UdpSocket::from_raw_fd(fd) })
+    })?;
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sends `cfg.packets` UDP datagrams per sample from 127.0.0.1..254 to a bound
+/// receiver on 127.0.0.1, with statistics on, and returns ns per run per sample.
+fn drive(prog_fd: RawFd, cfg: BenchConfig, features: &BTreeMap<String, Probe>) -> Result<Samples, String> {
+    let rx = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("binding the receiver: {e}"))?;
+    rx.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let dest = rx.local_addr().map_err(|e| e.to_string())?;
+    let senders: Vec<UdpSocket> = (1..=254u8)
+        .map(|o| UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, o), 0)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("binding senders on 127.0.0.x: {e}"))?;
+    let payload = [0u8; 22]; // 14 + 20 + 8 + 22 = a 64-byte frame on the wire
+    let guard = StatsGuard::on(features)?;
+    let how = guard.how();
+    let mut samples = Vec::with_capacity(cfg.samples);
+    let mut runs_total = 0u64;
+    let mut buf = [0u8; 64];
+    for _ in 0..cfg.samples {
+        let (t0, c0) = read_fdinfo(prog_fd)?;
+        for i in 0..cfg.packets {
+            senders[i % senders.len()].send_to(&payload, dest).map_err(|e| format!("sending: {e}"))?;
+            if i % 64 == 63 {
+                while rx.recv(&mut buf).is_ok() {}
+            }
+        }
+        while rx.recv(&mut buf).is_ok() {}
+        let (t1, c1) = read_fdinfo(prog_fd)?;
+        let runs = c1 - c0;
+        if runs < cfg.packets as u64 {
+            return Err(format!("sent {} packets through lo but run_cnt grew by {runs}: the program is not seeing them", cfg.packets));
+        }
+        runs_total += runs;
+        samples.push((t1 - t0) as f64 / runs as f64);
+    }
+    drop(guard);
+    let still_on = stats_on();
+    let metrics = [("packets".to_string(), cfg.packets as f64), ("runs".to_string(), runs_total as f64)].into();
+    let note = format!(
+        "XDP generic mode on lo (private netns), {} UDP packets per sample from 127.0.0.1..254; stats via {how}{}",
+        cfg.packets,
+        if still_on { "; stats still on afterwards (someone else holds them on)" } else { ", switched off afterwards" }
+    );
+    Ok((samples, metrics, note))
+}
+
+/// The catalogue check `<program>::insn_profile`: instruction counts per run need
+/// `bpftool prog profile` (fentry/fexit + hardware counters). The gate on
+/// `prog_profile` replaces this verdict with the missing-PMU reason wherever there is
+/// no PMU (everywhere this project has run); where there is one, the agent still
+/// has no profiler of its own, and says so rather than invent numbers.
+pub fn insn_profile_record(program: &str) -> Record {
+    check(
+        program,
+        "insn_profile",
+        Verdict::Ignored("instruction-count profiling is not implemented in the agent; run `bpftool prog profile id <id> duration 5 instructions cycles` on this machine".into()),
+        BTreeMap::new(),
+        String::new(),
+    )
+}
+
+/// The benchmark cells as libtest bench trials, `<kernel>::<program>::<check>`, kind
+/// `[tcg]`/`[kvm]`/`[host]` so the output says where each number was measured.
+///
+/// They are listed always but only run with `--bench` (`cargo test --test matrix --
+/// --bench`), which also puts the matrix in bench mode; a plain `cargo test` shows
+/// them ignored and boots nothing for them. Cells whose kernel series is known to be
+/// older than a needed feature (bpf_loop on 5.10) are ignored up front, because a
+/// libtest bench cannot turn "ignored" after it started. The measurement printed is
+/// the median ns per run, `+/-` the interquartile range.
+pub fn trials(matrix: std::sync::Arc<crate::matrix::Matrix>) -> Vec<libtest_mimic::Trial> {
+    use crate::config::KernelSource;
+    use libtest_mimic::{Failed, Measurement, Trial};
+    let mut out = Vec::new();
+    for b in BENCHES {
+        for kernel in matrix.kernel_names() {
+            let spec = matrix.config.kernel(&kernel).expect("kernel from the config");
+            let (version, kind) = match spec.source() {
+                KernelSource::Debian(src) => (src.series.parse::<crate::KernelVersion>().ok(), matrix.opts.accel.accel.to_string()),
+                KernelSource::Local(_) => (None, matrix.opts.accel.accel.to_string()),
+                KernelSource::Host => (crate::KernelVersion::current().ok(), "host".to_string()),
+            };
+            let too_old = version.is_some_and(|v| b.needs.iter().any(|n| crate::features::by_id(n).is_some_and(|f| v < f.min_version())));
+            let m = matrix.clone();
+            let id = *b;
+            let name = format!("{kernel}::{}::{}", id.program, id.check);
+            let trial = Trial::bench(name, move |test_mode| {
+                let run = m.run_kernel(&kernel);
+                let where_ = run.where_();
+                match m.cell(&run, &format!("{}::{}", id.program, id.check), run.verdict(id)) {
+                    Verdict::Pass => {}
+                    Verdict::Fail(msg) => return Err(Failed::from(format!("{msg}
+(on {where_})"))),
+                    Verdict::Ignored(why) => return Err(Failed::from(format!("not measured: {why}
+(on {where_})"))),
+                }
+                if test_mode {
+                    return Ok(None);
+                }
+                let metrics = &run.checks[&(id.program.to_string(), id.check.to_string())].metrics;
+                let get = |k: &str| metrics.get(k).copied().ok_or_else(|| Failed::from(format!("the record has no {k} (on {where_})")));
+                let (value, lower, upper) = (get("value")?, get("lower")?, get("upper")?);
+                Ok(Some(Measurement { avg: value.round() as u64, variance: (upper - lower).round() as u64 }))
+            })
+            .with_kind(kind)
+            .with_ignored_flag(!matrix.opts.bench || too_old);
+            out.push(trial);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_quartiles() {
+        let s = Summary::of(&[7.0, 1.0, 3.0, 5.0, 2.0, 6.0, 4.0]);
+        assert_eq!((s.median, s.q1, s.q3, s.min, s.max), (4.0, 2.5, 5.5, 1.0, 7.0));
+        let one = Summary::of(&[9.0]);
+        assert_eq!((one.median, one.q1, one.q3), (9.0, 9.0, 9.0));
+    }
+
+    #[test]
+    fn cmdline_switches_benchmarks_on() {
+        assert_eq!(BenchConfig::from_cmdline("console=ttyS0 quiet"), None);
+        assert_eq!(BenchConfig::from_cmdline("km.bench=0"), None);
+        assert_eq!(BenchConfig::from_cmdline("quiet km.bench=1"), Some(BenchConfig::GUEST));
+        let c = BenchConfig::from_cmdline("km.bench=1 km.bench_repeat=50 km.bench_samples=3").unwrap();
+        assert_eq!((c.repeat, c.samples, c.packets), (50, 3, BenchConfig::GUEST.packets));
+    }
+
+    #[test]
+    fn fdinfo_fields() {
+        let text = "pos:\t0\nflags:\t02000002\nprog_type:\t6\nprog_jited:\t1\nrun_time_ns:\t12345\nrun_cnt:\t67\nrecursion_misses:\t0\n";
+        assert_eq!(parse_fdinfo(text), Some((12345, 67)));
+        assert_eq!(parse_fdinfo("prog_type:\t6\n"), None);
+    }
+
+    #[test]
+    fn bench_packet_is_the_worst_case_of_the_slow_variant() {
+        use xdp_classifier_common::{is_fibonacci_slow, SourceAddr};
+        assert!(!is_fibonacci_slow(BENCH_OCTET));
+        assert_eq!(SourceAddr::new(BENCH_OCTET as u32), SourceAddr::Buzz);
+    }
+}
