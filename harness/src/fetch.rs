@@ -51,7 +51,8 @@ pub fn fetch_verified(url: &str, package: &str, sha256: &str, dest: &Path, mut p
         Err(ureq::Error::Status(404, _)) => {
             return Err(FetchError::NotFound { url: url.into(), package: package.into() })
         }
-        Err(e) => return Err(other(e.to_string())),
+        // ureq's message repeats the URL; ours already starts with it.
+        Err(e) => return Err(other(e.to_string().replace(&format!("{url}: "), ""))),
     };
     let tmp = tmp_path(dest);
     let result = (|| -> Result<(String, u64), FetchError> {

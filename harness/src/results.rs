@@ -37,7 +37,7 @@ pub struct KernelResult {
     pub kernel: String,
     /// `uname -r` inside the guest (or the host).
     pub release: Option<String>,
-    /// `kvm`, `tcg`, or `host` (no VM): every number below came from there.
+    /// `kvm`, `tcg`, `host` (no VM), or `-` (never started): every number below came from there.
     pub accel: String,
     pub boot_secs: Option<f64>,
     pub wall_secs: f64,
@@ -111,8 +111,14 @@ fn verdict_parts(v: &Verdict) -> (&'static str, Option<String>) {
     }
 }
 
+/// `kvm`/`tcg` for a VM, `host` for the running kernel, `-` for a kernel that
+/// never started (download failed, not in the lock).
 fn accel_of(r: &KernelRun) -> String {
-    r.accel.map(|a| a.to_string()).unwrap_or_else(|| "host".into())
+    match (r.accel, &r.release) {
+        (Some(a), _) => a.to_string(),
+        (None, Some(_)) => "host".into(),
+        (None, None) => "-".into(),
+    }
 }
 
 fn kernel_header(r: &KernelRun) -> KernelResult {

@@ -69,7 +69,7 @@ impl VmSpec {
             Accel::Kvm => "host",
             Accel::Tcg => "max",
         };
-        let mut append = "console=ttyS0 panic=-1 oops=panic quiet loglevel=4 8250.nr_uarts=2".to_string();
+        let mut append = "console=ttyS0 panic=-1 oops=panic quiet loglevel=5 8250.nr_uarts=2".to_string();
         if let Some(extra) = &self.extra_cmdline {
             append.push(' ');
             append.push_str(extra);

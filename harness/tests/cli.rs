@@ -221,7 +221,7 @@ fn shards_write_reports_and_merge_joins_them() {
     assert_eq!(m["shards"], serde_json::json!(["1/2", "2/2"]));
     assert_eq!(m["kernels"].as_array().unwrap().len(), 2);
     let md = std::fs::read_to_string(&merged.2).unwrap();
-    assert!(md.contains("| unpinned | - |") && md.contains("Reproduce: `cargo test --test matrix -- --exact unpinned::"), "{md}");
+    assert!(md.contains("| unpinned | - | - |") && md.contains("Reproduce: `cargo test --test matrix -- --exact unpinned::"), "{md}");
 
     // JUnit: parse it; one testcase per cell; skipped ones carry their reason.
     let count = |xml: &str| -> (usize, usize, usize) {
