@@ -109,7 +109,7 @@ fn rcu_stall_fails_the_trials_even_though_the_agent_finished() {
     let (m, run_dir) = scratch_matrix("rcu", yaml);
     let (run, after) = starve(&m, &run_dir, "6.1", Duration::from_secs(8));
     let f = run.failure.clone().unwrap_or_default();
-    assert!(f.contains("reported a RCU stall") && f.contains("rcu: INFO: rcu_preempt self-detected stall on CPU"), "{f}");
+    assert!(f.contains("reported a RCU stall") && f.contains("rcu: INFO: rcu_preempt "), "{f}");
     assert!(run.release.is_some(), "the agent ran after the stall");
     assert!(!run.checks.is_empty(), "the agent reported its checks");
     all_failed_with(&run, "RCU stall");
