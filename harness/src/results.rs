@@ -280,7 +280,11 @@ pub fn write_reports_from_env(mut r: RunResults) -> anyhow::Result<()> {
         std::env::var_os("KM_RESULTS").as_deref().map(Path::new),
         std::env::var_os("KM_JUNIT").as_deref().map(Path::new),
         std::env::var_os("KM_SUMMARY").as_deref().map(Path::new),
-    )
+    )?;
+    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        print!("{}", github_annotations(&r));
+    }
+    Ok(())
 }
 
 /// Writes whichever of the three reports has a path.
@@ -399,6 +403,13 @@ mod tests {
     }
 
     #[test]
+    fn github_annotations_one_per_failure() {
+        let a = github_annotations(&RunResults::new(vec![sample("6.1")]));
+        assert_eq!(a.lines().count(), 1, "{a}");
+        assert!(a.starts_with("::error title=6.1%3A%3Ax%3A%3Arun::bad <verdict> & | pipes%0Acargo test --test matrix -- --exact 6.1::x::run"), "{a}");
+    }
+
+    #[test]
     fn markdown_lists_failures_with_the_rerun_command() {
         let md = RunResults::new(vec![sample("6.1")]).markdown();
         assert!(md.starts_with("## ❌ kernel matrix: 1 passed, 1 failed, 1 ignored"), "{md}");
@@ -441,8 +452,28 @@ impl RunOutputs {
         if let Some(s) = self.shard()? {
             r.shards = vec![s.to_string()];
         }
-        write_reports(&r, self.json.as_deref(), self.junit.as_deref(), self.markdown.as_deref())
+        write_reports(&r, self.json.as_deref(), self.junit.as_deref(), self.markdown.as_deref())?;
+        if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+            print!("{}", github_annotations(&r));
+        }
+        Ok(())
     }
+}
+
+/// `::error` workflow commands, one per failing cell, so GitHub shows the
+/// failures on the run's page (the full message stays in the log and reports).
+pub fn github_annotations(r: &RunResults) -> String {
+    let esc = |s: &str| s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A");
+    let mut out = String::new();
+    for k in &r.kernels {
+        for c in k.cells.iter().filter(|c| c.verdict == "fail") {
+            let first = c.reason.as_deref().and_then(|m| m.lines().next()).unwrap_or("failed");
+            // Property values also escape ':' and ','.
+            let title = esc(&format!("{}::{}", k.kernel, c.trial)).replace(':', "%3A").replace(',', "%2C");
+            let _ = writeln!(out, "::error title={title}::{}%0A{}", esc(first), esc(&c.reproduce));
+        }
+    }
+    out
 }
 
 /// `kernel-matrix merge`: joins the reports of CI shards.
