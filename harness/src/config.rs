@@ -29,6 +29,9 @@ pub struct MatrixConfig {
     #[serde(default = "default_memory")]
     pub memory_mb: u32,
     pub kernels: Vec<KernelSpec>,
+    /// Manifests of programs users bring (paths relative to this file); see `byo`.
+    #[serde(default)]
+    pub programs: Vec<PathBuf>,
     /// Known failures, turned into ignored trials with their reason.
     #[serde(default)]
     pub expected_failures: Vec<crate::expect::ExpectedFailure>,

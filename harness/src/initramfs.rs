@@ -39,12 +39,14 @@ echo "km: agent exited with status $?"
 poweroff -f
 "#;
 
-/// Builds the archive at `dest` (atomically).
-pub fn build(agent: &Path, busybox: &Path, dest: &Path) -> anyhow::Result<()> {
+/// Builds the archive at `dest` (atomically). `extra` files are copied in as
+/// (path inside the guest without leading '/', host file).
+pub fn build(agent: &Path, busybox: &Path, extra: &[(String, PathBuf)], dest: &Path) -> anyhow::Result<()> {
     let mut files: Vec<(String, PathBuf, u32)> = vec![
         ("bin/busybox".into(), busybox.to_path_buf(), 0o755),
         ("agent".into(), agent.to_path_buf(), 0o755),
     ];
+    files.extend(extra.iter().map(|(guest, host)| (guest.clone(), host.clone(), 0o644)));
     for lib in shared_libraries(agent)? {
         let name = lib.to_string_lossy().trim_start_matches('/').to_string();
         files.push((name, lib, 0o755));

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod bmf;
 pub mod compare;
 pub mod html;
+pub mod byo;
 pub mod bzimage;
 pub mod cache_gc;
 pub mod checks;

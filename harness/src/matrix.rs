@@ -33,6 +33,9 @@ pub struct Options {
     /// Also run the benchmarks (`bench`): `km.bench=1` on guest command lines,
     /// `--bench` for the host agent. Off for plain matrix runs (`KM_BENCH=1` turns it on).
     pub bench: bool,
+    /// Run only these programs in the guests (`KM_ONLY_PROGRAMS=a,b`); the others'
+    /// checks then fail as not reported, so use it with a matching trial filter.
+    pub only_programs: Option<Vec<String>>,
 }
 
 impl Options {
@@ -41,7 +44,7 @@ impl Options {
             Ok(v) => v.parse().context("KM_MAX_VMS must be a number")?,
             Err(_) => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         };
-        Ok(Self { cache_dir: images::default_cache_dir(), run_dir, agent, accel: crate::accel::choose()?, max_vms: max_vms.max(1), bench: std::env::var("KM_BENCH").is_ok_and(|v| v == "1") })
+        Ok(Self { cache_dir: images::default_cache_dir(), run_dir, agent, accel: crate::accel::choose()?, max_vms: max_vms.max(1), bench: std::env::var("KM_BENCH").is_ok_and(|v| v == "1"), only_programs: std::env::var("KM_ONLY_PROGRAMS").ok().map(|v| v.split(',').map(str::to_string).collect()) })
     }
 }
 
@@ -109,6 +112,10 @@ pub struct Matrix {
     initramfs: OnceLock<Result<PathBuf, String>>,
     runs: HashMap<String, OnceLock<Arc<KernelRun>>>,
     slots: Semaphore,
+    /// Programs from the config's manifests.
+    pub byo: Vec<crate::byo::ByoProgram>,
+    /// Our checks, then the manifests' programs' checks: the matrix's columns.
+    checks: Vec<CheckId>,
 }
 
 impl Matrix {
@@ -117,7 +124,34 @@ impl Matrix {
         let lock = Lock::load(&lock_path)?;
         let runs = config.kernels.iter().map(|k| (k.name.clone(), OnceLock::new())).collect();
         let slots = Semaphore::new(opts.max_vms);
-        Ok(Self { config, lock, lock_path, opts, mirrors: OnceLock::new(), initramfs: OnceLock::new(), runs, slots })
+        let mut byo = Vec::new();
+        for manifest in &config.programs {
+            byo.extend(crate::byo::load(&config.resolve_path(manifest))?);
+        }
+        let checks = checks::CATALOGUE.iter().copied().chain(byo.iter().flat_map(|p| checks::byo_checks(&p.guest))).collect();
+        Ok(Self { config, lock, lock_path, opts, mirrors: OnceLock::new(), initramfs: OnceLock::new(), runs, slots, byo, checks })
+    }
+
+    /// Every check of the matrix, in trial order.
+    pub fn checks(&self) -> &[CheckId] {
+        &self.checks
+    }
+
+    /// The manifest programs as the agent reads them: a directory with
+    /// `manifest.json` and the objects (written once per run).
+    fn byo_files(&self) -> anyhow::Result<Vec<(String, PathBuf)>> {
+        let dir = self.opts.run_dir.join("byo");
+        std::fs::create_dir_all(&dir)?;
+        let guest: Vec<_> = self.byo.iter().map(|p| p.guest.clone()).collect();
+        let manifest = dir.join(crate::byo::MANIFEST_JSON);
+        crate::fetch::write_atomic(&manifest, serde_json::to_string(&guest)?.as_bytes())?;
+        let mut files = vec![(format!("byo/{}", crate::byo::MANIFEST_JSON), manifest)];
+        for p in &self.byo {
+            let dest = dir.join(&p.guest.object_file);
+            std::fs::copy(&p.object_path, &dest).with_context(|| format!("copying {}", p.object_path.display()))?;
+            files.push((format!("byo/{}", p.guest.object_file), dest));
+        }
+        Ok(files)
     }
 
     pub fn kernel_names(&self) -> Vec<String> {
@@ -191,7 +225,7 @@ impl Matrix {
             .get_or_init(|| {
                 let dest = self.opts.run_dir.join("root.cpio.gz");
                 crate::initramfs::find_busybox()
-                    .and_then(|bb| crate::initramfs::build(&self.opts.agent, &bb, &dest))
+                    .and_then(|bb| crate::initramfs::build(&self.opts.agent, &bb, &self.byo_files()?, &dest))
                     .map(|()| dest)
                     .map_err(|e| format!("building the guest root: {e:#}"))
             })
@@ -206,7 +240,14 @@ impl Matrix {
             accel: self.opts.accel.accel,
             memory_mb: self.config.memory_mb,
             cpus: 1,
-            extra_cmdline: crate::bench::cmdline(spec.cmdline.clone(), self.opts.bench),
+            icount: crate::bench::icount(self.opts.bench),
+            extra_cmdline: crate::bench::cmdline(
+                match (&spec.cmdline, &self.opts.only_programs) {
+                    (c, None) => c.clone(),
+                    (c, Some(only)) => Some(format!("{} km.only={}", c.as_deref().unwrap_or(""), only.join(",")).trim().to_string()),
+                },
+                self.opts.bench,
+            ),
             timeout: self.config.timeout(spec),
             workdir: workdir.to_path_buf(),
         })
@@ -243,7 +284,8 @@ impl Matrix {
     fn run_host(&self, spec: &KernelSpec, workdir: &Path) -> anyhow::Result<KernelRun> {
         if unsafe { libc::geteuid() } != 0 {
             let reason = "host: loading BPF needs root (CAP_BPF/CAP_SYS_ADMIN); run as root or drop `host` from kernels.yaml";
-            let checks = checks::CATALOGUE
+            let checks = self
+                .checks
                 .iter()
                 .map(|id| {
                     let o = CheckOutcome { verdict: Verdict::Ignored(reason.into()), metrics: BTreeMap::new(), note: String::new() };
@@ -259,7 +301,11 @@ impl Matrix {
         }
         let out = workdir.join("agent.jsonl");
         let _ = std::fs::remove_file(&out);
+        self.byo_files()?;
         let mut child = std::process::Command::new(&self.opts.agent)
+            .args(self.opts.only_programs.iter().flat_map(|o| ["--only".to_string(), o.join(",")]))
+            .arg("--byo")
+            .arg(self.opts.run_dir.join("byo"))
             .args(self.opts.bench.then_some("--bench"))
             .arg("--out")
             .arg(&out)

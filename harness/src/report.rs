@@ -2,7 +2,6 @@
 use std::{fmt::Write as _, sync::Arc};
 
 use crate::{
-    checks::CATALOGUE,
     features::{catalogue, Probe},
     matrix::{KernelRun, Matrix},
     protocol::Verdict,
@@ -11,7 +10,7 @@ use crate::{
 /// Every cell of one kernel, `(trial without kernel prefix, final verdict)`, in
 /// trial order: checks first, then features.
 pub fn cells(m: &Matrix, r: &KernelRun) -> Vec<(String, Verdict)> {
-    let checks = CATALOGUE.iter().map(|id| {
+    let checks = m.checks().iter().map(|id| {
         let name = format!("{}::{}", id.program, id.check);
         let v = m.cell(r, &name, r.verdict(*id));
         (name, v)
@@ -28,18 +27,18 @@ pub fn cells(m: &Matrix, r: &KernelRun) -> Vec<(String, Verdict)> {
 /// numbers came from (release, accelerator, boot time).
 pub fn summary_table(m: &Matrix, runs: &[Arc<KernelRun>]) -> String {
     let mut s = String::from("| kernel | release | accel | boot s | wall s |");
-    for id in CATALOGUE {
+    for id in m.checks() {
         let _ = write!(s, " {}::{} |", id.program, id.check);
     }
     s.push('\n');
-    s.push_str(&"|---".repeat(5 + CATALOGUE.len()));
+    s.push_str(&"|---".repeat(5 + m.checks().len()));
     s.push_str("|\n");
     for r in runs {
         let accel = r.accel.map(|a| a.to_string()).unwrap_or_else(|| "host".into());
         let boot = r.boot.map(|b| format!("{:.1}", b.as_secs_f64())).unwrap_or_else(|| "-".into());
         let release = r.release.as_deref().unwrap_or("-");
         let _ = write!(s, "| {} | {release} | {accel} | {boot} | {:.1} |", r.kernel, r.wall.as_secs_f64());
-        for (_, v) in cells(m, r).into_iter().take(CATALOGUE.len()) {
+        for (_, v) in cells(m, r).into_iter().take(m.checks().len()) {
             let cell = match v {
                 Verdict::Pass => "pass".to_string(),
                 Verdict::Fail(_) => "**FAIL**".to_string(),

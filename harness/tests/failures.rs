@@ -115,3 +115,50 @@ fn panicking_guest_fails_fast_with_the_panic_in_the_log() {
     assert!(took.as_secs() < 60, "panic detection took {took:?}, the timeout is not what caught it");
     assert_no_process_mentions(&run_dir);
 }
+
+/// A C program someone else wrote, brought through a manifest, that every
+/// verifier must reject: on every kernel its `load` fails with the verifier's log
+/// tail and the instruction it stopped at. Only that program runs in the guests.
+#[test]
+fn user_program_rejected_by_the_verifier_fails_with_its_log_on_every_kernel() {
+    let manifest = workspace().join("examples/byo/rejected.yaml");
+    let mut yaml = format!("programs: [{}]\nkernels:\n", manifest.display());
+    let real = MatrixConfig::load(&workspace().join("kernels.yaml")).unwrap();
+    for k in &real.kernels {
+        match &k.debian {
+            Some(d) => yaml.push_str(&format!("  - {{ name: '{}', debian: {{ suite: {}, series: '{}' }} }}\n", k.name, d.suite, d.series)),
+            None if k.host => yaml.push_str("  - { name: host, host: true }\n"),
+            None => {}
+        }
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("failures-byo-rejected");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg_path = dir.join("kernels.yaml");
+    std::fs::write(&cfg_path, yaml).unwrap();
+    std::fs::copy(workspace().join("kernels.lock"), Lock::path_for(&cfg_path)).unwrap();
+    let mut opts = Options::from_env(PathBuf::from(env!("CARGO_BIN_EXE_km-agent")), dir.join("runs")).unwrap();
+    opts.only_programs = Some(vec!["unchecked_read".into()]);
+    let m = Arc::new(Matrix::new(MatrixConfig::load(&cfg_path).unwrap(), opts).unwrap());
+    let load = m.checks().iter().copied().find(|c| c.program == "unchecked_read" && c.check == "load").unwrap();
+    let handles: Vec<_> = m
+        .kernel_names()
+        .into_iter()
+        .map(|k| {
+            let m = m.clone();
+            std::thread::spawn(move || (k.clone(), m.run_kernel(&k)))
+        })
+        .collect();
+    for h in handles {
+        let (k, run) = h.join().unwrap();
+        match run.verdict(load) {
+            Verdict::Fail(msg) => {
+                assert!(msg.contains("verifier/libbpf log") || msg.contains("verifier log"), "{k}: no log in:\n{msg}");
+                assert!(msg.contains("failing instruction: "), "{k}: no failing instruction in:\n{msg}");
+                assert!(msg.contains("R2") || msg.contains("invalid access to packet") || msg.contains("pkt"), "{k}: log tail lacks the verifier's reason:\n{msg}");
+                eprintln!("{k}: rejected as expected; {}", msg.lines().find(|l| l.starts_with("failing instruction")).unwrap());
+            }
+            other => panic!("{k}: unchecked_read::load should fail, got {other:?}"),
+        }
+    }
+}

@@ -53,7 +53,26 @@ fn main() {
     for (id, result) in &features {
         emit(Record::Feature { id: id.clone(), result: result.clone() });
     }
-    checks::run_all(&mut emit, &features);
+    // Programs users brought: /byo in a guest, `--byo DIR` on the host.
+    let byo_dir = match args.iter().position(|a| a == "--byo").and_then(|i| args.get(i + 1)) {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::path::PathBuf::from(kernel_matrix::byo::GUEST_DIR),
+    };
+    let byo: Vec<kernel_matrix::byo::GuestProgram> = std::fs::read(byo_dir.join(kernel_matrix::byo::MANIFEST_JSON))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    // `--only a,b` (host) or `km.only=a,b` on the kernel command line (guest).
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| cmdline.split_whitespace().find_map(|w| w.strip_prefix("km.only=").map(str::to_string)))
+        .map(|v| v.split(',').map(str::to_string).collect());
+    let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == name));
+    let byo: Vec<_> = byo.into_iter().filter(|p| wanted(&p.name)).collect();
+    checks::run_all(&mut emit, &features, &byo, &byo_dir, &wanted);
     // Benchmarks only when asked: `km.bench=1` on a guest's command line, `--bench` on the host.
     let bench = match args.iter().any(|a| a == "--bench") {
         true => Some(kernel_matrix::bench::BenchConfig::HOST),

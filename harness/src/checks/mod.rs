@@ -39,7 +39,7 @@ pub fn capture_libbpf_log<T>(f: impl FnOnce() -> T) -> (T, String) {
     fn collect(_level: libbpf_rs::PrintLevel, msg: String) {
         LOG.lock().unwrap_or_else(|e| e.into_inner()).push_str(&msg);
     }
-    let prev = libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, collect)));
+    let prev = libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, collect)));
     let out = f();
     libbpf_rs::set_print(prev);
     let log = std::mem::take(&mut *LOG.lock().unwrap_or_else(|e| e.into_inner()));
@@ -64,7 +64,13 @@ pub(crate) fn check(program: &str, check: &str, verdict: Verdict, metrics: BTree
 /// A check whose `needs` name a feature this kernel lacks is reported ignored with
 /// the reason (`needs bpf_loop, 5.17`): when every check of a program is gated the
 /// program is not even loaded; otherwise the gated checks' verdicts are replaced.
-pub fn run_all(emit: &mut dyn FnMut(Record), features: &BTreeMap<String, Probe>) {
+pub fn run_all(
+    emit: &mut dyn FnMut(Record),
+    features: &BTreeMap<String, Probe>,
+    byo: &[crate::byo::GuestProgram],
+    byo_dir: &std::path::Path,
+    wanted: &dyn Fn(&str) -> bool,
+) {
     type Run = fn(&mut dyn FnMut(Record));
     // (trial program name, runner, (object, program name inside it) for verifier insight)
     let programs: &[(&str, Run, (&[u8], &str))] = &[
@@ -73,7 +79,7 @@ pub fn run_all(emit: &mut dyn FnMut(Record), features: &BTreeMap<String, Probe>)
         ("profiler", profiler::run, (::profiler::OBJECT, "profile")),
         ("usdt_tracer", usdt::run, (::usdt_tracer::OBJECT, "test_idx")),
     ];
-    for (program, run, (object, prog_name)) in programs {
+    for (program, run, (object, prog_name)) in programs.iter().filter(|p| wanted(p.0)) {
         let checks: Vec<&CheckId> = CATALOGUE.iter().filter(|c| c.program == *program).collect();
         let gated: BTreeMap<&str, String> = checks.iter().filter_map(|c| Some((c.check, gate(c, features)?))).collect();
         if gated.len() == checks.len() {
@@ -93,6 +99,9 @@ pub fn run_all(emit: &mut dyn FnMut(Record), features: &BTreeMap<String, Probe>)
             emit(r)
         });
     }
+    for p in byo {
+        byo::run(p, byo_dir, features, emit);
+    }
 }
 
 /// Every `load` record carries what the verifier did (instructions processed,
@@ -109,6 +118,21 @@ fn add_verifier_insight(object: &[u8], program: &str, verdict: &mut Verdict, met
     if let (Verdict::Fail(msg), Some(insn)) = (verdict, &insight.failing_insn) {
         msg.push_str(&format!("\nfailing instruction: {insn}"));
     }
+}
+
+/// The checks of a manifest program: `load`, and `test_run` when it has packets.
+/// Names are leaked once per program so they fit the `'static` catalogue type.
+pub fn byo_checks(p: &crate::byo::GuestProgram) -> Vec<CheckId> {
+    let program: &'static str = Box::leak(p.name.clone().into_boxed_str());
+    let needs: &'static [&'static str] =
+        Box::leak(p.needs.iter().map(|n| &*Box::leak(n.clone().into_boxed_str())).collect::<Vec<&'static str>>().into_boxed_slice());
+    let mut out = vec![CheckId { program, check: "load", needs }];
+    if !p.packets.is_empty() {
+        let mut test_needs = needs.to_vec();
+        test_needs.push("prog_test_run");
+        out.push(CheckId { program, check: "test_run", needs: Box::leak(test_needs.into_boxed_slice()) });
+    }
+    out
 }
 
 /// Why `c` cannot run here, if a feature it needs was probed absent or unavailable.
@@ -150,5 +174,6 @@ mod tests {
 
 mod profiler;
 mod usdt;
+mod byo;
 mod xdp;
 mod xdp_loop;
