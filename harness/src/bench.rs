@@ -94,6 +94,13 @@ impl BenchConfig {
     }
 }
 
+/// `-icount shift=0` for benchmark VMs under TCG (1 virtual ns per guest
+/// instruction): deterministic guest timings, see [`crate::vm::VmSpec::icount`].
+/// `KM_BENCH_ICOUNT=off` measures emulated wall-clock time instead.
+pub fn icount(bench: bool) -> Option<u8> {
+    (bench && std::env::var("KM_BENCH_ICOUNT").map_or(true, |v| v != "off")).then_some(0)
+}
+
 /// The guest's extra kernel command line with `km.bench=1` added when benchmarking.
 pub fn cmdline(extra: Option<String>, bench: bool) -> Option<String> {
     match (extra, bench) {
@@ -436,6 +443,13 @@ pub fn insn_profile_record(program: &str) -> Record {
     )
 }
 
+fn vm_kind(m: &crate::matrix::Matrix) -> String {
+    match (m.opts.accel.accel, icount(m.opts.bench)) {
+        (crate::accel::Accel::Tcg, Some(_)) => "tcg-icount".into(),
+        (a, _) => a.to_string(),
+    }
+}
+
 /// The benchmark cells as libtest bench trials, `<kernel>::<program>::<check>`, kind
 /// `[tcg]`/`[kvm]`/`[host]` so the output says where each number was measured.
 ///
@@ -453,8 +467,8 @@ pub fn trials(matrix: std::sync::Arc<crate::matrix::Matrix>) -> Vec<libtest_mimi
         for kernel in matrix.kernel_names() {
             let spec = matrix.config.kernel(&kernel).expect("kernel from the config");
             let (version, kind) = match spec.source() {
-                KernelSource::Debian(src) => (src.series.parse::<crate::KernelVersion>().ok(), matrix.opts.accel.accel.to_string()),
-                KernelSource::Local(_) => (None, matrix.opts.accel.accel.to_string()),
+                KernelSource::Debian(src) => (src.series.parse::<crate::KernelVersion>().ok(), vm_kind(&matrix)),
+                KernelSource::Local(_) => (None, vm_kind(&matrix)),
                 KernelSource::Host => (crate::KernelVersion::current().ok(), "host".to_string()),
             };
             let too_old = version.is_some_and(|v| b.needs.iter().any(|n| crate::features::by_id(n).is_some_and(|f| v < f.min_version())));

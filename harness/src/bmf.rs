@@ -80,10 +80,21 @@ impl Meta {
     }
 }
 
+/// `host`, `kvm`, `tcg`, or `tcg-icount` when the VM ran with QEMU's
+/// instruction-counting virtual clock (benchmark VMs do, see `bench::icount`).
+pub fn accel_label(run: &KernelRun) -> String {
+    match run.accel {
+        None => "host".into(),
+        Some(a) if run.command_line.as_deref().is_some_and(|c| c.contains(" -icount ")) => format!("{a}-icount"),
+        Some(a) => a.to_string(),
+    }
+}
+
 /// Human-readable accelerator: what a reader needs to know to trust a number.
 pub fn describe_accel(accel: &str) -> &'static str {
     match accel {
-        "tcg" => "tcg (emulated CPU: compare only with other tcg numbers)",
+        "tcg" => "tcg (emulated CPU, wall-clock: compare only with other tcg numbers)",
+        "tcg-icount" => "tcg with -icount shift=0 (emulated; virtual clock, 1 ns = 1 guest instruction: deterministic, not wall time)",
         "kvm" => "kvm (hardware virtualisation)",
         "host" => "host (native)",
         _ => "unknown accelerator",
@@ -102,7 +113,7 @@ pub fn from_runs(runs: &[impl AsRef<KernelRun>]) -> (Bmf, Meta) {
     let mut meta = Meta::default();
     for run in runs {
         let run = run.as_ref();
-        let accel = run.accel.map(|a| a.to_string()).unwrap_or_else(|| "host".into());
+        let accel = accel_label(run);
         meta.kernels.insert(run.kernel.clone(), KernelMeta { release: run.release.clone(), accel });
         for ((program, check), o) in &run.checks {
             if !matches!(o.verdict, crate::protocol::Verdict::Pass) {

@@ -90,7 +90,7 @@ pub fn bench_table(m: &Matrix, runs: &[Arc<KernelRun>]) -> (String, Vec<String>)
     let mut s = String::from("| kernel | release | accel | benchmark | ns/run (median) | Q1 | Q3 | min | max |\n|---|---|---|---|---|---|---|---|---|\n");
     let mut problems = Vec::new();
     for r in runs {
-        let accel = r.accel.map(|a| a.to_string()).unwrap_or_else(|| "host".into());
+        let accel = bmf::accel_label(r);
         let release = r.release.as_deref().unwrap_or("-");
         for id in crate::bench::BENCHES {
             let cell = format!("{}::{}", id.program, id.check);
@@ -138,11 +138,12 @@ pub fn bench(m: Arc<Matrix>, a: &BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn compare(a: &CompareArgs) -> anyhow::Result<ExitCode> {
-    let (base, base_meta) = bmf::read(&a.baseline)?;
+    let (mut base, base_meta) = bmf::read(&a.baseline)?;
     let (mut cur, cur_meta) = bmf::read(&a.current)?;
     if let Some(map) = &a.map {
         let (from, to) = map.split_once('=').context("--map wants FROM=TO")?;
         cur = compare::map_program(&cur, from, to);
+        base = compare::map_program(&base, to, to);
         anyhow::ensure!(!cur.is_empty(), "no benchmark of program {from} in {}", a.current.display());
     }
     let cells = compare::compare(&base, &cur, a.threshold);
