@@ -138,11 +138,18 @@ impl MatrixConfig {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
         let mut cfg: MatrixConfig = serde_norway::from_str(text).map_err(|e| {
-            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
             // serde_norway repeats the location in its message; keep only the reason.
             let message = e.to_string();
             let message = message.split(" at line ").next().unwrap_or(&message).to_string();
-            ConfigError::Syntax { path: shown.clone(), line, column, message }
+            // Some errors carry no location (found by config_fuzz): a second YAML
+            // document is pointed at by its `---`; the rest say so plainly.
+            let location = e.location().map(|l| (l.line(), l.column())).or_else(|| {
+                message.contains("more than one document").then(|| second_document(text)).flatten()
+            });
+            match location {
+                Some((line, column)) => ConfigError::Syntax { path: shown.clone(), line, column, message },
+                None => ConfigError::Invalid { path: shown.clone(), message: format!("{message} (no position reported)") },
+            }
         })?;
         cfg.path = path.to_path_buf();
         cfg.validate(text)?;
@@ -202,6 +209,25 @@ impl MatrixConfig {
     }
 }
 
+/// Where the second YAML document starts: the first `---` after some content,
+/// or the second `---` (1-based line and column).
+fn second_document(text: &str) -> Option<(usize, usize)> {
+    let mut seen_content = false;
+    let mut markers = 0;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_end();
+        if t == "---" || t.starts_with("--- ") {
+            markers += 1;
+            if seen_content || markers == 2 {
+                return Some((i + 1, 1));
+            }
+        } else if !t.trim().is_empty() && !t.trim_start().starts_with('#') {
+            seen_content = true;
+        }
+    }
+    None
+}
+
 /// `:line:column` of the `name: <value>` line for a kernel, for semantic errors.
 fn locate(text: &str, value: &str) -> Location {
     for (i, line) in text.lines().enumerate() {
@@ -250,6 +276,12 @@ mod tests {
         let e = parse("kernels:\n  - name: x\n    hots: true\n").unwrap_err().to_string();
         assert!(e.starts_with("kernels.yaml:3:5: "), "{e}");
         assert!(e.contains("unknown field `hots`"), "{e}");
+    }
+
+    #[test]
+    fn second_document_points_at_its_marker() {
+        let e = parse("kernels: []\n---\nkernels: []\n").unwrap_err().to_string();
+        assert!(e.starts_with("kernels.yaml:2:1: ") && e.contains("more than one document"), "{e}");
     }
 
     #[test]

@@ -120,7 +120,13 @@ fn mutated_real() -> impl Strategy<Value = String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+    // Integration tests have no lib.rs/main.rs for proptest's default persistence to
+    // find, so the regressions file is named here (cargo runs tests in harness/).
+    #![proptest_config(ProptestConfig {
+        cases: 1500,
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct("tests/config_fuzz.proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn yamlish_text_never_panics(text in yamlish()) {
@@ -141,7 +147,7 @@ fn the_real_file_parses() {
 /// Errors that proptest found once, kept as plain cases too.
 #[test]
 fn known_nasty_inputs() {
-    for text in ["", "\0", "kernels:", "kernels: ~", "kernels: [", "- a", "kernels:\n  - name: \"\"\n    host: true\n", "kernels:\n  - &a {name: x, host: true}\n  - *a\n", "timeout_secs: 0\nkernels: []\n", "timeout_secs: 99999999999999999999999\nkernels: []\n"] {
+    for text in ["kernels:\n---\n<<: *a    debian: { suite: sid, series: <<: *a", "kernels: []\n---\n", "---\n---\n", "", "\0", "kernels:", "kernels: ~", "kernels: [", "- a", "kernels:\n  - name: \"\"\n    host: true\n", "kernels:\n  - &a {name: x, host: true}\n  - *a\n", "timeout_secs: 0\nkernels: []\n", "timeout_secs: 99999999999999999999999\nkernels: []\n"] {
         let _ = check(text);
     }
 }
