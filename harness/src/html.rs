@@ -77,7 +77,7 @@ svg text{{font:12px system-ui,sans-serif}}
          <b>fdinfo</b>: <code>run_time_ns/run_cnt</code> deltas with run-time stats on (they add their own cost), \
          real UDP packets through <code>lo</code> in generic XDP mode. \
          Bars are medians of independent samples, whiskers the first and third quartiles. \
-         Numbers under tcg are emulated and only comparable with other tcg numbers.</p>",
+         Numbers under tcg are emulated and only comparable with other tcg numbers; under tcg-icount a guest &quot;ns&quot; is one guest instruction (deterministic virtual clock), not wall time.</p>",
     );
     if inputs.len() > 1 {
         h.push_str("<p class=\"legend\">");
@@ -167,7 +167,7 @@ fn chart(inputs: &[Input], kernels: &[String], program: &str, check: &str) -> St
         })
         .collect();
     let max = rows.iter().filter_map(|r| r.2.map(|m| m.upper().max(m.value))).fold(0.0f64, f64::max).max(1e-9);
-    let (label_w, plot_w, row_h, value_w) = (150.0, 640.0, 22.0, 230.0);
+    let (label_w, plot_w, row_h, value_w) = (150.0, 600.0, 22.0, 320.0);
     let height = rows.len() as f64 * row_h + 30.0;
     let width = label_w + plot_w + value_w;
     let mut s = String::new();
@@ -205,7 +205,7 @@ fn chart(inputs: &[Input], kernels: &[String], program: &str, check: &str) -> St
                 );
             }
             None => {
-                let _ = write!(s, r##"<text x="{}" y="{}" fill="#999">not measured</text>"##, label_w + 4.0, y + 13.0);
+                let _ = write!(s, r##"<text x="{}" y="{}" fill="#999">not measured (gated or failed: see the run)</text>"##, label_w + 4.0, y + 13.0);
             }
         }
     }
