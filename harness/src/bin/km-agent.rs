@@ -11,6 +11,10 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("--busy-spin") => {
             let secs: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2.0);
+            // Tell the profiling parent the process is loaded and about to spin, so
+            // its sampling window does not start in the dynamic loader (slow under TCG).
+            println!("ready");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
             profiler::km_busy_spin((secs * 1000.0) as u64);
             return;
         }

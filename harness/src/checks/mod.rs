@@ -28,31 +28,10 @@ pub const CATALOGUE: &[CheckId] = &[
     CheckId { program: "usdt_tracer", check: "hits", needs: &["ringbuf", "usdt"] },
 ];
 
-/// Runs `f` with libbpf's log (which carries the verifier log of a failed load)
-/// captured instead of printed. libbpf has one global print callback, so captures
-/// are serialized.
-pub fn capture_libbpf_log<T>(f: impl FnOnce() -> T) -> (T, String) {
-    static LOG: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    LOG.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    fn collect(_level: libbpf_rs::PrintLevel, msg: String) {
-        LOG.lock().unwrap_or_else(|e| e.into_inner()).push_str(&msg);
-    }
-    let prev = libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, collect)));
-    let out = f();
-    libbpf_rs::set_print(prev);
-    let log = std::mem::take(&mut *LOG.lock().unwrap_or_else(|e| e.into_inner()));
-    (out, log)
-}
+pub use libbpf_log::{capture as capture_libbpf_log, tail};
 
 /// Lines of verifier log kept when a program is rejected.
 const LOG_TAIL_LINES: usize = 25;
-
-pub fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
 
 pub(crate) fn check(program: &str, check: &str, verdict: Verdict, metrics: BTreeMap<String, f64>, note: String) -> Record {
     Record::Check { program: program.into(), check: check.into(), verdict, metrics, note }

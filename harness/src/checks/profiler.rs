@@ -56,11 +56,16 @@ fn samples() -> anyhow::Result<(Verdict, BTreeMap<String, f64>, String)> {
         .arg("--busy-spin")
         .arg(format!("{}", SECONDS + SPIN_MARGIN_SECS))
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()?;
-    let child = Reaper(child);
+    let mut child = Reaper(child);
     let pid = child.0.id();
-    std::thread::sleep(Duration::from_millis(100));
+    // Wait until the child is past exec and the loader and is spinning.
+    let mut ready = String::new();
+    if let Some(out) = child.0.stdout.take() {
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut ready)?;
+    }
+    anyhow::ensure!(ready.trim() == "ready", "the busy child exited before it started spinning");
     let opts = ProfileOptions { freq: FREQ, pid: Some(pid), sw_event: false, duration: Duration::from_secs_f64(SECONDS) };
     let prof = profile(&opts)?;
     drop(child);

@@ -12,7 +12,6 @@ use std::{
     mem::MaybeUninit,
     os::fd::{AsRawFd as _, FromRawFd as _, IntoRawFd as _, OwnedFd},
     rc::Rc,
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -23,7 +22,7 @@ use blazesym::symbolize::{
 };
 use libbpf_rs::{
     skel::{OpenSkel as _, SkelBuilder as _},
-    PrintLevel, RingBufferBuilder,
+    RingBufferBuilder,
 };
 
 /// The compiled BPF object the skeleton embeds, for tools that inspect it.
@@ -103,7 +102,12 @@ pub struct ProfileOptions {
 
 impl Default for ProfileOptions {
     fn default() -> Self {
-        ProfileOptions { freq: 99, pid: None, sw_event: false, duration: Duration::from_secs(1) }
+        ProfileOptions {
+            freq: 99,
+            pid: None,
+            sw_event: false,
+            duration: Duration::from_secs(1),
+        }
     }
 }
 
@@ -163,7 +167,12 @@ impl Sample {
     pub fn folded_key(&self) -> String {
         let mut parts = vec![self.comm.replace([';', ' '], "_")];
         parts.extend(self.user.iter().rev().map(|f| f.func().replace(';', ":")));
-        parts.extend(self.kernel.iter().rev().map(|f| format!("{}_[k]", f.func().replace(';', ":"))));
+        parts.extend(
+            self.kernel
+                .iter()
+                .rev()
+                .map(|f| format!("{}_[k]", f.func().replace(';', ":"))),
+        );
         parts.join(";")
     }
 }
@@ -205,20 +214,32 @@ impl Profile {
             groups.entry(s.folded_key()).or_insert((0, s)).0 += 1;
         }
         let mut v: Vec<_> = groups.into_values().collect();
-        v.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.folded_key().cmp(&b.1.folded_key())));
+        v.sort_by(|a, b| {
+            b.0.cmp(&a.0)
+                .then_with(|| a.1.folded_key().cmp(&b.1.folded_key()))
+        });
         let mut out = String::new();
         for (n, s) in v {
-            out.push_str(&format!("{} samples: {} (pid {}) cpu {}\n", n, s.comm, s.pid, s.cpu));
+            out.push_str(&format!(
+                "{} samples: {} (pid {}) cpu {}\n",
+                n, s.comm, s.pid, s.cpu
+            ));
             match s.kstack_err {
                 Some(e) => out.push_str(&format!("  [kernel stack unavailable: {e}]\n")),
-                None => s.kernel.iter().for_each(|f| out.push_str(&format!("  {f} [k]\n"))),
+                None => s
+                    .kernel
+                    .iter()
+                    .for_each(|f| out.push_str(&format!("  {f} [k]\n"))),
             }
             if !s.kernel.is_empty() || s.kstack_err.is_some() {
                 out.push_str("  --\n");
             }
             match s.ustack_err {
                 Some(e) => out.push_str(&format!("  [user stack unavailable: {e}]\n")),
-                None => s.user.iter().for_each(|f| out.push_str(&format!("  {f}\n"))),
+                None => s
+                    .user
+                    .iter()
+                    .for_each(|f| out.push_str(&format!("  {f}\n"))),
             }
             out.push('\n');
         }
@@ -235,26 +256,7 @@ impl Profile {
     }
 }
 
-// ---- libbpf log capture -------------------------------------------------
-
-static LOG: Mutex<String> = Mutex::new(String::new());
-
-fn capture(_level: PrintLevel, msg: String) {
-    if let Ok(mut l) = LOG.lock() {
-        l.push_str(&msg);
-    }
-}
-
-/// Runs `f` with libbpf's messages (the verifier log among them) captured, and
-/// returns them alongside `f`'s result.
-pub fn with_libbpf_log<R>(f: impl FnOnce() -> R) -> (R, String) {
-    LOG.lock().map(|mut l| l.clear()).ok();
-    let prev = libbpf_rs::set_print(Some((PrintLevel::Debug, capture)));
-    let r = f();
-    libbpf_rs::set_print(prev);
-    let log = LOG.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
-    (r, log)
-}
+pub use libbpf_log::{capture as with_libbpf_log, tail};
 
 /// Facts about a successful load.
 #[derive(Debug, Clone)]
@@ -268,9 +270,13 @@ pub struct LoadInfo {
 pub fn load_only() -> Result<LoadInfo, (anyhow::Error, String)> {
     let (r, log) = with_libbpf_log(|| -> anyhow::Result<LoadInfo> {
         let mut obj = MaybeUninit::uninit();
-        let open = ProfilerSkelBuilder::default().open(&mut obj).context("opening the profiler object")?;
+        let open = ProfilerSkelBuilder::default()
+            .open(&mut obj)
+            .context("opening the profiler object")?;
         let skel = open.load().context("loading the profiler program")?;
-        Ok(LoadInfo { insns: skel.progs.profile.insn_cnt() })
+        Ok(LoadInfo {
+            insns: skel.progs.profile.insn_cnt(),
+        })
     });
     r.map_err(|e| (e, log))
 }
@@ -315,7 +321,14 @@ fn perf_event_open(kind: EventKind, freq: u64, cpu: u32) -> std::io::Result<Owne
     };
     // pid -1 + cpu N: every task on that CPU.
     let fd = unsafe {
-        libc::syscall(libc::SYS_perf_event_open, &attr as *const PerfEventAttr, -1i32, cpu as i32, -1i32, PERF_FLAG_FD_CLOEXEC)
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const PerfEventAttr,
+            -1i32,
+            cpu as i32,
+            -1i32,
+            PERF_FLAG_FD_CLOEXEC,
+        )
     };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
@@ -342,14 +355,23 @@ pub fn parse_cpu_list(s: &str) -> anyhow::Result<Vec<u32>> {
 }
 
 pub fn online_cpus() -> anyhow::Result<Vec<u32>> {
-    let s = std::fs::read_to_string("/sys/devices/system/cpu/online").context("reading /sys/devices/system/cpu/online")?;
+    let s = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .context("reading /sys/devices/system/cpu/online")?;
     parse_cpu_list(&s)
 }
 
 /// Opens one sampling event per CPU: hardware cycles when a PMU exists and
 /// `sw_event` is false, else the software cpu-clock.
-fn open_events(cpus: &[u32], freq: u64, sw_event: bool) -> anyhow::Result<(EventKind, Vec<OwnedFd>)> {
-    let mut kind = if sw_event { EventKind::SwCpuClock } else { EventKind::HwCpuCycles };
+fn open_events(
+    cpus: &[u32],
+    freq: u64,
+    sw_event: bool,
+) -> anyhow::Result<(EventKind, Vec<OwnedFd>)> {
+    let mut kind = if sw_event {
+        EventKind::SwCpuClock
+    } else {
+        EventKind::HwCpuCycles
+    };
     let mut fds = Vec::new();
     for &cpu in cpus {
         match perf_event_open(kind, freq, cpu) {
@@ -358,9 +380,14 @@ fn open_events(cpus: &[u32], freq: u64, sw_event: bool) -> anyhow::Result<(Event
                 // ENOENT / EOPNOTSUPP / ENODEV: no hardware PMU (VMs, TCG).
                 let _ = e;
                 kind = EventKind::SwCpuClock;
-                fds.push(perf_event_open(kind, freq, cpu).with_context(|| format!("perf_event_open({kind}) on cpu {cpu}"))?);
+                fds.push(
+                    perf_event_open(kind, freq, cpu)
+                        .with_context(|| format!("perf_event_open({kind}) on cpu {cpu}"))?,
+                );
             }
-            Err(e) => return Err(e).with_context(|| format!("perf_event_open({kind}) on cpu {cpu}")),
+            Err(e) => {
+                return Err(e).with_context(|| format!("perf_event_open({kind}) on cpu {cpu}"))
+            }
         }
     }
     Ok((kind, fds))
@@ -394,7 +421,13 @@ pub const EVENT_SIZE: usize = EV_SIZE;
 /// (`benches/parse_event.rs`); not an API.
 #[doc(hidden)]
 pub fn bench_parse_event(b: &[u8]) -> Option<(u32, usize, usize)> {
-    parse_event(b).map(|s| (s.pid, s.kstack.map_or(0, |k| k.len()), s.ustack.map_or(0, |u| u.len())))
+    parse_event(b).map(|s| {
+        (
+            s.pid,
+            s.kstack.map_or(0, |k| k.len()),
+            s.ustack.map_or(0, |u| u.len()),
+        )
+    })
 }
 
 fn parse_event(b: &[u8]) -> Option<RawSample> {
@@ -406,7 +439,10 @@ fn parse_event(b: &[u8]) -> Option<RawSample> {
             return Err(sz);
         }
         let n = (sz as usize / 8).min(MAX_STACK_DEPTH);
-        Ok((0..n).map(|i| u64_at(b, off + i * 8)).filter(|&a| a != 0).collect())
+        Ok((0..n)
+            .map(|i| u64_at(b, off + i * 8))
+            .filter(|&a| a != 0)
+            .collect())
     };
     let comm = &b[EV_COMM..EV_COMM + TASK_COMM_LEN];
     let comm_len = comm.iter().position(|&c| c == 0).unwrap_or(TASK_COMM_LEN);
@@ -430,10 +466,17 @@ pub fn profile(opts: &ProfileOptions) -> anyhow::Result<Profile> {
     }
     let cpus = online_cpus()?;
     let mut obj = MaybeUninit::uninit();
-    let mut open = ProfilerSkelBuilder::default().open(&mut obj).context("opening the profiler object")?;
-    open.maps.rodata_data.as_deref_mut().context("no .rodata in the profiler object")?.target_pid = opts.pid.unwrap_or(0);
+    let mut open = ProfilerSkelBuilder::default()
+        .open(&mut obj)
+        .context("opening the profiler object")?;
+    open.maps
+        .rodata_data
+        .as_deref_mut()
+        .context("no .rodata in the profiler object")?
+        .target_pid = opts.pid.unwrap_or(0);
     let (loaded, log) = with_libbpf_log(|| open.load());
-    let skel = loaded.map_err(|e| anyhow::anyhow!("loading the profiler program: {e}\n{}", tail(&log, 25)))?;
+    let skel = loaded
+        .map_err(|e| anyhow::anyhow!("loading the profiler program: {e}\n{}", tail(&log, 25)))?;
 
     let (event, fds) = open_events(&cpus, opts.freq, opts.sw_event)?;
     let raw: Rc<RefCell<Vec<RawSample>>> = Rc::default();
@@ -449,29 +492,43 @@ pub fn profile(opts: &ProfileOptions) -> anyhow::Result<Profile> {
     let mut links = Vec::new();
     for (fd, cpu) in fds.into_iter().zip(&cpus) {
         // On success the link owns the perf event fd (libbpf closes it on detach).
-        let link = skel.progs.profile.attach_perf_event(fd.as_raw_fd()).with_context(|| format!("attaching to the perf event on cpu {cpu}"))?;
+        let link = skel
+            .progs
+            .profile
+            .attach_perf_event(fd.as_raw_fd())
+            .with_context(|| format!("attaching to the perf event on cpu {cpu}"))?;
         let _ = fd.into_raw_fd();
         links.push(link);
     }
     let start = Instant::now();
     while start.elapsed() < opts.duration {
-        let left = opts.duration.saturating_sub(start.elapsed()).min(Duration::from_millis(100));
+        let left = opts
+            .duration
+            .saturating_sub(start.elapsed())
+            .min(Duration::from_millis(100));
         rb.poll(left)?;
     }
     let duration = start.elapsed();
     drop(links);
     rb.consume()?;
-    let bss = skel.maps.bss_data.as_deref().context("no .bss in the profiler object")?;
+    let bss = skel
+        .maps
+        .bss_data
+        .as_deref()
+        .context("no .bss in the profiler object")?;
     let (seen, dropped) = (bss.seen, bss.dropped);
     drop(rb);
     let raw = std::mem::take(&mut *raw.borrow_mut());
     let samples = symbolize(raw);
-    Ok(Profile { event, freq: opts.freq, cpus: cpus.len(), duration, seen, dropped, samples })
-}
-
-pub fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    Ok(Profile {
+        event,
+        freq: opts.freq,
+        cpus: cpus.len(),
+        duration,
+        seen,
+        dropped,
+        samples,
+    })
 }
 
 /// `foo::bar::h0123456789abcdef` -> `foo::bar`.
@@ -484,7 +541,9 @@ fn strip_hash(name: &str) -> &str {
 
 fn to_frames(symbolizer: &Symbolizer, src: &Source, addrs: &[u64]) -> HashMap<u64, Frame> {
     let mut out = HashMap::new();
-    let results = symbolizer.symbolize(src, Input::AbsAddr(addrs)).unwrap_or_default();
+    let results = symbolizer
+        .symbolize(src, Input::AbsAddr(addrs))
+        .unwrap_or_default();
     for (i, &addr) in addrs.iter().enumerate() {
         let frame = match results.get(i) {
             Some(Symbolized::Sym(sym)) => Frame {
@@ -499,7 +558,12 @@ fn to_frames(symbolizer: &Symbolizer, src: &Source, addrs: &[u64]) -> HashMap<u6
                     }
                 }),
             },
-            _ => Frame { addr, name: None, offset: 0, location: None },
+            _ => Frame {
+                addr,
+                name: None,
+                offset: 0,
+                location: None,
+            },
         };
         out.insert(addr, frame);
     }
@@ -537,15 +601,29 @@ fn symbolize(raw: Vec<RawSample>) -> Vec<Sample> {
             (pid, to_frames(&symbolizer, &src, &addrs))
         })
         .collect();
-    let unknown = |a: u64| Frame { addr: a, name: None, offset: 0, location: None };
+    let unknown = |a: u64| Frame {
+        addr: a,
+        name: None,
+        offset: 0,
+        location: None,
+    };
     raw.into_iter()
         .map(|s| {
-            let frames = |st: &Result<Vec<u64>, i32>, table: Option<&HashMap<u64, Frame>>| -> Vec<Frame> {
-                match st {
-                    Ok(v) => v.iter().map(|a| table.and_then(|t| t.get(a)).cloned().unwrap_or_else(|| unknown(*a))).collect(),
-                    Err(_) => Vec::new(),
-                }
-            };
+            let frames =
+                |st: &Result<Vec<u64>, i32>, table: Option<&HashMap<u64, Frame>>| -> Vec<Frame> {
+                    match st {
+                        Ok(v) => v
+                            .iter()
+                            .map(|a| {
+                                table
+                                    .and_then(|t| t.get(a))
+                                    .cloned()
+                                    .unwrap_or_else(|| unknown(*a))
+                            })
+                            .collect(),
+                        Err(_) => Vec::new(),
+                    }
+                };
             Sample {
                 ts_ns: s.ts_ns,
                 pid: s.pid,
@@ -582,7 +660,12 @@ mod tests {
 
     #[test]
     fn folded_key_order_and_hash_stripping() {
-        let f = |n: &str| Frame { addr: 1, name: Some(n.into()), offset: 0, location: None };
+        let f = |n: &str| Frame {
+            addr: 1,
+            name: Some(n.into()),
+            offset: 0,
+            location: None,
+        };
         let s = Sample {
             ts_ns: 0,
             pid: 1,

@@ -3,20 +3,12 @@
 //! the probe in its `.note.stapsdt`), and `programs-ebpf/usdt/usdt.bpf.c`
 //! attached to it with libbpf's USDT support, which reads arg0, counts hits,
 //! sums arg0 and sends each value through a ring buffer.
-use std::{
-    cell::RefCell,
-    io::Read as _,
-    mem::MaybeUninit,
-    path::Path,
-    rc::Rc,
-    sync::Mutex,
-    time::Duration,
-};
+use std::{cell::RefCell, io::Read as _, mem::MaybeUninit, path::Path, rc::Rc, time::Duration};
 
 use anyhow::{bail, Context as _};
 use libbpf_rs::{
     skel::{OpenSkel as _, SkelBuilder as _},
-    PrintLevel, RingBufferBuilder,
+    RingBufferBuilder,
 };
 
 /// The compiled BPF object the skeleton embeds, for tools that inspect it.
@@ -64,30 +56,7 @@ pub struct UsdtReport {
     pub dropped: u64,
 }
 
-// ---- libbpf log capture -------------------------------------------------
-
-static LOG: Mutex<String> = Mutex::new(String::new());
-
-fn capture(_level: PrintLevel, msg: String) {
-    if let Ok(mut l) = LOG.lock() {
-        l.push_str(&msg);
-    }
-}
-
-/// Runs `f` with libbpf's messages (the verifier log among them) captured.
-pub fn with_libbpf_log<R>(f: impl FnOnce() -> R) -> (R, String) {
-    LOG.lock().map(|mut l| l.clear()).ok();
-    let prev = libbpf_rs::set_print(Some((PrintLevel::Debug, capture)));
-    let r = f();
-    libbpf_rs::set_print(prev);
-    let log = LOG.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
-    (r, log)
-}
-
-pub fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
+pub use libbpf_log::{capture as with_libbpf_log, tail};
 
 #[derive(Debug, Clone)]
 pub struct LoadInfo {
@@ -100,9 +69,13 @@ pub struct LoadInfo {
 pub fn load_only() -> Result<LoadInfo, (anyhow::Error, String)> {
     let (r, log) = with_libbpf_log(|| -> anyhow::Result<LoadInfo> {
         let mut obj = MaybeUninit::uninit();
-        let open = UsdtSkelBuilder::default().open(&mut obj).context("opening the usdt object")?;
+        let open = UsdtSkelBuilder::default()
+            .open(&mut obj)
+            .context("opening the usdt object")?;
         let skel = open.load().context("loading the usdt program")?;
-        Ok(LoadInfo { insns: skel.progs.test_idx.insn_cnt() })
+        Ok(LoadInfo {
+            insns: skel.progs.test_idx.insn_cnt(),
+        })
     });
     r.map_err(|e| (e, log))
 }
@@ -113,7 +86,11 @@ pub fn load_only() -> Result<LoadInfo, (anyhow::Error, String)> {
 /// run the target, release a waiting one, or just sleep. Values are collected in
 /// the ring buffer (1 MiB, about 65k values) until `run` returns; use
 /// [`trace_with`] to drain it while the target runs.
-pub fn trace(binary: &Path, pid: Option<i32>, run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<UsdtReport> {
+pub fn trace(
+    binary: &Path,
+    pid: Option<i32>,
+    run: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<UsdtReport> {
     trace_with(binary, pid, |_| {}, |_poll| run())
 }
 
@@ -125,13 +102,21 @@ pub fn trace_with(
     mut on_value: impl FnMut(i64),
     run: impl FnOnce(&dyn Fn(Duration) -> anyhow::Result<()>) -> anyhow::Result<()>,
 ) -> anyhow::Result<UsdtReport> {
-    let binary = binary.canonicalize().with_context(|| format!("resolving {}", binary.display()))?;
+    let binary = binary
+        .canonicalize()
+        .with_context(|| format!("resolving {}", binary.display()))?;
     let mut obj = MaybeUninit::uninit();
-    let mut open = UsdtSkelBuilder::default().open(&mut obj).context("opening the usdt object")?;
-    open.maps.rodata_data.as_deref_mut().context("no .rodata in the usdt object")?.target_pid =
-        pid.map(|p| p as u32).unwrap_or(0);
+    let mut open = UsdtSkelBuilder::default()
+        .open(&mut obj)
+        .context("opening the usdt object")?;
+    open.maps
+        .rodata_data
+        .as_deref_mut()
+        .context("no .rodata in the usdt object")?
+        .target_pid = pid.map(|p| p as u32).unwrap_or(0);
     let (loaded, log) = with_libbpf_log(|| open.load());
-    let skel = loaded.map_err(|e| anyhow::anyhow!("loading the usdt program: {e}\n{}", tail(&log, 25)))?;
+    let skel =
+        loaded.map_err(|e| anyhow::anyhow!("loading the usdt program: {e}\n{}", tail(&log, 25)))?;
 
     let values: Rc<RefCell<Vec<i64>>> = Rc::default();
     let sink = values.clone();
@@ -146,9 +131,17 @@ pub fn trace_with(
     })?;
     let rb = rb.build()?;
 
-    let (attached, log) = with_libbpf_log(|| skel.progs.test_idx.attach_usdt(pid.unwrap_or(-1), &binary, PROVIDER, PROBE));
+    let (attached, log) = with_libbpf_log(|| {
+        skel.progs
+            .test_idx
+            .attach_usdt(pid.unwrap_or(-1), &binary, PROVIDER, PROBE)
+    });
     let link = attached.map_err(|e| {
-        anyhow::anyhow!("attaching to {PROVIDER}:{PROBE} in {}: {e}\n{}", binary.display(), tail(&log, 10))
+        anyhow::anyhow!(
+            "attaching to {PROVIDER}:{PROBE} in {}: {e}\n{}",
+            binary.display(),
+            tail(&log, 10)
+        )
     })?;
     let poll = |t: Duration| -> anyhow::Result<()> { rb.poll(t).map_err(anyhow::Error::from) };
     let outcome = run(&poll);
@@ -157,7 +150,11 @@ pub fn trace_with(
     drop(link);
     rb.consume()?;
     outcome?;
-    let bss = skel.maps.bss_data.as_deref().context("no .bss in the usdt object")?;
+    let bss = skel
+        .maps
+        .bss_data
+        .as_deref()
+        .context("no .bss in the usdt object")?;
     let report = UsdtReport {
         hits: bss.hits,
         sum: bss.sum,
@@ -179,18 +176,27 @@ pub fn verify_loop(report: &UsdtReport, n: u32) -> anyhow::Result<()> {
         problems.push(format!("{} hits, want exactly {n}", report.hits));
     }
     if report.sum != want_sum {
-        problems.push(format!("sum of arg0 {} , want {want_sum} (= {n}*({n}-1)/2)", report.sum));
+        problems.push(format!(
+            "sum of arg0 {} , want {want_sum} (= {n}*({n}-1)/2)",
+            report.sum
+        ));
     }
     if report.arg_errors != 0 {
         problems.push(format!("bpf_usdt_arg failed {} times", report.arg_errors));
     }
     if report.dropped != 0 {
-        problems.push(format!("{} values dropped by the ring buffer", report.dropped));
+        problems.push(format!(
+            "{} values dropped by the ring buffer",
+            report.dropped
+        ));
     }
     let mut sorted = report.values.clone();
     sorted.sort_unstable();
     if sorted.iter().copied().ne(0..n as i64) {
-        problems.push(format!("values are not 0..{n} (got {} values)", report.values.len()));
+        problems.push(format!(
+            "values are not 0..{n} (got {} values)",
+            report.values.len()
+        ));
     }
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
@@ -209,9 +215,19 @@ mod tests {
 
     #[test]
     fn verify_loop_accepts_exact_and_rejects_off_by_one() {
-        let good = UsdtReport { hits: 4, sum: 6, values: vec![0, 2, 1, 3], ..Default::default() };
+        let good = UsdtReport {
+            hits: 4,
+            sum: 6,
+            values: vec![0, 2, 1, 3],
+            ..Default::default()
+        };
         verify_loop(&good, 4).unwrap();
-        let bad = UsdtReport { hits: 3, sum: 3, values: vec![0, 1, 2], ..Default::default() };
+        let bad = UsdtReport {
+            hits: 3,
+            sum: 3,
+            values: vec![0, 1, 2],
+            ..Default::default()
+        };
         let e = verify_loop(&bad, 4).unwrap_err().to_string();
         assert!(e.contains("3 hits, want exactly 4"), "{e}");
     }
