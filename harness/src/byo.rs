@@ -118,12 +118,7 @@ pub const MANIFEST_JSON: &str = "manifest.json";
 pub fn load(path: &Path) -> Result<Vec<ByoProgram>, ConfigError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: shown.clone(), source })?;
-    let file: ManifestFile = serde_norway::from_str(&text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        let message = e.to_string();
-        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
-        ConfigError::Syntax { path: shown.clone(), line, column, message }
-    })?;
+    let file: ManifestFile = crate::config::parse_yaml(&text, path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let invalid = |message: String| ConfigError::Invalid { path: shown.clone(), message };
     let mut out = Vec::new();

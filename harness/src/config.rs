@@ -128,6 +128,26 @@ pub enum ConfigError {
     Invalid { path: String, message: String },
 }
 
+/// Deserializes one of our YAML files; errors point at file, line and column.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
+    serde_norway::from_str(text).map_err(|e| {
+        let shown = path.display().to_string();
+        // serde_norway repeats the location in its message; keep only the reason.
+        let message = e.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+        // Some errors carry no location (found by config_fuzz): a second YAML
+        // document is pointed at by its `---`; the rest say so plainly.
+        let location = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .or_else(|| message.contains("more than one document").then(|| second_document(text)).flatten());
+        match location {
+            Some((line, column)) => ConfigError::Syntax { path: shown, line, column, message },
+            None => ConfigError::Invalid { path: shown, message: format!("{message} (no position reported)") },
+        }
+    })
+}
+
 impl MatrixConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
@@ -136,21 +156,7 @@ impl MatrixConfig {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let shown = path.display().to_string();
-        let mut cfg: MatrixConfig = serde_norway::from_str(text).map_err(|e| {
-            // serde_norway repeats the location in its message; keep only the reason.
-            let message = e.to_string();
-            let message = message.split(" at line ").next().unwrap_or(&message).to_string();
-            // Some errors carry no location (found by config_fuzz): a second YAML
-            // document is pointed at by its `---`; the rest say so plainly.
-            let location = e.location().map(|l| (l.line(), l.column())).or_else(|| {
-                message.contains("more than one document").then(|| second_document(text)).flatten()
-            });
-            match location {
-                Some((line, column)) => ConfigError::Syntax { path: shown.clone(), line, column, message },
-                None => ConfigError::Invalid { path: shown.clone(), message: format!("{message} (no position reported)") },
-            }
-        })?;
+        let mut cfg: MatrixConfig = parse_yaml(text, path)?;
         cfg.path = path.to_path_buf();
         cfg.validate(text)?;
         Ok(cfg)
