@@ -18,8 +18,11 @@ const FREQ: u64 = 99;
 const SECONDS: f64 = 2.0;
 /// Accepted sample counts, as fractions of FREQ x SECONDS: TCG timers are imprecise.
 const BAND: (f64, f64) = (0.30, 1.30);
-/// The busy child outlives the sampling window by this much (load time under TCG).
-const SPIN_MARGIN_SECS: f64 = 8.0;
+/// The busy child must outlive sampling *and* symbolization (blazesym reads its
+/// /proc/<pid>/maps and the binary's DWARF, slow under TCG: a shorter margin lost
+/// every symbol once on 7.2). It is killed as soon as the profile is in; this only
+/// bounds a child whose parent vanished.
+const SPIN_MARGIN_SECS: f64 = 118.0;
 
 pub fn run(emit: &mut dyn FnMut(Record)) {
     match load_only() {

@@ -543,7 +543,11 @@ fn to_frames(symbolizer: &Symbolizer, src: &Source, addrs: &[u64]) -> HashMap<u6
     let mut out = HashMap::new();
     let results = symbolizer
         .symbolize(src, Input::AbsAddr(addrs))
-        .unwrap_or_default();
+        .unwrap_or_else(|e| {
+            // Frames stay as raw addresses; say why rather than fail the profile.
+            eprintln!("profiler: symbolization failed: {e:#}");
+            Vec::new()
+        });
     for (i, &addr) in addrs.iter().enumerate() {
         let frame = match results.get(i) {
             Some(Symbolized::Sym(sym)) => Frame {
