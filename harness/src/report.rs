@@ -42,6 +42,10 @@ pub fn summary_table(m: &Matrix, runs: &[Arc<KernelRun>]) -> String {
             let cell = match v {
                 Verdict::Pass => "pass".to_string(),
                 Verdict::Fail(_) => "**FAIL**".to_string(),
+                // Full reasons are in the trial output; a table cell keeps the gist.
+                Verdict::Ignored(reason) if reason.chars().count() > 48 => {
+                    format!("ignored ({}…)", reason.chars().take(47).collect::<String>())
+                }
                 Verdict::Ignored(reason) => format!("ignored ({reason})"),
             };
             let _ = write!(s, " {cell} |");
