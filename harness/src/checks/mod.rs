@@ -30,6 +30,29 @@ pub const CATALOGUE: &[CheckId] = &[
 
 pub use libbpf_log::{capture as capture_libbpf_log, tail};
 
+/// The shape of the skeleton-based programs (profiler, USDT tracer): a `load`
+/// check from the skeleton's load, then one behaviour check that runs only if the
+/// program loaded.
+pub(crate) fn run_skeleton(
+    program: &str,
+    loaded: Result<BTreeMap<String, f64>, (anyhow::Error, String)>,
+    behaviour: &str,
+    run: fn() -> anyhow::Result<(Verdict, BTreeMap<String, f64>, String)>,
+    emit: &mut dyn FnMut(Record),
+) {
+    match loaded {
+        Ok(metrics) => emit(check(program, "load", Verdict::Pass, metrics, String::new())),
+        Err((e, log)) => {
+            let msg = format!("{e:#}\n--- libbpf log (tail) ---\n{}", tail(&log, LOG_TAIL_LINES));
+            emit(check(program, "load", Verdict::Fail(msg), BTreeMap::new(), String::new()));
+            emit(check(program, behaviour, Verdict::Fail("not run: the program did not load".into()), BTreeMap::new(), String::new()));
+            return;
+        }
+    }
+    let (verdict, metrics, note) = run().unwrap_or_else(|e| (Verdict::Fail(format!("{e:#}")), BTreeMap::new(), String::new()));
+    emit(check(program, behaviour, verdict, metrics, note));
+}
+
 /// Lines of verifier log kept when a program is rejected.
 const LOG_TAIL_LINES: usize = 25;
 

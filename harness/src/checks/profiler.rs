@@ -25,23 +25,8 @@ const BAND: (f64, f64) = (0.30, 1.30);
 const SPIN_MARGIN_SECS: f64 = 118.0;
 
 pub fn run(emit: &mut dyn FnMut(Record)) {
-    match load_only() {
-        Ok(info) => {
-            let metrics = [("insns".to_string(), info.insns as f64)].into();
-            emit(check(P, "load", Verdict::Pass, metrics, String::new()));
-        }
-        Err((e, log)) => {
-            let msg = format!("{e:#}\n--- libbpf log (tail) ---\n{}", tail(&log, LOG_TAIL_LINES));
-            emit(check(P, "load", Verdict::Fail(msg), BTreeMap::new(), String::new()));
-            emit(check(P, "samples", Verdict::Fail("not run: the program did not load".into()), BTreeMap::new(), String::new()));
-            return;
-        }
-    }
-    let (verdict, metrics, note) = match samples() {
-        Ok(r) => r,
-        Err(e) => (Verdict::Fail(format!("{e:#}")), BTreeMap::new(), String::new()),
-    };
-    emit(check(P, "samples", verdict, metrics, note));
+    let loaded = load_only().map(|info| [("insns".to_string(), info.insns as f64)].into());
+    run_skeleton(P, loaded, "samples", samples, emit);
 }
 
 /// Kills the child when dropped, whatever happens in between.

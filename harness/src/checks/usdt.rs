@@ -19,23 +19,8 @@ const N: u32 = 1000;
 const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn run(emit: &mut dyn FnMut(Record)) {
-    match load_only() {
-        Ok(info) => {
-            let metrics = [("insns".to_string(), info.insns as f64)].into();
-            emit(check(P, "load", Verdict::Pass, metrics, String::new()));
-        }
-        Err((e, log)) => {
-            let msg = format!("{e:#}\n--- libbpf log (tail) ---\n{}", tail(&log, LOG_TAIL_LINES));
-            emit(check(P, "load", Verdict::Fail(msg), BTreeMap::new(), String::new()));
-            emit(check(P, "hits", Verdict::Fail("not run: the program did not load".into()), BTreeMap::new(), String::new()));
-            return;
-        }
-    }
-    let (verdict, metrics, note) = match hits() {
-        Ok(r) => r,
-        Err(e) => (Verdict::Fail(format!("{e:#}")), BTreeMap::new(), String::new()),
-    };
-    emit(check(P, "hits", verdict, metrics, note));
+    let loaded = load_only().map(|info| [("insns".to_string(), info.insns as f64)].into());
+    run_skeleton(P, loaded, "hits", hits, emit);
 }
 
 fn hits() -> anyhow::Result<(Verdict, BTreeMap<String, f64>, String)> {
