@@ -7,10 +7,15 @@
 //!   kernel returns the mean ns per run over the repeats. Run-time statistics are
 //!   off during it: with them on every run also pays two `sched_clock` reads
 //!   (DESIGN.md measured 48-62 ns/run off vs 118-147 on, host).
-//! - `fdinfo`: the program attached to `lo` (generic/SKB mode, no module needed)
-//!   in a private network namespace, real UDP packets from 127.0.0.1..254 sent to
-//!   it, and `run_time_ns`/`run_cnt` deltas read from `/proc/self/fdinfo/<fd>` with
-//!   run-time statistics on (BPF_ENABLE_STATS fd on 5.8+, else the sysctl, restored).
+//! - `fdinfo`: the program under real events, with run-time statistics on
+//!   (BPF_ENABLE_STATS fd on 5.8+, else the sysctl, restored afterwards), and the
+//!   `run_time_ns`/`run_cnt` deltas read from `/proc/self/fdinfo/<fd>`:
+//!   - XDP: attached to `lo` (generic/SKB mode, no module needed) in a private
+//!     network namespace, real UDP packets from 127.0.0.1..254 sent to it;
+//!   - USDT tracer: attached to a child that fires `test_grp:test_idx` a known
+//!     number of times (every hit must be one run);
+//!   - profiler: attached to the CPU-clock/cycles event on every CPU while a busy
+//!     child spins, sampling at 99 Hz (runs on every sample, before its pid filter).
 //!
 //! Each measurement takes `samples` independent samples; the value is the median,
 //! `lower`/`upper` the first/third quartile (robust to one preempted sample on a busy
@@ -23,11 +28,12 @@
 use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
-    os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
     time::Instant,
 };
 
 use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
+use libbpf_log::RunStats;
 use libbpf_rs::{libbpf_sys as sys, ObjectBuilder, ProgramInput};
 use xdp_classifier::{packet, OBJECT};
 
@@ -49,6 +55,8 @@ pub const BENCHES: &[CheckId] = &[
     CheckId { program: "xdp_classifier", check: "fdinfo", needs: &["bpf_stats_sysctl"] },
     CheckId { program: "xdp_classifier_slow", check: "fdinfo", needs: &["bpf_stats_sysctl"] },
     CheckId { program: "xdp_classifier_loop", check: "fdinfo", needs: &["bpf_loop", "bpf_stats_sysctl"] },
+    CheckId { program: "usdt_tracer", check: "fdinfo", needs: &["ringbuf", "usdt", "bpf_stats_sysctl"] },
+    CheckId { program: "profiler", check: "fdinfo", needs: &["perf_event_prog", "ringbuf", "bpf_stats_sysctl"] },
 ];
 
 /// The last octet of the benchmark packet's source address (10.0.0.200): not a
@@ -59,19 +67,26 @@ pub const BENCH_OCTET: u8 = 200;
 /// How much work each benchmark does. Chosen so a guest under TCG (~50x slower than
 /// native) spends a few seconds in total, and the host enough repeats that the
 /// kernel's integer ns/run is precise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BenchConfig {
     /// BPF_PROG_TEST_RUN `repeat` per sample.
     pub repeat: u32,
     /// Independent samples per benchmark.
     pub samples: usize,
-    /// Packets sent through `lo` per fdinfo sample.
+    /// Packets sent through `lo` per XDP fdinfo sample.
     pub packets: usize,
+    /// USDT probe hits per USDT fdinfo sample.
+    pub probe_hits: u32,
+    /// Seconds of profiling per profiler fdinfo sample (at [`PROFILE_HZ`]).
+    pub profile_secs: f64,
 }
 
+/// Sampling frequency of the profiler benchmark, the same as its `samples` check.
+pub const PROFILE_HZ: u64 = 99;
+
 impl BenchConfig {
-    pub const GUEST: Self = Self { repeat: 10_000, samples: 7, packets: 1_000 };
-    pub const HOST: Self = Self { repeat: 1_000_000, samples: 7, packets: 20_000 };
+    pub const GUEST: Self = Self { repeat: 10_000, samples: 7, packets: 1_000, probe_hits: 1_000, profile_secs: 1.0 };
+    pub const HOST: Self = Self { repeat: 1_000_000, samples: 7, packets: 20_000, probe_hits: 100_000, profile_secs: 1.0 };
 
     /// `km.bench=1` (plus optional `km.bench_repeat=`, `km.bench_samples=`,
     /// `km.bench_packets=`) on a kernel command line; `None` when benchmarks are off.
@@ -167,6 +182,8 @@ pub fn run_all(emit: &mut dyn FnMut(Record), features: &BTreeMap<String, Probe>,
         let started = Instant::now();
         let result = match b.check {
             "test_run" => test_run(b.program, cfg),
+            "fdinfo" if b.program == "usdt_tracer" => usdt_fdinfo(cfg, features),
+            "fdinfo" if b.program == "profiler" => profiler_fdinfo(cfg, features),
             "fdinfo" => fdinfo(b.program, cfg, features),
             other => Err(format!("unknown benchmark {other}")),
         };
@@ -307,16 +324,27 @@ impl Drop for StatsGuard {
     }
 }
 
-/// `run_time_ns` and `run_cnt` of a program, from its fdinfo.
-pub fn read_fdinfo(fd: RawFd) -> Result<(u64, u64), String> {
-    let path = format!("/proc/self/fdinfo/{fd}");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
-    parse_fdinfo(&text).ok_or_else(|| format!("{path} has no run_time_ns/run_cnt (kernel older than 5.1?)"))
-}
-
-pub fn parse_fdinfo(text: &str) -> Option<(u64, u64)> {
-    let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok());
-    Some((field("run_time_ns:")?, field("run_cnt:")?))
+/// Runs `sample` `samples` times with run-time statistics on, each returning the
+/// program's statistics delta over one sample, and switches them back off.
+/// Returns ns per run per sample, the total runs, and how stats were switched
+/// (for the record's note).
+fn under_stats(
+    features: &BTreeMap<String, Probe>,
+    samples: usize,
+    mut sample: impl FnMut() -> Result<RunStats, String>,
+) -> Result<(Vec<f64>, u64, String), String> {
+    let guard = StatsGuard::on(features)?;
+    let how = guard.how();
+    let mut out = Vec::with_capacity(samples);
+    let mut runs = 0;
+    for _ in 0..samples {
+        let d = sample()?;
+        out.push(d.ns_per_run().ok_or("the program never ran during a sample")?);
+        runs += d.run_cnt;
+    }
+    drop(guard);
+    let after = if stats_on() { "; stats still on afterwards (someone else holds them on)" } else { ", switched off afterwards" };
+    Ok((out, runs, format!("stats via {how}{after}")))
 }
 
 fn fdinfo(program: &str, cfg: BenchConfig, features: &BTreeMap<String, Probe>) -> Result<Samples, String> {
@@ -336,7 +364,7 @@ fn fdinfo(program: &str, cfg: BenchConfig, features: &BTreeMap<String, Probe>) -
                 .map_err(|e| format!("loading {program}: {e}"))?;
             let prog = obj.progs_mut().find(|p| p.name() == program.as_str()).ok_or(format!("no {program} in the object"))?;
             let _link = prog.attach_xdp(lo_index()? as i32).map_err(|e| format!("attaching {program} to lo: {e}"))?;
-            drive(prog.as_fd().as_raw_fd(), cfg, &features)
+            drive(prog.as_fd(), cfg, &features)
         } else {
             let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| format!("loading the object: {e}"))?;
             let prog: &mut Xdp = ebpf
@@ -346,7 +374,7 @@ fn fdinfo(program: &str, cfg: BenchConfig, features: &BTreeMap<String, Probe>) -
                 .map_err(|e| format!("{e}"))?;
             prog.load().map_err(|e| format!("loading {program}: {e}"))?;
             prog.attach_to_if_index(lo_index()?, XdpMode::Skb).map_err(|e| format!("attaching {program} to lo (SKB mode): {e}"))?;
-            let fd = prog.fd().map_err(|e| format!("{e}"))?.as_fd().as_raw_fd();
+            let fd = prog.fd().map_err(|e| format!("{e}"))?.as_fd();
             drive(fd, cfg, &features)
         }
     })
@@ -386,7 +414,7 @@ fn lo_up() -> std::io::Result<()> {
 
 /// Sends `cfg.packets` UDP datagrams per sample from 127.0.0.1..254 to a bound
 /// receiver on 127.0.0.1, with statistics on, and returns ns per run per sample.
-fn drive(prog_fd: RawFd, cfg: BenchConfig, features: &BTreeMap<String, Probe>) -> Result<Samples, String> {
+fn drive(prog_fd: BorrowedFd<'_>, cfg: BenchConfig, features: &BTreeMap<String, Probe>) -> Result<Samples, String> {
     let rx = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("binding the receiver: {e}"))?;
     rx.set_nonblocking(true).map_err(|e| e.to_string())?;
     let dest = rx.local_addr().map_err(|e| e.to_string())?;
@@ -395,13 +423,9 @@ fn drive(prog_fd: RawFd, cfg: BenchConfig, features: &BTreeMap<String, Probe>) -
         .collect::<Result<_, _>>()
         .map_err(|e| format!("binding senders on 127.0.0.x: {e}"))?;
     let payload = [0u8; 22]; // 14 + 20 + 8 + 22 = a 64-byte frame on the wire
-    let guard = StatsGuard::on(features)?;
-    let how = guard.how();
-    let mut samples = Vec::with_capacity(cfg.samples);
-    let mut runs_total = 0u64;
     let mut buf = [0u8; 64];
-    for _ in 0..cfg.samples {
-        let (t0, c0) = read_fdinfo(prog_fd)?;
+    let (samples, runs, how) = under_stats(features, cfg.samples, || {
+        let before = RunStats::of(&prog_fd)?;
         for i in 0..cfg.packets {
             senders[i % senders.len()].send_to(&payload, dest).map_err(|e| format!("sending: {e}"))?;
             if i % 64 == 63 {
@@ -409,21 +433,59 @@ fn drive(prog_fd: RawFd, cfg: BenchConfig, features: &BTreeMap<String, Probe>) -
             }
         }
         while rx.recv(&mut buf).is_ok() {}
-        let (t1, c1) = read_fdinfo(prog_fd)?;
-        let runs = c1 - c0;
-        if runs < cfg.packets as u64 {
-            return Err(format!("sent {} packets through lo but run_cnt grew by {runs}: the program is not seeing them", cfg.packets));
+        let d = RunStats::of(&prog_fd)?.since(&before);
+        if d.run_cnt < cfg.packets as u64 {
+            return Err(format!("sent {} packets through lo but run_cnt grew by {}: the program is not seeing them", cfg.packets, d.run_cnt));
         }
-        runs_total += runs;
-        samples.push((t1 - t0) as f64 / runs as f64);
-    }
-    drop(guard);
-    let still_on = stats_on();
-    let metrics = [("packets".to_string(), cfg.packets as f64), ("runs".to_string(), runs_total as f64)].into();
+        Ok(d)
+    })?;
+    let metrics = [("packets".to_string(), cfg.packets as f64), ("runs".to_string(), runs as f64)].into();
+    let note = format!("XDP generic mode on lo (private netns), {} UDP packets per sample from 127.0.0.1..254; {how}", cfg.packets);
+    Ok((samples, metrics, note))
+}
+
+/// The USDT tracer under real probe hits: per sample a fresh child fires the probe
+/// `probe_hits` times; every hit must have been exactly one run.
+fn usdt_fdinfo(cfg: BenchConfig, features: &BTreeMap<String, Probe>) -> Result<Samples, String> {
+    let (samples, runs, how) = under_stats(features, cfg.samples, || {
+        let run = crate::checks::usdt::traced_child(cfg.probe_hits).map_err(|e| format!("{e:#}"))?;
+        let d = run.report.stats;
+        if d.run_cnt != cfg.probe_hits as u64 || run.report.hits != cfg.probe_hits as u64 {
+            return Err(format!(
+                "the child fired {} probe hits; the program counted {} and ran {} times",
+                cfg.probe_hits, run.report.hits, d.run_cnt
+            ));
+        }
+        Ok(d)
+    })?;
+    let metrics = [("probe_hits".to_string(), cfg.probe_hits as f64), ("runs".to_string(), runs as f64)].into();
+    let note = format!("uprobe on test_grp:test_idx in a child firing it {} times per sample; {how}", cfg.probe_hits);
+    Ok((samples, metrics, note))
+}
+
+/// The profiler under real perf samples: per sample, `profile_secs` of sampling at
+/// [`PROFILE_HZ`] on every CPU while a busy child spins (stacks not symbolized:
+/// only the program's cost is measured).
+fn profiler_fdinfo(cfg: BenchConfig, features: &BTreeMap<String, Probe>) -> Result<Samples, String> {
+    let mut event = String::new();
+    let mut seen = 0;
+    let (samples, runs, how) = under_stats(features, cfg.samples, || {
+        let opts = ::profiler::ProfileOptions {
+            freq: PROFILE_HZ,
+            pid: None,
+            sw_event: false,
+            duration: std::time::Duration::from_secs_f64(cfg.profile_secs),
+            symbolize: false,
+        };
+        let (prof, _pid) = crate::checks::profiler::profile_busy_child(opts).map_err(|e| format!("{e:#}"))?;
+        event = prof.event.to_string();
+        seen += prof.seen;
+        Ok(prof.stats)
+    })?;
+    let metrics = [("runs".to_string(), runs as f64), ("samples_of_child".to_string(), seen as f64)].into();
     let note = format!(
-        "XDP generic mode on lo (private netns), {} UDP packets per sample from 127.0.0.1..254; stats via {how}{}",
-        cfg.packets,
-        if still_on { "; stats still on afterwards (someone else holds them on)" } else { ", switched off afterwards" }
+        "perf_event program on {event} at {PROFILE_HZ} Hz on every CPU, {:.1} s per sample, a busy child spinning; {how}",
+        cfg.profile_secs
     );
     Ok((samples, metrics, note))
 }
@@ -523,10 +585,13 @@ mod tests {
     }
 
     #[test]
-    fn fdinfo_fields() {
-        let text = "pos:\t0\nflags:\t02000002\nprog_type:\t6\nprog_jited:\t1\nrun_time_ns:\t12345\nrun_cnt:\t67\nrecursion_misses:\t0\n";
-        assert_eq!(parse_fdinfo(text), Some((12345, 67)));
-        assert_eq!(parse_fdinfo("prog_type:\t6\n"), None);
+    fn every_benchmark_needs_catalogued_features_and_has_a_runner() {
+        for b in BENCHES {
+            for n in b.needs {
+                assert!(crate::features::by_id(n).is_some(), "{}::{} needs unknown feature {n}", b.program, b.check);
+            }
+            assert!(matches!(b.check, "test_run" | "fdinfo"), "{}::{} has no runner", b.program, b.check);
+        }
     }
 
     #[test]

@@ -174,8 +174,8 @@ mod tests {
     }
 }
 
-mod profiler;
-mod usdt;
+pub(crate) mod profiler;
+pub(crate) mod usdt;
 mod byo;
 mod xdp;
 mod xdp_loop;

@@ -38,11 +38,14 @@ impl Drop for Reaper {
     }
 }
 
-fn samples() -> anyhow::Result<(Verdict, BTreeMap<String, f64>, String)> {
+/// Profiles a busy child (the agent as `--busy-spin`) for `opts.duration`, filtered
+/// to its pid; returns the profile and the pid. Shared by the `samples` check and
+/// the profiler fdinfo benchmark.
+pub(crate) fn profile_busy_child(opts: ProfileOptions) -> anyhow::Result<(::profiler::Profile, u32)> {
     let exe = std::env::current_exe()?;
     let child = Command::new(&exe)
         .arg("--busy-spin")
-        .arg(format!("{}", SECONDS + SPIN_MARGIN_SECS))
+        .arg(format!("{}", opts.duration.as_secs_f64() + SPIN_MARGIN_SECS))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()?;
@@ -54,9 +57,14 @@ fn samples() -> anyhow::Result<(Verdict, BTreeMap<String, f64>, String)> {
         std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut ready)?;
     }
     anyhow::ensure!(ready.trim() == "ready", "the busy child exited before it started spinning");
-    let opts = ProfileOptions { freq: FREQ, pid: Some(pid), sw_event: false, duration: Duration::from_secs_f64(SECONDS) };
-    let prof = profile(&opts)?;
+    let prof = profile(&ProfileOptions { pid: Some(pid), ..opts })?;
     drop(child);
+    Ok((prof, pid))
+}
+
+fn samples() -> anyhow::Result<(Verdict, BTreeMap<String, f64>, String)> {
+    let opts = ProfileOptions { freq: FREQ, pid: None, sw_event: false, duration: Duration::from_secs_f64(SECONDS), symbolize: true };
+    let (prof, pid) = profile_busy_child(opts)?;
 
     let n = prof.samples.iter().filter(|s| s.pid == pid).count() as f64;
     let secs = prof.duration.as_secs_f64();

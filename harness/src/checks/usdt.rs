@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use usdt_tracer::{load_only, trace, verify_loop};
+use usdt_tracer::{load_only, trace, verify_loop, UsdtReport};
 
 use super::*;
 
@@ -23,11 +23,21 @@ pub fn run(emit: &mut dyn FnMut(Record)) {
     run_skeleton(P, loaded, "hits", hits, emit);
 }
 
-fn hits() -> anyhow::Result<(Verdict, BTreeMap<String, f64>, String)> {
+/// One traced run of the agent as `--usdt-loop n`: the probe attached to the agent
+/// binary for that child's pid only, the child released and waited for. Shared by
+/// the `hits` check and the USDT fdinfo benchmark.
+pub(crate) struct TracedRun {
+    pub report: UsdtReport,
+    pub pid: i32,
+    pub exe: std::path::PathBuf,
+    pub loop_secs: f64,
+}
+
+pub(crate) fn traced_child(n: u32) -> anyhow::Result<TracedRun> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(&exe)
         .arg("--usdt-loop")
-        .arg(N.to_string())
+        .arg(n.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()?;
@@ -56,7 +66,11 @@ fn hits() -> anyhow::Result<(Verdict, BTreeMap<String, f64>, String)> {
         let _ = child.kill();
         let _ = child.wait();
     }
-    let report = traced?;
+    Ok(TracedRun { report: traced?, pid, exe, loop_secs })
+}
+
+fn hits() -> anyhow::Result<(Verdict, BTreeMap<String, f64>, String)> {
+    let TracedRun { report, pid, exe, loop_secs } = traced_child(N)?;
     let want_sum = N as u64 * (N as u64 - 1) / 2;
     let mut metrics = BTreeMap::new();
     metrics.insert("hits".into(), report.hits as f64);

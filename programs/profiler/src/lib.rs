@@ -10,7 +10,7 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fmt,
     mem::MaybeUninit,
-    os::fd::{AsRawFd as _, FromRawFd as _, IntoRawFd as _, OwnedFd},
+    os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, IntoRawFd as _, OwnedFd},
     rc::Rc,
     time::{Duration, Instant},
 };
@@ -98,6 +98,9 @@ pub struct ProfileOptions {
     /// Use the software cpu-clock event even if a hardware PMU exists.
     pub sw_event: bool,
     pub duration: Duration,
+    /// Symbolize the stacks (slow under emulation); a benchmark that only wants the
+    /// program's run-time statistics turns it off and gets raw addresses.
+    pub symbolize: bool,
 }
 
 impl Default for ProfileOptions {
@@ -107,6 +110,7 @@ impl Default for ProfileOptions {
             pid: None,
             sw_event: false,
             duration: Duration::from_secs(1),
+            symbolize: true,
         }
     }
 }
@@ -188,6 +192,9 @@ pub struct Profile {
     /// Samples lost because the ring buffer was full.
     pub dropped: u64,
     pub samples: Vec<Sample>,
+    /// The program's run-time statistics while it was attached (zero unless
+    /// statistics were on). It runs on every sample of every CPU, before the pid filter.
+    pub stats: libbpf_log::RunStats,
 }
 
 impl Profile {
@@ -500,6 +507,8 @@ pub fn profile(opts: &ProfileOptions) -> anyhow::Result<Profile> {
         let _ = fd.into_raw_fd();
         links.push(link);
     }
+    let prog_fd = skel.progs.profile.as_fd();
+    let stats_before = libbpf_log::RunStats::of(&prog_fd).map_err(anyhow::Error::msg)?;
     let start = Instant::now();
     while start.elapsed() < opts.duration {
         let left = opts
@@ -510,6 +519,9 @@ pub fn profile(opts: &ProfileOptions) -> anyhow::Result<Profile> {
     }
     let duration = start.elapsed();
     drop(links);
+    let stats = libbpf_log::RunStats::of(&prog_fd)
+        .map_err(anyhow::Error::msg)?
+        .since(&stats_before);
     rb.consume()?;
     let bss = skel
         .maps
@@ -519,7 +531,11 @@ pub fn profile(opts: &ProfileOptions) -> anyhow::Result<Profile> {
     let (seen, dropped) = (bss.seen, bss.dropped);
     drop(rb);
     let raw = std::mem::take(&mut *raw.borrow_mut());
-    let samples = symbolize(raw);
+    let samples = if opts.symbolize {
+        symbolize(raw)
+    } else {
+        with_frames(raw, &HashMap::new(), &HashMap::new())
+    };
     Ok(Profile {
         event,
         freq: opts.freq,
@@ -528,6 +544,7 @@ pub fn profile(opts: &ProfileOptions) -> anyhow::Result<Profile> {
         seen,
         dropped,
         samples,
+        stats,
     })
 }
 
@@ -605,6 +622,16 @@ fn symbolize(raw: Vec<RawSample>) -> Vec<Sample> {
             (pid, to_frames(&symbolizer, &src, &addrs))
         })
         .collect();
+    with_frames(raw, &kernel, &user)
+}
+
+/// Samples with their addresses looked up in `kernel` and `user` (per pid); what
+/// is not there stays a raw address.
+fn with_frames(
+    raw: Vec<RawSample>,
+    kernel: &HashMap<u64, Frame>,
+    user: &HashMap<u32, HashMap<u64, Frame>>,
+) -> Vec<Sample> {
     let unknown = |a: u64| Frame {
         addr: a,
         name: None,
@@ -633,7 +660,7 @@ fn symbolize(raw: Vec<RawSample>) -> Vec<Sample> {
                 pid: s.pid,
                 tid: s.tid,
                 cpu: s.cpu,
-                kernel: frames(&s.kstack, Some(&kernel)),
+                kernel: frames(&s.kstack, Some(kernel)),
                 user: frames(&s.ustack, user.get(&s.pid)),
                 kstack_err: s.kstack.as_ref().err().copied(),
                 ustack_err: s.ustack.as_ref().err().copied(),

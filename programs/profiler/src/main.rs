@@ -39,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         pid: args.pid,
         sw_event: args.sw_event,
         duration: Duration::from_secs_f64(args.duration),
+        symbolize: true,
     };
     let p = profile(&opts)?;
     if args.folded {

@@ -3,7 +3,7 @@
 //! the probe in its `.note.stapsdt`), and `programs-ebpf/usdt/usdt.bpf.c`
 //! attached to it with libbpf's USDT support, which reads arg0, counts hits,
 //! sums arg0 and sends each value through a ring buffer.
-use std::{cell::RefCell, io::Read as _, mem::MaybeUninit, path::Path, rc::Rc, time::Duration};
+use std::{cell::RefCell, io::Read as _, mem::MaybeUninit, os::fd::AsFd as _, path::Path, rc::Rc, time::Duration};
 
 use anyhow::{bail, Context as _};
 use libbpf_rs::{
@@ -54,6 +54,9 @@ pub struct UsdtReport {
     pub arg_errors: u64,
     /// Values the ring buffer had no room for.
     pub dropped: u64,
+    /// The program's run-time statistics between attach and detach (zero unless
+    /// statistics were on).
+    pub stats: libbpf_log::RunStats,
 }
 
 pub use libbpf_log::{capture as with_libbpf_log, tail};
@@ -143,11 +146,16 @@ pub fn trace_with(
             tail(&log, 10)
         )
     })?;
+    let prog_fd = skel.progs.test_idx.as_fd();
+    let stats_before = libbpf_log::RunStats::of(&prog_fd).map_err(anyhow::Error::msg)?;
     let poll = |t: Duration| -> anyhow::Result<()> { rb.poll(t).map_err(anyhow::Error::from) };
     let outcome = run(&poll);
     // Drain what arrived while the target ran, then detach and drain the rest.
     rb.poll(Duration::from_millis(10))?;
     drop(link);
+    let stats = libbpf_log::RunStats::of(&prog_fd)
+        .map_err(anyhow::Error::msg)?
+        .since(&stats_before);
     rb.consume()?;
     outcome?;
     let bss = skel
@@ -161,6 +169,7 @@ pub fn trace_with(
         arg_errors: bss.arg_errors,
         dropped: bss.dropped,
         values: std::mem::take(&mut *values.borrow_mut()),
+        stats,
     };
     drop(rb);
     Ok(report)
