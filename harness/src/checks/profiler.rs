@@ -11,6 +11,8 @@ use std::{
 
 use ::profiler::{load_only, profile, ProfileOptions};
 
+use anyhow::Context as _;
+
 use super::*;
 
 const P: &str = "profiler";
@@ -48,7 +50,8 @@ pub(crate) fn profile_busy_child(opts: ProfileOptions) -> anyhow::Result<(::prof
         .arg(format!("{}", opts.duration.as_secs_f64() + SPIN_MARGIN_SECS))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .spawn()?;
+        .spawn()
+        .with_context(|| format!("re-executing the agent {} as --busy-spin", exe.display()))?;
     let mut child = Reaper(child);
     let pid = child.0.id();
     // Wait until the child is past exec and the loader and is spinning.

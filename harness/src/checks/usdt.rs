@@ -12,6 +12,8 @@ use std::{
 
 use usdt_tracer::{load_only, trace, verify_loop, UsdtReport};
 
+use anyhow::Context as _;
+
 use super::*;
 
 const P: &str = "usdt_tracer";
@@ -40,7 +42,8 @@ pub(crate) fn traced_child(n: u32) -> anyhow::Result<TracedRun> {
         .arg(n.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .spawn()?;
+        .spawn()
+        .with_context(|| format!("re-executing the agent {} as --usdt-loop", exe.display()))?;
     let pid = child.id() as i32;
     let mut loop_secs = 0.0;
     let traced = trace(&exe, Some(pid), || {
