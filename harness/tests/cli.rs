@@ -300,3 +300,66 @@ fn workflows_pass_actionlint() {
     let out = Command::new("actionlint").arg("-no-color").arg(&bad).output().unwrap();
     assert!(!out.status.success(), "actionlint accepted a broken workflow");
 }
+
+/// The `cargo test` matrix binary (tests/matrix.rs, built by the same `cargo test`
+/// that runs this file): the newest `matrix-<hash>` next to this test's own binary.
+/// Running it directly avoids a nested `cargo`, which would wait on the build lock.
+fn matrix_test_binary() -> PathBuf {
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    std::fs::read_dir(&deps)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("matrix-").is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+        .unwrap_or_else(|| panic!("no matrix-<hash> test binary in {}: run through `cargo test`", deps.display()))
+}
+
+/// `KM_SHARD=i/n cargo test --test matrix`: every kernel's trials land in exactly one
+/// of the shards, the shards together list exactly the unsharded trials, and a bad
+/// KM_SHARD is an error (exit 2) rather than silently running everything.
+#[test]
+fn km_shard_splits_the_cargo_test_matrix() {
+    let dir = scratch("km-shard");
+    let cfg = config_with_lock(
+        &dir,
+        "kernels:\n  - name: a\n    host: true\n  - name: b\n    debian: { suite: sid, series: '6.99' }\n  - name: c\n    debian: { suite: sid, series: '6.98' }\n",
+    );
+    let list = |shard: Option<&str>| -> (Option<i32>, Vec<String>, String) {
+        let mut c = Command::new(matrix_test_binary());
+        c.args(["--list", "--format", "terse"]).env("KM_CONFIG", &cfg).env_remove("KM_SHARD");
+        if let Some(s) = shard {
+            c.env("KM_SHARD", s);
+        }
+        let out = c.output().expect("running the matrix test binary");
+        let names = String::from_utf8_lossy(&out.stdout).lines()
+            // "[kind] name: test|bench" (benchmark trials carry the accelerator as kind)
+            .filter_map(|l| l.split(": ").next())
+            .map(|n| n.split_once("] ").map_or(n, |(_, rest)| rest))
+            .filter(|n| n.contains("::"))
+            .map(str::to_string)
+            .collect();
+        (out.status.code(), names, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, all, err) = list(None);
+    assert_eq!(code, Some(0), "{err}");
+    let kernels = |names: &[String]| names.iter().map(|n| n.split("::").next().unwrap().to_string()).collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(kernels(&all), ["a", "b", "c"].map(String::from).into(), "unsharded lists every kernel");
+    let mut union = Vec::new();
+    for (shard, want) in [("1/2", vec!["a", "c"]), ("2/2", vec!["b"])] {
+        let (code, names, err) = list(Some(shard));
+        assert_eq!(code, Some(0), "{shard}: {err}");
+        assert_eq!(kernels(&names), want.into_iter().map(String::from).collect(), "shard {shard}, round-robin in kernels.yaml order");
+        union.extend(names);
+    }
+    union.sort();
+    let mut all_sorted = all.clone();
+    all_sorted.sort();
+    assert_eq!(union, all_sorted, "the shards together are the whole matrix, nothing twice");
+    let (code, _, err) = list(Some("3/2"));
+    assert_eq!(code, Some(2), "bad KM_SHARD: {err}");
+    assert!(err.contains("KM_SHARD"), "{err}");
+}
