@@ -74,13 +74,23 @@ const MARKERS: &[(SplatKind, Match)] = &[
     (Oops, Match::Prefix("Oops: ")),
     (Bug, Match::Prefix("BUG: ")),
     (Bug, Match::Prefix("kernel BUG at ")),
-    (Warning, Match::Contains("------------[ cut here ]------------")),
+    (Oops, Match::DieHeader),
+    // No marker for "------------[ cut here ]------------": it opens a BUG() as well
+    // as a WARN (measured on 6.1: "cut here", then "kernel BUG at km_splat.c:33!"),
+    // so the line after it says which; `excerpt` still starts at it.
     (Warning, Match::Prefix("WARNING: CPU: ")),
 ];
+
+/// The line that opens a WARN or a BUG() splat (not a splat by itself).
+const CUT_HERE: &str = "------------[ cut here ]------------";
 
 enum Match {
     Contains(&'static str),
     Prefix(&'static str),
+    /// The header `die()` prints for an oops: `<what>: <4 hex digits> [#<n>] ...`,
+    /// e.g. "invalid opcode: 0000 [#1] PREEMPT SMP NOPTI" (what x86 prints for
+    /// BUG()) or "general protection fault, ...: 0000 [#1] SMP".
+    DieHeader,
 }
 
 impl Match {
@@ -88,8 +98,17 @@ impl Match {
         match self {
             Match::Contains(s) => line.contains(s),
             Match::Prefix(s) => line.starts_with(s),
+            Match::DieHeader => is_die_header(line),
         }
     }
+}
+
+fn is_die_header(line: &str) -> bool {
+    let Some(i) = line.find(" [#") else { return false };
+    let (head, tail) = (&line[..i], &line[i + 3..]);
+    let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+    let Some((_, code)) = head.rsplit_once(": ") else { return false };
+    digits > 0 && tail[digits..].starts_with(']') && code.len() >= 4 && code.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// `[   12.345678] text` -> `text` (also without the `<4>` level prefix).
@@ -224,6 +243,42 @@ mod tests {
         assert!(excerpt(log, &s, 40).starts_with("[    8.568675] sysrq: Trigger a crash"));
     }
 
+    /// A BUG() as the 6.1 cloud kernel prints it (km_splat.ko, harness/tests/splat):
+    /// "cut here" opens it like a WARN, so it must not be taken for one.
+    #[test]
+    fn recorded_bug_is_a_bug_not_a_warning() {
+        let log = "km: bug on request: insmod /km_splat.ko\n\
+[    1.959819] km_splat: loading out-of-tree module taints kernel.\n\
+[    1.965554] ------------[ cut here ]------------\n\
+[    1.965695] kernel BUG at /tmp/splat/mod/km_splat.c:19!\n\
+[    1.966228] invalid opcode: 0000 [#1] PREEMPT SMP NOPTI\n\
+[    1.966432] CPU: 0 PID: 82 Comm: insmod Tainted: G           OE      6.1.0-50-cloud-amd64 #1  Debian 6.1.176-1\n\
+[    1.983717] Kernel panic - not syncing: Fatal exception\n";
+        let all: Vec<(SplatKind, usize)> = all_splats(log).into_iter().map(|s| (s.kind, s.line_no)).collect();
+        assert_eq!(all, vec![(Bug, 4), (Oops, 5), (Panic, 7)]);
+        assert!(excerpt(log, &first_splat(log).unwrap(), 40).starts_with("[    1.965554] ------------[ cut here ]"));
+        assert!(is_die_header("general protection fault, probably for non-canonical address 0xdead: 0000 [#1] SMP NOPTI"));
+        assert!(is_die_header("Oops: 0002 [#1] PREEMPT SMP NOPTI"));
+        assert!(!is_die_header("pci 0000:00:01.0: [8086:7000] type 00 class 0x060100"));
+        assert!(!is_die_header("foo: bar [#1]"));
+    }
+
+    /// A WARN with a message (6.1, km_splat.ko): the message sits between "cut here"
+    /// and "WARNING: CPU:"; the excerpt starts at "cut here".
+    #[test]
+    fn recorded_warn_with_message() {
+        let log = "a\nb\nc\n\
+[    2.285560] ------------[ cut here ]------------\n\
+[    2.285679] km_splat: WARN on request\n\
+[    2.285680] second line of the message\n\
+[    2.285961] WARNING: CPU: 0 PID: 82 at /tmp/splat/mod/km_splat.c:15 km_splat_init+0x40/0x1000 [km_splat]\n\
+[    2.286339] Modules linked in: km_splat(OE+)\n";
+        let s = first_splat(log).unwrap();
+        assert_eq!((s.kind, s.line_no), (Warning, 7));
+        assert_eq!(all_splats(log).len(), 1, "the [km_splat] module tag is not a die header");
+        assert!(excerpt(log, &s, 40).starts_with("[    2.285560] ------------[ cut here ]"));
+    }
+
     #[test]
     fn ordinary_boot_messages_are_not_splats() {
         let boot = "[    0.000000] Linux version 6.1.0\n[    0.1] BUG_ON_DATA_CORRUPTION enabled\n[    1.0] rcu: Hierarchical RCU implementation.\n[    2.0] watchdog: Watchdog detected hard lockups disabled\nkm: agent exited with status 0\n[ 3.0] clocksource: Long readout interval, skipping watchdog check\n";
@@ -257,24 +312,45 @@ mod tests {
     }
 }
 
-/// The console from two lines before the splat, at most `lines` lines: the
-/// splat and its backtrace, which a plain tail would often cut off.
+/// The console from two lines before the splat (or from its "cut here" line, up
+/// to 10 lines before: a WARN's message comes between the two), at most `lines`
+/// lines: the splat and its backtrace, which a plain tail would often cut off.
 pub fn excerpt(console: &str, splat: &Splat, lines: usize) -> String {
-    console.lines().skip(splat.line_no.saturating_sub(3)).take(lines).collect::<Vec<_>>().join("\n")
+    console.lines().skip(excerpt_start(console, splat) - 1).take(lines).collect::<Vec<_>>().join("\n")
+}
+
+/// 1-based line number where `excerpt` starts.
+fn excerpt_start(console: &str, splat: &Splat) -> usize {
+    let from = splat.line_no.saturating_sub(10).max(1);
+    let cut = console.lines().enumerate().skip(from - 1).take(splat.line_no - from).filter(|(_, l)| l.contains(CUT_HERE)).last();
+    cut.map(|(i, _)| i + 1).unwrap_or(splat.line_no.saturating_sub(2).max(1))
 }
 
 /// A kernel whose console showed a splat fails every trial, even the ones the
 /// agent reported as passing (their own verdict is kept in the message).
 pub fn fail_kernel(kr: &mut crate::matrix::KernelRun, splat: &Splat, console: &str, console_path: &std::path::Path) {
     use crate::protocol::Verdict;
+    // Every kind the console showed, so an oops that ended in a panic is named as both.
+    let also: Vec<String> = all_splats(console)
+        .into_iter()
+        .filter(|s| s.kind != splat.kind)
+        .map(|s| format!("{} (console line {}: {:?})", s.kind, s.line_no, s.line))
+        .collect();
+    let also = if also.is_empty() { String::new() } else { format!("; then {}", also.join(", ")) };
     let msg = match &kr.failure {
-        // The VM already ended badly (panic, stall, timeout): that message has the console tail.
-        Some(f) => format!("{f}\n(first sign of trouble: {splat})"),
+        // The VM already ended badly (panic, stall, timeout): that message has the
+        // console tail; the splat and its trace may be above it, so add them.
+        Some(f) if f.contains(&splat.line) => format!("{f}\n(first sign of trouble: {splat}{also})"),
+        Some(f) => format!(
+            "{f}\n(first sign of trouble: {splat}{also})\n--- console from line {} ---\n{}",
+            excerpt_start(console, splat),
+            excerpt(console, splat, 40)
+        ),
         None => format!(
-            "{}: the guest kernel reported a {}; its results cannot be trusted\n--- console from line {} (full log {}) ---\n{}",
+            "{}: the guest kernel reported a {}{also}; its results cannot be trusted\n--- console from line {} (full log {}) ---\n{}",
             kr.kernel,
             splat,
-            splat.line_no.saturating_sub(2).max(1),
+            excerpt_start(console, splat),
             console_path.display(),
             excerpt(console, splat, 40)
         ),

@@ -12,7 +12,9 @@ use anyhow::{bail, Context as _};
 
 /// `/init`: mount the pseudo file systems, run the agent with its output on the
 /// second serial port, power off. `km.action=` on the kernel command line makes
-/// the guest misbehave on purpose, to prove the host survives it.
+/// the guest misbehave on purpose, to prove the host survives it; `km.splat=warn|bug|oops`
+/// loads `/km_splat.ko` (put there by the robustness tests, harness/tests/splat) so
+/// the kernel prints a real WARN, BUG or oops, then (if it survives) runs the agent.
 pub const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -31,6 +33,8 @@ for arg in $(cat /proc/cmdline); do
     km.action=busy) echo "km: busy on request"; end=$(( $(cut -d. -f1 /proc/uptime) + ${busy_secs:-1000000} ))
       while [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ]; do cat /proc/version >/dev/null; done ;;
     km.action=panic) echo "km: panicking on request"; echo c > /proc/sysrq-trigger ;;
+    km.splat=*) echo "km: ${arg#km.splat=} on request: insmod /km_splat.ko"; insmod /km_splat.ko what="${arg#km.splat=}"
+      echo "km: insmod exited with status $?" ;;
     km.action=shell) echo "km: root shell in $(uname -r); checks: /agent --out -; leave: poweroff -f"; setsid cttyhack sh; poweroff -f ;;
   esac
 done

@@ -36,6 +36,10 @@ pub struct Options {
     /// Run only these programs in the guests (`KM_ONLY_PROGRAMS=a,b`); the others'
     /// checks then fail as not reported, so use it with a matching trial filter.
     pub only_programs: Option<Vec<String>>,
+    /// More files for the guest root, as (path inside the guest, host file). Empty
+    /// unless a caller adds some: the robustness tests put a kernel module there
+    /// that makes the guest kernel WARN, BUG or oops on request (`km.splat=`).
+    pub guest_files: Vec<(String, PathBuf)>,
 }
 
 impl Options {
@@ -44,7 +48,7 @@ impl Options {
             Ok(v) => v.parse().context("KM_MAX_VMS must be a number")?,
             Err(_) => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         };
-        Ok(Self { cache_dir: images::default_cache_dir(), run_dir, agent, accel: crate::accel::choose()?, max_vms: max_vms.max(1), bench: std::env::var("KM_BENCH").is_ok_and(|v| v == "1"), only_programs: std::env::var("KM_ONLY_PROGRAMS").ok().map(|v| v.split(',').map(str::to_string).collect()) })
+        Ok(Self { cache_dir: images::default_cache_dir(), run_dir, agent, accel: crate::accel::choose()?, max_vms: max_vms.max(1), bench: std::env::var("KM_BENCH").is_ok_and(|v| v == "1"), only_programs: std::env::var("KM_ONLY_PROGRAMS").ok().map(|v| v.split(',').map(str::to_string).collect()), guest_files: Vec::new() })
     }
 }
 
@@ -224,8 +228,9 @@ impl Matrix {
         self.initramfs
             .get_or_init(|| {
                 let dest = self.opts.run_dir.join("root.cpio.gz");
+                let files = || -> anyhow::Result<Vec<_>> { Ok([self.byo_files()?, self.opts.guest_files.clone()].concat()) };
                 crate::initramfs::find_busybox()
-                    .and_then(|bb| crate::initramfs::build(&self.opts.agent, &bb, &self.byo_files()?, &dest))
+                    .and_then(|bb| crate::initramfs::build(&self.opts.agent, &bb, &files()?, &dest))
                     .map(|()| dest)
                     .map_err(|e| format!("building the guest root: {e:#}"))
             })

@@ -16,6 +16,8 @@ use kernel_matrix::{
     protocol::Verdict,
 };
 
+mod splat;
+
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -131,6 +133,131 @@ fn soft_lockup_stops_a_guest_that_makes_no_progress() {
     assert!(after < Duration::from_secs(40), "stopped {after:?} after resuming: the timeout caught it, not the detector");
     assert!(qemus_in(&run_dir).is_empty());
     eprintln!("soft lockup: VM stopped {after:?} after the vCPU resumed (report + 10 s without progress)");
+}
+
+// ---------------------------------------------------------------- real splats
+
+/// One matrix for the three splat tests: kernels `warn`, `bug` and `oops`, each the
+/// pinned 6.1 with `km.splat=<kind>` (harness/src/initramfs.rs: /init loads
+/// `km_splat.ko what=<kind>` before the agent). They share one guest root, built
+/// once: with a debug agent of ~100 MB that is most of the cost of a VM test.
+fn splat_matrix() -> &'static (Arc<Matrix>, PathBuf) {
+    static M: std::sync::OnceLock<(Arc<Matrix>, PathBuf)> = std::sync::OnceLock::new();
+    M.get_or_init(|| {
+        let dir = scratch("splat");
+        let cfg_path = dir.join("kernels.yaml");
+        let mut yaml = String::from("kernels:\n");
+        let mut lock = Lock::load(&workspace().join("kernels.lock")).unwrap();
+        let pinned = lock.kernels["6.1"].clone();
+        for what in ["warn", "bug", "oops"] {
+            yaml += &format!("  - name: {what}\n    debian: {{ suite: bookworm, series: '6.1' }}\n    cmdline: km.splat={what}\n    timeout_secs: 150\n");
+            lock.kernels.insert(what.into(), pinned.clone());
+        }
+        std::fs::write(&cfg_path, yaml).unwrap();
+        lock.save(&Lock::path_for(&cfg_path)).unwrap();
+        let config = MatrixConfig::load(&cfg_path).unwrap();
+        let run_dir = dir.join("runs");
+        let mut opts = Options::from_env(PathBuf::from(env!("CARGO_BIN_EXE_km-agent")), run_dir.clone()).unwrap();
+        let t = Instant::now();
+        let built = splat::km_splat_ko(&opts.cache_dir, &pinned).unwrap();
+        match (built.fetch, built.build) {
+            (Some(f), Some(b)) => eprintln!("km_splat.ko for {}: headers fetched in {f:?}, built in {b:?}", pinned.abi),
+            _ => eprintln!("km_splat.ko for {}: from the cache ({:?})", pinned.abi, t.elapsed()),
+        }
+        opts.guest_files.push(("km_splat.ko".into(), built.ko));
+        // One program is enough to show that the agent's own passes are overruled.
+        opts.only_programs = Some(vec!["xdp_classifier".into()]);
+        let m = Arc::new(Matrix::new(config, opts).unwrap());
+        let t = Instant::now();
+        m.initramfs().unwrap();
+        eprintln!("guest root with km_splat.ko built in {:?}", t.elapsed());
+        (m, run_dir)
+    })
+}
+
+/// Runs kernel `what` of [`splat_matrix`] and checks what every splat must give:
+/// the module loaded, no QEMU left, every trial and feature failed naming the
+/// splat (`needles`) with the console. Prints how long detection took.
+fn splat_run(what: &str, needles: &[&str]) -> (Arc<KernelRun>, String) {
+    let (m, run_dir) = splat_matrix();
+    let vm_dir = run_dir.join(what);
+    let (m2, k) = (m.clone(), what.to_string());
+    let worker = std::thread::spawn(move || m2.run_kernel(&k));
+    let console_path = vm_dir.join("console.log");
+    wait_until("qemu started", Duration::from_secs(120), || !qemus_in(&vm_dir).is_empty() || worker.is_finished());
+    let started = Instant::now();
+    let mut detected = None;
+    while !worker.is_finished() {
+        if detected.is_none() && std::fs::read_to_string(&console_path).is_ok_and(|c| kernel_matrix::console::first_splat(&c).is_some()) {
+            detected = Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let run = worker.join().unwrap();
+    let ended = started.elapsed();
+    let detected = detected.unwrap_or(ended);
+    assert!(qemus_in(&vm_dir).is_empty(), "{what}: a QEMU outlived its run");
+    let console = std::fs::read_to_string(&console_path).unwrap();
+    assert!(console.contains("km_splat: loading out-of-tree module taints kernel."), "{what}: the unsigned module did not load:\n{console}");
+
+    // Every trial of the kernel fails, naming the splat and showing the console.
+    let f = run.failure.clone().unwrap_or_default();
+    for needle in needles.iter().chain(&["--- console", "km_splat"]) {
+        assert!(f.contains(needle), "{what}: expected {needle:?} in the kernel's failure:\n{f}");
+    }
+    for id in m.checks() {
+        match run.verdict(*id) {
+            Verdict::Fail(msg) => assert!(needles.iter().all(|n| msg.contains(n)), "{}::{}: expected {needles:?} in:\n{msg}", id.program, id.check),
+            other => panic!("{what}: {}::{} should fail, got {other:?}", id.program, id.check),
+        }
+    }
+    for feature in kernel_matrix::features::catalogue() {
+        assert!(matches!(run.feature_verdict(feature), Verdict::Fail(msg) if msg.contains(needles[0])), "{what}: features::{} should fail", feature.id);
+    }
+    let splat = kernel_matrix::console::first_splat(&console).unwrap();
+    let guest_time = console.lines().nth(splat.line_no - 1).and_then(|l| l.trim_start().strip_prefix('[')?.split_once(']')).map(|(t, _)| t.trim().to_string());
+    eprintln!(
+        "{what}: splat on the console {detected:?} after QEMU started (guest clock {}s); run over, QEMU gone, verdicts failed after {ended:?}",
+        guest_time.unwrap_or_default()
+    );
+    eprintln!("{what}: first splat: {splat}");
+    eprintln!("{what}: kernel failure message:\n{f}\n--- end of the {what} failure message ---");
+    (run, console)
+}
+
+/// A real WARN (km_splat.ko, `WARN(1, ...)`): the kernel goes on and the agent
+/// finishes with passes, and every trial fails all the same.
+#[test]
+fn splat_warn_fails_the_trials_though_the_kernel_went_on() {
+    let (run, console) = splat_run("warn", &["kernel WARNING", "WARNING: CPU: 0 PID: "]);
+    let f = run.failure.clone().unwrap_or_default();
+    assert!(f.contains("------------[ cut here ]------------") && f.contains("km_splat: WARN on request"), "the excerpt starts at the splat:\n{f}");
+    assert!(console.contains("km: insmod exited with status 0"), "the WARN did not stop insmod");
+    assert!(run.release.is_some(), "the agent ran after the WARN");
+    let own_passes = run.checks.values().filter(|o| matches!(&o.verdict, Verdict::Fail(m) if m.contains("(the check itself reported: pass)"))).count();
+    assert!(own_passes > 0, "checks passed in the guest and were failed by the WARN");
+}
+
+/// A real BUG() (km_splat.ko): x86 prints "kernel BUG at" and an oops header
+/// ("invalid opcode: 0000 [#1]"); with the harness's `oops=panic` the kernel panics
+/// and the VM ends. The trials name the BUG (not a WARNING: "cut here" opens both).
+#[test]
+fn splat_bug_fails_the_trials_and_ends_the_vm() {
+    let (run, _) = splat_run("bug", &["kernel BUG (console line", "kernel BUG at ", "panicked"]);
+    let f = run.failure.clone().unwrap_or_default();
+    assert!(f.contains("kernel oops (console line") && f.contains("invalid opcode: 0000 [#1]"), "{f}");
+    assert!(!f.contains("kernel WARNING"), "a BUG is not a WARNING:\n{f}");
+    assert!(run.release.is_none(), "the agent never ran: the kernel died first");
+}
+
+/// A real oops (km_splat.ko writes through a NULL pointer): "BUG: kernel NULL
+/// pointer dereference", "Oops: 0002", then (oops=panic) a panic that ends the VM.
+#[test]
+fn splat_oops_fails_the_trials_and_ends_the_vm() {
+    let (run, _) = splat_run("oops", &["BUG: kernel NULL pointer dereference", "panicked"]);
+    let f = run.failure.clone().unwrap_or_default();
+    assert!(f.contains("kernel oops (console line") && f.contains("Oops: 0002 [#1]"), "{f}");
+    assert!(run.release.is_none(), "the agent never ran: the kernel died first");
 }
 
 // ---------------------------------------------------------------- the host
