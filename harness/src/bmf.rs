@@ -219,15 +219,27 @@ pub fn read(path: &Path) -> anyhow::Result<(Bmf, Meta)> {
 /// Checks the BMF shape by hand (not through our own types, so a serde attribute
 /// mistake cannot hide a malformed file): an object of objects of objects with a
 /// finite number `value`, optional finite `lower_value <= value <= upper_value`,
-/// and nothing else.
+/// and nothing else. Names follow Bencher's own rules (bencher_valid, read at the
+/// source since its crates are not published to the registry): a benchmark name is
+/// 1..=1024 bytes and must not end in an ignore suffix (Bencher drops those); a measure
+/// is a name of 1..=50 bytes.
 pub fn validate(v: &serde_json::Value) -> Result<(), String> {
     let benches = v.as_object().ok_or("top level is not an object")?;
     for (bench, measures) in benches {
+        if bench.is_empty() || bench.len() > 1024 {
+            return Err(format!("benchmark name of {} bytes (Bencher takes 1..=1024)", bench.len()));
+        }
+        if ["_bencher_ignore", "BencherIgnore", "-bencher-ignore"].iter().any(|s| bench.ends_with(s)) {
+            return Err(format!("{bench}: Bencher would ignore a benchmark with this suffix"));
+        }
         let measures = measures.as_object().ok_or(format!("{bench}: not an object of measures"))?;
         if measures.is_empty() {
             return Err(format!("{bench}: no measures"));
         }
         for (measure, metric) in measures {
+            if measure.is_empty() || measure.len() > 50 {
+                return Err(format!("{bench}: measure name {measure:?} (Bencher takes 1..=50 bytes)"));
+            }
             let metric = metric.as_object().ok_or(format!("{bench}/{measure}: not an object"))?;
             let num = |k: &str| -> Result<Option<f64>, String> {
                 match metric.get(k) {
@@ -303,6 +315,10 @@ mod tests {
         assert!(validate(&json!({"a": {"latency": {"value": 1.0, "lower_value": 2.0}}})).is_err());
         assert!(validate(&json!({"a": {"latency": {"value": 1.0, "note": 2.0}}})).is_err());
         assert!(validate(&json!({"a": {}})).is_err());
+        assert!(validate(&json!({"": {"latency": {"value": 1.0}}})).is_err());
+        assert!(validate(&json!({"x".repeat(1025): {"latency": {"value": 1.0}}})).is_err());
+        assert!(validate(&json!({"a_bencher_ignore": {"latency": {"value": 1.0}}})).is_err());
+        assert!(validate(&json!({"a": {"m".repeat(51): {"value": 1.0}}})).is_err());
     }
 
     #[test]
