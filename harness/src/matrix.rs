@@ -304,6 +304,11 @@ impl Matrix {
             let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|r| r.trim().to_string());
             return Ok(KernelRun { kernel: spec.name.clone(), release, accel: None, boot: None, wall: Duration::ZERO, checks, features, failure: None, command_line: None });
         }
+        // Host benchmarks measure native time, which a QEMU spinning on the other
+        // core disturbs (identical host runs differed by 10-40% next to TCG guests;
+        // guest numbers under -icount do not care). So a benchmarking host run waits
+        // until no VM runs and keeps every slot while it measures.
+        let _alone = self.opts.bench.then(|| self.slots.acquire_all());
         let out = workdir.join("agent.jsonl");
         let _ = std::fs::remove_file(&out);
         self.byo_files()?;
@@ -376,28 +381,59 @@ fn collect(kernel: &str, records: &[Record], failure: Option<String>) -> KernelR
 /// A counting semaphore (std has none); bounds concurrent VMs.
 struct Semaphore {
     free: Mutex<usize>,
+    total: usize,
     cv: Condvar,
 }
 
-struct Permit<'a>(&'a Semaphore);
+/// Holds `.1` slots until dropped.
+struct Permit<'a>(&'a Semaphore, usize);
 
 impl Semaphore {
     fn new(n: usize) -> Self {
-        Self { free: Mutex::new(n), cv: Condvar::new() }
+        Self { free: Mutex::new(n), total: n, cv: Condvar::new() }
     }
     fn acquire(&self) -> Permit<'_> {
+        self.acquire_n(1)
+    }
+    /// Every slot: nothing else runs while it is held.
+    fn acquire_all(&self) -> Permit<'_> {
+        self.acquire_n(self.total)
+    }
+    fn acquire_n(&self, n: usize) -> Permit<'_> {
         let mut free = self.free.lock().unwrap();
-        while *free == 0 {
+        while *free < n {
             free = self.cv.wait(free).unwrap();
         }
-        *free -= 1;
-        Permit(self)
+        *free -= n;
+        Permit(self, n)
     }
 }
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        *self.0.free.lock().unwrap() += 1;
-        self.0.cv.notify_one();
+        *self.0.free.lock().unwrap() += self.1;
+        self.0.cv.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acquire_all_waits_for_every_slot() {
+        let s = Arc::new(Semaphore::new(2));
+        let one = s.acquire();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = s.clone();
+        let t = std::thread::spawn(move || {
+            let _all = s2.acquire_all();
+            tx.send(()).unwrap();
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "acquire_all got in while a slot was taken");
+        drop(one);
+        rx.recv_timeout(Duration::from_secs(5)).expect("acquire_all after the slot came back");
+        t.join().unwrap();
+        assert_eq!(*s.free.lock().unwrap(), 2);
     }
 }
