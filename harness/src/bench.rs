@@ -451,9 +451,10 @@ fn usdt_fdinfo(cfg: BenchConfig, features: &BTreeMap<String, Probe>) -> Result<S
         let run = crate::checks::usdt::traced_child(cfg.probe_hits).map_err(|e| format!("{e:#}"))?;
         let d = run.report.stats;
         if d.run_cnt != cfg.probe_hits as u64 || run.report.hits != cfg.probe_hits as u64 {
+            let why = usdt_tracer::verify_loop(&run.report, cfg.probe_hits).err().map(|e| format!(": {e:#}")).unwrap_or_default();
             return Err(format!(
-                "the child fired {} probe hits; the program counted {} and ran {} times",
-                cfg.probe_hits, run.report.hits, d.run_cnt
+                "the child fired {} probe hits; the program ran {} times{why}",
+                cfg.probe_hits, d.run_cnt
             ));
         }
         Ok(d)

@@ -24,6 +24,11 @@ __u64 hits = 0;
 __u64 sum = 0;
 __u64 arg_errors = 0;
 __u64 dropped = 0;
+/* The last bpf_usdt_arg failure (-errno) and the IP it happened at: -ESRCH means
+ * libbpf found no spec for the IP (without BPF cookies, before 5.15, specs are
+ * looked up by IP), anything else a failed read of the argument. */
+__s64 last_arg_error = 0;
+__u64 last_error_ip = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -39,8 +44,11 @@ int test_idx(struct pt_regs *ctx)
 
 	if (target_pid && pid != target_pid)
 		return 0;
-	if (bpf_usdt_arg(ctx, 0, &arg)) {
+	long err = bpf_usdt_arg(ctx, 0, &arg);
+	if (err) {
 		__sync_fetch_and_add(&arg_errors, 1);
+		last_arg_error = err;
+		last_error_ip = PT_REGS_IP(ctx);
 		return 0;
 	}
 	__sync_fetch_and_add(&hits, 1);

@@ -19,6 +19,10 @@ fn main() {
             return;
         }
         Some("--usdt-loop") => {
+            // As above: the tracing parent reads /proc/<pid>/maps to place the probe
+            // (by address, before BPF cookies), so it must wait until exec has mapped us.
+            println!("ready");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
             usdt_tracer::wait_then_loop(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000));
             return;
         }

@@ -41,10 +41,22 @@ pub(crate) fn traced_child(n: u32) -> anyhow::Result<TracedRun> {
         .arg("--usdt-loop")
         .arg(n.to_string())
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("re-executing the agent {} as --usdt-loop", exe.display()))?;
     let pid = child.id() as i32;
+    // spawn() returns once exec has begun, not once it has mapped the binary; libbpf
+    // places the probe from /proc/<pid>/maps and, before 5.15 (no BPF cookies), finds
+    // its spec by that address: attaching in between made every hit -ESRCH on 5.10.
+    let mut ready = String::new();
+    if let Some(out) = child.stdout.take() {
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut ready)?;
+    }
+    if ready.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        anyhow::bail!("the --usdt-loop child exited before it was ready");
+    }
     let mut loop_secs = 0.0;
     let traced = trace(&exe, Some(pid), || {
         let start = Instant::now();

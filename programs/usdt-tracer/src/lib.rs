@@ -52,6 +52,9 @@ pub struct UsdtReport {
     pub values: Vec<i64>,
     /// Hits where bpf_usdt_arg failed.
     pub arg_errors: u64,
+    /// The last failure's -errno (-ESRCH: no spec for the IP) and the IP it hit at.
+    pub last_arg_error: i64,
+    pub last_error_ip: u64,
     /// Values the ring buffer had no room for.
     pub dropped: u64,
     /// The program's run-time statistics between attach and detach (zero unless
@@ -167,6 +170,8 @@ pub fn trace_with(
         hits: bss.hits,
         sum: bss.sum,
         arg_errors: bss.arg_errors,
+        last_arg_error: bss.last_arg_error,
+        last_error_ip: bss.last_error_ip,
         dropped: bss.dropped,
         values: std::mem::take(&mut *values.borrow_mut()),
         stats,
@@ -191,7 +196,10 @@ pub fn verify_loop(report: &UsdtReport, n: u32) -> anyhow::Result<()> {
         ));
     }
     if report.arg_errors != 0 {
-        problems.push(format!("bpf_usdt_arg failed {} times", report.arg_errors));
+        problems.push(format!(
+            "bpf_usdt_arg failed {} times (last: error {} at ip {:#x})",
+            report.arg_errors, report.last_arg_error, report.last_error_ip
+        ));
     }
     if report.dropped != 0 {
         problems.push(format!(
