@@ -468,15 +468,20 @@ fn usdt_fdinfo(cfg: BenchConfig, features: &BTreeMap<String, Probe>) -> Result<S
 /// [`PROFILE_HZ`] on every CPU while a busy child spins (stacks not symbolized:
 /// only the program's cost is measured).
 fn profiler_fdinfo(cfg: BenchConfig, features: &BTreeMap<String, Probe>) -> Result<Samples, String> {
+    // One CPU, with the child pinned to it: every run is then a sample of the busy
+    // child (pid match, two stack walks). Sampling every CPU mixed in the other CPUs'
+    // cheap runs (rejected by the pid filter) in whatever proportion the machine's
+    // load gave: identical host runs differed by 2x.
+    let cpu = *::profiler::online_cpus().map_err(|e| format!("{e:#}"))?.first().ok_or("no online CPU")?;
     let mut event = String::new();
     let mut seen = 0;
     let (samples, runs, how) = under_stats(features, cfg.samples, || {
         let opts = ::profiler::ProfileOptions {
             freq: PROFILE_HZ,
-            pid: None,
-            sw_event: false,
             duration: std::time::Duration::from_secs_f64(cfg.profile_secs),
             symbolize: false,
+            cpus: Some(vec![cpu]),
+            ..Default::default()
         };
         let (prof, _pid) = crate::checks::profiler::profile_busy_child(opts).map_err(|e| format!("{e:#}"))?;
         event = prof.event.to_string();
@@ -485,7 +490,7 @@ fn profiler_fdinfo(cfg: BenchConfig, features: &BTreeMap<String, Probe>) -> Resu
     })?;
     let metrics = [("runs".to_string(), runs as f64), ("samples_of_child".to_string(), seen as f64)].into();
     let note = format!(
-        "perf_event program on {event} at {PROFILE_HZ} Hz on every CPU, {:.1} s per sample, a busy child spinning; {how}",
+        "perf_event program on {event} at {PROFILE_HZ} Hz on CPU {cpu}, {:.1} s per sample, a busy child pinned there; {how}",
         cfg.profile_secs
     );
     Ok((samples, metrics, note))

@@ -76,7 +76,7 @@ svg text{{font:12px system-ui,sans-serif}}
          <b>test_run</b>: BPF_PROG_TEST_RUN with <code>repeat</code> on one 64-byte packet, run-time stats off. \
          <b>fdinfo</b>: <code>run_time_ns/run_cnt</code> deltas with run-time stats on (they add their own cost), \
          under real events: UDP packets through <code>lo</code> in generic XDP mode (XDP), probe hits of a traced child (USDT tracer), \
-         99 Hz CPU-clock samples on every CPU while a child spins (profiler; includes its stack walks). \
+         99 Hz CPU-clock samples on one CPU while a child pinned there spins (profiler; includes its two stack walks). \
          Bars are medians of independent samples, whiskers the first and third quartiles. \
          Numbers under tcg are emulated and only comparable with other tcg numbers; under tcg-icount a guest &quot;ns&quot; is one guest instruction (deterministic virtual clock), not wall time.</p>",
     );

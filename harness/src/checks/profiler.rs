@@ -42,7 +42,8 @@ impl Drop for Reaper {
 
 /// Profiles a busy child (the agent as `--busy-spin`) for `opts.duration`, filtered
 /// to its pid; returns the profile and the pid. Shared by the `samples` check and
-/// the profiler fdinfo benchmark.
+/// the profiler fdinfo benchmark. When `opts.cpus` names exactly one CPU, the child
+/// is pinned to it, so every sample there is one of the child.
 pub(crate) fn profile_busy_child(opts: ProfileOptions) -> anyhow::Result<(::profiler::Profile, u32)> {
     let exe = std::env::current_exe()?;
     let child = Command::new(&exe)
@@ -54,6 +55,9 @@ pub(crate) fn profile_busy_child(opts: ProfileOptions) -> anyhow::Result<(::prof
         .with_context(|| format!("re-executing the agent {} as --busy-spin", exe.display()))?;
     let mut child = Reaper(child);
     let pid = child.0.id();
+    if let Some([cpu]) = opts.cpus.as_deref() {
+        pin(pid, *cpu).with_context(|| format!("pinning the busy child to CPU {cpu}"))?;
+    }
     // Wait until the child is past exec and the loader and is spinning.
     let mut ready = String::new();
     if let Some(out) = child.0.stdout.take() {
@@ -65,8 +69,18 @@ pub(crate) fn profile_busy_child(opts: ProfileOptions) -> anyhow::Result<(::prof
     Ok((prof, pid))
 }
 
+fn pin(pid: u32, cpu: u32) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes within it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu as usize, &mut set) };
+    match unsafe { libc::sched_setaffinity(pid as libc::pid_t, std::mem::size_of_val(&set), &set) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
 fn samples() -> anyhow::Result<(Verdict, BTreeMap<String, f64>, String)> {
-    let opts = ProfileOptions { freq: FREQ, pid: None, sw_event: false, duration: Duration::from_secs_f64(SECONDS), symbolize: true };
+    let opts = ProfileOptions { freq: FREQ, duration: Duration::from_secs_f64(SECONDS), ..Default::default() };
     let (prof, pid) = profile_busy_child(opts)?;
 
     let n = prof.samples.iter().filter(|s| s.pid == pid).count() as f64;

@@ -101,6 +101,8 @@ pub struct ProfileOptions {
     /// Symbolize the stacks (slow under emulation); a benchmark that only wants the
     /// program's run-time statistics turns it off and gets raw addresses.
     pub symbolize: bool,
+    /// Sample only on these CPUs; `None` = every online CPU.
+    pub cpus: Option<Vec<u32>>,
 }
 
 impl Default for ProfileOptions {
@@ -111,6 +113,7 @@ impl Default for ProfileOptions {
             sw_event: false,
             duration: Duration::from_secs(1),
             symbolize: true,
+            cpus: None,
         }
     }
 }
@@ -471,7 +474,11 @@ pub fn profile(opts: &ProfileOptions) -> anyhow::Result<Profile> {
     if opts.freq == 0 {
         bail!("frequency must be > 0");
     }
-    let cpus = online_cpus()?;
+    let cpus = match &opts.cpus {
+        Some(c) if c.is_empty() => bail!("an empty CPU list"),
+        Some(c) => c.clone(),
+        None => online_cpus()?,
+    };
     let mut obj = MaybeUninit::uninit();
     let mut open = ProfilerSkelBuilder::default()
         .open(&mut obj)

@@ -40,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         sw_event: args.sw_event,
         duration: Duration::from_secs_f64(args.duration),
         symbolize: true,
+        cpus: None,
     };
     let p = profile(&opts)?;
     if args.folded {
