@@ -3,7 +3,8 @@
 # all kernels), then per run
 #   - the slow variant against the fixed classifier (`compare --map`): every
 #     test_run/fdinfo cell of every kernel must be flagged SLOWER;
-#   - the run against the previous one (same programs): nothing may be flagged.
+#   - the run against the runs before it (same programs; several earlier runs are
+#     pooled into one baseline, see `compare`): nothing may be flagged.
 # Prints one line per comparison and a tally; exits 1 if either expectation failed.
 #
 #   scripts/regression-demo.sh [N=5] [OUT=target/bench/demo] [extra `bench` args, e.g. -k 6.1 -k host]
@@ -28,11 +29,12 @@ for i in $(seq 1 "$n"); do
   if [ "$cells" -gt 0 ] && [ "$slower" = "$cells" ]; then caught=$((caught + 1)); else bad=1; fi
   if [ "$i" -gt 1 ]; then
     set +e
-    "$km" compare "$out/run$((i - 1)).json" "$out/run$i.json" --all >"$out/rerun$i.md" 2>&1
+    base=(); for j in $(seq 1 $((i - 1))); do base+=("$out/run$j.json"); done
+    "$km" compare "${base[@]}" "$out/run$i.json" --all >"$out/rerun$i.md" 2>&1
     set -e
     cells=$(grep -c '| latency |' "$out/rerun$i.md" || true)
     flagged=$(grep -cE 'SLOWER|FASTER' "$out/rerun$i.md" || true)
-    echo "run $i vs run $((i - 1)): $flagged of $cells latency cells flagged"
+    echo "run $i vs runs 1-$((i - 1)): $flagged of $cells latency cells flagged"
     grep -E 'SLOWER|FASTER' "$out/rerun$i.md" || true
     if [ "$flagged" = 0 ]; then quiet=$((quiet + 1)); else bad=1; fi
   fi

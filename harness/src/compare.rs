@@ -8,6 +8,12 @@
 //!   (`value - lower`); mirrored for a speed-up. With quartiles as bounds this says
 //!   "the two interquartile ranges do not overlap".
 //!
+//! Within-run spreads miss a disturbance that lasts a whole run (a busy neighbour on a
+//! shared host shifted every sample of one run by 10-60%), so a baseline can be
+//! several earlier runs: [`pool`] takes the median of their medians and widens the
+//! bounds to the lowest Q1 and highest Q3 any of them saw, which puts the measured
+//! run-to-run noise into the threshold.
+//!
 //! Verifier measures are exact (no noise): any difference is reported, but only a
 //! latency regression makes `kernel-matrix compare` exit non-zero.
 use std::fmt::Write as _;
@@ -63,6 +69,35 @@ pub fn judge(base: &Metric, cur: &Metric, threshold_pct: f64) -> (Status, f64) {
         Status::Faster
     };
     (status, needed)
+}
+
+/// Several baseline runs as one: per latency cell the median of the runs' medians,
+/// bounded by the lowest `lower` and the highest `upper` among them; exact measures
+/// from the newest run that has them (the last file).
+pub fn pool(runs: &[Bmf]) -> Bmf {
+    let mut all: std::collections::BTreeMap<(String, String), Vec<Metric>> = Default::default();
+    for run in runs {
+        for (bench, ms) in run {
+            for (measure, m) in ms {
+                all.entry((bench.clone(), measure.clone())).or_default().push(*m);
+            }
+        }
+    }
+    let mut out = Bmf::new();
+    for ((bench, measure), ms) in all {
+        let pooled = if measure == LATENCY && ms.len() > 1 {
+            let medians: Vec<f64> = ms.iter().map(|m| m.value).collect();
+            Metric {
+                value: crate::bench::Summary::of(&medians).median,
+                lower_value: Some(ms.iter().map(Metric::lower).fold(f64::INFINITY, f64::min)),
+                upper_value: Some(ms.iter().map(Metric::upper).fold(f64::NEG_INFINITY, f64::max)),
+            }
+        } else {
+            *ms.last().expect("at least one")
+        };
+        out.entry(bench).or_default().insert(measure, pooled);
+    }
+    out
 }
 
 pub fn compare(base: &Bmf, current: &Bmf, threshold_pct: f64) -> Vec<Cell> {
@@ -166,6 +201,24 @@ mod tests {
         assert_eq!(judge(&m(100.0, 80.0, 125.0), &m(130.0, 110.0, 150.0), 10.0).0, Status::Unchanged);
         // Without bounds only the threshold applies.
         assert_eq!(judge(&Metric::exact(100.0), &Metric::exact(111.0), 10.0).0, Status::Slower);
+    }
+
+    #[test]
+    fn pooled_baselines_carry_run_to_run_noise() {
+        let one = |v: f64, l: f64, u: f64| -> Bmf { [("k::p::c".to_string(), [(LATENCY.to_string(), m(v, l, u))].into())].into() };
+        let pooled = pool(&[one(100.0, 99.0, 101.0), one(120.0, 119.0, 121.0), one(104.0, 103.0, 105.0)]);
+        assert_eq!(pooled["k::p::c"][LATENCY], m(104.0, 99.0, 121.0));
+        // 118 against the first run alone: slower; against the pool: within the noise
+        // the three runs showed together.
+        let cur = one(118.0, 117.0, 119.0);
+        assert_eq!(judge(&one(100.0, 99.0, 101.0)["k::p::c"][LATENCY], &cur["k::p::c"][LATENCY], 10.0).0, Status::Slower);
+        assert_eq!(judge(&pooled["k::p::c"][LATENCY], &cur["k::p::c"][LATENCY], 10.0).0, Status::Unchanged);
+        // A real regression (2x) still stands out of the pool.
+        assert_eq!(judge(&pooled["k::p::c"][LATENCY], &m(210.0, 209.0, 211.0), 10.0).0, Status::Slower);
+        // One run pools to itself; exact measures come from the newest run.
+        assert_eq!(pool(&[one(100.0, 99.0, 101.0)]), one(100.0, 99.0, 101.0));
+        let exact = |v: f64| -> Bmf { [("k::p::load".to_string(), [("verified_insns".to_string(), Metric::exact(v))].into())].into() };
+        assert_eq!(pool(&[exact(1.0), exact(2.0)])["k::p::load"]["verified_insns"].value, 2.0);
     }
 
     #[test]

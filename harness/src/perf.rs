@@ -32,8 +32,11 @@ pub struct BenchArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct CompareArgs {
-    pub baseline: PathBuf,
-    pub current: PathBuf,
+    /// One or more baseline BMF files, then the current one. Several baselines
+    /// (earlier runs) are pooled: their medians' median, bounded by the lowest Q1
+    /// and highest Q3 they saw, so run-to-run noise counts as noise.
+    #[arg(required = true, num_args = 2.., value_name = "BASELINE... CURRENT")]
+    pub files: Vec<PathBuf>,
     /// Smallest relative latency change (percent) that counts; the runs' own spreads
     /// must be exceeded as well.
     #[arg(long, default_value_t = 10.0)]
@@ -138,13 +141,21 @@ pub fn bench(m: Arc<Matrix>, a: &BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn compare(a: &CompareArgs) -> anyhow::Result<ExitCode> {
-    let (mut base, base_meta) = bmf::read(&a.baseline)?;
-    let (mut cur, cur_meta) = bmf::read(&a.current)?;
+    let (current, baselines) = a.files.split_last().context("compare needs a baseline and a current file")?;
+    let mut runs = Vec::new();
+    let mut base_meta = bmf::Meta::default();
+    for b in baselines {
+        let (bmf, meta) = bmf::read(b)?;
+        runs.push(bmf);
+        base_meta = meta;
+    }
+    let mut base = compare::pool(&runs);
+    let (mut cur, cur_meta) = bmf::read(current)?;
     if let Some(map) = &a.map {
         let (from, to) = map.split_once('=').context("--map wants FROM=TO")?;
         cur = compare::map_program(&cur, from, to);
         base = compare::map_program(&base, to, to);
-        anyhow::ensure!(!cur.is_empty(), "no benchmark of program {from} in {}", a.current.display());
+        anyhow::ensure!(!cur.is_empty(), "no benchmark of program {from} in {}", current.display());
     }
     let cells = compare::compare(&base, &cur, a.threshold);
     for (k, km) in &cur_meta.kernels {
@@ -158,8 +169,9 @@ pub fn compare(a: &CompareArgs) -> anyhow::Result<ExitCode> {
     let regressions: Vec<&compare::Cell> = cells.iter().filter(|c| c.is_regression()).collect();
     let latency = cells.iter().filter(|c| c.measure == LATENCY && c.base.is_some() && c.current.is_some()).count();
     println!(
-        "\n{} latency cells compared (threshold {}% and the runs' quartile spreads): {} slower, {} faster",
+        "\n{} latency cells compared against {} baseline run(s) (threshold {}% and the runs' quartile spreads): {} slower, {} faster",
         latency,
+        baselines.len(),
         a.threshold,
         regressions.len(),
         cells.iter().filter(|c| c.status == compare::Status::Faster).count()
