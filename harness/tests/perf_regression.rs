@@ -36,8 +36,10 @@ fn slow_variant_is_flagged_and_a_rerun_is_not() {
         return;
     }
     let reps: usize = std::env::var("KM_REGRESSION_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
-    // Fewer repeats than a full benchmark (1e6) keep 5 repetitions to a few seconds.
-    let cfg = BenchConfig { repeat: 300_000, ..BenchConfig::HOST };
+    // Fewer repeats than a full benchmark (1e6) keep 5 repetitions to a few seconds;
+    // more samples (15, not 7): with 7, a busy neighbour once moved the median of the
+    // same program by 11% between two interleaved series.
+    let cfg = BenchConfig { repeat: 300_000, samples: 15, ..BenchConfig::HOST };
     let mut caught = 0;
     let mut quiet = 0;
     let mut log = Vec::new();
@@ -72,11 +74,15 @@ fn slow_variant_is_flagged_and_a_rerun_is_not() {
 /// bpffs), samples interleaved. Both ask the kernel the same question, so they
 /// must agree within a few percent; a gap would mean the harness measures
 /// something else (another packet, stats left on, a different program).
+/// The fastest sample of each is compared: noise on a shared machine only adds
+/// time, so the minimum is the measurement least disturbed by it (medians of
+/// interleaved samples still differed by up to 11% here when a neighbour was busy).
 #[test]
 #[ignore = "needs root and bpftool: cargo test -p kernel-matrix --test perf_regression -- --ignored --nocapture"]
 fn bpftool_prog_run_agrees_with_the_harness() {
     use aya::programs::Xdp;
     let repeat = 1_000_000u32;
+    const SAMPLES: usize = 31;
     let mut ebpf = aya::Ebpf::load(xdp_classifier::OBJECT).expect("object");
     let prog: &mut Xdp = ebpf.program_mut(xdp_classifier::PROGRAM).unwrap().try_into().unwrap();
     prog.load().expect("load");
@@ -84,7 +90,7 @@ fn bpftool_prog_run_agrees_with_the_harness() {
     let data = std::env::temp_dir().join(format!("km-packet-{}.bin", std::process::id()));
     std::fs::write(&data, xdp_classifier::packet(kernel_matrix::bench::BENCH_OCTET)).unwrap();
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for _ in 0..7 {
+    for _ in 0..SAMPLES {
         ours.push(kernel_matrix::bench::xdp_test_run(prog, repeat).expect("test run"));
         let out = std::process::Command::new("bpftool")
             .args(["prog", "run", "id", &id.to_string(), "data_in"])
@@ -104,10 +110,11 @@ fn bpftool_prog_run_agrees_with_the_harness() {
     }
     let _ = std::fs::remove_file(&data);
     let (a, b) = (Summary::of(&ours), Summary::of(&theirs));
-    let gap = (a.median - b.median) / b.median * 100.0;
+    let gap = (a.min - b.min) / b.min * 100.0;
+    let median_gap = (a.median - b.median) / b.median * 100.0;
     eprintln!(
-        "host, program id {id}, repeat {repeat}: harness {:.0} ns/run [Q1 {:.0}, Q3 {:.0}], bpftool prog run {:.0} ns/run [Q1 {:.0}, Q3 {:.0}], gap {gap:+.1}%",
-        a.median, a.q1, a.q3, b.median, b.q1, b.q3
+        "host, program id {id}, repeat {repeat}, {SAMPLES} interleaved samples each: harness min {:.0} ns/run, median {:.0} [Q1 {:.0}, Q3 {:.0}]; bpftool prog run min {:.0} ns/run, median {:.0} [Q1 {:.0}, Q3 {:.0}]; gap of the minima {gap:+.1}%, of the medians {median_gap:+.1}%",
+        a.min, a.median, a.q1, a.q3, b.min, b.median, b.q1, b.q3
     );
-    assert!(gap.abs() < 5.0, "harness and bpftool disagree by {gap:+.1}%");
+    assert!(gap.abs() < 5.0, "harness and bpftool disagree by {gap:+.1}% (fastest samples)");
 }
