@@ -14,8 +14,8 @@
 //!     network namespace, real UDP packets from 127.0.0.1..254 sent to it;
 //!   - USDT tracer: attached to a child that fires `test_grp:test_idx` a known
 //!     number of times (every hit must be one run);
-//!   - profiler: attached to the CPU-clock/cycles event on every CPU while a busy
-//!     child spins, sampling at 99 Hz (runs on every sample, before its pid filter).
+//!   - profiler: attached to the CPU-clock/cycles event at 99 Hz on one CPU, with a
+//!     busy child pinned to it (every run is a sample of the child).
 //!
 //! Each measurement takes `samples` independent samples; the value is the median,
 //! `lower`/`upper` the first/third quartile (robust to one preempted sample on a busy
@@ -465,8 +465,8 @@ fn usdt_fdinfo(cfg: BenchConfig, features: &BTreeMap<String, Probe>) -> Result<S
 }
 
 /// The profiler under real perf samples: per sample, `profile_secs` of sampling at
-/// [`PROFILE_HZ`] on every CPU while a busy child spins (stacks not symbolized:
-/// only the program's cost is measured).
+/// [`PROFILE_HZ`] on one CPU while a busy child pinned there spins (stacks not
+/// symbolized: only the program's cost is measured).
 fn profiler_fdinfo(cfg: BenchConfig, features: &BTreeMap<String, Probe>) -> Result<Samples, String> {
     // One CPU, with the child pinned to it: every run is then a sample of the busy
     // child (pid match, two stack walks). Sampling every CPU mixed in the other CPUs'
