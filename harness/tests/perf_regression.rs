@@ -6,8 +6,12 @@
 //! threshold. The slow variant must be flagged slower and the second run of the same
 //! program must not be, in every one of `KM_REGRESSION_REPS` (default 5) repetitions.
 //!
-//! This is the one test here that looks at timings; it compares runs made
-//! moments apart on the same machine, never absolute numbers.
+//! In a guest (`guest_benchmarks_run_and_catch_the_slow_variant`): one real
+//! `kernel-matrix bench` of the 6.1 kernel under TCG with -icount, every benchmark
+//! cell measured (XDP, USDT and profiler fdinfo included), a valid BMF file, and
+//! `compare --map` flagging the slow variant on test_run and fdinfo.
+//!
+//! These tests compare runs made on the same machine, never absolute numbers.
 use kernel_matrix::{
     bench::{test_run_samples, BenchConfig, Summary},
     bmf::{Bmf, Metric, LATENCY},
@@ -15,6 +19,14 @@ use kernel_matrix::{
 };
 
 const NAME: &str = "host::xdp_classifier::test_run";
+
+/// The tests here run one at a time: a TCG guest spinning on the other core would
+/// disturb the host's native timings (libtest runs tests in parallel by default).
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ALONE.lock().unwrap_or_else(|e| e.into_inner())
+}
 /// `kernel-matrix compare`'s default.
 const THRESHOLD_PCT: f64 = 10.0;
 
@@ -30,6 +42,7 @@ fn status(base: &Bmf, cur: &Bmf) -> Status {
 
 #[test]
 fn slow_variant_is_flagged_and_a_rerun_is_not() {
+    let _alone = alone();
     if unsafe { libc::geteuid() } != 0 {
         // Not a pass in disguise: say loudly that nothing was measured.
         eprintln!("SKIPPED: loading BPF on the host needs root");
@@ -80,6 +93,7 @@ fn slow_variant_is_flagged_and_a_rerun_is_not() {
 #[test]
 #[ignore = "needs root and bpftool: cargo test -p kernel-matrix --test perf_regression -- --ignored --nocapture"]
 fn bpftool_prog_run_agrees_with_the_harness() {
+    let _alone = alone();
     use aya::programs::Xdp;
     let repeat = 1_000_000u32;
     const SAMPLES: usize = 31;
@@ -117,4 +131,38 @@ fn bpftool_prog_run_agrees_with_the_harness() {
         a.min, a.median, a.q1, a.q3, b.min, b.median, b.q1, b.q3
     );
     assert!(gap.abs() < 5.0, "harness and bpftool disagree by {gap:+.1}% (fastest samples)");
+}
+
+#[test]
+fn guest_benchmarks_run_and_catch_the_slow_variant() {
+    let _alone = alone();
+    let ws = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("perf-guest");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let km = || {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kernel-matrix"));
+        c.arg("--config").arg(ws.join("kernels.yaml")).env("KM_RUN_DIR", dir.join("runs")).env("KM_PROGRESS", "plain");
+        c
+    };
+    let json = dir.join("bench.json");
+    let out = km().args(["bench", "-k", "6.1", "-o"]).arg(&json).output().expect("running kernel-matrix bench");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed:\n{text}");
+    // Read back through the validator (bmf::read checks the BMF shape and names).
+    let (bmf, meta) = kernel_matrix::bmf::read(&json).expect("valid BMF");
+    assert_eq!(meta.accel_of("6.1"), "tcg-icount", "{meta:?}");
+    for cell in kernel_matrix::bench::BENCHES {
+        let name = format!("6.1::{}::{}", cell.program, cell.check);
+        let m = bmf.get(&name).and_then(|ms| ms.get(LATENCY)).unwrap_or_else(|| panic!("no latency for {name}:\n{text}"));
+        assert!(m.value > 0.0 && m.lower() <= m.value && m.value <= m.upper(), "{name}: {m:?}");
+    }
+    let out = km().arg("compare").arg(&json).arg(&json).args(["--map", "xdp_classifier_slow=xdp_classifier"]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "the slow variant must be a regression:\n{table}");
+    for check in ["test_run", "fdinfo"] {
+        let row = table.lines().find(|l| l.starts_with(&format!("| 6.1::xdp_classifier::{check} | latency"))).unwrap_or_else(|| panic!("no {check} row:\n{table}"));
+        assert!(row.contains("**SLOWER**"), "{row}");
+    }
+    eprintln!("{table}");
 }
