@@ -52,22 +52,29 @@ pub fn ensure_debian(cache: &Path, mirrors: &Mirrors, locked: &LockedKernel, mut
         return Ok(img);
     }
     let base = mirrors.for_suite(&locked.suite)?;
-    let debs = cache.join("debs");
-    fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
-    crate::cache_gc::remove_stale(&debs);
     crate::cache_gc::remove_stale(&cache.join("kernels"));
     // Only the package carrying /boot/vmlinuz is needed to boot; modules packages
     // stay pinned in the lock for the checks that will need them.
-    let deb = debs.join(format!("{}.deb", image_file.sha256));
-    let url = format!("{base}/{}", image_file.path);
     progress(&format!("downloading {} ({:.1} MB)", image_file.package, image_file.size as f64 / 1e6));
     let bar = crate::progress::Step::download(&image_file.package, image_file.size);
-    fetch::fetch_verified(&url, &image_file.package, &image_file.sha256, &deb, |n| bar.set_position(n))
+    let deb = fetch_deb(cache, &format!("{base}/{}", image_file.path), &image_file.package, &image_file.sha256, |n| bar.set_position(n))
         .with_context(|| format!("downloading {} {}", image_file.package, image_file.version))?;
     bar.done("downloaded, sha256 verified");
     progress(&format!("extracting {}", image_file.package));
     let (release, vmlinuz) = vmlinuz_from_deb(&deb)?;
     make_entry(&dir, &release, &vmlinuz)
+}
+
+/// The package at `url` in the cache as `debs/<sha256>.deb`, downloaded only if it
+/// is not there yet with that hash (kernels, and any other pinned package such as
+/// the headers the robustness tests build a module against).
+pub fn fetch_deb(cache: &Path, url: &str, package: &str, sha256: &str, progress: impl FnMut(u64)) -> anyhow::Result<PathBuf> {
+    let debs = cache.join("debs");
+    fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
+    crate::cache_gc::remove_stale(&debs);
+    let deb = debs.join(format!("{sha256}.deb"));
+    fetch::fetch_verified(url, package, sha256, &deb, progress)?;
+    Ok(deb)
 }
 
 /// A user's own kernel: used in place; the ELF is extracted into the cache once.

@@ -87,10 +87,8 @@ fn fetch_headers(cache: &Path, locked: &LockedKernel) -> anyhow::Result<Vec<Path
             bail!("{name} {} is not in suite {}: the headers for {} are needed to build km_splat.ko", image.version, locked.suite, image.package)
         };
         let field = |k: &str| s.get(k).with_context(|| format!("{name}: no {k} in the index"));
-        let sha = field("SHA256")?;
-        let deb = cache.join("debs").join(format!("{sha}.deb"));
-        std::fs::create_dir_all(deb.parent().unwrap())?;
-        fetch::fetch_verified(&format!("{base}/{}", field("Filename")?), name, sha, &deb, |_| {})
+        let url = format!("{base}/{}", field("Filename")?);
+        let deb = kernel_matrix::images::fetch_deb(cache, &url, name, field("SHA256")?, |_| {})
             .with_context(|| format!("downloading {name} {}", image.version))?;
         out.push(deb);
     }
