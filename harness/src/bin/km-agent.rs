@@ -11,18 +11,12 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("--busy-spin") => {
             let secs: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2.0);
-            // Tell the profiling parent the process is loaded and about to spin, so
-            // its sampling window does not start in the dynamic loader (slow under TCG).
-            println!("ready");
-            let _ = std::io::Write::flush(&mut std::io::stdout());
+            ready();
             profiler::km_busy_spin((secs * 1000.0) as u64);
             return;
         }
         Some("--usdt-loop") => {
-            // As above: the tracing parent reads /proc/<pid>/maps to place the probe
-            // (by address, before BPF cookies), so it must wait until exec has mapped us.
-            println!("ready");
-            let _ = std::io::Write::flush(&mut std::io::stdout());
+            ready();
             usdt_tracer::wait_then_loop(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000));
             return;
         }
@@ -90,4 +84,11 @@ fn main() {
         kernel_matrix::bench::run_all(&mut emit, &features, cfg);
     }
     emit(Record::Done);
+}
+
+/// Tells the parent check this process is past exec and the loader (see
+/// `checks::AgentChild`, which waits for this line before it profiles or traces us).
+fn ready() {
+    println!("ready");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
 }

@@ -53,6 +53,49 @@ pub(crate) fn run_skeleton(
     emit(check(program, behaviour, verdict, metrics, note));
 }
 
+/// The agent re-executed in one of its hidden modes (`--busy-spin`, `--usdt-loop`)
+/// as the process a check observes. [`AgentChild::spawn`] returns only once the child
+/// said `ready`: `spawn()` itself returns when exec has begun, before the binary is
+/// mapped and the loader has run, and both the profiler (its sampling window) and
+/// libbpf's USDT attach (it reads /proc/<pid>/maps; before 5.15, without BPF
+/// cookies, it finds the probe by that address: every hit was -ESRCH on 5.10) need
+/// the finished process. Killed and reaped when dropped, whatever happens in between.
+pub(crate) struct AgentChild {
+    pub child: std::process::Child,
+    pub exe: std::path::PathBuf,
+}
+
+impl AgentChild {
+    pub fn spawn(mode: &str, arg: &str, stdin: std::process::Stdio) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let exe = std::env::current_exe()?;
+        let child = std::process::Command::new(&exe)
+            .args([mode, arg])
+            .stdin(stdin)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("re-executing the agent {} as {mode}", exe.display()))?;
+        let mut me = Self { child, exe };
+        let mut ready = String::new();
+        if let Some(out) = me.child.stdout.take() {
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut ready)?;
+        }
+        anyhow::ensure!(ready.trim() == "ready", "the {mode} child exited before it was ready");
+        Ok(me)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for AgentChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Lines of verifier log kept when a program is rejected.
 const LOG_TAIL_LINES: usize = 25;
 

@@ -5,7 +5,7 @@
 //! pid, and requires `km_busy_spin` in the symbolized user stacks and a sample
 //! count near frequency x seconds (the child keeps one CPU busy).
 use std::{
-    process::{Child, Command, Stdio},
+    process::Stdio,
     time::Duration,
 };
 
@@ -31,39 +31,18 @@ pub fn run(emit: &mut dyn FnMut(Record)) {
     run_skeleton(P, loaded, "samples", samples, emit);
 }
 
-/// Kills the child when dropped, whatever happens in between.
-struct Reaper(Child);
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Profiles a busy child (the agent as `--busy-spin`) for `opts.duration`, filtered
 /// to its pid; returns the profile and the pid. Shared by the `samples` check and
 /// the profiler fdinfo benchmark. When `opts.cpus` names exactly one CPU, the child
 /// is pinned to it, so every sample there is one of the child.
 pub(crate) fn profile_busy_child(opts: ProfileOptions) -> anyhow::Result<(::profiler::Profile, u32)> {
-    let exe = std::env::current_exe()?;
-    let child = Command::new(&exe)
-        .arg("--busy-spin")
-        .arg(format!("{}", opts.duration.as_secs_f64() + SPIN_MARGIN_SECS))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("re-executing the agent {} as --busy-spin", exe.display()))?;
-    let mut child = Reaper(child);
-    let pid = child.0.id();
+    // Spinning once spawn returns, so the sampling window does not start in the
+    // dynamic loader (slow under TCG).
+    let child = AgentChild::spawn("--busy-spin", &format!("{}", opts.duration.as_secs_f64() + SPIN_MARGIN_SECS), Stdio::null())?;
+    let pid = child.pid();
     if let Some([cpu]) = opts.cpus.as_deref() {
         pin(pid, *cpu).with_context(|| format!("pinning the busy child to CPU {cpu}"))?;
     }
-    // Wait until the child is past exec and the loader and is spinning.
-    let mut ready = String::new();
-    if let Some(out) = child.0.stdout.take() {
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut ready)?;
-    }
-    anyhow::ensure!(ready.trim() == "ready", "the busy child exited before it started spinning");
     let prof = profile(&ProfileOptions { pid: Some(pid), ..opts })?;
     drop(child);
     Ok((prof, pid))

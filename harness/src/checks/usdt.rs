@@ -6,13 +6,11 @@
 //! releases it; and requires exactly N hits with arg0 summing to N(N-1)/2.
 use std::{
     io::Write as _,
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
 use usdt_tracer::{load_only, trace, verify_loop, UsdtReport};
-
-use anyhow::Context as _;
 
 use super::*;
 
@@ -36,27 +34,11 @@ pub(crate) struct TracedRun {
 }
 
 pub(crate) fn traced_child(n: u32) -> anyhow::Result<TracedRun> {
-    let exe = std::env::current_exe()?;
-    let mut child = Command::new(&exe)
-        .arg("--usdt-loop")
-        .arg(n.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("re-executing the agent {} as --usdt-loop", exe.display()))?;
-    let pid = child.id() as i32;
-    // spawn() returns once exec has begun, not once it has mapped the binary; libbpf
-    // places the probe from /proc/<pid>/maps and, before 5.15 (no BPF cookies), finds
-    // its spec by that address: attaching in between made every hit -ESRCH on 5.10.
-    let mut ready = String::new();
-    if let Some(out) = child.stdout.take() {
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut ready)?;
-    }
-    if ready.trim() != "ready" {
-        let _ = child.kill();
-        let _ = child.wait();
-        anyhow::bail!("the --usdt-loop child exited before it was ready");
-    }
+    // Mapped and waiting on its stdin once spawn returns: the probe can be placed.
+    let mut agent = AgentChild::spawn("--usdt-loop", &n.to_string(), Stdio::piped())?;
+    let pid = agent.pid() as i32;
+    let exe = agent.exe.clone();
+    let child = &mut agent.child;
     let mut loop_secs = 0.0;
     let traced = trace(&exe, Some(pid), || {
         let start = Instant::now();
@@ -77,10 +59,7 @@ pub(crate) fn traced_child(n: u32) -> anyhow::Result<TracedRun> {
         loop_secs = start.elapsed().as_secs_f64();
         Ok(())
     });
-    if child.try_wait().ok().flatten().is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(agent);
     Ok(TracedRun { report: traced?, pid, exe, loop_secs })
 }
 
