@@ -1,39 +1,23 @@
 //! kernel-matrix: boots a matrix of Linux kernels under QEMU and checks eBPF
-//! programs in each.
+//! programs in each. This crate is the host side; what runs in the guest is the
+//! `km-agent` crate, and the two share only `km-protocol`.
 //!
-//! Data flows one way: [`config`] -> [`lock`]/[`images`] -> [`vm`] -> guest agent
-//! ([`checks`], [`protocol`]) -> [`matrix`] -> [`trials`]/[`report`].
-pub mod accel;
-pub mod bench;
-pub mod bmf;
-pub mod compare;
-pub mod html;
-pub mod byo;
-pub mod bzimage;
-pub mod cache_gc;
-pub mod checks;
+//! Folders in pipeline order; a module uses only those above it in this list:
+//! [`config`] (kernels.yaml, manifests, expected failures) -> [`images`] (lock,
+//! Debian index, mirror, fetch, vmlinux, cache) -> [`guest_root`] (the agent and
+//! the initramfs) -> [`vm`] (QEMU, accelerator, console parsing) -> [`run`]
+//! (kernels over VM slots, the host target) -> [`verdict`] (the one place a
+//! trial's verdict is decided) -> [`report`] (trials, results, JUnit, tables) and
+//! [`perf`] (BMF, compare, HTML report, bench trials).
 pub mod config;
-pub mod console;
-pub mod debian;
-pub mod expect;
-pub mod features;
-pub mod fetch;
 pub mod images;
-pub mod initramfs;
-pub mod junit;
-pub mod kernel_version;
-pub mod lock;
-pub mod matrix;
-pub mod mirror;
+pub mod guest_root;
+pub mod vm;
+pub mod run;
+pub mod verdict;
+pub mod report;
 pub mod perf;
 pub mod progress;
-pub mod protocol;
-pub mod report;
-pub mod repro;
-pub mod results;
-pub mod shard;
-pub mod trials;
-pub mod verifier;
-pub mod vm;
 
-pub use kernel_version::KernelVersion;
+pub use km_protocol::{KernelVersion, Probe, Record, Verdict};
+pub use run::{KernelRun, Matrix, Options};

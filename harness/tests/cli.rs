@@ -45,7 +45,7 @@ fn config_errors_exit_2_with_a_location() {
     let cases: &[(&str, &str, &str)] = &[
         ("unknown-key", "kernels:\n  - name: x\n    hots: true\n", ":3:5: kernels[0]: unknown field `hots`, expected one of `name`"),
         ("wrong-type", "timeout_secs: soon\nkernels: []\n", ":1:15: timeout_secs: invalid type: string \"soon\", expected u64"),
-        ("duplicate", "kernels:\n  - name: host\n    host: true\n  - name: host\n    host: true\n", ":2:5: kernel \"host\" is listed twice"),
+        ("duplicate", "kernels:\n  - name: host\n    host: true\n  - name: host\n    host: true\n", ":4:5: kernel \"host\" is listed twice (first at line 2)"),
         ("impossible-version", "kernels:\n  - name: a\n    debian: { suite: sid, series: \"6.x\" }\n", ":2:5: kernel \"a\": series \"6.x\" is not a version like 6.1"),
         ("no-source", "kernels:\n  - name: a\n", ":2:5: kernel \"a\" needs exactly one of"),
         ("not-yaml", "kernels: [\n", ":2:1: "),
@@ -79,7 +79,7 @@ fn unreachable_mirror_names_the_package() {
         .env("KM_SECURITY_MIRROR", "http://127.0.0.1:9")
         .env("KM_CACHE_DIR", dir.join("cache")));
     assert_eq!(code, Some(1), "{err}");
-    let lock = kernel_matrix::lock::Lock::load(&dir.join("kernels.lock")).unwrap();
+    let lock = kernel_matrix::images::lock::Lock::load(&dir.join("kernels.lock")).unwrap();
     let package = lock.kernels["6.1"].files[0].package.clone();
     assert!(err.contains(&format!("downloading {package}")), "the error must name the package {package}:\n{err}");
     assert!(err.contains("127.0.0.1:9") && err.to_lowercase().contains("connection refused"), "{err}");

@@ -5,12 +5,12 @@
 use std::{path::{Path, PathBuf}, sync::Arc, time::Instant};
 
 use kernel_matrix::{
-    checks::CATALOGUE,
     config::MatrixConfig,
-    lock::Lock,
-    matrix::{KernelRun, Matrix, Options},
-    protocol::Verdict,
+    images::lock::Lock,
+    run::{KernelRun, Matrix, Options},
+    verdict,
 };
+use km_protocol::{checks::CATALOGUE, Verdict};
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -29,13 +29,13 @@ fn scratch_matrix(tag: &str, yaml: &str, edit: impl FnOnce(&mut Lock)) -> (Arc<M
     lock.save(&Lock::path_for(&cfg_path)).unwrap();
     let config = MatrixConfig::load(&cfg_path).unwrap();
     let run_dir = dir.join("runs");
-    let opts = Options::from_env(PathBuf::from(env!("CARGO_BIN_EXE_km-agent")), run_dir.clone()).unwrap();
+    let opts = Options::from_env(run_dir.clone()).unwrap();
     (Arc::new(Matrix::new(config, opts).unwrap()), run_dir)
 }
 
-fn all_failed_with(run: &KernelRun, needle: &str) {
+fn all_failed_with(m: &Matrix, run: &KernelRun, needle: &str) {
     for id in CATALOGUE {
-        match run.verdict(*id) {
+        match verdict::check(m, run, *id) {
             Verdict::Fail(msg) => assert!(msg.contains(needle), "{}::{}: expected {needle:?} in:\n{msg}", id.program, id.check),
             other => panic!("{}::{} should fail, got {other:?}", id.program, id.check),
         }
@@ -61,7 +61,7 @@ fn tampered_sha256_is_caught_and_nothing_is_kept() {
         f.sha256 = "0".repeat(64);
     });
     let run = m.run_kernel("5.10");
-    all_failed_with(&run, "sha256 mismatch");
+    all_failed_with(&m, &run, "sha256 mismatch");
     let debs = m.opts.cache_dir.join("debs");
     assert!(!debs.join(format!("{}.deb", "0".repeat(64))).exists(), "a file with the wrong hash was kept");
     let leftovers: Vec<_> = std::fs::read_dir(&debs).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
@@ -78,15 +78,15 @@ fn missing_package_names_the_package() {
         f.sha256 = "1".repeat(64);
     });
     let run = m.run_kernel("6.1");
-    all_failed_with(&run, "not found on the mirror");
-    all_failed_with(&run, "linux-image-0.0.0-km-test-cloud-amd64");
+    all_failed_with(&m, &run, "not found on the mirror");
+    all_failed_with(&m, &run, "linux-image-0.0.0-km-test-cloud-amd64");
 }
 
 #[test]
 fn kernel_missing_from_the_lock_says_how_to_fix_it() {
     let yaml = "kernels:\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\n";
     let (m, _) = scratch_matrix("unlocked", yaml, |lock| lock.kernels.clear());
-    all_failed_with(&m.run_kernel("6.1"), "kernel-matrix lock --update");
+    all_failed_with(&m, &m.run_kernel("6.1"), "kernel-matrix lock --update");
 }
 
 #[test]
@@ -96,8 +96,8 @@ fn hanging_guest_is_killed_at_its_timeout_with_console_tail() {
     let start = Instant::now();
     let run = m.run_kernel("6.1");
     let took = start.elapsed();
-    all_failed_with(&run, "did not finish within 20s");
-    all_failed_with(&run, "km: hanging on request");
+    all_failed_with(&m, &run, "did not finish within 20s");
+    all_failed_with(&m, &run, "km: hanging on request");
     eprintln!("hang detected and VM killed after {took:?}");
     assert_no_process_mentions(&run_dir);
 }
@@ -109,8 +109,8 @@ fn panicking_guest_fails_fast_with_the_panic_in_the_log() {
     let start = Instant::now();
     let run = m.run_kernel("6.1");
     let took = start.elapsed();
-    all_failed_with(&run, "panicked");
-    all_failed_with(&run, "Kernel panic");
+    all_failed_with(&m, &run, "panicked");
+    all_failed_with(&m, &run, "Kernel panic");
     eprintln!("panic detected after {took:?}");
     assert!(took.as_secs() < 60, "panic detection took {took:?}, the timeout is not what caught it");
     assert_no_process_mentions(&run_dir);
@@ -137,7 +137,7 @@ fn user_program_rejected_by_the_verifier_fails_with_its_log_on_every_kernel() {
     let cfg_path = dir.join("kernels.yaml");
     std::fs::write(&cfg_path, yaml).unwrap();
     std::fs::copy(workspace().join("kernels.lock"), Lock::path_for(&cfg_path)).unwrap();
-    let mut opts = Options::from_env(PathBuf::from(env!("CARGO_BIN_EXE_km-agent")), dir.join("runs")).unwrap();
+    let mut opts = Options::from_env(dir.join("runs")).unwrap();
     opts.only_programs = Some(vec!["unchecked_read".into()]);
     let m = Arc::new(Matrix::new(MatrixConfig::load(&cfg_path).unwrap(), opts).unwrap());
     let load = m.checks().iter().copied().find(|c| c.program == "unchecked_read" && c.check == "load").unwrap();
@@ -151,7 +151,7 @@ fn user_program_rejected_by_the_verifier_fails_with_its_log_on_every_kernel() {
         .collect();
     for h in handles {
         let (k, run) = h.join().unwrap();
-        match run.verdict(load) {
+        match verdict::check(&m, &run, load) {
             Verdict::Fail(msg) => {
                 assert!(msg.contains("verifier/libbpf log") || msg.contains("verifier log"), "{k}: no log in:\n{msg}");
                 assert!(msg.contains("failing instruction: "), "{k}: no failing instruction in:\n{msg}");

@@ -2,7 +2,7 @@
 //! check, from the workspace's kernels.yaml (or `KM_CONFIG`).
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
-use kernel_matrix::{config::MatrixConfig, matrix::{Matrix, Options}, trials::trials};
+use kernel_matrix::{config::MatrixConfig, report::trials::trials, run::{Matrix, Options}};
 
 fn main() -> ExitCode {
     let args = libtest_mimic::Arguments::from_args();
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         }
     };
     // `KM_SHARD=i/n`: this CI job's share of the kernels (round-robin in kernels.yaml order).
-    match kernel_matrix::shard::Shard::from_env() {
+    match kernel_matrix::run::shard::Shard::from_env() {
         Ok(Some(shard)) => config.kernels = shard.select(&config.kernels),
         Ok(None) => {}
         Err(e) => {
@@ -25,9 +25,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let agent = PathBuf::from(env!("CARGO_BIN_EXE_km-agent"));
     let run_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("matrix");
-    let matrix = match Options::from_env(agent, run_dir).and_then(|mut o| {
+    let matrix = match Options::from_env(run_dir).and_then(|mut o| {
         // `--bench` runs the benchmark trials, so the kernels must run them too.
         o.bench |= args.bench;
         Matrix::new(config, o)
@@ -45,7 +44,7 @@ fn main() -> ExitCode {
     // `KM_RESULTS=out.json`, `KM_JUNIT=out.xml`, `KM_SUMMARY=out.md` (e.g. $GITHUB_STEP_SUMMARY):
     // the trials that ran, in the formats `kernel-matrix run` writes.
     if !args.list {
-        if let Err(e) = kernel_matrix::results::write_reports_from_env(kernel_matrix::results::observed()) {
+        if let Err(e) = kernel_matrix::report::results::write_reports_from_env(kernel_matrix::report::results::observed()) {
             eprintln!("error: writing reports: {e:#}");
             return ExitCode::FAILURE;
         }

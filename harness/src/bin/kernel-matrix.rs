@@ -3,7 +3,16 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use kernel_matrix::{config::{ConfigError, KernelSource, MatrixConfig}, debian, lock::{Lock, LockedKernel}, matrix::{Matrix, Options}, mirror::Mirrors, report};
+use kernel_matrix::{
+    config::{ConfigError, KernelSource, MatrixConfig},
+    images::{
+        debian,
+        lock::{Lock, LockedKernel},
+        mirror::Mirrors,
+    },
+    report,
+    run::{Matrix, Options},
+};
 
 #[derive(Parser)]
 #[command(version, about = "Boot a matrix of Linux kernels under QEMU and check eBPF programs in each")]
@@ -26,7 +35,7 @@ enum Cmd {
         #[arg(long)]
         summary: Option<PathBuf>,
         #[command(flatten)]
-        out: kernel_matrix::results::RunOutputs,
+        out: kernel_matrix::report::results::RunOutputs,
     },
     /// Pin every Debian kernel to the newest build of its series (writes kernels.lock).
     Lock {
@@ -37,11 +46,11 @@ enum Cmd {
     /// Download and extract the pinned kernels without running anything.
     Fetch,
     /// An interactive root shell in a kernel's VM (console on stdio, agent at /agent).
-    Shell(kernel_matrix::repro::VmArgs),
+    Shell(kernel_matrix::report::repro::VmArgs),
     /// Print the QEMU command line of a kernel's VM.
-    QemuCmd(kernel_matrix::repro::VmArgs),
+    QemuCmd(kernel_matrix::report::repro::VmArgs),
     /// Merge the JSON/JUnit reports of CI shards into one (plus a Markdown summary).
-    Merge(kernel_matrix::results::MergeArgs),
+    Merge(kernel_matrix::report::results::MergeArgs),
     /// Run the matrix with benchmarks; write Bencher Metric Format (and an HTML report).
     Bench(kernel_matrix::perf::BenchArgs),
     /// Compare two BMF files; exits non-zero when a latency got significantly worse.
@@ -71,14 +80,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.cmd {
         Cmd::Compare(a) => return kernel_matrix::perf::compare(a),
         Cmd::Report(a) => return kernel_matrix::perf::report(a),
-        Cmd::Merge(a) => return kernel_matrix::results::merge_command(a),
+        Cmd::Merge(a) => return kernel_matrix::report::results::merge_command(a),
         _ => {}
     }
     let config = MatrixConfig::load(&cli.config)?;
     match cli.cmd {
         Cmd::Compare(_) | Cmd::Report(_) | Cmd::Merge(_) => unreachable!("handled above"),
-        Cmd::Shell(a) => kernel_matrix::repro::shell_command(&matrix(config)?, &a),
-        Cmd::QemuCmd(a) => kernel_matrix::repro::qemu_cmd_command(&matrix(config)?, &a),
+        Cmd::Shell(a) => kernel_matrix::report::repro::shell_command(&matrix(config)?, &a),
+        Cmd::QemuCmd(a) => kernel_matrix::report::repro::qemu_cmd_command(&matrix(config)?, &a),
         Cmd::Bench(a) => {
             let mut m = matrix(config)?;
             m.opts.bench = true;
@@ -120,7 +129,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             let runs: Vec<_> = handles.into_iter().map(|h| h.join().expect("kernel thread")).collect();
-            let table = format!("{}\n{}", report::summary_table(&m, &runs), report::feature_table(&m, &runs));
+            let table = format!("{}\n{}\n{}", report::summary_table(&m, &runs), report::time_table(&m, &runs), report::feature_table(&m, &runs));
             println!("{table}");
             if let Some(p) = summary {
                 std::fs::write(&p, &table).with_context(|| format!("writing {}", p.display()))?;
@@ -137,10 +146,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn matrix(config: MatrixConfig) -> anyhow::Result<Matrix> {
     let exe = std::env::current_exe()?;
-    let agent = exe.with_file_name("km-agent");
-    anyhow::ensure!(agent.exists(), "guest agent {} not found (build the workspace first)", agent.display());
     let run_dir = std::env::var_os("KM_RUN_DIR").map(PathBuf::from).unwrap_or_else(|| exe.parent().unwrap().join("kernel-matrix-runs"));
-    Matrix::new(config, Options::from_env(agent, run_dir)?)
+    Matrix::new(config, Options::from_env(run_dir)?)
 }
 
 fn lock(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {

@@ -23,7 +23,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
-use kernel_matrix::{fetch, lock::LockedKernel, mirror::Mirrors};
+use kernel_matrix::images::{fetch, lock::LockedKernel, mirror::Mirrors};
 use sha2::{Digest as _, Sha256};
 
 const SOURCE: &str = include_str!("km_splat.c");
@@ -58,7 +58,7 @@ pub fn km_splat_ko(cache: &Path, locked: &LockedKernel) -> anyhow::Result<Built>
         return Ok(Built { ko, fetch: None, build: None });
     }
     std::fs::create_dir_all(&dir)?;
-    kernel_matrix::cache_gc::remove_stale(&dir);
+    kernel_matrix::images::cache_gc::remove_stale(&dir);
 
     let t = Instant::now();
     let debs = fetch_headers(cache, locked)?;
@@ -77,7 +77,7 @@ fn fetch_headers(cache: &Path, locked: &LockedKernel) -> anyhow::Result<Vec<Path
     let image = &locked.files[0];
     let mirrors = Mirrors::discover(None, None)?;
     let base = mirrors.for_suite(&locked.suite)?;
-    let index = kernel_matrix::debian::fetch_index(base, &locked.suite)?;
+    let index = kernel_matrix::images::debian::fetch_index(base, &locked.suite)?;
     let flavour_pkg = format!("linux-headers-{}-{}-amd64", locked.abi, locked.flavour);
     let wanted = [flavour_pkg.clone(), format!("linux-headers-{}-common", locked.abi), format!("linux-kbuild-{}", locked.series)];
     let mut out = Vec::new();

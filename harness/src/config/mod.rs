@@ -1,0 +1,335 @@
+//! `kernels.yaml`: which kernels make up the matrix and how to get each one.
+//!
+//! YAML is parsed with `serde_norway`, the maintained, API-compatible fork of the
+//! archived `serde_yaml` (same `Error::location()`), so parse errors point at file,
+//! line and column.
+use std::{
+    collections::HashSet,
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+pub mod expect;
+pub mod manifest;
+
+use serde::Deserialize;
+
+/// The whole `kernels.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixConfig {
+    /// Debian archive to fetch from; default: the machine's apt configuration.
+    #[serde(default)]
+    pub mirror: Option<String>,
+    /// Debian security archive (for `*-security` suites); default: apt configuration.
+    #[serde(default)]
+    pub security_mirror: Option<String>,
+    /// Seconds a VM may run before it is killed (per kernel override: `timeout_secs`).
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Guest memory in MiB.
+    #[serde(default = "default_memory")]
+    pub memory_mb: u32,
+    pub kernels: Vec<KernelSpec>,
+    /// Manifests of programs users bring (paths relative to this file); see `byo`.
+    #[serde(default)]
+    pub programs: Vec<PathBuf>,
+    /// Known failures, turned into ignored trials with their reason.
+    #[serde(default)]
+    pub expected_failures: Vec<crate::config::expect::ExpectedFailure>,
+    /// Where the file was read from (for messages and relative paths).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+fn default_timeout() -> u64 {
+    180
+}
+fn default_memory() -> u32 {
+    1024
+}
+
+/// One column of the matrix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSpec {
+    /// Trial-name prefix: `<name>::<program>::<check>`.
+    pub name: String,
+    #[serde(default)]
+    pub debian: Option<DebianSource>,
+    #[serde(default)]
+    pub local: Option<LocalSource>,
+    /// The running kernel, no VM; runs only where the user may load BPF.
+    #[serde(default)]
+    pub host: bool,
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+    /// Extra kernel command line for this kernel's VM.
+    #[serde(default)]
+    pub cmdline: Option<String>,
+}
+
+/// A kernel from the Debian archive: the newest build of `series` in `suite` is
+/// pinned in `kernels.lock` by `kernel-matrix lock --update`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DebianSource {
+    pub suite: String,
+    pub series: String,
+    #[serde(default = "default_flavour")]
+    pub flavour: String,
+}
+
+fn default_flavour() -> String {
+    "cloud".into()
+}
+
+/// A kernel the user built: a `bzImage` or an uncompressed `vmlinux`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSource {
+    pub kernel: PathBuf,
+    #[serde(default)]
+    pub modules: Option<PathBuf>,
+}
+
+/// Where a kernel comes from, once validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelSource<'a> {
+    Debian(&'a DebianSource),
+    Local(&'a LocalSource),
+    Host,
+}
+
+impl PartialEq for LocalSource {
+    fn eq(&self, other: &Self) -> bool {
+        self.kernel == other.kernel && self.modules == other.modules
+    }
+}
+impl Eq for LocalSource {}
+
+impl KernelSpec {
+    pub fn source(&self) -> KernelSource<'_> {
+        match (&self.debian, &self.local, self.host) {
+            (Some(d), None, false) => KernelSource::Debian(d),
+            (None, Some(l), false) => KernelSource::Local(l),
+            (None, None, true) => KernelSource::Host,
+            _ => unreachable!("validated by MatrixConfig::validate"),
+        }
+    }
+}
+
+/// A config that could not be used; `Display` is the one line a user needs.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax { path: String, line: usize, column: usize, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// The largest config or manifest read: a matrix of thousands of kernels is a
+/// fraction of this; a bigger file is a mistake (a log or an image named by
+/// accident) and is refused before it is parsed.
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// Reads a config or manifest, refusing files over [`MAX_FILE_BYTES`].
+pub fn read_limited(path: &Path) -> Result<String, ConfigError> {
+    let shown = || path.display().to_string();
+    let len = std::fs::metadata(path).map_err(|source| ConfigError::Io { path: shown(), source })?.len();
+    if len > MAX_FILE_BYTES {
+        return Err(ConfigError::Invalid {
+            path: shown(),
+            message: format!("the file is {:.1} MiB; kernel-matrix reads YAML files of at most {} MiB", len as f64 / 1048576.0, MAX_FILE_BYTES >> 20),
+        });
+    }
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: shown(), source })
+}
+
+/// Deserializes one of our YAML files; errors point at file, line and column.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
+    serde_norway::from_str(text).map_err(|e| {
+        let shown = path.display().to_string();
+        // serde_norway repeats the location in its message; keep only the reason.
+        let message = e.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+        // Some errors carry no location (found by config_fuzz): a second YAML
+        // document is pointed at by its `---`; the rest say so plainly.
+        let location = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .or_else(|| message.contains("more than one document").then(|| second_document(text)).flatten());
+        match location {
+            Some((line, column)) => ConfigError::Syntax { path: shown, line, column, message },
+            None => ConfigError::Invalid { path: shown, message: format!("{message} (no position reported)") },
+        }
+    })
+}
+
+impl MatrixConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = read_limited(path)?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: MatrixConfig = parse_yaml(text, path)?;
+        cfg.path = path.to_path_buf();
+        cfg.validate(text)?;
+        Ok(cfg)
+    }
+
+    /// Linear in the number of kernels: a 20,000-entry file once took minutes
+    /// because every kernel's position was searched for up front; now it is
+    /// searched for only when that kernel is wrong.
+    fn validate(&self, text: &str) -> Result<(), ConfigError> {
+        let mut seen = HashSet::new();
+        for k in &self.kernels {
+            // The n-th kernel of this name is the one at fault (a duplicate is the second).
+            let nth = if seen.contains(&k.name) { 1 } else { 0 };
+            let invalid = |message: String| ConfigError::Invalid { path: format!("{}{}", self.path.display(), locate(text, &k.name, nth)), message };
+            if k.name.is_empty() || !k.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                return Err(invalid(format!(
+                    "kernel name {:?} must be non-empty and use only letters, digits, '.', '_' and '-'",
+                    k.name
+                )));
+            }
+            if !seen.insert(&k.name) {
+                let first = locate(text, &k.name, 0).0.map(|(line, _)| format!(" (first at line {line})")).unwrap_or_default();
+                return Err(invalid(format!("kernel {:?} is listed twice{first}", k.name)));
+            }
+            let sources = k.debian.is_some() as u8 + k.local.is_some() as u8 + k.host as u8;
+            if sources != 1 {
+                return Err(invalid(format!(
+                    "kernel {:?} needs exactly one of `debian:`, `local:` or `host: true`",
+                    k.name
+                )));
+            }
+            if let Some(d) = &k.debian {
+                if d.series.parse::<km_protocol::KernelVersion>().is_err() {
+                    return Err(invalid(format!("kernel {:?}: series {:?} is not a version like 6.1", k.name, d.series)));
+                }
+            }
+            if k.timeout_secs == Some(0) {
+                return Err(invalid(format!("kernel {:?}: timeout_secs must be positive", k.name)));
+            }
+        }
+        if self.timeout_secs == 0 {
+            return Err(ConfigError::Invalid { path: self.path.display().to_string(), message: "timeout_secs must be positive".into() });
+        }
+        Ok(())
+    }
+
+    pub fn timeout(&self, k: &KernelSpec) -> Duration {
+        Duration::from_secs(k.timeout_secs.unwrap_or(self.timeout_secs))
+    }
+
+    pub fn kernel(&self, name: &str) -> Option<&KernelSpec> {
+        self.kernels.iter().find(|k| k.name == name)
+    }
+
+    /// Resolves a path from the config relative to the file's directory.
+    pub fn resolve_path(&self, p: &Path) -> PathBuf {
+        match self.path.parent() {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
+}
+
+/// Where the second YAML document starts: the first `---` after some content,
+/// or the second `---` (1-based line and column).
+fn second_document(text: &str) -> Option<(usize, usize)> {
+    let mut seen_content = false;
+    let mut markers = 0;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_end();
+        if t == "---" || t.starts_with("--- ") {
+            markers += 1;
+            if seen_content || markers == 2 {
+                return Some((i + 1, 1));
+            }
+        } else if !t.trim().is_empty() && !t.trim_start().starts_with('#') {
+            seen_content = true;
+        }
+    }
+    None
+}
+
+/// `:line:column` of the `nth` (from 0) `name: <value>` line for a kernel, for
+/// semantic errors.
+fn locate(text: &str, value: &str, nth: usize) -> Location {
+    let found = text.lines().enumerate().filter_map(|(i, line)| {
+        let pos = line.find("name:")?;
+        let v = line[pos + 5..].trim().trim_matches(|c| c == '"' || c == '\'');
+        (v == value).then_some((i + 1, pos + 1))
+    });
+    Location(found.clone().nth(nth).or_else(|| found.last()))
+}
+
+struct Location(Option<(usize, usize)>);
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some((l, c)) => write!(f, ":{l}:{c}"),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<MatrixConfig, ConfigError> {
+        MatrixConfig::parse(s, Path::new("kernels.yaml"))
+    }
+
+    #[test]
+    fn parses_all_three_sources() {
+        let c = parse(
+            "kernels:\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\n  - name: host\n    host: true\n  - name: mine\n    local: { kernel: /boot/vmlinuz }\n",
+        )
+        .unwrap();
+        assert_eq!(c.kernels.len(), 3);
+        assert!(matches!(c.kernels[0].source(), KernelSource::Debian(d) if d.flavour == "cloud"));
+        assert_eq!(c.kernels[1].source(), KernelSource::Host);
+        assert!(matches!(c.kernels[2].source(), KernelSource::Local(_)));
+    }
+
+    #[test]
+    fn unknown_key_points_at_line_and_column() {
+        let e = parse("kernels:\n  - name: x\n    hots: true\n").unwrap_err().to_string();
+        assert!(e.starts_with("kernels.yaml:3:5: "), "{e}");
+        assert!(e.contains("unknown field `hots`"), "{e}");
+    }
+
+    #[test]
+    fn second_document_points_at_its_marker() {
+        let e = parse("kernels: []\n---\nkernels: []\n").unwrap_err().to_string();
+        assert!(e.starts_with("kernels.yaml:2:1: ") && e.contains("more than one document"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_points_at_line() {
+        let e = parse("timeout_secs: soon\nkernels: []\n").unwrap_err().to_string();
+        assert!(e.starts_with("kernels.yaml:1:"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_kernels_are_rejected_with_location() {
+        let e = parse("kernels:\n  - name: host\n    host: true\n  - name: host\n    host: true\n").unwrap_err().to_string();
+        assert_eq!(e, "kernels.yaml:4:5: kernel \"host\" is listed twice (first at line 2)");
+    }
+
+    #[test]
+    fn impossible_series_and_missing_source_are_rejected() {
+        let e = parse("kernels:\n  - name: a\n    debian: { suite: sid, series: latest }\n").unwrap_err().to_string();
+        assert!(e.contains("not a version"), "{e}");
+        let e = parse("kernels:\n  - name: a\n").unwrap_err().to_string();
+        assert!(e.contains("exactly one of"), "{e}");
+    }
+}

@@ -1,0 +1,163 @@
+//! The guest root: a self-contained initramfs (cpio newc, gzip) with busybox, the
+//! agent and the shared libraries it links. It is cached by the hash of what
+//! goes in (see [`build_cached`]), so an unchanged root is built once.
+pub mod agent;
+use std::{
+    collections::BTreeSet,
+    io::Write,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _};
+
+/// `/init`: note when it started (the kernel's clock, for the boot breakdown),
+/// mount the pseudo file systems, run the agent with its output on the second
+/// serial port, power off. `km.action=` on the kernel command line makes
+/// the guest misbehave on purpose, to prove the host survives it; `km.splat=warn|bug|oops`
+/// loads `/km_splat.ko` (put there by the robustness tests, harness/tests/splat) so
+/// the kernel prints a real WARN, BUG or oops, then (if it survives) runs the agent.
+pub const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+read init_uptime _ < /proc/uptime
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t tmpfs tmpfs /tmp
+mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+ip link set lo up 2>/dev/null
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    km.action=hang) echo "km: hanging on request"; while :; do sleep 3600; done ;;
+    km.busy=*) busy_secs="${arg#km.busy=}" ;;
+    km.action=busy) echo "km: busy on request"; end=$(( $(cut -d. -f1 /proc/uptime) + ${busy_secs:-1000000} ))
+      while [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ]; do cat /proc/version >/dev/null; done ;;
+    km.action=panic) echo "km: panicking on request"; echo c > /proc/sysrq-trigger ;;
+    km.splat=*) echo "km: ${arg#km.splat=} on request: insmod /km_splat.ko"; insmod /km_splat.ko what="${arg#km.splat=}"
+      echo "km: insmod exited with status $?" ;;
+    km.action=shell) echo "km: root shell in $(uname -r); checks: /agent --out -; leave: poweroff -f"; setsid cttyhack sh; poweroff -f ;;
+  esac
+done
+/agent --out /dev/ttyS1 --init-uptime "$init_uptime"
+echo "km: agent exited with status $?"
+poweroff -f
+"#;
+
+/// The guest root for these inputs in `cache/guest-roots/<key>.cpio.gz`, built
+/// only when it is not there yet. The key hashes everything that goes in: the
+/// init script, and the path, size and contents of every file (busybox, the
+/// agent, its libraries, `extra`), so a changed input makes a new root.
+pub fn build_cached(cache: &Path, agent: &Path, busybox: &Path, extra: &[(String, PathBuf)]) -> anyhow::Result<PathBuf> {
+    use sha2::Digest as _;
+    let files = contents(agent, busybox, extra)?;
+    let mut h = sha2::Sha256::new();
+    h.update(INIT.as_bytes());
+    for (name, src, perm) in &files {
+        let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+        h.update(format!("\0{name}\0{perm}\0{}\0", data.len()).as_bytes());
+        h.update(&data);
+    }
+    let dir = cache.join("guest-roots");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dest = dir.join(format!("{}.cpio.gz", &hex::encode(h.finalize())[..32]));
+    if !dest.exists() {
+        write_archive(&files, &dest)?;
+    }
+    Ok(dest)
+}
+
+/// Builds the archive at `dest` (atomically). `extra` files are copied in as
+/// (path inside the guest without leading '/', host file).
+pub fn build(agent: &Path, busybox: &Path, extra: &[(String, PathBuf)], dest: &Path) -> anyhow::Result<()> {
+    write_archive(&contents(agent, busybox, extra)?, dest)
+}
+
+/// Every file of the root as (path inside the guest, host file, mode).
+fn contents(agent: &Path, busybox: &Path, extra: &[(String, PathBuf)]) -> anyhow::Result<Vec<(String, PathBuf, u32)>> {
+    let mut files: Vec<(String, PathBuf, u32)> = vec![
+        ("bin/busybox".into(), busybox.to_path_buf(), 0o755),
+        ("agent".into(), agent.to_path_buf(), 0o755),
+    ];
+    files.extend(extra.iter().map(|(guest, host)| (guest.clone(), host.clone(), 0o644)));
+    for lib in shared_libraries(agent)? {
+        let name = lib.to_string_lossy().trim_start_matches('/').to_string();
+        files.push((name, lib, 0o755));
+    }
+    Ok(files)
+}
+
+fn write_archive(files: &[(String, PathBuf, u32)], dest: &Path) -> anyhow::Result<()> {
+    let mut dirs = BTreeSet::new();
+    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "root", "etc"] {
+        dirs.insert(d.to_string());
+    }
+    for (name, _, _) in files {
+        let mut p = Path::new(name).parent();
+        while let Some(d) = p.filter(|d| !d.as_os_str().is_empty()) {
+            dirs.insert(d.to_string_lossy().into_owned());
+            p = d.parent();
+        }
+    }
+    let mut out = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut ino = 1;
+    let mut entry = |name: &str, mode: u32, data: &[u8], out: &mut dyn Write| -> anyhow::Result<()> {
+        ino += 1;
+        let b = cpio::newc::Builder::new(name).ino(ino).mode(mode).nlink(1);
+        let mut w = b.write(out, data.len() as u32);
+        w.write_all(data)?;
+        w.finish()?;
+        Ok(())
+    };
+    for d in &dirs {
+        entry(d, 0o040755, &[], &mut out)?;
+    }
+    entry("init", 0o100755, INIT.as_bytes(), &mut out)?;
+    for (name, src, perm) in files {
+        let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+        let perm = if *perm == 0 { std::fs::metadata(src)?.permissions().mode() & 0o777 } else { *perm };
+        entry(name, 0o100000 | perm, &data, &mut out)?;
+    }
+    cpio::newc::trailer(&mut out)?;
+    crate::images::fetch::write_atomic(dest, &out.finish()?)
+}
+
+/// The dynamic loader and libraries `ldd` lists for `bin` (none for static binaries).
+fn shared_libraries(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let out = Command::new("ldd").arg(bin).output().context("running ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("not a dynamic executable") || text.contains("statically linked") {
+        return Ok(Vec::new());
+    }
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = match line.split_once("=>") {
+            Some((_, rhs)) => rhs.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            libs.push(PathBuf::from(p));
+        } else if line.contains("not found") {
+            bail!("{}: {}", bin.display(), line.trim());
+        }
+    }
+    Ok(libs)
+}
+
+/// A statically linked busybox: `KM_BUSYBOX`, else `busybox` on PATH.
+pub fn find_busybox() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KM_BUSYBOX") {
+        return Ok(PathBuf::from(p));
+    }
+    for dir in ["/bin", "/usr/bin", "/sbin", "/usr/sbin"] {
+        let p = Path::new(dir).join("busybox");
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    bail!("busybox not found: install busybox-static (the guest root needs a static busybox)")
+}

@@ -1,0 +1,84 @@
+//! `kernels.lock`: every Debian kernel of the matrix pinned to exact files by sha256.
+//!
+//! Written only by `kernel-matrix lock --update` (an explicit step, because sid and
+//! experimental move daily); read and enforced by every run.
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::config::DebianSource;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    pub kernels: BTreeMap<String, LockedKernel>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LockedKernel {
+    /// The kernels.yaml source this entry was resolved from; a changed source makes
+    /// the entry stale rather than silently wrong.
+    pub suite: String,
+    pub series: String,
+    pub flavour: String,
+    pub abi: String,
+    pub files: Vec<LockedFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LockedFile {
+    pub package: String,
+    pub version: String,
+    /// Path inside the archive (`pool/...`).
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Why a kernel could not be taken from the lock; callers show it as the trial's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("kernel {0:?} is not in {1}; run `kernel-matrix lock --update`")]
+    Missing(String, PathBuf),
+    #[error("kernel {0:?} in {1} was resolved from another source ({2}); run `kernel-matrix lock --update`")]
+    Stale(String, PathBuf, String),
+}
+
+impl Lock {
+    pub fn path_for(config: &Path) -> PathBuf {
+        config.with_extension("lock")
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        if !path.exists() {
+            return Ok(Self::default());
+        }
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_norway::from_str(&text).map_err(|e| {
+            let at = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
+            anyhow::anyhow!("{}{at}: {e}", path.display())
+        })
+    }
+
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let body = serde_norway::to_string(self)?;
+        let text = format!(
+            "# Written by `kernel-matrix lock --update`: every Debian kernel pinned by sha256.\n# Do not edit by hand.\n{body}"
+        );
+        crate::images::fetch::write_atomic(path, text.as_bytes())
+    }
+
+    pub fn get(&self, name: &str, src: &DebianSource, path: &Path) -> Result<&LockedKernel, LockError> {
+        let k = self.kernels.get(name).ok_or_else(|| LockError::Missing(name.into(), path.into()))?;
+        if k.suite != src.suite || k.series != src.series || k.flavour != src.flavour {
+            return Err(LockError::Stale(name.into(), path.into(), format!("{} {} {}", k.suite, k.series, k.flavour)));
+        }
+        Ok(k)
+    }
+}

@@ -1,0 +1,183 @@
+//! Kernel images on disk: fetched, verified, extracted and cached.
+//!
+//! Cache layout (under `KM_CACHE_DIR`, default `$XDG_CACHE_HOME/kernel-matrix`):
+//! `debs/<sha256>.deb` (content-addressed downloads) and `kernels/<sha256>/`
+//! (`vmlinuz`, `vmlinux`, `release`), each directory made under a temporary name
+//! and renamed into place, so an interrupted run never leaves half an entry.
+use std::{
+    fs,
+    io::Read,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context as _};
+
+pub mod bzimage;
+pub mod cache_gc;
+pub mod debian;
+pub mod fetch;
+pub mod lock;
+pub mod mirror;
+
+use crate::config::LocalSource;
+use lock::LockedKernel;
+use mirror::Mirrors;
+
+/// A bootable kernel.
+#[derive(Debug, Clone)]
+pub struct KernelImage {
+    /// The compressed image (always bootable).
+    pub bzimage: PathBuf,
+    /// The uncompressed ELF, when extraction worked (faster under TCG).
+    pub vmlinux: Option<PathBuf>,
+    /// `uname -r` of the kernel, from the package's file names.
+    pub release: String,
+}
+
+impl KernelImage {
+    /// What to hand to QEMU's `-kernel`.
+    pub fn boot_file(&self) -> &Path {
+        self.vmlinux.as_deref().unwrap_or(&self.bzimage)
+    }
+}
+
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("KM_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("kernel-matrix")
+}
+
+/// Makes sure the pinned files of `locked` are in the cache and extracted.
+/// Returns without touching the network when they already are.
+pub fn ensure_debian(cache: &Path, mirrors: &Mirrors, locked: &LockedKernel, mut progress: impl FnMut(&str)) -> anyhow::Result<KernelImage> {
+    let image_file = &locked.files[0];
+    let dir = cache.join("kernels").join(&image_file.sha256);
+    if let Some(img) = read_entry(&dir)? {
+        return Ok(img);
+    }
+    let base = mirrors.for_suite(&locked.suite)?;
+    crate::images::cache_gc::remove_stale(&cache.join("kernels"));
+    // Only the package carrying /boot/vmlinuz is needed to boot; modules packages
+    // stay pinned in the lock for the checks that will need them.
+    progress(&format!("downloading {} ({:.1} MB)", image_file.package, image_file.size as f64 / 1e6));
+    let bar = crate::progress::Step::download(&image_file.package, image_file.size);
+    let deb = fetch_deb(cache, &format!("{base}/{}", image_file.path), &image_file.package, &image_file.sha256, |n| bar.set_position(n))
+        .with_context(|| format!("downloading {} {}", image_file.package, image_file.version))?;
+    bar.done("downloaded, sha256 verified");
+    progress(&format!("extracting {}", image_file.package));
+    let (release, vmlinuz) = vmlinuz_from_deb(&deb)?;
+    make_entry(&dir, &release, &vmlinuz)
+}
+
+/// The package at `url` in the cache as `debs/<sha256>.deb`, downloaded only if it
+/// is not there yet with that hash (kernels, and any other pinned package such as
+/// the headers the robustness tests build a module against).
+pub fn fetch_deb(cache: &Path, url: &str, package: &str, sha256: &str, progress: impl FnMut(u64)) -> anyhow::Result<PathBuf> {
+    let debs = cache.join("debs");
+    fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
+    crate::images::cache_gc::remove_stale(&debs);
+    let deb = debs.join(format!("{sha256}.deb"));
+    fetch::fetch_verified(url, package, sha256, &deb, progress)?;
+    Ok(deb)
+}
+
+/// A user's own kernel: used in place; the ELF is extracted into the cache once.
+pub fn ensure_local(cache: &Path, local: &LocalSource, resolve: impl Fn(&Path) -> PathBuf) -> anyhow::Result<KernelImage> {
+    let path = resolve(&local.kernel);
+    let data = fs::read(&path).with_context(|| format!("reading local kernel {}", path.display()))?;
+    if data.starts_with(b"\x7fELF") {
+        return Ok(KernelImage { bzimage: path.clone(), vmlinux: Some(path), release: "local".into() });
+    }
+    let sha = fetch::sha256_file(&path)?;
+    let dir = cache.join("kernels").join(&sha);
+    if let Some(img) = read_entry(&dir)? {
+        return Ok(img);
+    }
+    make_entry(&dir, "local", &data)
+}
+
+fn read_entry(dir: &Path) -> anyhow::Result<Option<KernelImage>> {
+    let release = dir.join("release");
+    if !release.exists() {
+        return Ok(None);
+    }
+    let vmlinux = dir.join("vmlinux");
+    Ok(Some(KernelImage {
+        bzimage: dir.join("vmlinuz"),
+        vmlinux: vmlinux.exists().then_some(vmlinux),
+        release: fs::read_to_string(release)?.trim().to_string(),
+    }))
+}
+
+fn make_entry(dir: &Path, release: &str, vmlinuz: &[u8]) -> anyhow::Result<KernelImage> {
+    let parent = dir.parent().context("cache entry without parent")?;
+    fs::create_dir_all(parent)?;
+    let tmp = fetch::tmp_path(dir);
+    let written = (|| -> std::io::Result<()> {
+        fs::create_dir_all(&tmp)?;
+        fs::write(tmp.join("vmlinuz"), vmlinuz)?;
+        // A kernel whose payload we cannot unpack still boots, only slower.
+        if let Ok(elf) = crate::images::bzimage::extract_vmlinux(vmlinuz) {
+            fs::write(tmp.join("vmlinux"), elf)?;
+        }
+        fs::write(tmp.join("release"), release)
+    })();
+    if let Err(e) = written {
+        // A full disk (or any write error) leaves nothing behind.
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e).with_context(|| format!("extracting the kernel into {}", tmp.display()));
+    }
+    match fs::rename(&tmp, dir) {
+        Ok(()) => {}
+        // Another run finished the same entry first: theirs is as good as ours.
+        Err(_) if dir.join("release").exists() => {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        Err(e) => return Err(e).with_context(|| format!("renaming into {}", dir.display())),
+    }
+    Ok(read_entry(dir)?.expect("entry just written"))
+}
+
+/// Reads the kernel image out of a .deb (ar archive holding data.tar.{xz,zst,gz}).
+pub fn vmlinuz_from_deb(deb: &Path) -> anyhow::Result<(String, Vec<u8>)> {
+    let f = fs::File::open(deb).with_context(|| format!("opening {}", deb.display()))?;
+    let mut ar = ar::Archive::new(f);
+    while let Some(entry) = ar.next_entry() {
+        let entry = entry?;
+        let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
+        if !name.starts_with("data.tar") {
+            continue;
+        }
+        let reader: Box<dyn Read> = match name.as_str() {
+            "data.tar.xz" => Box::new(xz2::read::XzDecoder::new(entry)),
+            "data.tar.zst" => Box::new(zstd::stream::read::Decoder::new(entry)?),
+            "data.tar.gz" => Box::new(flate2::read::GzDecoder::new(entry)),
+            "data.tar" => Box::new(entry),
+            other => bail!("{}: unsupported member {other}", deb.display()),
+        };
+        let mut tar = tar::Archive::new(reader);
+        for file in tar.entries()? {
+            let mut file = file?;
+            let path = file.path()?.into_owned();
+            let path = path.to_string_lossy();
+            let path = path.trim_start_matches("./");
+            // Up to 6.x: boot/vmlinuz-<release>; from 7.x: usr/lib/modules/<release>/vmlinuz.
+            let release = path.strip_prefix("boot/vmlinuz-").map(str::to_string).or_else(|| {
+                let rest = path.strip_prefix("usr/lib/modules/")?;
+                Some(rest.strip_suffix("/vmlinuz")?.to_string())
+            });
+            if let Some(release) = release {
+                let mut data = Vec::new();
+                file.read_to_end(&mut data)?;
+                return Ok((release, data));
+            }
+        }
+        bail!("{}: no kernel image (boot/vmlinuz-* or usr/lib/modules/*/vmlinuz) inside", deb.display());
+    }
+    bail!("{}: not a Debian package (no data.tar member)", deb.display())
+}

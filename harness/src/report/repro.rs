@@ -1,0 +1,126 @@
+//! Reproducing a failure by hand: the QEMU command line of a kernel's VM
+//! (`kernel-matrix qemu-cmd`) and an interactive root shell in it
+//! (`kernel-matrix shell`), with the agent at `/agent`.
+use std::{os::unix::process::CommandExt as _, process::Command};
+
+use anyhow::{bail, Context as _};
+
+use crate::{config::KernelSource, images::{self, mirror::Mirrors}, run::Matrix, vm};
+
+/// Quotes `s` for a POSIX shell when it needs it.
+pub fn shell_word(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Appended to the kernel command line of an interactive VM (see `initramfs::INIT`).
+pub const SHELL_ACTION: &str = "km.action=shell";
+
+/// The VM of `kernel` exactly as a run boots it; with `interactive`, the console
+/// is on stdio (`-serial mon:stdio`: Ctrl-A X quits, Ctrl-A C is QEMU's monitor)
+/// and /init starts a root shell instead of the agent.
+pub fn qemu_command(m: &Matrix, kernel: &str, interactive: bool) -> anyhow::Result<Command> {
+    let Some(spec) = m.config.kernel(kernel) else {
+        bail!("no kernel {kernel:?} in {} (kernels: {})", m.config.path.display(), m.kernel_names().join(", "));
+    };
+    let image = match spec.source() {
+        KernelSource::Host => bail!("kernel {kernel:?} is the host kernel: it runs without a VM"),
+        KernelSource::Debian(src) => {
+            let locked = m.lock.get(&spec.name, src, &m.lock_path)?;
+            let mirrors = Mirrors::discover(m.config.mirror.as_deref(), m.config.security_mirror.as_deref())?;
+            images::ensure_debian(&m.opts.cache_dir, &mirrors, locked, |msg| eprintln!("kernel-matrix: {kernel}: {msg}"))?
+        }
+        KernelSource::Local(local) => images::ensure_local(&m.opts.cache_dir, local, |p| m.config.resolve_path(p))?,
+    };
+    let workdir = vm::workdir(&m.opts.run_dir, &spec.name);
+    std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
+    let vm_spec = m.vm_spec(spec, &image, &workdir)?;
+    let base = vm_spec.command();
+    if !interactive {
+        return Ok(base);
+    }
+    let mut c = Command::new(base.get_program());
+    let mut args = base.get_args().map(|a| a.to_os_string()).peekable();
+    let mut first_serial = true;
+    while let Some(a) = args.next() {
+        let value = |args: &mut std::iter::Peekable<_>| -> std::ffi::OsString { Iterator::next(args).unwrap_or_default() };
+        match a.to_str() {
+            Some("-serial") if first_serial => {
+                first_serial = false;
+                let _ = value(&mut args);
+                c.args(["-serial", "mon:stdio"]);
+            }
+            Some("-monitor") => {
+                // The monitor is multiplexed on stdio instead.
+                let _ = value(&mut args);
+            }
+            Some("-append") => {
+                let v = value(&mut args);
+                c.arg("-append").arg(format!("{} {SHELL_ACTION}", v.to_string_lossy()));
+            }
+            _ => {
+                c.arg(a);
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// Runs the interactive VM in the foreground and returns QEMU's exit code.
+/// QEMU inherits stdio and dies with the caller (PR_SET_PDEATHSIG).
+pub fn shell(m: &Matrix, kernel: &str) -> anyhow::Result<i32> {
+    let mut c = qemu_command(m, kernel, true)?;
+    eprintln!(
+        "kernel-matrix: root shell in kernel {kernel} ({} accel); the agent is /agent (`/agent --out -` runs every check), leave with `poweroff -f` or Ctrl-A X",
+        m.opts.accel.accel
+    );
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let status = c.status().context("starting qemu-system-x86_64 (is qemu-system-x86 installed?)")?;
+    Ok(status.code().unwrap_or(128 + 9))
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_word("6.1::x::load"), "6.1::x::load");
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
+}
+
+/// `kernel-matrix shell` / `kernel-matrix qemu-cmd`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct VmArgs {
+    /// The kernel (its name in kernels.yaml).
+    #[arg(long, short = 'k')]
+    pub kernel: String,
+    /// qemu-cmd: print the interactive variant (console on stdio, root shell).
+    #[arg(long)]
+    pub shell: bool,
+}
+
+pub fn qemu_cmd_command(m: &Matrix, a: &VmArgs) -> anyhow::Result<std::process::ExitCode> {
+    println!("{}", vm::shell_line(&qemu_command(m, &a.kernel, a.shell)?));
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+pub fn shell_command(m: &Matrix, a: &VmArgs) -> anyhow::Result<std::process::ExitCode> {
+    let code = shell(m, &a.kernel)?;
+    Ok(std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}

@@ -1,0 +1,542 @@
+//! The machine-readable results of a run (`kernel-matrix run --json out.json`,
+//! `KM_RESULTS=out.json cargo test --test matrix`): every cell with its verdict,
+//! reason, metrics, and where it ran (release, accelerator). Shards of a CI
+//! matrix each write one; `kernel-matrix merge` joins them, and the JUnit and
+//! Markdown reports are rendered from it.
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{bail, Context as _};
+use serde::{Deserialize, Serialize};
+
+use km_protocol::Verdict;
+
+use crate::run::{KernelRun, Matrix};
+
+/// Identifies the format; bumped on incompatible changes.
+pub const SCHEMA: &str = "kernel-matrix-results/1";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResults {
+    pub schema: String,
+    /// `kernel-matrix <version>`.
+    pub tool: String,
+    /// Which shard(s) this covers (`1/3`), empty for a whole run.
+    #[serde(default)]
+    pub shards: Vec<String>,
+    pub kernels: Vec<KernelResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelResult {
+    pub kernel: String,
+    /// `uname -r` inside the guest (or the host).
+    pub release: Option<String>,
+    /// `kvm`, `tcg`, `host` (no VM), or `-` (never started): every number below came from there.
+    pub accel: String,
+    /// Host wall time from QEMU start to the agent's first record.
+    pub boot_secs: Option<f64>,
+    pub wall_secs: f64,
+    /// The guest's own clock (seconds since its kernel started; under `-icount`
+    /// virtual time): when /init started, when the agent started, when its
+    /// feature probes were done and when it wrote its last record.
+    #[serde(default)]
+    pub guest: Option<GuestTimes>,
+    /// Why the kernel could not run (or was not trusted), if it could not.
+    pub failure: Option<String>,
+    /// The QEMU command line used, for `kernel-matrix qemu-cmd`-style reruns.
+    pub qemu_command: Option<String>,
+    pub cells: Vec<Cell>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestTimes {
+    pub init: Option<f64>,
+    pub agent: Option<f64>,
+    pub probed: Option<f64>,
+    pub end: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// `program::check` or `features::id` (the trial name without the kernel).
+    pub trial: String,
+    /// `pass`, `fail` or `ignored`.
+    pub verdict: String,
+    /// The failure message or the reason for ignoring; absent on pass.
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub note: String,
+    /// The command that reruns just this cell.
+    pub reproduce: String,
+    /// Guest seconds the check took (from the agent's previous record to this
+    /// one, by the guest's clock); absent for features, which are probed together.
+    #[serde(default)]
+    pub secs: Option<f64>,
+}
+
+impl Cell {
+    pub fn verdict(&self) -> Verdict {
+        let r = self.reason.clone().unwrap_or_default();
+        match self.verdict.as_str() {
+            "pass" => Verdict::Pass,
+            "ignored" => Verdict::Ignored(r),
+            _ => Verdict::Fail(r),
+        }
+    }
+}
+
+/// `cargo test --test matrix -- --exact <kernel>::<trial>` (with `KM_CONFIG`
+/// when the matrix did not come from the workspace's kernels.yaml).
+pub fn reproduce_command(kernel: &str, trial: &str) -> String {
+    let env = match std::env::var("KM_CONFIG") {
+        Ok(c) => format!("KM_CONFIG={} ", crate::report::repro::shell_word(&c)),
+        Err(_) => String::new(),
+    };
+    format!("{env}cargo test --test matrix -- --exact {kernel}::{trial}")
+}
+
+/// The end of a failure message: how to get into the VM, then the exact
+/// command that reruns this cell (always the last line).
+pub fn rerun_hint(run: &KernelRun, trial: &str) -> String {
+    let mut s = String::new();
+    if run.accel.is_some() {
+        let _ = writeln!(
+            s,
+            "debug: `cargo run -p kernel-matrix -- shell --kernel {k}` (root shell in this VM), `cargo run -p kernel-matrix -- qemu-cmd --kernel {k}` (its QEMU command)",
+            k = crate::report::repro::shell_word(&run.kernel)
+        );
+    }
+    let _ = write!(s, "reproduce: {}", reproduce_command(&run.kernel, trial));
+    s
+}
+
+fn verdict_parts(v: &Verdict) -> (&'static str, Option<String>) {
+    match v {
+        Verdict::Pass => ("pass", None),
+        Verdict::Fail(m) => ("fail", Some(m.clone())),
+        Verdict::Ignored(r) => ("ignored", Some(r.clone())),
+    }
+}
+
+/// `kvm`/`tcg` for a VM, `host` for the running kernel, `-` for a kernel that
+/// never started (download failed, not in the lock).
+fn accel_of(r: &KernelRun) -> String {
+    match (r.accel, &r.release) {
+        (Some(a), _) => a.to_string(),
+        (None, Some(_)) => "host".into(),
+        (None, None) => "-".into(),
+    }
+}
+
+fn kernel_header(r: &KernelRun) -> KernelResult {
+    KernelResult {
+        kernel: r.kernel.clone(),
+        release: r.release.clone(),
+        accel: accel_of(r),
+        boot_secs: r.boot.map(|b| b.as_secs_f64()),
+        wall_secs: r.wall.as_secs_f64(),
+        guest: (r.timeline != Default::default()).then(|| {
+            let t = &r.timeline;
+            GuestTimes { init: t.init, agent: t.agent, probed: t.probed, end: t.end }
+        }),
+        failure: r.problem().map(str::to_string),
+        qemu_command: r.command_line.clone(),
+        cells: Vec::new(),
+    }
+}
+
+impl RunResults {
+    pub fn new(kernels: Vec<KernelResult>) -> Self {
+        Self { schema: SCHEMA.into(), tool: format!("kernel-matrix {}", env!("CARGO_PKG_VERSION")), shards: Vec::new(), kernels }
+    }
+
+    /// Every cell of every kernel of a `kernel-matrix run`.
+    pub fn from_runs(m: &Matrix, runs: &[Arc<KernelRun>]) -> Self {
+        let kernels = runs
+            .iter()
+            .map(|r| {
+                let mut k = kernel_header(r);
+                for (trial, v) in crate::report::cells(m, r) {
+                    let (verdict, reason) = verdict_parts(&v);
+                    let (metrics, note, secs) = outcome(r, &trial);
+                    let reproduce = reproduce_command(&r.kernel, &trial);
+                    k.cells.push(Cell { trial, verdict: verdict.into(), reason, metrics, note, reproduce, secs });
+                }
+                k
+            })
+            .collect();
+        Self::new(kernels)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let r: RunResults = serde_json::from_str(&text).with_context(|| format!("{}: not a kernel-matrix results file", path.display()))?;
+        if r.schema != SCHEMA {
+            bail!("{}: schema {:?}, this kernel-matrix reads {SCHEMA:?}", path.display(), r.schema);
+        }
+        Ok(r)
+    }
+
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let text = serde_json::to_string_pretty(self)?;
+        crate::images::fetch::write_atomic(path, text.as_bytes())
+    }
+
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut c = (0, 0, 0);
+        for cell in self.kernels.iter().flat_map(|k| &k.cells) {
+            match cell.verdict.as_str() {
+                "pass" => c.0 += 1,
+                "ignored" => c.2 += 1,
+                _ => c.1 += 1,
+            }
+        }
+        c
+    }
+
+    pub fn failed(&self) -> bool {
+        self.counts().1 > 0
+    }
+
+    /// Joins shards. A kernel present in two inputs is an error (it would be
+    /// counted twice), unless both are identical.
+    pub fn merge(parts: Vec<(String, RunResults)>) -> anyhow::Result<Self> {
+        let mut out = RunResults::new(Vec::new());
+        let mut from: BTreeMap<String, String> = BTreeMap::new();
+        for (name, part) in parts {
+            out.shards.extend(part.shards.iter().cloned());
+            for k in part.kernels {
+                if let Some(prev) = from.get(&k.kernel) {
+                    let existing = out.kernels.iter().find(|e| e.kernel == k.kernel).expect("recorded");
+                    if *existing == k {
+                        continue;
+                    }
+                    bail!("kernel {:?} is in both {prev} and {name}: shards must not overlap", k.kernel);
+                }
+                from.insert(k.kernel.clone(), name.clone());
+                out.kernels.push(k);
+            }
+        }
+        out.shards.sort();
+        out.shards.dedup();
+        Ok(out)
+    }
+
+    /// A Markdown report for `$GITHUB_STEP_SUMMARY`: totals, one row per kernel,
+    /// then each failure with its reason and the command that reruns it.
+    pub fn markdown(&self) -> String {
+        let (pass, fail, ignored) = self.counts();
+        let mut s = String::new();
+        let icon = if fail == 0 { "✅" } else { "❌" };
+        let _ = writeln!(s, "## {icon} kernel matrix: {pass} passed, {fail} failed, {ignored} ignored\n");
+        if !self.shards.is_empty() {
+            let _ = writeln!(s, "Shards: {}\n", self.shards.join(", "));
+        }
+        let _ = writeln!(s, "| kernel | release | accel | boot s | wall s | pass | fail | ignored |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+        for k in &self.kernels {
+            let n = |v: &str| k.cells.iter().filter(|c| c.verdict == v).count();
+            let boot = k.boot_secs.map(|b| format!("{b:.1}")).unwrap_or_else(|| "-".into());
+            let fails = n("fail");
+            let fails = if fails > 0 { format!("**{fails}**") } else { "0".into() };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {boot} | {:.1} | {} | {fails} | {} |",
+                md_cell(&k.kernel),
+                md_cell(k.release.as_deref().unwrap_or("-")),
+                k.accel,
+                k.wall_secs,
+                n("pass"),
+                n("ignored")
+            );
+        }
+        let failures: Vec<(&KernelResult, &Cell)> =
+            self.kernels.iter().flat_map(|k| k.cells.iter().filter(|c| c.verdict == "fail").map(move |c| (k, c))).collect();
+        if !failures.is_empty() {
+            let _ = writeln!(s, "\n### Failures\n");
+        }
+        for (k, c) in failures {
+            let reason = c.reason.as_deref().unwrap_or("");
+            let first = reason.lines().next().unwrap_or("");
+            let _ = writeln!(s, "<details><summary><code>{}::{}</code>: {}</summary>\n", html(&k.kernel), html(&c.trial), html(first));
+            let _ = writeln!(s, "```text\n{}\n```\n", reason.replace("```", "'''"));
+            let _ = writeln!(s, "Reproduce: `{}`\n</details>\n", c.reproduce);
+        }
+        s
+    }
+}
+
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+fn html(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Writes the reports named by `KM_RESULTS` (JSON), `KM_JUNIT` (JUnit XML) and
+/// `KM_SUMMARY` (Markdown, appended, as `$GITHUB_STEP_SUMMARY` expects), with
+/// `KM_SHARD` recorded in the JSON.
+pub fn write_reports_from_env(mut r: RunResults) -> anyhow::Result<()> {
+    if let Ok(Some(shard)) = crate::run::shard::Shard::from_env() {
+        r.shards = vec![shard.to_string()];
+    }
+    write_reports(
+        &r,
+        std::env::var_os("KM_RESULTS").as_deref().map(Path::new),
+        std::env::var_os("KM_JUNIT").as_deref().map(Path::new),
+        std::env::var_os("KM_SUMMARY").as_deref().map(Path::new),
+    )?;
+    if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        print!("{}", github_annotations(&r));
+    }
+    Ok(())
+}
+
+/// Writes whichever of the three reports has a path.
+pub fn write_reports(r: &RunResults, json: Option<&Path>, junit: Option<&Path>, markdown: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(p) = json {
+        r.save(p)?;
+    }
+    if let Some(p) = junit {
+        crate::images::fetch::write_atomic(p, crate::report::junit::render(r).as_bytes())?;
+    }
+    if let Some(p) = markdown {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .with_context(|| format!("opening {}", p.display()))?;
+        f.write_all(r.markdown().as_bytes()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Cells seen by the `cargo test` trials (they run on libtest's threads), so the
+/// test binary can write the same results/JUnit files after the run.
+static OBSERVED: Mutex<Vec<(KernelResult, Cell)>> = Mutex::new(Vec::new());
+
+/// What the agent recorded for `trial` (`program::check`) beside its verdict.
+fn outcome(run: &KernelRun, trial: &str) -> (BTreeMap<String, f64>, String, Option<f64>) {
+    let Some((program, check)) = trial.split_once("::") else { return Default::default() };
+    match run.checks.get(&(program.to_string(), check.to_string())) {
+        Some(o) => (o.metrics.clone(), o.note.clone(), o.secs),
+        None => Default::default(),
+    }
+}
+
+/// Records one trial's outcome (called by [`crate::report::trials`]).
+pub fn observe(run: &KernelRun, trial: &str, v: &Verdict) {
+    let (verdict, reason) = verdict_parts(v);
+    let (metrics, note, secs) = outcome(run, trial);
+    let cell = Cell {
+        trial: trial.into(),
+        verdict: verdict.into(),
+        reason,
+        metrics,
+        note,
+        reproduce: reproduce_command(&run.kernel, trial),
+        secs,
+    };
+    OBSERVED.lock().unwrap_or_else(|e| e.into_inner()).push((kernel_header(run), cell));
+}
+
+/// Everything [`observe`]d so far, grouped by kernel in order of first sight.
+pub fn observed() -> RunResults {
+    let seen = OBSERVED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut kernels: Vec<KernelResult> = Vec::new();
+    for (header, cell) in seen {
+        match kernels.iter_mut().find(|k| k.kernel == header.kernel) {
+            Some(k) => k.cells.push(cell),
+            None => {
+                let mut k = header;
+                k.cells.push(cell);
+                kernels.push(k);
+            }
+        }
+    }
+    for k in &mut kernels {
+        k.cells.sort_by(|a, b| a.trial.cmp(&b.trial));
+    }
+    RunResults::new(kernels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample(kernel: &str) -> KernelResult {
+        KernelResult {
+            kernel: kernel.into(),
+            release: Some("6.1.0-50-cloud-amd64".into()),
+            accel: "tcg".into(),
+            boot_secs: Some(3.2),
+            wall_secs: 12.0,
+            guest: Some(GuestTimes { init: Some(1.5), agent: Some(1.6), probed: Some(1.8), end: Some(9.0) }),
+            failure: None,
+            qemu_command: Some("qemu-system-x86_64 ...".into()),
+            cells: vec![
+                Cell { trial: "x::load".into(), verdict: "pass".into(), reason: None, metrics: [("insns".to_string(), 12.0)].into(), note: String::new(), reproduce: reproduce_command(kernel, "x::load"), secs: None },
+                Cell { trial: "x::run".into(), verdict: "fail".into(), reason: Some("bad <verdict> & | pipes\nline 2".into()), metrics: BTreeMap::new(), note: String::new(), reproduce: reproduce_command(kernel, "x::run"), secs: None },
+                Cell { trial: "features::y".into(), verdict: "ignored".into(), reason: Some("needs PMU".into()), metrics: BTreeMap::new(), note: String::new(), reproduce: reproduce_command(kernel, "features::y"), secs: None },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_counts() {
+        let r = RunResults::new(vec![sample("6.1")]);
+        let text = serde_json::to_string(&r).unwrap();
+        let back: RunResults = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(r.counts(), (1, 1, 1));
+        assert!(r.failed());
+        assert_eq!(r.kernels[0].cells[0].reproduce, "cargo test --test matrix -- --exact 6.1::x::load");
+    }
+
+    #[test]
+    fn merge_joins_shards_and_refuses_overlap() {
+        let mut a = RunResults::new(vec![sample("6.1")]);
+        a.shards = vec!["1/2".into()];
+        let mut b = RunResults::new(vec![sample("5.10")]);
+        b.shards = vec!["2/2".into()];
+        let m = RunResults::merge(vec![("a".into(), a.clone()), ("b".into(), b)]).unwrap();
+        assert_eq!(m.kernels.len(), 2);
+        assert_eq!(m.shards, vec!["1/2", "2/2"]);
+        assert_eq!(m.counts(), (2, 2, 2));
+        let mut c = a.clone();
+        c.kernels[0].wall_secs = 1.0;
+        let e = RunResults::merge(vec![("a.json".into(), a.clone()), ("c.json".into(), c)]).unwrap_err().to_string();
+        assert!(e.contains("\"6.1\" is in both a.json and c.json"), "{e}");
+        // The same file given twice is harmless.
+        assert_eq!(RunResults::merge(vec![("a".into(), a.clone()), ("a".into(), a)]).unwrap().kernels.len(), 1);
+    }
+
+    #[test]
+    fn github_annotations_one_per_failure() {
+        let a = github_annotations(&RunResults::new(vec![sample("6.1")]));
+        assert_eq!(a.lines().count(), 1, "{a}");
+        assert!(a.starts_with("::error title=6.1%3A%3Ax%3A%3Arun::bad <verdict> & | pipes%0Acargo test --test matrix -- --exact 6.1::x::run"), "{a}");
+    }
+
+    #[test]
+    fn markdown_lists_failures_with_the_rerun_command() {
+        let md = RunResults::new(vec![sample("6.1")]).markdown();
+        assert!(md.starts_with("## ❌ kernel matrix: 1 passed, 1 failed, 1 ignored"), "{md}");
+        assert!(md.contains("| 6.1 | 6.1.0-50-cloud-amd64 | tcg | 3.2 | 12.0 | 1 | **1** | 1 |"), "{md}");
+        assert!(md.contains("<code>6.1::x::run</code>: bad &lt;verdict&gt; &amp; | pipes"), "{md}");
+        assert!(md.contains("Reproduce: `cargo test --test matrix -- --exact 6.1::x::run`"), "{md}");
+    }
+}
+
+/// Report options of `kernel-matrix run`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RunOutputs {
+    /// Only this CI shard of the kernels, `i/n` numbered from 1, dealt round-robin
+    /// in kernels.yaml order (default: `KM_SHARD`).
+    #[arg(long)]
+    pub shard: Option<crate::run::shard::Shard>,
+    /// Write every cell (verdict, reason, metrics, release, accelerator) as JSON.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    /// Write a JUnit XML report.
+    #[arg(long)]
+    pub junit: Option<std::path::PathBuf>,
+    /// Append a Markdown summary (e.g. `--markdown "$GITHUB_STEP_SUMMARY"`).
+    #[arg(long)]
+    pub markdown: Option<std::path::PathBuf>,
+}
+
+impl RunOutputs {
+    /// The shard from `--shard`, else `KM_SHARD`.
+    pub fn shard(&self) -> anyhow::Result<Option<crate::run::shard::Shard>> {
+        match self.shard {
+            Some(s) => Ok(Some(s)),
+            None => crate::run::shard::Shard::from_env(),
+        }
+    }
+
+    /// Writes the requested reports of a finished run.
+    pub fn write(&self, m: &Matrix, runs: &[Arc<KernelRun>]) -> anyhow::Result<()> {
+        let mut r = RunResults::from_runs(m, runs);
+        if let Some(s) = self.shard()? {
+            r.shards = vec![s.to_string()];
+        }
+        write_reports(&r, self.json.as_deref(), self.junit.as_deref(), self.markdown.as_deref())?;
+        if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+            print!("{}", github_annotations(&r));
+        }
+        Ok(())
+    }
+}
+
+/// `::error` workflow commands, one per failing cell, so GitHub shows the
+/// failures on the run's page (the full message stays in the log and reports).
+pub fn github_annotations(r: &RunResults) -> String {
+    let esc = |s: &str| s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A");
+    let mut out = String::new();
+    for k in &r.kernels {
+        for c in k.cells.iter().filter(|c| c.verdict == "fail") {
+            let first = c.reason.as_deref().and_then(|m| m.lines().next()).unwrap_or("failed");
+            // Property values also escape ':' and ','.
+            let title = esc(&format!("{}::{}", k.kernel, c.trial)).replace(':', "%3A").replace(',', "%2C");
+            let _ = writeln!(out, "::error title={title}::{}%0A{}", esc(first), esc(&c.reproduce));
+        }
+    }
+    out
+}
+
+/// `kernel-matrix merge`: joins the reports of CI shards.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MergeArgs {
+    /// Shard reports: results JSON files (`run --json`) and/or JUnit XML files.
+    #[arg(required = true)]
+    pub inputs: Vec<std::path::PathBuf>,
+    /// The merged results JSON.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    /// The merged JUnit XML (from the JSON inputs, plus the suites of XML inputs).
+    #[arg(long)]
+    pub junit: Option<std::path::PathBuf>,
+    /// Append a Markdown summary of the merged results.
+    #[arg(long)]
+    pub markdown: Option<std::path::PathBuf>,
+    /// Exit 1 when the merged results contain a failure.
+    #[arg(long)]
+    pub check: bool,
+}
+
+pub fn merge_command(a: &MergeArgs) -> anyhow::Result<std::process::ExitCode> {
+    let mut json_parts = Vec::new();
+    let mut xml_parts = Vec::new();
+    for p in &a.inputs {
+        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        if text.trim_start().starts_with('<') {
+            xml_parts.push((p.display().to_string(), text));
+        } else {
+            json_parts.push((p.display().to_string(), RunResults::load(p)?));
+        }
+    }
+    let merged = RunResults::merge(json_parts)?;
+    if let Some(p) = &a.junit {
+        let mut suites = xml_parts;
+        if !merged.kernels.is_empty() {
+            suites.insert(0, ("merged results".into(), crate::report::junit::render(&merged)));
+        }
+        crate::images::fetch::write_atomic(p, crate::report::junit::merge(&suites)?.as_bytes())?;
+    } else if !xml_parts.is_empty() {
+        bail!("JUnit inputs given but no --junit output to merge them into");
+    }
+    write_reports(&merged, a.json.as_deref(), None, a.markdown.as_deref())?;
+    let (pass, fail, ignored) = merged.counts();
+    eprintln!("kernel-matrix: merged {} kernels: {pass} passed, {fail} failed, {ignored} ignored", merged.kernels.len());
+    Ok(if a.check && fail > 0 { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS })
+}

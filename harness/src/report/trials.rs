@@ -1,0 +1,50 @@
+//! The matrix as libtest trials (`cargo test` through libtest-mimic).
+use std::sync::Arc;
+
+use libtest_mimic::{Completion, Failed, Trial};
+
+use km_protocol::Verdict;
+
+use crate::run::{KernelRun, Matrix};
+
+/// One trial per kernel x program x check, named `<kernel>::<program>::<check>`.
+///
+/// Ordered check-major so the first trials the worker threads pick belong to
+/// different kernels, which then boot in parallel.
+pub fn trials(matrix: Arc<Matrix>) -> Vec<Trial> {
+    let mut out = Vec::new();
+    for id in matrix.checks().to_vec() {
+        for kernel in matrix.kernel_names() {
+            let m = matrix.clone();
+            let name = format!("{kernel}::{}::{}", id.program, id.check);
+            out.push(Trial::ignorable_test(name, move || {
+                let run = m.run_kernel(&kernel);
+                let trial = format!("{}::{}", id.program, id.check);
+                completion(crate::verdict::check(&m, &run, id), &run, &trial)
+            }));
+        }
+    }
+    for f in km_protocol::features::catalogue() {
+        for kernel in matrix.kernel_names() {
+            let m = matrix.clone();
+            out.push(Trial::ignorable_test(format!("{kernel}::features::{}", f.id), move || {
+                let run = m.run_kernel(&kernel);
+                let trial = format!("features::{}", f.id);
+                completion(crate::verdict::feature(&m, &run, f), &run, &trial)
+            }));
+        }
+    }
+    out.extend(crate::perf::trials::trials(matrix));
+    out
+}
+
+/// A failing trial's message ends with the command that reruns just that cell
+/// (see `results::rerun_hint`); every outcome is recorded for the JUnit/JSON files.
+fn completion(v: Verdict, run: &KernelRun, trial: &str) -> Result<Completion, Failed> {
+    crate::report::results::observe(run, trial, &v);
+    match v {
+        Verdict::Pass => Ok(Completion::Completed),
+        Verdict::Ignored(reason) => Ok(Completion::ignored_with(reason)),
+        Verdict::Fail(msg) => Err(Failed::from(format!("{msg}\n(on {})\n{}", run.where_(), crate::report::results::rerun_hint(run, trial)))),
+    }
+}

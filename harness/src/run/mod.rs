@@ -1,0 +1,476 @@
+//! The matrix: for each kernel, get its image, boot it (or use the host), and
+//! collect what its agent reported. Each kernel runs at most once per process, on
+//! first demand, with at most `max_vms` VMs at a time. Verdicts are decided from
+//! what this collects in `verdict`.
+pub mod shard;
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::{Arc, Condvar, Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+
+use km_protocol::{checks::CATALOGUE, switches::Switches, CheckId, Line, Probe, Record, Verdict};
+
+use crate::{
+    config::{manifest::ByoProgram, KernelSource, KernelSpec, MatrixConfig},
+    images::{self, lock::Lock, mirror::Mirrors},
+    vm::{
+        self,
+        accel::{Accel, AccelChoice},
+    },
+};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub cache_dir: PathBuf,
+    /// Per-run files (consoles, agent channels).
+    pub run_dir: PathBuf,
+    pub accel: AccelChoice,
+    pub max_vms: usize,
+    /// Also run the benchmarks (`bench`): `km.bench=1` on guest command lines,
+    /// `--bench` for the host agent. Off for plain matrix runs (`KM_BENCH=1` turns it on).
+    pub bench: bool,
+    /// Run only these programs in the guests (`KM_ONLY_PROGRAMS=a,b`); the others'
+    /// checks then fail as not reported, so use it with a matching trial filter.
+    pub only_programs: Option<Vec<String>>,
+    /// More files for the guest root, as (path inside the guest, host file). Empty
+    /// unless a caller adds some: the robustness tests put a kernel module there
+    /// that makes the guest kernel WARN, BUG or oops on request (`km.splat=`).
+    pub guest_files: Vec<(String, PathBuf)>,
+}
+
+impl Options {
+    pub fn from_env(run_dir: PathBuf) -> anyhow::Result<Self> {
+        let max_vms = match std::env::var("KM_MAX_VMS") {
+            Ok(v) => v.parse().context("KM_MAX_VMS must be a number")?,
+            Err(_) => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        };
+        Ok(Self { cache_dir: images::default_cache_dir(), run_dir, accel: crate::vm::accel::choose()?, max_vms: max_vms.max(1), bench: std::env::var("KM_BENCH").is_ok_and(|v| v == "1"), only_programs: std::env::var("KM_ONLY_PROGRAMS").ok().map(|v| v.split(',').map(str::to_string).collect()), guest_files: Vec::new() })
+    }
+}
+
+/// Everything one kernel produced.
+#[derive(Debug, Clone)]
+pub struct KernelRun {
+    pub kernel: String,
+    /// `uname -r` as the agent saw it.
+    pub release: Option<String>,
+    /// `None` for the host kernel (no VM).
+    pub accel: Option<Accel>,
+    pub boot: Option<Duration>,
+    pub wall: Duration,
+    /// Where the guest's time went, by its own clock.
+    pub timeline: Timeline,
+    /// Verdicts by check; a kernel that could not run has none.
+    pub checks: BTreeMap<(String, String), CheckOutcome>,
+    /// Feature probe results by feature id.
+    pub features: BTreeMap<String, Probe>,
+    /// Why checks without a verdict have none (boot failure, crash, timeout).
+    pub failure: Option<String>,
+    /// Set when the console showed an oops, BUG, WARNING, stall or lockup: then
+    /// nothing this kernel reported is trusted (see `verdict`), and this says why.
+    pub untrusted: Option<String>,
+    pub command_line: Option<String>,
+}
+
+/// The guest's own account of its time, in seconds since the kernel started
+/// (`CLOCK_BOOTTIME`; under `-icount` a virtual clock). `None` where the agent
+/// did not get that far (or, for `init`, on the host, which has no /init of ours).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timeline {
+    /// /init started: the kernel's own boot.
+    pub init: Option<f64>,
+    /// The agent started (its first record).
+    pub agent: Option<f64>,
+    /// The feature probes finished.
+    pub probed: Option<f64>,
+    /// The agent's last record.
+    pub end: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckOutcome {
+    pub verdict: Verdict,
+    pub metrics: BTreeMap<String, f64>,
+    pub note: String,
+    /// Guest seconds from the agent's previous record to this one: what the
+    /// check cost (for the first check of a program, its load included).
+    pub secs: Option<f64>,
+}
+
+impl KernelRun {
+    /// A kernel that produced nothing: `failure` says why.
+    pub fn failed(kernel: &str, failure: String) -> Self {
+        Self {
+            kernel: kernel.into(),
+            release: None,
+            accel: None,
+            boot: None,
+            wall: Duration::ZERO,
+            timeline: Timeline::default(),
+            checks: BTreeMap::new(),
+            features: BTreeMap::new(),
+            failure: Some(failure),
+            untrusted: None,
+            command_line: None,
+        }
+    }
+
+    /// Why this kernel's results are missing or not trusted, if they are.
+    pub fn problem(&self) -> Option<&str> {
+        self.untrusted.as_deref().or(self.failure.as_deref())
+    }
+
+    pub fn where_(&self) -> String {
+        match (self.accel, &self.release) {
+            (Some(a), Some(r)) => format!("{r} under QEMU/{a}"),
+            (Some(a), None) => format!("kernel {} under QEMU/{a}, agent never started", self.kernel),
+            (None, Some(r)) => format!("{r} on the host"),
+            (None, None) => format!("kernel {}, not started", self.kernel),
+        }
+    }
+}
+
+pub struct Matrix {
+    pub config: MatrixConfig,
+    pub lock: Lock,
+    pub lock_path: PathBuf,
+    pub opts: Options,
+    mirrors: OnceLock<Result<Mirrors, String>>,
+    initramfs: OnceLock<Result<PathBuf, String>>,
+    agent: OnceLock<Result<PathBuf, String>>,
+    runs: HashMap<String, OnceLock<Arc<KernelRun>>>,
+    slots: Semaphore,
+    /// Programs from the config's manifests.
+    pub byo: Vec<ByoProgram>,
+    /// Our checks, then the manifests' programs' checks: the matrix's columns.
+    checks: Vec<CheckId>,
+}
+
+impl Matrix {
+    pub fn new(config: MatrixConfig, opts: Options) -> anyhow::Result<Self> {
+        let lock_path = Lock::path_for(&config.path);
+        let lock = Lock::load(&lock_path)?;
+        let runs = config.kernels.iter().map(|k| (k.name.clone(), OnceLock::new())).collect();
+        let slots = Semaphore::new(opts.max_vms);
+        let mut byo = Vec::new();
+        for manifest in &config.programs {
+            byo.extend(crate::config::manifest::load(&config.resolve_path(manifest))?);
+        }
+        let checks = CATALOGUE.iter().copied().chain(byo.iter().flat_map(|p| km_protocol::checks::byo_checks(&p.guest))).collect();
+        Ok(Self { config, lock, lock_path, opts, mirrors: OnceLock::new(), initramfs: OnceLock::new(), agent: OnceLock::new(), runs, slots, byo, checks })
+    }
+
+    /// Every check of the matrix, in trial order.
+    pub fn checks(&self) -> &[CheckId] {
+        &self.checks
+    }
+
+    /// The manifest programs as the agent reads them: a directory with
+    /// `manifest.json` and the objects (written once per run).
+    fn byo_files(&self) -> anyhow::Result<Vec<(String, PathBuf)>> {
+        let dir = self.opts.run_dir.join("byo");
+        std::fs::create_dir_all(&dir)?;
+        let guest: Vec<_> = self.byo.iter().map(|p| p.guest.clone()).collect();
+        let manifest = dir.join(crate::config::manifest::MANIFEST_JSON);
+        crate::images::fetch::write_atomic(&manifest, serde_json::to_string(&guest)?.as_bytes())?;
+        let mut files = vec![(format!("byo/{}", crate::config::manifest::MANIFEST_JSON), manifest)];
+        for p in &self.byo {
+            let dest = dir.join(&p.guest.object_file);
+            std::fs::copy(&p.object_path, &dest).with_context(|| format!("copying {}", p.object_path.display()))?;
+            files.push((format!("byo/{}", p.guest.object_file), dest));
+        }
+        Ok(files)
+    }
+
+    pub fn kernel_names(&self) -> Vec<String> {
+        self.config.kernels.iter().map(|k| k.name.clone()).collect()
+    }
+
+    /// Runs `name` (once; later callers get the same result).
+    pub fn run_kernel(&self, name: &str) -> Arc<KernelRun> {
+        let cell = self.runs.get(name).expect("kernel from the config");
+        cell.get_or_init(|| {
+            let spec = self.config.kernel(name).expect("kernel from the config");
+            let start = Instant::now();
+            let mut run = match self.execute(spec) {
+                Ok(run) => run,
+                Err(e) => KernelRun::failed(name, format!("kernel {name} could not be run: {e:#}")),
+            };
+            run.wall = start.elapsed();
+            Arc::new(run)
+        })
+        .clone()
+    }
+
+    fn execute(&self, spec: &KernelSpec) -> anyhow::Result<KernelRun> {
+        let workdir = vm::workdir(&self.opts.run_dir, &spec.name);
+        std::fs::create_dir_all(&workdir)?;
+        match spec.source() {
+            KernelSource::Host => self.run_host(spec, &workdir),
+            KernelSource::Debian(src) => {
+                let locked = self.lock.get(&spec.name, src, &self.lock_path)?;
+                let mirrors = self.mirrors()?;
+                let image = images::ensure_debian(&self.opts.cache_dir, &mirrors, locked, |msg| {
+                    eprintln!("kernel-matrix: {}: {msg}", spec.name)
+                })?;
+                self.run_vm(spec, &image, &workdir)
+            }
+            KernelSource::Local(local) => {
+                let image = images::ensure_local(&self.opts.cache_dir, local, |p| self.config.resolve_path(p))?;
+                self.run_vm(spec, &image, &workdir)
+            }
+        }
+    }
+
+    fn mirrors(&self) -> anyhow::Result<Mirrors> {
+        self.mirrors
+            .get_or_init(|| {
+                Mirrors::discover(self.config.mirror.as_deref(), self.config.security_mirror.as_deref())
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .clone()
+            .map_err(anyhow::Error::msg)
+    }
+
+    /// The guest agent as a file (written into the cache once per agent build).
+    pub fn agent(&self) -> anyhow::Result<PathBuf> {
+        self.agent
+            .get_or_init(|| crate::guest_root::agent::path(&self.opts.cache_dir).map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(anyhow::Error::msg)
+    }
+
+    /// The guest root for this run, from the cache when its inputs are unchanged.
+    pub fn initramfs(&self) -> anyhow::Result<PathBuf> {
+        self.initramfs
+            .get_or_init(|| {
+                let build = || -> anyhow::Result<PathBuf> {
+                    let files = [self.byo_files()?, self.opts.guest_files.clone()].concat();
+                    crate::guest_root::build_cached(&self.opts.cache_dir, &self.agent()?, &crate::guest_root::find_busybox()?, &files)
+                };
+                build().map_err(|e| format!("building the guest root: {e:#}"))
+            })
+            .clone()
+            .map_err(anyhow::Error::msg)
+    }
+
+    /// `-icount shift=0` for benchmark VMs under TCG (1 virtual ns per guest
+    /// instruction): deterministic guest timings, see [`vm::VmSpec::icount`].
+    /// `KM_BENCH_ICOUNT=off` measures emulated wall-clock time instead.
+    pub fn icount(&self) -> Option<u8> {
+        (self.opts.bench && std::env::var("KM_BENCH_ICOUNT").map_or(true, |v| v != "off")).then_some(0)
+    }
+
+    pub fn vm_spec(&self, spec: &KernelSpec, image: &images::KernelImage, workdir: &Path) -> anyhow::Result<vm::VmSpec> {
+        Ok(vm::VmSpec {
+            kernel: image.boot_file().to_path_buf(),
+            initramfs: self.initramfs()?,
+            accel: self.opts.accel.accel,
+            memory_mb: self.config.memory_mb,
+            cpus: 1,
+            icount: self.icount(),
+            extra_cmdline: {
+                let switches = Switches {
+                    only: self.opts.only_programs.clone(),
+                    bench: self.opts.bench.then_some(km_protocol::switches::BenchConfig::GUEST),
+                };
+                let words = format!("{} {}", spec.cmdline.as_deref().unwrap_or(""), switches.cmdline()).trim().to_string();
+                (!words.is_empty()).then_some(words)
+            },
+            timeout: self.config.timeout(spec),
+            workdir: workdir.to_path_buf(),
+        })
+    }
+
+    fn run_vm(&self, spec: &KernelSpec, image: &images::KernelImage, workdir: &Path) -> anyhow::Result<KernelRun> {
+        let vm_spec = self.vm_spec(spec, image, workdir)?;
+        let _slot = self.slots.acquire();
+        let step = crate::progress::Step::spinner(&spec.name, &format!("booting under QEMU/{}", vm_spec.accel));
+        let run = vm::run(&vm_spec)?;
+        step.done(&format!("VM ended: {}", describe(&run.end)));
+        let failure = match &run.end {
+            vm::VmEnd::Finished => None,
+            end => Some(format!(
+                "{}: {}\n--- console (last 40 lines, full log {}) ---\n{}",
+                spec.name,
+                describe(end),
+                vm_spec.console_path().display(),
+                crate::vm::console::tail(&run.console, 40)
+            )),
+        };
+        let mut kr = collect(&spec.name, &run.records, failure);
+        kr.untrusted = run.splat.as_ref().map(|splat| {
+            crate::vm::console::untrusted_message(&spec.name, kr.failure.as_deref(), splat, &run.console, &vm_spec.console_path())
+        });
+        kr.accel = Some(vm_spec.accel);
+        kr.boot = run.boot;
+        kr.command_line = Some(run.command_line);
+        Ok(kr)
+    }
+
+    /// The running kernel: the agent as a child process (so a crash in it cannot
+    /// take the harness down), bounded by the same timeout as a VM.
+    fn run_host(&self, spec: &KernelSpec, workdir: &Path) -> anyhow::Result<KernelRun> {
+        // SAFETY: geteuid cannot fail and touches no memory.
+        if unsafe { libc::geteuid() } != 0 {
+            let reason = "host: loading BPF needs root (CAP_BPF/CAP_SYS_ADMIN); run as root or drop `host` from kernels.yaml";
+            let checks = self
+                .checks
+                .iter()
+                .map(|id| {
+                    let o = CheckOutcome { verdict: Verdict::Ignored(reason.into()), metrics: BTreeMap::new(), note: String::new(), secs: None };
+                    ((id.program.to_string(), id.check.to_string()), o)
+                })
+                .collect();
+            let features = km_protocol::features::catalogue()
+                .iter()
+                .map(|f| (f.id.clone(), Probe::Unavailable(reason.into())))
+                .collect();
+            let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|r| r.trim().to_string());
+            return Ok(KernelRun { release, checks, features, failure: None, ..KernelRun::failed(&spec.name, String::new()) });
+        }
+        // Host benchmarks measure native time, which a QEMU spinning on the other
+        // core disturbs (identical host runs differed by 10-40% next to TCG guests;
+        // guest numbers under -icount do not care). So a benchmarking host run waits
+        // until no VM runs and keeps every slot while it measures.
+        let _alone = self.opts.bench.then(|| self.slots.acquire_all());
+        let out = workdir.join("agent.jsonl");
+        let _ = std::fs::remove_file(&out);
+        self.byo_files()?;
+        let agent = self.agent()?;
+        let mut child = std::process::Command::new(&agent)
+            .args(self.opts.only_programs.iter().flat_map(|o| ["--only".to_string(), o.join(",")]))
+            .arg("--byo")
+            .arg(self.opts.run_dir.join("byo"))
+            .args(self.opts.bench.then_some("--bench"))
+            .arg("--out")
+            .arg(&out)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", agent.display()))?;
+        let start = Instant::now();
+        let timeout = self.config.timeout(spec);
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break Some(s);
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let records = km_protocol::record::parse_lines(&std::fs::read_to_string(&out).unwrap_or_default());
+        let failure = match status {
+            Some(s) if s.success() && records.last().map(|l| &l.record) == Some(&Record::Done) => None,
+            Some(s) => Some(format!("host agent exited with {s} before finishing")),
+            None => Some(format!("host agent killed after {timeout:?}")),
+        };
+        Ok(collect(&spec.name, &records, failure))
+    }
+}
+
+fn describe(end: &vm::VmEnd) -> String {
+    match end {
+        vm::VmEnd::Finished => "finished".into(),
+        vm::VmEnd::Exited(code) => format!("the guest stopped before the agent finished (qemu exit {code:?})"),
+        vm::VmEnd::Panicked => "the guest kernel panicked; VM killed".into(),
+        vm::VmEnd::TimedOut(t) => format!("the guest did not finish within {}s; VM killed", t.as_secs()),
+        vm::VmEnd::Stuck(s) => format!("the guest kernel is stuck: {s}; VM killed"),
+    }
+}
+
+fn collect(kernel: &str, lines: &[Line], failure: Option<String>) -> KernelRun {
+    let mut run = KernelRun { failure, ..KernelRun::failed(kernel, String::new()) };
+    let t = &mut run.timeline;
+    let mut previous: Option<f64> = None;
+    for Line { at, record } in lines {
+        // What a record cost is the guest time since the one before it.
+        let secs = at.zip(previous).map(|(a, p)| (a - p).max(0.0));
+        previous = at.or(previous);
+        match record {
+            Record::Hello { kernel_release, uptime_secs, init_uptime_secs } => {
+                run.release = Some(kernel_release.clone());
+                t.init = *init_uptime_secs;
+                t.agent = Some(*uptime_secs);
+            }
+            Record::Check { program, check, verdict, metrics, note } => {
+                let o = CheckOutcome { verdict: verdict.clone(), metrics: metrics.clone(), note: note.clone(), secs };
+                run.checks.insert((program.clone(), check.clone()), o);
+            }
+            Record::Feature { id, result } => {
+                run.features.insert(id.clone(), result.clone());
+                t.probed = *at;
+            }
+            Record::Done => {}
+        }
+        t.end = at.or(t.end);
+    }
+    run
+}
+
+/// A counting semaphore (std has none); bounds concurrent VMs.
+struct Semaphore {
+    free: Mutex<usize>,
+    total: usize,
+    cv: Condvar,
+}
+
+/// Holds `.1` slots until dropped.
+struct Permit<'a>(&'a Semaphore, usize);
+
+impl Semaphore {
+    fn new(n: usize) -> Self {
+        Self { free: Mutex::new(n), total: n, cv: Condvar::new() }
+    }
+    fn acquire(&self) -> Permit<'_> {
+        self.acquire_n(1)
+    }
+    /// Every slot: nothing else runs while it is held.
+    fn acquire_all(&self) -> Permit<'_> {
+        self.acquire_n(self.total)
+    }
+    fn acquire_n(&self, n: usize) -> Permit<'_> {
+        let mut free = self.free.lock().unwrap();
+        while *free < n {
+            free = self.cv.wait(free).unwrap();
+        }
+        *free -= n;
+        Permit(self, n)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap() += self.1;
+        self.0.cv.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acquire_all_waits_for_every_slot() {
+        let s = Arc::new(Semaphore::new(2));
+        let one = s.acquire();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = s.clone();
+        let t = std::thread::spawn(move || {
+            let _all = s2.acquire_all();
+            tx.send(()).unwrap();
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "acquire_all got in while a slot was taken");
+        drop(one);
+        rx.recv_timeout(Duration::from_secs(5)).expect("acquire_all after the slot came back");
+        t.join().unwrap();
+        assert_eq!(*s.free.lock().unwrap(), 2);
+    }
+}

@@ -1,0 +1,87 @@
+//! The one place a trial's verdict is decided. Inputs, in order of precedence:
+//! a kernel whose console showed a splat (nothing it reported is trusted), the
+//! agent's record for the cell (or, for a feature, its probe held against the
+//! declared minimum), the reason the kernel produced no record, and finally the
+//! expected-failures list of kernels.yaml.
+//!
+//! Feature judging is modeled on cilium/ebpf's feature tests: a probe that says
+//! "missing" on a kernel at or above the declared minimum (or "present" below it)
+//! is a failure, not a skip.
+use km_protocol::{CheckId, Feature, KernelVersion, Probe, Verdict};
+
+use crate::run::{KernelRun, Matrix};
+
+/// The verdict of check `id` on `run`'s kernel.
+pub fn check(m: &Matrix, run: &KernelRun, id: CheckId) -> Verdict {
+    let trial = id.trial();
+    let own = match run.checks.get(&(id.program.to_string(), id.check.to_string())) {
+        Some(o) => o.verdict.clone(),
+        None => Verdict::Fail(run.failure.clone().unwrap_or_else(|| "the agent reported no result for this check".into())),
+    };
+    let v = match &run.untrusted {
+        // Even a pass: the kernel misbehaved while the check ran.
+        Some(why) => Verdict::Fail(format!("{why}\n(the check itself reported: {})", brief(&own))),
+        None => own,
+    };
+    expected(m, run, &trial, v)
+}
+
+/// The `features::<id>` trial: the probe held against the declared minimum.
+pub fn feature(m: &Matrix, run: &KernelRun, f: &Feature) -> Verdict {
+    let v = match (&run.untrusted, run.features.get(&f.id)) {
+        // Feature probes from a broken kernel are not evidence either.
+        (Some(why), _) => Verdict::Fail(why.clone()),
+        (None, None) => Verdict::Fail(run.failure.clone().unwrap_or_else(|| "the agent reported no probe for this feature".into())),
+        (None, Some(probe)) => match run.release.as_deref().map(str::parse::<KernelVersion>) {
+            Some(Ok(v)) => judge(f, v, probe),
+            _ => Verdict::Fail(format!("cannot tell the kernel version from release {:?}", run.release)),
+        },
+    };
+    expected(m, run, &format!("features::{}", f.id), v)
+}
+
+/// A probe's result on a kernel of version `v`, against the declared minimum.
+pub fn judge(f: &Feature, v: KernelVersion, p: &Probe) -> Verdict {
+    let min = f.min_version();
+    match p {
+        Probe::Unavailable(why) => Verdict::Ignored(why.clone()),
+        Probe::Present(_) if v >= min => Verdict::Pass,
+        Probe::Absent(_) if v < min => Verdict::Pass,
+        Probe::Present(d) => Verdict::Fail(format!(
+            "{} is present on {v}, below its declared minimum {min} ({d}): the catalogue or the kernel (a backport?) disagrees",
+            f.title
+        )),
+        Probe::Absent(d) => Verdict::Fail(format!("{} is missing on {v}, at or above its declared minimum {min}: {d}", f.title)),
+    }
+}
+
+fn expected(m: &Matrix, run: &KernelRun, trial: &str, v: Verdict) -> Verdict {
+    crate::config::expect::apply(&m.config.expected_failures, &run.kernel, trial, v)
+}
+
+fn brief(v: &Verdict) -> String {
+    match v {
+        Verdict::Pass => "pass".to_string(),
+        Verdict::Fail(m) => format!("fail: {}", m.lines().next().unwrap_or("")),
+        Verdict::Ignored(r) => format!("ignored: {r}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use km_protocol::features::by_id;
+
+    #[test]
+    fn judging_against_the_declared_minimum() {
+        let f = by_id("bpf_loop").unwrap();
+        let v = |s: &str| s.parse::<KernelVersion>().unwrap();
+        let present = Probe::Present("x".into());
+        let absent = Probe::Absent("y".into());
+        assert_eq!(judge(f, v("6.1"), &present), Verdict::Pass);
+        assert_eq!(judge(f, v("5.10"), &absent), Verdict::Pass);
+        assert!(matches!(judge(f, v("6.1"), &absent), Verdict::Fail(m) if m.contains("missing on 6.1.0")));
+        assert!(matches!(judge(f, v("5.10"), &present), Verdict::Fail(m) if m.contains("below its declared minimum")));
+        assert!(matches!(judge(f, v("6.1"), &Probe::Unavailable("no PMU".into())), Verdict::Ignored(_)));
+    }
+}

@@ -1,0 +1,234 @@
+//! One QEMU run: boot a kernel with the guest root, collect the agent's records
+//! from the second serial port, keep the console, and never outlive the harness.
+use std::{
+    fs,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+
+pub mod accel;
+pub mod console;
+
+use km_protocol::{record::parse_lines, Line, Record};
+
+use accel::Accel;
+
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    pub accel: Accel,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    pub extra_cmdline: Option<String>,
+    pub timeout: Duration,
+    /// Where the console and the agent's channel are written.
+    pub workdir: PathBuf,
+    /// TCG only: `-icount shift=N`, a virtual clock that advances 2^N ns per guest
+    /// instruction. Benchmarks use it: the guest's own timings then count the
+    /// instructions it executed and no longer depend on how busy the host is
+    /// (measured: wall-clock TCG timings moved ±30% between runs on a shared 2-core host).
+    pub icount: Option<u8>,
+}
+
+/// How a VM ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmEnd {
+    /// The agent said `done` and the guest powered off.
+    Finished,
+    /// The guest stopped without the agent finishing (crash, early poweroff).
+    Exited(Option<i32>),
+    /// The console showed a kernel panic.
+    Panicked,
+    /// Killed after the timeout.
+    TimedOut(Duration),
+    /// The kernel stalled or locked up (RCU stall, soft/hard lockup): killed soon
+    /// after the console said so.
+    Stuck(console::Splat),
+}
+
+#[derive(Debug, Clone)]
+pub struct VmRun {
+    pub end: VmEnd,
+    pub records: Vec<Line>,
+    pub console: String,
+    /// Host wall time from QEMU start to the agent's first record.
+    pub boot: Option<Duration>,
+    pub wall: Duration,
+    pub command_line: String,
+    /// The first oops/BUG/WARNING/stall/lockup/panic the console showed, if any:
+    /// a kernel that printed one fails all its trials even if the agent finished.
+    pub splat: Option<console::Splat>,
+}
+
+impl VmSpec {
+    pub fn console_path(&self) -> PathBuf {
+        self.workdir.join("console.log")
+    }
+    pub fn channel_path(&self) -> PathBuf {
+        self.workdir.join("agent.jsonl")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new("qemu-system-x86_64");
+        let cpu = match self.accel {
+            Accel::Kvm => "host",
+            Accel::Tcg => "max",
+        };
+        let mut append = "console=ttyS0 panic=-1 oops=panic quiet loglevel=5 8250.nr_uarts=2".to_string();
+        if let Some(extra) = &self.extra_cmdline {
+            append.push(' ');
+            append.push_str(extra);
+        }
+        c.args(["-machine", "pc", "-accel", &self.accel.to_string(), "-cpu", cpu]);
+        if let (Accel::Tcg, Some(shift)) = (self.accel, self.icount) {
+            c.args(["-icount", &format!("shift={shift}")]);
+        }
+        c
+            .args(["-m", &format!("{}M", self.memory_mb), "-smp", &self.cpus.to_string()])
+            .args(["-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults", "-no-user-config"])
+            .arg("-serial")
+            .arg(format!("file:{}", self.console_path().display()))
+            .arg("-serial")
+            .arg(format!("file:{}", self.channel_path().display()))
+            .arg("-kernel")
+            .arg(&self.kernel)
+            .arg("-initrd")
+            .arg(&self.initramfs)
+            .args(["-append", &append]);
+        c
+    }
+}
+
+/// Renders a command so a person can paste it into a shell.
+pub fn shell_line(c: &Command) -> String {
+    let quote = |s: &str| {
+        if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+".contains(c)) {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    };
+    std::iter::once(c.get_program())
+        .chain(c.get_args())
+        .map(|a| quote(&a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The least patience with a guest that reported a stall or lockup: it is
+/// stopped once its agent has written nothing for this long, or for as long as the
+/// guest took to get to the report, whichever is longer (see [`stuck_patience`]).
+const STUCK_GRACE: Duration = Duration::from_secs(10);
+
+/// How long a guest that reported a stall or lockup `elapsed` after QEMU started
+/// may go without agent output before it is stopped. Derived from this run: a
+/// guest that needed 30 s to get there (a slow or busy host) gets 30 s more, so a
+/// machine twice as slow is given twice the time; never less than [`STUCK_GRACE`].
+pub fn stuck_patience(elapsed: Duration) -> Duration {
+    elapsed.max(STUCK_GRACE)
+}
+
+/// Console lines that mean the guest kernel is dead.
+const PANIC_MARKERS: &[&str] = &["Kernel panic - not syncing", "---[ end Kernel panic"];
+
+pub fn run(spec: &VmSpec) -> anyhow::Result<VmRun> {
+    fs::create_dir_all(&spec.workdir).with_context(|| format!("creating {}", spec.workdir.display()))?;
+    for p in [spec.console_path(), spec.channel_path()] {
+        let _ = fs::remove_file(p);
+    }
+    let mut cmd = spec.command();
+    let command_line = shell_line(&cmd);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    // SAFETY: prctl is async-signal-safe. If the harness dies (even by SIGKILL),
+    // the kernel kills QEMU with it: no VM outlives the run.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let start = Instant::now();
+    let mut child = cmd.spawn().context("starting qemu-system-x86_64 (is qemu-system-x86 installed?)")?;
+    let mut boot = None;
+    let mut end = None;
+    let mut panic_seen: Option<Instant> = None;
+    let mut watcher = console::Watcher::default();
+    let mut stuck_seen: Option<(Instant, Duration)> = None;
+    let (mut channel_len, mut last_progress) = (0u64, Instant::now());
+    loop {
+        if let Some(status) = child.try_wait()? {
+            end.get_or_insert(VmEnd::Exited(status.code()));
+            break;
+        }
+        if boot.is_none() && fs::metadata(spec.channel_path()).map(|m| m.len() > 0).unwrap_or(false) {
+            boot = Some(start.elapsed());
+        }
+        if panic_seen.is_none() {
+            let console = fs::read(spec.console_path()).unwrap_or_default();
+            watcher.feed(&console);
+            if watcher.fatal.as_ref().is_some_and(|s| s.kind == console::SplatKind::Panic) {
+                panic_seen = Some(Instant::now());
+            } else if watcher.fatal.is_some() && stuck_seen.is_none() {
+                stuck_seen = Some((Instant::now(), stuck_patience(start.elapsed())));
+            }
+        }
+        let len = fs::metadata(spec.channel_path()).map(|m| m.len()).unwrap_or(0);
+        if len != channel_len {
+            channel_len = len;
+            last_progress = Instant::now();
+        }
+        // After a stall or lockup report, a guest whose agent makes no progress
+        // for its patience is stopped (a starved guest that recovers runs on, and
+        // its trials fail anyway because of the report).
+        if panic_seen.is_none() && stuck_seen.is_some_and(|(t, patience)| t.elapsed() > patience && last_progress.elapsed() > patience) {
+            end = Some(VmEnd::Stuck(watcher.fatal.clone().expect("stall seen")));
+            break;
+        }
+        // Give a panicking kernel a moment to print its trace, then stop it.
+        if panic_seen.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+            end = Some(VmEnd::Panicked);
+            break;
+        }
+        if start.elapsed() > spec.timeout {
+            end = Some(VmEnd::TimedOut(spec.timeout));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let status = child.wait()?;
+    let wall = start.elapsed();
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read as _;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let mut console = String::from_utf8_lossy(&fs::read(spec.console_path()).unwrap_or_default()).into_owned();
+    if !stderr.trim().is_empty() {
+        console.push_str("\n--- qemu stderr ---\n");
+        console.push_str(&stderr);
+    }
+    let records = parse_lines(&String::from_utf8_lossy(&fs::read(spec.channel_path()).unwrap_or_default()));
+    let mut end = end.unwrap_or(VmEnd::Exited(status.code()));
+    let splat = console::first_splat(&console);
+    // A panicking kernel with panic=-1 reboots at once, so QEMU may exit before the
+    // console was polled: judge by the console as well.
+    if panic_seen.is_some() || PANIC_MARKERS.iter().any(|m| console.contains(m)) {
+        end = VmEnd::Panicked;
+    } else if end == VmEnd::Exited(Some(0)) && records.last().map(|l| &l.record) == Some(&Record::Done) {
+        end = VmEnd::Finished;
+    }
+    Ok(VmRun { end, records, console, boot, wall, command_line, splat })
+}
+
+/// Where a kernel's VM files go for this run.
+pub fn workdir(base: &Path, kernel: &str) -> PathBuf {
+    base.join(kernel)
+}

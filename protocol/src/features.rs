@@ -1,0 +1,73 @@
+//! The kernel feature catalogue (`features.yaml`) as data: compiled into both
+//! sides, so the host lists trials and judges probes against the same table the
+//! guest probes from.
+use serde::{Deserialize, Serialize};
+
+use crate::KernelVersion;
+
+/// One row of `features.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feature {
+    pub id: String,
+    pub title: String,
+    pub since: String,
+    /// The name of the agent's probe for it (checked by the agent's tests).
+    pub probe: String,
+}
+
+impl Feature {
+    pub fn min_version(&self) -> KernelVersion {
+        self.since.parse().expect("validated in catalogue()")
+    }
+    /// How a check skipped for lack of this feature says why.
+    pub fn need_reason(&self) -> String {
+        format!("needs {}, {}", self.title, self.since)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeatureFile {
+    features: Vec<Feature>,
+}
+
+/// The catalogue, compiled in so host and guest agree on it.
+pub fn catalogue() -> &'static [Feature] {
+    static CAT: std::sync::OnceLock<Vec<Feature>> = std::sync::OnceLock::new();
+    CAT.get_or_init(|| {
+        let text = include_str!("../../features.yaml");
+        let f: FeatureFile = serde_norway::from_str(text).unwrap_or_else(|e| panic!("features.yaml: {e}"));
+        for feat in &f.features {
+            feat.since.parse::<KernelVersion>().unwrap_or_else(|e| panic!("features.yaml: {}: {e}", feat.id));
+        }
+        f.features
+    })
+}
+
+pub fn by_id(id: &str) -> Option<&'static Feature> {
+    catalogue().iter().find(|f| f.id == id)
+}
+
+/// What a probe found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "probe", content = "detail", rename_all = "snake_case")]
+pub enum Probe {
+    Present(String),
+    Absent(String),
+    /// The kernel may have it, but this machine cannot show it (no hardware PMU...).
+    Unavailable(String),
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn catalogue_parses_with_unique_ids() {
+        let c = super::catalogue();
+        assert!(c.len() >= 10);
+        let mut ids: Vec<_> = c.iter().map(|f| &f.id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), c.len(), "duplicate feature ids");
+    }
+}
