@@ -53,6 +53,9 @@ enum Cmd {
     Merge(kernel_matrix::report::results::MergeArgs),
     /// Run the matrix with benchmarks; write Bencher Metric Format (and an HTML report).
     Bench(kernel_matrix::perf::BenchArgs),
+    /// Boot to agent-ready against a busybox-only boot of the same kernel (and,
+    /// with --matrix, the whole matrix against it); guest root sizes.
+    BootBench(kernel_matrix::perf::boot::BootBenchArgs),
     /// Compare two BMF files; exits non-zero when a latency got significantly worse.
     Compare(kernel_matrix::perf::CompareArgs),
     /// A self-contained HTML performance report from one or more BMF files.
@@ -93,6 +96,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             m.opts.bench = true;
             kernel_matrix::perf::bench(Arc::new(m), &a)
         }
+        Cmd::BootBench(a) => kernel_matrix::perf::boot::boot_bench(Arc::new(matrix(config)?), &a),
         Cmd::Lock { update } => lock(&config, update).map(|()| ExitCode::SUCCESS),
         Cmd::Fetch => {
             let m = matrix(config)?;

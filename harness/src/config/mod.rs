@@ -332,4 +332,34 @@ mod tests {
         let e = parse("kernels:\n  - name: a\n").unwrap_err().to_string();
         assert!(e.contains("exactly one of"), "{e}");
     }
+
+    #[test]
+    fn oversized_file_is_refused_before_parsing() {
+        let dir = std::env::temp_dir().join(format!("km-config-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("kernels.yaml");
+        std::fs::write(&p, "#".repeat(MAX_FILE_BYTES as usize + 1)).unwrap();
+        let e = MatrixConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("kernels.yaml: the file is 4.0 MiB; kernel-matrix reads YAML files of at most 4 MiB"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_with_a_location() {
+        let deep = format!("kernels: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let e = parse(&deep).unwrap_err().to_string();
+        assert!(e.starts_with("kernels.yaml:1:") && e.contains("recursion limit exceeded"), "{e}");
+    }
+
+    #[test]
+    fn many_kernels_validate_and_a_late_duplicate_points_at_itself() {
+        let mut text = String::from("kernels:\n");
+        for i in 0..20_000 {
+            text.push_str(&format!("  - name: \"k{i}\"\n    debian: {{ suite: bookworm, series: \"6.1\" }}\n"));
+        }
+        assert_eq!(parse(&text).unwrap().kernels.len(), 20_000);
+        text.push_str("  - name: \"k19999\"\n    host: true\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert_eq!(e, "kernels.yaml:40002:5: kernel \"k19999\" is listed twice (first at line 40000)");
+    }
 }

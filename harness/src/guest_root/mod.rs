@@ -52,11 +52,29 @@ poweroff -f
 /// init script, and the path, size and contents of every file (busybox, the
 /// agent, its libraries, `extra`), so a changed input makes a new root.
 pub fn build_cached(cache: &Path, agent: &Path, busybox: &Path, extra: &[(String, PathBuf)]) -> anyhow::Result<PathBuf> {
+    cached(cache, INIT, &contents(agent, busybox, extra)?)
+}
+
+/// `/init` of the boot floor: the least a guest can do, note that /init runs
+/// (one line on the agent's channel, as the agent's first record would be) and
+/// power off. What `kernel-matrix boot-bench` measures the real root against.
+pub const FLOOR_INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+read init_uptime _ < /proc/uptime
+echo "init $init_uptime" > /dev/ttyS1
+/bin/busybox poweroff -f
+"#;
+
+/// A guest root of busybox alone with [`FLOOR_INIT`] (cached like the real one).
+pub fn build_floor(cache: &Path, busybox: &Path) -> anyhow::Result<PathBuf> {
+    cached(cache, FLOOR_INIT, &[("bin/busybox".into(), busybox.to_path_buf(), 0o755)])
+}
+
+fn cached(cache: &Path, init: &str, files: &[(String, PathBuf, u32)]) -> anyhow::Result<PathBuf> {
     use sha2::Digest as _;
-    let files = contents(agent, busybox, extra)?;
     let mut h = sha2::Sha256::new();
-    h.update(INIT.as_bytes());
-    for (name, src, perm) in &files {
+    h.update(init.as_bytes());
+    for (name, src, perm) in files {
         let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
         h.update(format!("\0{name}\0{perm}\0{}\0", data.len()).as_bytes());
         h.update(&data);
@@ -65,18 +83,13 @@ pub fn build_cached(cache: &Path, agent: &Path, busybox: &Path, extra: &[(String
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dest = dir.join(format!("{}.cpio.gz", &hex::encode(h.finalize())[..32]));
     if !dest.exists() {
-        write_archive(&files, &dest)?;
+        write_archive(init, files, &dest)?;
     }
     Ok(dest)
 }
 
-/// Builds the archive at `dest` (atomically). `extra` files are copied in as
-/// (path inside the guest without leading '/', host file).
-pub fn build(agent: &Path, busybox: &Path, extra: &[(String, PathBuf)], dest: &Path) -> anyhow::Result<()> {
-    write_archive(&contents(agent, busybox, extra)?, dest)
-}
-
-/// Every file of the root as (path inside the guest, host file, mode).
+/// Every file of the root as (path inside the guest, host file, mode): `extra`
+/// files are (path inside the guest without leading '/', host file).
 fn contents(agent: &Path, busybox: &Path, extra: &[(String, PathBuf)]) -> anyhow::Result<Vec<(String, PathBuf, u32)>> {
     let mut files: Vec<(String, PathBuf, u32)> = vec![
         ("bin/busybox".into(), busybox.to_path_buf(), 0o755),
@@ -90,7 +103,7 @@ fn contents(agent: &Path, busybox: &Path, extra: &[(String, PathBuf)]) -> anyhow
     Ok(files)
 }
 
-fn write_archive(files: &[(String, PathBuf, u32)], dest: &Path) -> anyhow::Result<()> {
+fn write_archive(init: &str, files: &[(String, PathBuf, u32)], dest: &Path) -> anyhow::Result<()> {
     let mut dirs = BTreeSet::new();
     for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "root", "etc"] {
         dirs.insert(d.to_string());
@@ -115,7 +128,7 @@ fn write_archive(files: &[(String, PathBuf, u32)], dest: &Path) -> anyhow::Resul
     for d in &dirs {
         entry(d, 0o040755, &[], &mut out)?;
     }
-    entry("init", 0o100755, INIT.as_bytes(), &mut out)?;
+    entry("init", 0o100755, init.as_bytes(), &mut out)?;
     for (name, src, perm) in files {
         let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
         let perm = if *perm == 0 { std::fs::metadata(src)?.permissions().mode() & 0o777 } else { *perm };

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 
 pub mod bmf;
 pub mod compare;
+pub mod boot;
 pub mod html;
 pub mod trials;
 

@@ -5,7 +5,7 @@ use std::{os::unix::process::CommandExt as _, process::Command};
 
 use anyhow::{bail, Context as _};
 
-use crate::{config::KernelSource, images::{self, mirror::Mirrors}, run::Matrix, vm};
+use crate::{run::Matrix, vm};
 
 /// Quotes `s` for a POSIX shell when it needs it.
 pub fn shell_word(s: &str) -> String {
@@ -24,16 +24,12 @@ pub const SHELL_ACTION: &str = "km.action=shell";
 /// and /init starts a root shell instead of the agent.
 pub fn qemu_command(m: &Matrix, kernel: &str, interactive: bool) -> anyhow::Result<Command> {
     let Some(spec) = m.config.kernel(kernel) else {
-        bail!("no kernel {kernel:?} in {} (kernels: {})", m.config.path.display(), m.kernel_names().join(", "));
+        let names = m.kernel_names();
+        let more = if names.len() > 12 { format!(", ... {} more", names.len() - 12) } else { String::new() };
+        bail!("no kernel {kernel:?} in {} (kernels: {}{more})", m.config.path.display(), names[..names.len().min(12)].join(", "));
     };
-    let image = match spec.source() {
-        KernelSource::Host => bail!("kernel {kernel:?} is the host kernel: it runs without a VM"),
-        KernelSource::Debian(src) => {
-            let locked = m.lock.get(&spec.name, src, &m.lock_path)?;
-            let mirrors = Mirrors::discover(m.config.mirror.as_deref(), m.config.security_mirror.as_deref())?;
-            images::ensure_debian(&m.opts.cache_dir, &mirrors, locked, |msg| eprintln!("kernel-matrix: {kernel}: {msg}"))?
-        }
-        KernelSource::Local(local) => images::ensure_local(&m.opts.cache_dir, local, |p| m.config.resolve_path(p))?,
+    let Some(image) = m.image(spec)? else {
+        bail!("kernel {kernel:?} is the host kernel: it runs without a VM");
     };
     let workdir = vm::workdir(&m.opts.run_dir, &spec.name);
     std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;

@@ -178,10 +178,15 @@ impl Matrix {
         let manifest = dir.join(crate::config::manifest::MANIFEST_JSON);
         crate::images::fetch::write_atomic(&manifest, serde_json::to_string(&guest)?.as_bytes())?;
         let mut files = vec![(format!("byo/{}", crate::config::manifest::MANIFEST_JSON), manifest)];
-        for p in &self.byo {
-            let dest = dir.join(&p.guest.object_file);
-            std::fs::copy(&p.object_path, &dest).with_context(|| format!("copying {}", p.object_path.display()))?;
-            files.push((format!("byo/{}", p.guest.object_file), dest));
+        // One copy per file: an object's programs share it.
+        let wanted = self.byo.iter().map(|p| (p.guest.object_file.clone(), p.object_path.clone())).chain(self.byo.iter().filter_map(|p| p.btf.clone()));
+        for (name, src) in wanted {
+            if files.iter().any(|(g, _)| *g == format!("byo/{name}")) {
+                continue;
+            }
+            let dest = dir.join(&name);
+            std::fs::copy(&src, &dest).with_context(|| format!("copying {}", src.display()))?;
+            files.push((format!("byo/{name}"), dest));
         }
         Ok(files)
     }
@@ -209,21 +214,24 @@ impl Matrix {
     fn execute(&self, spec: &KernelSpec) -> anyhow::Result<KernelRun> {
         let workdir = vm::workdir(&self.opts.run_dir, &spec.name);
         std::fs::create_dir_all(&workdir)?;
-        match spec.source() {
-            KernelSource::Host => self.run_host(spec, &workdir),
+        match self.image(spec)? {
+            None => self.run_host(spec, &workdir),
+            Some(image) => self.run_vm(spec, &image, &workdir),
+        }
+    }
+
+    /// The bootable image of a kernel (fetched, verified and extracted into the
+    /// cache on first use); `None` for the host kernel, which needs no VM.
+    pub fn image(&self, spec: &KernelSpec) -> anyhow::Result<Option<images::KernelImage>> {
+        Ok(match spec.source() {
+            KernelSource::Host => None,
             KernelSource::Debian(src) => {
                 let locked = self.lock.get(&spec.name, src, &self.lock_path)?;
                 let mirrors = self.mirrors()?;
-                let image = images::ensure_debian(&self.opts.cache_dir, &mirrors, locked, |msg| {
-                    eprintln!("kernel-matrix: {}: {msg}", spec.name)
-                })?;
-                self.run_vm(spec, &image, &workdir)
+                Some(images::ensure_debian(&self.opts.cache_dir, &mirrors, locked, |msg| eprintln!("kernel-matrix: {}: {msg}", spec.name))?)
             }
-            KernelSource::Local(local) => {
-                let image = images::ensure_local(&self.opts.cache_dir, local, |p| self.config.resolve_path(p))?;
-                self.run_vm(spec, &image, &workdir)
-            }
-        }
+            KernelSource::Local(local) => Some(images::ensure_local(&self.opts.cache_dir, local, |p| self.config.resolve_path(p))?),
+        })
     }
 
     fn mirrors(&self) -> anyhow::Result<Mirrors> {
@@ -239,9 +247,20 @@ impl Matrix {
     /// The guest agent as a file (written into the cache once per agent build).
     pub fn agent(&self) -> anyhow::Result<PathBuf> {
         self.agent
-            .get_or_init(|| crate::guest_root::agent::path(&self.opts.cache_dir).map_err(|e| format!("{e:#}")))
+            .get_or_init(|| crate::guest_root::agent::path(&self.derived_dir()).map_err(|e| format!("{e:#}")))
             .clone()
             .map_err(anyhow::Error::msg)
+    }
+
+    /// Where what the harness makes itself (the agent file, guest roots) is kept:
+    /// the cache, or, when the cache is read-only to this user (a shared cache, an
+    /// unprivileged run), this run's directory.
+    fn derived_dir(&self) -> PathBuf {
+        let probe = self.opts.cache_dir.join("guest-roots");
+        match std::fs::create_dir_all(&probe).and_then(|()| std::fs::metadata(&probe)) {
+            Ok(m) if !m.permissions().readonly() && writable(&probe) => self.opts.cache_dir.clone(),
+            _ => self.opts.run_dir.join("cache"),
+        }
     }
 
     /// The guest root for this run, from the cache when its inputs are unchanged.
@@ -250,7 +269,7 @@ impl Matrix {
             .get_or_init(|| {
                 let build = || -> anyhow::Result<PathBuf> {
                     let files = [self.byo_files()?, self.opts.guest_files.clone()].concat();
-                    crate::guest_root::build_cached(&self.opts.cache_dir, &self.agent()?, &crate::guest_root::find_busybox()?, &files)
+                    crate::guest_root::build_cached(&self.derived_dir(), &self.agent()?, &crate::guest_root::find_busybox()?, &files)
                 };
                 build().map_err(|e| format!("building the guest root: {e:#}"))
             })
@@ -413,6 +432,15 @@ fn collect(kernel: &str, lines: &[Line], failure: Option<String>) -> KernelRun {
         t.end = at.or(t.end);
     }
     run
+}
+
+/// Whether this user may create files in `dir` (permission bits alone do not
+/// say: the owner and groups matter), tried for real.
+fn writable(dir: &Path) -> bool {
+    let p = dir.join(format!(".km-write-test-{}", std::process::id()));
+    let ok = std::fs::write(&p, b"").is_ok();
+    let _ = std::fs::remove_file(&p);
+    ok
 }
 
 /// A counting semaphore (std has none); bounds concurrent VMs.
