@@ -37,7 +37,60 @@ const PROBES: &[(&str, ProbeFn)] = &[
     ("xdp_live_frames", xdp_live_frames),
     ("perf_event_prog", || prog_type(sys::BPF_PROG_TYPE_PERF_EVENT)),
     ("usdt", || path_probe("/sys/bus/event_source/devices/uprobe/type")),
+    ("lru_hash", || map_type(sys::BPF_MAP_TYPE_LRU_HASH)),
+    ("global_data", global_data),
+    ("probe_read_kernel", || helper(sys::BPF_PROG_TYPE_KPROBE, sys::BPF_FUNC_probe_read_kernel)),
+    ("callbacks", || helper(sys::BPF_PROG_TYPE_KPROBE, sys::BPF_FUNC_for_each_map_elem)),
+    ("syscall_prog", || prog_type(sys::BPF_PROG_TYPE_SYSCALL)),
+    ("user_ringbuf", || map_type(sys::BPF_MAP_TYPE_USER_RINGBUF)),
+    ("task_kfuncs", || kfunc("bpf_task_from_pid")),
+    ("iter_num_kfuncs", || kfunc("bpf_iter_num_new")),
 ];
+
+/// Global data: libbpf maps `.rodata` to an array map frozen read-only for programs
+/// (`BPF_F_RDONLY_PROG`, 5.2); older kernels reject the flag.
+fn global_data() -> Probe {
+    let mut opts = sys::bpf_map_create_opts { sz: std::mem::size_of::<sys::bpf_map_create_opts>() as _, map_flags: sys::BPF_F_RDONLY_PROG, ..Default::default() };
+    let fd = unsafe { sys::bpf_map_create(sys::BPF_MAP_TYPE_ARRAY, std::ptr::null(), 4, 8, 1, &mut opts) };
+    if fd >= 0 {
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        Probe::Present("array map with BPF_F_RDONLY_PROG created".into())
+    } else {
+        Probe::Absent(format!("array map with BPF_F_RDONLY_PROG: {}", errno_text(fd)))
+    }
+}
+
+/// A kfunc is there when the kernel's BTF has a function of that name (the
+/// verifier also checks the program type may call it; a load says so).
+pub fn kfunc(name: &str) -> Probe {
+    match kfunc_in_vmlinux(name) {
+        Ok(true) => Probe::Present(format!("{name} in /sys/kernel/btf/vmlinux")),
+        Ok(false) => Probe::Absent(format!("no function {name} in /sys/kernel/btf/vmlinux")),
+        Err(e) => Probe::Absent(e),
+    }
+}
+
+pub fn kfunc_in_vmlinux(name: &str) -> Result<bool, String> {
+    let btf = unsafe { sys::btf__load_vmlinux_btf() };
+    if btf.is_null() {
+        return Err("no kernel BTF (/sys/kernel/btf/vmlinux) to look kfuncs up in".into());
+    }
+    let c = CString::new(name).unwrap();
+    let id = unsafe { sys::btf__find_by_name_kind(btf, c.as_ptr(), sys::BTF_KIND_FUNC) };
+    unsafe { sys::btf__free(btf) };
+    Ok(id > 0)
+}
+
+/// Generic probes for a user program's needs (`km_protocol::byo::Need`).
+pub fn helper_in(prog_type: u32, id: u32) -> Probe {
+    helper(prog_type, id)
+}
+pub fn map_type_probe(id: u32) -> Probe {
+    map_type(id)
+}
+pub fn prog_type_probe(id: u32) -> Probe {
+    prog_type(id)
+}
 
 fn errno_text(rc: i32) -> String {
     std::io::Error::from_raw_os_error(rc.abs()).to_string()

@@ -15,6 +15,10 @@ pub struct Insight {
     pub processed_insns: Option<u64>,
     pub total_states: Option<u64>,
     pub peak_states: Option<u64>,
+    /// `verification time N usec` (log level 4).
+    pub verification_usec: Option<u64>,
+    /// `stack depth 16+32`: the sum over the program and its subprograms.
+    pub stack_depth: Option<u64>,
     /// From prog info (5.16+): same count as processed_insns, reported by the kernel.
     pub verified_insns: Option<u32>,
     pub xlated_bytes: Option<u32>,
@@ -37,6 +41,8 @@ impl Insight {
         put("processed_insns", self.processed_insns.map(|v| v as f64));
         put("total_states", self.total_states.map(|v| v as f64));
         put("peak_states", self.peak_states.map(|v| v as f64));
+        put("verification_usec", self.verification_usec.map(|v| v as f64));
+        put("stack_depth", self.stack_depth.map(|v| v as f64));
         put("verified_insns", self.verified_insns.map(|v| v as f64));
         put("xlated_bytes", self.xlated_bytes.map(|v| v as f64));
         put("jited_bytes", self.jited_bytes.map(|v| v as f64));
@@ -59,8 +65,8 @@ impl Insight {
     }
 }
 
-const STATS_LOG: u32 = 4;
-const FULL_LOG: u32 = 1;
+pub const STATS_LOG: u32 = 4;
+pub const FULL_LOG: u32 = 1;
 
 /// Loads `program` (only it) from `object` and reports what the verifier did.
 pub fn inspect(object: &[u8], program: &str) -> Insight {
@@ -119,6 +125,14 @@ fn load(object: &[u8], program: &str, level: u32, size: usize) -> Result<(Insigh
 
 /// `processed 27 insns (limit 1000000) max_states_per_insn 0 total_states 2 peak_states 2 mark_read 1`
 pub fn parse_stats(log: &str, out: &mut Insight) {
+    for l in log.lines() {
+        if let Some(rest) = l.strip_prefix("verification time ") {
+            out.verification_usec = rest.split_whitespace().next().and_then(|v| v.parse().ok());
+        }
+        if let Some(rest) = l.strip_prefix("stack depth ") {
+            out.stack_depth = rest.trim().split('+').map(|v| v.trim().parse::<u64>().ok()).sum();
+        }
+    }
     let Some(line) = log.lines().rev().find(|l| l.starts_with("processed ")) else { return };
     let words: Vec<&str> = line.split_whitespace().collect();
     let after = |key: &str| words.iter().position(|w| *w == key).and_then(|i| words.get(i + 1)?.parse().ok());
@@ -144,13 +158,14 @@ pub fn failing_instruction(log: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    const LOG: &str = "0: R1=ctx() R10=fp0\n0: (61) r2 = *(u32 *)(r1 +0)       ; R1=ctx() R2_w=pkt(r=0)\n1: (61) r3 = *(u32 *)(r2 +0)\ninvalid access to packet, off=0 size=4, R2(id=0,off=0,r=0)\nR2 offset is outside of the packet\nprocessed 2 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0\n";
+    const LOG: &str = "verification time 12 usec\nstack depth 8+16\n0: R1=ctx() R10=fp0\n0: (61) r2 = *(u32 *)(r1 +0)       ; R1=ctx() R2_w=pkt(r=0)\n1: (61) r3 = *(u32 *)(r2 +0)\ninvalid access to packet, off=0 size=4, R2(id=0,off=0,r=0)\nR2 offset is outside of the packet\nprocessed 2 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0\n";
 
     #[test]
     fn parses_stats_and_failing_instruction() {
         let mut i = Insight::default();
         parse_stats(LOG, &mut i);
         assert_eq!((i.processed_insns, i.total_states, i.peak_states), (Some(2), Some(0), Some(0)));
+        assert_eq!((i.verification_usec, i.stack_depth), (Some(12), Some(24)));
         assert_eq!(failing_instruction(LOG).as_deref(), Some("1: (61) r3 = *(u32 *)(r2 +0)"));
     }
 

@@ -46,13 +46,17 @@ pub const BENCHES: &[CheckId] = &[
     CheckId { program: "profiler", check: "fdinfo", needs: &["perf_event_prog", "ringbuf", "bpf_stats_sysctl"] },
 ];
 
-/// The checks of a manifest program: `load`, and `test_run` when it has packets.
+/// The checks of a manifest program: `load`, `attach` when the entry asks for it,
+/// and `test_run` when it has packets.
 /// Names are leaked once per program so they fit the `'static` catalogue type.
 pub fn byo_checks(p: &GuestProgram) -> Vec<CheckId> {
     let program: &'static str = Box::leak(p.name.clone().into_boxed_str());
     let needs: &'static [&'static str] =
         Box::leak(p.needs.iter().map(|n| &*Box::leak(n.clone().into_boxed_str())).collect::<Vec<&'static str>>().into_boxed_slice());
     let mut out = vec![CheckId { program, check: "load", needs }];
+    if p.attach {
+        out.push(CheckId { program, check: "attach", needs });
+    }
     if !p.packets.is_empty() {
         let mut test_needs = needs.to_vec();
         test_needs.push("prog_test_run");

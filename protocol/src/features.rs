@@ -14,6 +14,18 @@ pub struct Feature {
     pub since: String,
     /// The name of the agent's probe for it (checked by the agent's tests).
     pub probe: String,
+    /// What in a program's instructions or object needs this feature: helper
+    /// ids, kfunc names, map type names, program type names (libbpf's names,
+    /// lower case: `ringbuf`, `syscall`). `kernel-matrix explain` and a failed
+    /// load's message name the feature (and `since`) for these.
+    #[serde(default)]
+    pub helpers: Vec<u32>,
+    #[serde(default)]
+    pub kfuncs: Vec<String>,
+    #[serde(default)]
+    pub map_types: Vec<String>,
+    #[serde(default)]
+    pub prog_types: Vec<String>,
 }
 
 impl Feature {

@@ -1,11 +1,23 @@
-//! Programs users bring (see `crate::byo`): `load` through libbpf with the
-//! verifier's verdict, and `test_run` of the manifest's packets.
-use std::path::Path;
+//! Programs users bring (see `km_protocol::byo`), one program of an object at a
+//! time, the way veristat and real loaders do it: the object's other programs'
+//! autoload off, maps left at `max_entries` 0 sized, `.rodata` set, a custom BTF
+//! for CO-RE where given. Trials: `load` (with the verifier's numbers in its
+//! metrics), `attach` (libbpf auto-attach by section) and `test_run` (packets).
+//!
+//! A failed load is explained: each of the program's needs (decoded on the host
+//! from its instructions) is probed in this kernel, and the missing ones lead the
+//! message (`calls bpf_loop (helper 181), which 5.10 lacks; features.yaml: 5.17`),
+//! before the verifier log's tail and the instruction it stopped at.
+use std::{os::raw::c_char, path::Path, time::Instant};
 
-use libbpf_rs::{ObjectBuilder, ProgramInput};
+use libbpf_rs::{libbpf_sys as sys, AsRawLibbpf as _, ObjectBuilder, OpenObject, ProgramInput};
 
 use super::*;
-use km_protocol::{byo::GuestProgram, checks::byo_checks};
+use crate::verifier::{failing_instruction, parse_stats, Insight, FULL_LOG, STATS_LOG};
+use km_protocol::{
+    byo::{GuestProgram, Need},
+    checks::byo_checks,
+};
 
 pub fn run(p: &GuestProgram, dir: &Path, features: &BTreeMap<String, Probe>, emit: &mut dyn FnMut(Record)) {
     let ids = byo_checks(p);
@@ -25,44 +37,76 @@ pub fn run(p: &GuestProgram, dir: &Path, features: &BTreeMap<String, Probe>, emi
             return;
         }
     };
-    let (loaded, log) = capture_libbpf_log(|| {
-        let mut open = ObjectBuilder::default().open_memory(&object)?;
-        for mut prog in open.progs_mut() {
-            let ours = prog.name() == p.program.as_str();
-            prog.set_autoload(ours);
-        }
-        open.load()
-    });
+    let btf = p.btf_file.as_ref().map(|b| dir.join(b));
+    let start = Instant::now();
+    let mut buf = vec![0u8; 256 << 10];
+    let (loaded, libbpf_log) = capture_libbpf_log(|| open(p, &object, btf.as_deref(), STATS_LOG, &mut buf).and_then(|o| Ok(o.load()?)));
+    let load_secs = start.elapsed().as_secs_f64();
+    let log = c_string(&buf);
+    let mut insight = Insight::default();
+    parse_stats(&log, &mut insight);
     let mut metrics = BTreeMap::new();
-    let mut note = String::new();
+    metrics.insert("load_secs".to_string(), load_secs);
     let obj = match loaded {
-        Ok(obj) if obj.progs().any(|q| q.name() == p.program.as_str()) => obj,
-        Ok(_) => {
-            let mut v = Verdict::Fail(format!("no program {:?} in {}", p.program, p.object_file));
-            add_verifier_insight(&object, &p.program, &mut v, &mut metrics, &mut note);
-            emit(check(&p.name, "load", v, metrics, note));
-            skip_rest(p, emit);
-            return;
-        }
+        Ok(obj) => obj,
         Err(e) => {
-            let mut v = Verdict::Fail(format!(
-                "the verifier (or libbpf) rejected {}: {e}\n--- libbpf/verifier log (tail) ---\n{}",
-                p.program,
-                tail(&log, LOG_TAIL_LINES)
-            ));
-            add_verifier_insight(&object, &p.program, &mut v, &mut metrics, &mut note);
-            emit(check(&p.name, "load", v, metrics, note));
+            // Again with the full log, to show why; then what this kernel lacks.
+            let mut full = vec![0u8; 16 << 20];
+            let (again, _) = capture_libbpf_log(|| open(p, &object, btf.as_deref(), FULL_LOG | STATS_LOG, &mut full).and_then(|o| Ok(o.load()?)));
+            let full_log = if again.is_err() { c_string(&full) } else { log.clone() };
+            parse_stats(&full_log, &mut insight);
+            for (k, v) in insight.metrics() {
+                metrics.insert(k, v);
+            }
+            metrics.insert("accepted".into(), 0.0);
+            let v = Verdict::Fail(explain_failure(p, features, &format!("{e:#}"), &full_log, &libbpf_log));
+            emit(check(&p.name, "load", v, metrics, insight.summary()));
             skip_rest(p, emit);
             return;
         }
     };
-    let mut v = Verdict::Pass;
-    add_verifier_insight(&object, &p.program, &mut v, &mut metrics, &mut note);
-    emit(check(&p.name, "load", v, metrics, note));
+    insight.accepted = true;
+    let Some(prog) = obj.progs_mut().find(|q| q.name() == p.program.as_str()) else {
+        emit(check(&p.name, "load", Verdict::Fail(format!("no program {:?} in {}", p.program, p.object_file)), metrics, String::new()));
+        skip_rest(p, emit);
+        return;
+    };
+    {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let mut info = sys::bpf_prog_info::default();
+        let mut len = std::mem::size_of::<sys::bpf_prog_info>() as u32;
+        if unsafe { sys::bpf_prog_get_info_by_fd(prog.as_fd().as_raw_fd(), &mut info, &mut len) } == 0 {
+            insight.verified_insns = (info.verified_insns > 0).then_some(info.verified_insns);
+            insight.xlated_bytes = Some(info.xlated_prog_len);
+            insight.jited_bytes = Some(info.jited_prog_len);
+            metrics.insert("prog_type".into(), info.type_ as f64);
+        }
+        let attach_type = unsafe { sys::bpf_program__expected_attach_type(prog.as_libbpf_object().as_ptr()) };
+        metrics.insert("attach_type".into(), attach_type as f64);
+    }
+    for (k, v) in insight.metrics() {
+        metrics.insert(k, v);
+    }
+    metrics.insert("accepted".into(), 1.0);
+    emit(check(&p.name, "load", Verdict::Pass, metrics, insight.summary()));
+    if p.attach {
+        let start = Instant::now();
+        let (link, log) = capture_libbpf_log(|| prog.attach());
+        let secs = start.elapsed().as_secs_f64();
+        let v = match &link {
+            Ok(_) => Verdict::Pass,
+            Err(e) => Verdict::Fail(format!(
+                "{} loads but does not attach here: {e}\n--- libbpf log (tail) ---\n{}",
+                p.program,
+                tail(&log, 8)
+            )),
+        };
+        drop(link);
+        emit(check(&p.name, "attach", v, [("attach_secs".to_string(), secs)].into(), String::new()));
+    }
     if p.packets.is_empty() {
         return;
     }
-    let prog = obj.progs_mut().find(|q| q.name() == p.program.as_str()).expect("checked above");
     let mut wrong = Vec::new();
     for pk in &p.packets {
         let input = ProgramInput { data_in: Some(&pk.data), repeat: 1, ..Default::default() };
@@ -80,7 +124,108 @@ pub fn run(p: &GuestProgram, dir: &Path, features: &BTreeMap<String, Probe>, emi
     emit(check(&p.name, "test_run", v, BTreeMap::new(), format!("{} packets", p.packets.len())));
 }
 
+/// Opens the object with only `p.program` autoloaded, logging into `buf` at `level`,
+/// with the manifest's map sizes and `.rodata` applied.
+fn open(p: &GuestProgram, object: &[u8], btf: Option<&Path>, level: u32, buf: &mut [u8]) -> anyhow::Result<OpenObject> {
+    let mut b = ObjectBuilder::default();
+    if let Some(btf) = btf {
+        b.btf_custom_path(btf)?;
+    }
+    let mut open = b.open_memory(object)?;
+    let mut found = false;
+    for mut prog in open.progs_mut() {
+        let ours = prog.name() == p.program.as_str();
+        found |= ours;
+        prog.set_autoload(ours);
+        if ours {
+            prog.set_log_level(level);
+            // SAFETY: `buf` outlives the load; libbpf only writes within its length.
+            unsafe {
+                sys::bpf_program__set_log_buf(prog.as_libbpf_object().as_ptr(), buf.as_mut_ptr() as *mut c_char, buf.len() as _);
+            }
+        }
+    }
+    anyhow::ensure!(found, "no program {:?} in {}", p.program, p.object_file);
+    for mut m in open.maps_mut() {
+        let name = m.name().to_string_lossy().into_owned();
+        if let Some(n) = p.max_entries.get(&name) {
+            m.set_max_entries(*n)?;
+        }
+        if !p.rodata.is_empty() && name.ends_with(".rodata") {
+            let value = m.initial_value_mut().ok_or_else(|| anyhow::anyhow!("map {name} has no initial value"))?;
+            for (off, bytes) in &p.rodata {
+                let (o, n) = (*off as usize, bytes.len());
+                anyhow::ensure!(o + n <= value.len(), "rodata patch at {o}+{n} outside {name} ({} bytes)", value.len());
+                value[o..o + n].copy_from_slice(bytes);
+            }
+        }
+    }
+    Ok(open)
+}
+
+fn c_string(buf: &[u8]) -> String {
+    String::from_utf8_lossy(&buf[..buf.iter().position(|b| *b == 0).unwrap_or(buf.len())]).into_owned()
+}
+
+/// `major.minor` of this kernel, as the matrix names kernels.
+fn this_kernel() -> String {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = r.trim().split(|c: char| !c.is_ascii_digit());
+    match (parts.next(), parts.next()) {
+        (Some(a), Some(b)) => format!("{a}.{b}"),
+        _ => "this kernel".into(),
+    }
+}
+
+/// Whether this kernel has `n`, probed for real.
+pub fn probe_need(n: &Need, prog_type: u32, features: &BTreeMap<String, Probe>) -> Probe {
+    match n.kind.as_str() {
+        "helper" => crate::probes::helper_in(prog_type, n.id),
+        "map_type" => crate::probes::map_type_probe(n.id),
+        "prog_type" => crate::probes::prog_type_probe(n.id),
+        "kfunc" => crate::probes::kfunc(&n.name),
+        _ => features.get(&n.name).cloned().unwrap_or_else(|| Probe::Unavailable(format!("no probe for {}", n.name))),
+    }
+}
+
+/// The message of a failed load: missing needs first, then what libbpf and the
+/// verifier said.
+fn explain_failure(p: &GuestProgram, features: &BTreeMap<String, Probe>, error: &str, verifier_log: &str, libbpf_log: &str) -> String {
+    let kernel = this_kernel();
+    let mut missing = Vec::new();
+    for n in &p.requires {
+        // A program-type need makes helper probes meaningless when the type is missing.
+        if let Probe::Absent(_) = probe_need(n, p.prog_type_id, features) {
+            let catalogue = match (&n.feature, &n.since) {
+                (Some(f), Some(s)) => format!("features.yaml: {f}, {s}"),
+                _ => "not in features.yaml".into(),
+            };
+            missing.push(format!("{}, which {kernel} lacks; {catalogue}", n.text));
+        }
+    }
+    let head = if missing.is_empty() {
+        format!("plain verifier rejection of {} on {kernel}: this kernel has every need the instructions show ({} probed)", p.program, p.requires.len())
+    } else {
+        format!("{} cannot load on {kernel}: it {}", p.program, missing.join("; it "))
+    };
+    let mut msg = format!("{head}\nlibbpf: {error}");
+    let log_tail = tail(verifier_log, LOG_TAIL_LINES);
+    if !log_tail.trim().is_empty() {
+        msg.push_str(&format!("\n--- verifier log (tail) ---\n{log_tail}"));
+    } else {
+        msg.push_str(&format!("\n--- libbpf log (tail) ---\n{}", tail(libbpf_log, 12)));
+    }
+    if let Some(insn) = failing_instruction(verifier_log) {
+        msg.push_str(&format!("\nfailing instruction: {insn}"));
+    }
+    msg
+}
+
 fn skip_rest(p: &GuestProgram, emit: &mut dyn FnMut(Record)) {
+    if p.attach {
+        // The load trial carries the failure; attach just was not tried.
+        emit(check(&p.name, "attach", Verdict::Ignored("not run: the program did not load (see its ::load trial)".into()), BTreeMap::new(), String::new()));
+    }
     if !p.packets.is_empty() {
         emit(check(&p.name, "test_run", Verdict::Fail("not run: the program did not load".into()), BTreeMap::new(), String::new()));
     }

@@ -2,6 +2,7 @@
 //! to exercise them, and each one joins the matrix as `<kernel>::<name>::<check>`
 //! (`load`, and `test_run` when packets are given), with no Rust written.
 use std::{
+    collections::BTreeMap,
     net::Ipv4Addr,
     path::{Path, PathBuf},
 };
@@ -17,25 +18,52 @@ struct ManifestFile {
     programs: Vec<ProgramSpec>,
 }
 
-/// One program as the user writes it.
+/// One entry as the user writes it: an object, and which of its programs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProgramSpec {
-    /// Trial prefix after the kernel: `<kernel>::<name>::load`.
+    /// Trial prefix after the kernel: `<kernel>::<name>::<program>::load`, or
+    /// `<kernel>::<name>::load` when `program:` picks one.
     pub name: String,
     /// The compiled object (path relative to the manifest).
     pub object: PathBuf,
-    /// The BPF program (function) name inside the object.
-    pub program: String,
-    /// Program type, for the reader and for choosing verdict names: xdp | tc | socket_filter.
-    #[serde(rename = "type")]
-    pub prog_type: ProgType,
+    /// One program (function) of the object; keeps the trial `<name>::load`.
+    #[serde(default)]
+    pub program: Option<String>,
+    /// Several programs, by name or glob (`handle_*`); default: every program.
+    #[serde(default)]
+    pub programs: Option<Vec<String>>,
+    /// Only for naming test-run verdicts (xdp | tc | socket_filter); libbpf's
+    /// section name decides the program type.
+    #[serde(rename = "type", default)]
+    pub prog_type: Option<ProgType>,
     /// Feature ids from features.yaml the program cannot run without.
     #[serde(default)]
     pub needs: Vec<String>,
     /// Packets for BPF_PROG_TEST_RUN and the verdict each must get.
     #[serde(default)]
     pub test_run: Vec<PacketSpec>,
+    /// Map sizes the loader sets (`counts: { max_entries: 10240 }`); maps the
+    /// object leaves at 0 get 1 (a page for ring buffers) unless named here.
+    #[serde(default)]
+    pub maps: BTreeMap<String, MapSpec>,
+    /// `const volatile` globals to set before loading, by name (checked against
+    /// the object's BTF `.rodata`): numbers, booleans or strings.
+    #[serde(default)]
+    pub rodata: BTreeMap<String, serde_norway::Value>,
+    /// A BTF file for CO-RE on kernels without `/sys/kernel/btf/vmlinux`.
+    #[serde(default)]
+    pub btf: Option<PathBuf>,
+    /// Also attach each loaded program the way its section says (libbpf
+    /// auto-attach): a trial `::attach` per program whose section libbpf can attach.
+    #[serde(default)]
+    pub attach: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapSpec {
+    pub max_entries: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,32 +110,113 @@ pub struct Ipv4Spec {
 pub struct ByoProgram {
     pub guest: GuestProgram,
     pub object_path: PathBuf,
+    /// (file name in the guest's BYO directory, host path) of `btf:`.
+    pub btf: Option<(String, PathBuf)>,
 }
 
-/// Reads a manifest; every error names the file (and line/column where YAML can tell).
+/// Reads a manifest; every error names the file (and line/column where it can tell).
 pub fn load(path: &Path) -> Result<Vec<ByoProgram>, ConfigError> {
     let shown = path.display().to_string();
     let text = crate::config::read_limited(path)?;
     let file: ManifestFile = crate::config::parse_yaml(&text, path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let invalid = |message: String| ConfigError::Invalid { path: shown.clone(), message };
-    let mut out = Vec::new();
+    // Semantic errors about a key of an entry point at that key's line.
+    let at = |entry: &str, key: &str, message: String| match locate_key(&text, entry, key) {
+        Some((line, column)) => ConfigError::Syntax { path: shown.clone(), line, column, message },
+        None => invalid(message),
+    };
+    let mut out: Vec<ByoProgram> = Vec::new();
     for p in file.programs {
         if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(invalid(format!("program name {:?} must be letters, digits and '_'", p.name)));
+            return Err(at(&p.name, "name", format!("program name {:?} must be letters, digits and '_'", p.name)));
         }
-        if out.iter().any(|o: &ByoProgram| o.guest.name == p.name) {
-            return Err(invalid(format!("program {:?} is listed twice", p.name)));
+        if out.iter().any(|o| o.guest.name == p.name || o.guest.name.starts_with(&format!("{}::", p.name))) {
+            return Err(at(&p.name, "name", format!("entry {:?} is listed twice", p.name)));
         }
         for n in &p.needs {
             if km_protocol::features::by_id(n).is_none() {
-                return Err(invalid(format!("program {:?} needs unknown feature {n:?} (see features.yaml)", p.name)));
+                return Err(at(&p.name, "needs", format!("entry {:?} needs unknown feature {n:?} (see features.yaml)", p.name)));
             }
         }
         let object_path = if p.object.is_relative() { dir.join(&p.object) } else { p.object.clone() };
         if !object_path.exists() {
-            return Err(invalid(format!("program {:?}: object {} does not exist", p.name, object_path.display())));
+            return Err(at(&p.name, "object", format!("entry {:?}: object {} does not exist", p.name, object_path.display())));
         }
+        let obj = crate::config::object::read(&object_path).map_err(|e| at(&p.name, "object", format!("entry {:?}: {e}", p.name)))?;
+        // Which programs: one, a list of names/globs, or all.
+        let (chosen, single): (Vec<&crate::config::object::Program>, bool) = match (&p.program, &p.programs) {
+            (Some(_), Some(_)) => return Err(at(&p.name, "programs", format!("entry {:?}: give `program:` or `programs:`, not both", p.name))),
+            (Some(one), None) => match obj.program(one) {
+                Some(prog) => (vec![prog], true),
+                None => return Err(at(&p.name, "program", format!("entry {:?}: no program {one:?} in {} (it has: {})", p.name, object_path.display(), names(&obj)))),
+            },
+            (None, Some(globs)) => {
+                let mut v = Vec::new();
+                for g in globs {
+                    let hits: Vec<_> = obj.programs.iter().filter(|q| glob(g, &q.name)).collect();
+                    if hits.is_empty() {
+                        return Err(at(&p.name, "programs", format!("entry {:?}: {g:?} matches no program in {} (it has: {})", p.name, object_path.display(), names(&obj))));
+                    }
+                    for h in hits {
+                        if !v.iter().any(|x: &&crate::config::object::Program| x.name == h.name) {
+                            v.push(h);
+                        }
+                    }
+                }
+                (v, false)
+            }
+            (None, None) => (obj.programs.iter().collect(), false),
+        };
+        for prog in &chosen {
+            if prog.sec_def.is_none() {
+                return Err(at(&p.name, "object", format!(
+                    "entry {:?}: program {:?} is in section {:?}, which libbpf 1.7 does not know (see libbpf's program types and ELF sections)",
+                    p.name, prog.name, prog.section
+                )));
+            }
+        }
+        // Map sizes: the manifest's, then 1 (a page for ring buffers) for maps left at 0.
+        let mut max_entries = BTreeMap::new();
+        for (m, spec) in &p.maps {
+            if !obj.maps.iter().any(|x| &x.name == m) {
+                let have: Vec<_> = obj.maps.iter().map(|x| x.name.as_str()).collect();
+                return Err(at(&p.name, m, format!("entry {:?}: maps: no map {m:?} in {} (it has: {})", p.name, object_path.display(), have.join(", "))));
+            }
+            max_entries.insert(m.clone(), spec.max_entries);
+        }
+        for m in &obj.maps {
+            // PERF_EVENT_ARRAY (4) is sized by libbpf itself (one slot per CPU).
+            if m.max_entries.unwrap_or(0) == 0 && m.map_type != Some(4) && !max_entries.contains_key(&m.name) {
+                let ring = matches!(m.map_type, Some(27) | Some(31));
+                max_entries.insert(m.name.clone(), if ring { 4096 } else { 1 });
+            }
+        }
+        let mut rodata = Vec::new();
+        for (var, value) in &p.rodata {
+            let Some(g) = obj.rodata.iter().find(|g| &g.name == var) else {
+                let have: Vec<_> = obj.rodata.iter().map(|g| g.name.as_str()).collect();
+                return Err(at(&p.name, var, format!(
+                    "entry {:?}: rodata: no const volatile global {var:?} in {} (it has: {})",
+                    p.name,
+                    object_path.display(),
+                    if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                )));
+            };
+            let bytes = encode(value, g.size).map_err(|e| at(&p.name, var, format!("entry {:?}: rodata {var:?} ({} bytes): {e}", p.name, g.size)))?;
+            rodata.push((g.offset, bytes));
+        }
+        let btf = match &p.btf {
+            None => None,
+            Some(b) => {
+                let b = if b.is_relative() { dir.join(b) } else { b.clone() };
+                let head = std::fs::read(&b).map_err(|e| at(&p.name, "btf", format!("entry {:?}: btf {}: {e}", p.name, b.display())))?;
+                if !(head.starts_with(&[0x9f, 0xeb]) || head.starts_with(b"\x7fELF")) {
+                    return Err(at(&p.name, "btf", format!("entry {:?}: btf {} is neither raw BTF nor an ELF file with .BTF", p.name, b.display())));
+                }
+                Some((format!("{}.btf", p.name), b))
+            }
+        };
         let mut packets = Vec::new();
         for pk in &p.test_run {
             let data = match (&pk.hex, &pk.ipv4) {
@@ -116,30 +225,135 @@ pub fn load(path: &Path) -> Result<Vec<ByoProgram>, ConfigError> {
                 (None, Some(v4)) => ipv4_frame(v4).map_err(|e| invalid(format!("program {:?} packet {:?}: {e}", p.name, pk.name)))?,
                 _ => return Err(invalid(format!("program {:?} packet {:?}: give exactly one of hex: or ipv4:", p.name, pk.name))),
             };
-            let expect = verdict_value(&pk.expect, p.prog_type)
+            let t = p.prog_type.or_else(|| match chosen[0].sec_def.map(|d| d.prog_type) {
+                Some("xdp") => Some(ProgType::Xdp),
+                Some("sched_cls") => Some(ProgType::Tc),
+                Some("socket_filter") => Some(ProgType::SocketFilter),
+                _ => None,
+            });
+            let expect = verdict_value(&pk.expect, t)
                 .map_err(|e| invalid(format!("program {:?} packet {:?}: {e}", p.name, pk.name)))?;
             packets.push(GuestPacket { name: pk.name.clone(), data, expect });
         }
-        out.push(ByoProgram {
-            guest: GuestProgram {
-                object_file: format!("{}.o", p.name),
-                name: p.name,
-                program: p.program,
-                prog_type: p.prog_type,
-                needs: p.needs,
-                packets,
-            },
-            object_path,
-        });
+        if !packets.is_empty() && chosen.len() != 1 {
+            return Err(at(&p.name, "test_run", format!("entry {:?}: test_run needs one program (`program:`)", p.name)));
+        }
+        for prog in chosen {
+            let def = prog.sec_def.expect("checked above");
+            out.push(ByoProgram {
+                guest: GuestProgram {
+                    name: if single { p.name.clone() } else { format!("{}::{}", p.name, prog.name) },
+                    program: prog.name.clone(),
+                    prog_type: p.prog_type,
+                    needs: p.needs.clone(),
+                    object_file: format!("{}.o", p.name),
+                    packets: packets.clone(),
+                    requires: obj.needs(prog),
+                    prog_type_id: crate::config::object::prog_type_id(def.prog_type).unwrap_or(0),
+                    max_entries: max_entries.clone(),
+                    rodata: rodata.clone(),
+                    btf_file: btf.as_ref().map(|b| b.0.clone()),
+                    // A bare `kprobe`/`uprobe`/`tp_btf`... names no target: libbpf
+                    // cannot attach it on its own (EOPNOTSUPP), the loader must.
+                    attach: p.attach && def.auto_attach && def.sec.strip_suffix('+').is_none_or(|bare| prog.section != bare),
+                },
+                object_path: object_path.clone(),
+                btf: btf.clone(),
+            });
+        }
     }
     Ok(out)
 }
 
-fn verdict_value(e: &Expect, t: ProgType) -> Result<u32, String> {
+fn names(obj: &crate::config::object::BpfObject) -> String {
+    obj.programs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// `*` matches any run of characters, `?` one; everything else itself.
+pub fn glob(pattern: &str, s: &str) -> bool {
+    fn go(p: &[char], s: &[char]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some(('*', rest)) => (0..=s.len()).any(|i| go(rest, &s[i..])),
+            Some(('?', rest)) => !s.is_empty() && go(rest, &s[1..]),
+            Some((c, rest)) => s.first() == Some(c) && go(rest, &s[1..]),
+        }
+    }
+    go(&pattern.chars().collect::<Vec<_>>(), &s.chars().collect::<Vec<_>>())
+}
+
+/// A `const volatile` value as the bytes of a global of `size` bytes
+/// (little-endian integers, booleans as 0/1, strings NUL-padded).
+fn encode(v: &serde_norway::Value, size: u32) -> Result<Vec<u8>, String> {
+    use serde_norway::Value;
+    let size = size as usize;
+    let int = |n: i128| -> Result<Vec<u8>, String> {
+        if ![1, 2, 4, 8].contains(&size) {
+            return Err(format!("a number does not fit a {size}-byte global"));
+        }
+        let bits = size * 8;
+        let (min, max) = (-(1i128 << (bits - 1)), (1i128 << bits) - 1);
+        if n < min || n > max {
+            return Err(format!("{n} does not fit in {size} bytes"));
+        }
+        Ok(n.to_le_bytes()[..size].to_vec())
+    };
+    match v {
+        Value::Bool(b) => int(*b as i128),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => int(i as i128),
+            (_, Some(u)) => int(u as i128),
+            _ => Err("floating-point values are not supported".into()),
+        },
+        Value::String(s) => {
+            if s.len() >= size {
+                return Err(format!("the string is {} bytes; with its NUL it must fit in {size}", s.len()));
+            }
+            let mut b = s.as_bytes().to_vec();
+            b.resize(size, 0);
+            Ok(b)
+        }
+        _ => Err("give a number, a boolean or a string".into()),
+    }
+}
+
+/// 1-based (line, column) of `key:` inside the manifest entry named `entry`:
+/// the first such key after that entry's `name:` line (or the `name:` itself).
+fn locate_key(text: &str, entry: &str, key: &str) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|l| {
+        l.find("name:").is_some_and(|pos| l[pos + 5..].trim().trim_matches(|c| c == '"' || c == '\'' || c == ',' || c == '}').split(',').next().unwrap_or("").trim().trim_matches(|c| c == '"' || c == '\'') == entry)
+    })?;
+    if key == "name" {
+        return Some((start + 1, lines[start].find("name:")? + 1));
+    }
+    for (i, l) in lines.iter().enumerate().skip(start) {
+        if i > start && l.trim_start().starts_with("- name:") {
+            break;
+        }
+        let mut from = 0;
+        while let Some(pos) = l[from..].find(key) {
+            let p = from + pos;
+            let before = l[..p].chars().last();
+            let after = &l[p + key.len()..];
+            let quoted = after.starts_with('"') || after.starts_with('\'');
+            let rest = if quoted { &after[1..] } else { after };
+            if before.is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_')) && rest.trim_start().starts_with(':') {
+                let col = if matches!(before, Some('"') | Some('\'')) { p } else { p + 1 };
+                return Some((i + 1, col));
+            }
+            from = p + key.len();
+        }
+    }
+    None
+}
+
+fn verdict_value(e: &Expect, t: Option<ProgType>) -> Result<u32, String> {
     let name = match e {
         Expect::Number(n) => return Ok(*n),
         Expect::Name(n) => n.as_str(),
     };
+    let Some(t) = t else { return Err(format!("verdict {name:?} needs `type:` (xdp, tc or socket_filter) or a number")) };
     let table: &[(&str, u32)] = match t {
         ProgType::Xdp => &[("XDP_ABORTED", 0), ("XDP_DROP", 1), ("XDP_PASS", 2), ("XDP_TX", 3), ("XDP_REDIRECT", 4)],
         ProgType::Tc => &[("TC_ACT_UNSPEC", u32::MAX), ("TC_ACT_OK", 0), ("TC_ACT_RECLASSIFY", 1), ("TC_ACT_SHOT", 2), ("TC_ACT_PIPE", 3), ("TC_ACT_REDIRECT", 7)],
@@ -207,9 +421,9 @@ mod tests {
 
     #[test]
     fn verdict_names() {
-        assert_eq!(verdict_value(&Expect::Name("XDP_DROP".into()), ProgType::Xdp), Ok(1));
-        assert_eq!(verdict_value(&Expect::Number(7), ProgType::SocketFilter), Ok(7));
-        assert!(verdict_value(&Expect::Name("TC_ACT_SHOT".into()), ProgType::Xdp).is_err());
+        assert_eq!(verdict_value(&Expect::Name("XDP_DROP".into()), Some(ProgType::Xdp)), Ok(1));
+        assert_eq!(verdict_value(&Expect::Number(7), Some(ProgType::SocketFilter)), Ok(7));
+        assert!(verdict_value(&Expect::Name("TC_ACT_SHOT".into()), Some(ProgType::Xdp)).is_err());
     }
 
     #[test]

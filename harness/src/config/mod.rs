@@ -12,6 +12,7 @@ use std::{
 
 pub mod expect;
 pub mod manifest;
+pub mod object;
 
 use serde::Deserialize;
 
