@@ -34,8 +34,22 @@ enum Cmd {
         /// Also write the summary as Markdown here.
         #[arg(long)]
         summary: Option<PathBuf>,
+        /// Write the verifier table (manifest programs x kernels) as JSON here
+        /// (`compare` takes two of them).
+        #[arg(long)]
+        verifier_json: Option<PathBuf>,
+        /// Write the verifier table as CSV here.
+        #[arg(long)]
+        verifier_csv: Option<PathBuf>,
         #[command(flatten)]
         out: kernel_matrix::report::results::RunOutputs,
+    },
+    /// What each program of BPF objects needs from a kernel (helpers, kfuncs, map and
+    /// program types, ...) and the lowest version and matrix kernel that can load it;
+    /// boots nothing.
+    Explain {
+        #[arg(required = true)]
+        objects: Vec<PathBuf>,
     },
     /// Pin every Debian kernel to the newest build of its series (writes kernels.lock).
     Lock {
@@ -81,14 +95,26 @@ fn main() -> ExitCode {
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     // These read result files only: no kernels.yaml needed.
     match &cli.cmd {
+        // Two verifier tables (run --verifier-json) compare veristat -C style.
+        Cmd::Compare(a) if a.files.len() == 2 && a.files.iter().all(|f| kernel_matrix::report::verifier::is_verifier_file(f)) => {
+            return kernel_matrix::perf::veristat::compare(&a.files[0], &a.files[1], a.all)
+        }
         Cmd::Compare(a) => return kernel_matrix::perf::compare(a),
+        Cmd::Explain { objects } => {
+            // The matrix is optional: without it, only catalogue versions are shown.
+            let cfg = if cli.config.exists() { Some(MatrixConfig::load(&cli.config)?) } else { None };
+            for o in objects {
+                println!("{}", kernel_matrix::report::explain::explain(o, cfg.as_ref())?);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         Cmd::Report(a) => return kernel_matrix::perf::report(a),
         Cmd::Merge(a) => return kernel_matrix::report::results::merge_command(a),
         _ => {}
     }
     let config = MatrixConfig::load(&cli.config)?;
     match cli.cmd {
-        Cmd::Compare(_) | Cmd::Report(_) | Cmd::Merge(_) => unreachable!("handled above"),
+        Cmd::Compare(_) | Cmd::Report(_) | Cmd::Merge(_) | Cmd::Explain { .. } => unreachable!("handled above"),
         Cmd::Shell(a) => kernel_matrix::report::repro::shell_command(&matrix(config)?, &a),
         Cmd::QemuCmd(a) => kernel_matrix::report::repro::qemu_cmd_command(&matrix(config)?, &a),
         Cmd::Bench(a) => {
@@ -110,7 +136,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run { kernels, summary, out } => {
+        Cmd::Run { kernels, summary, verifier_json, verifier_csv, out } => {
             let m = Arc::new(matrix(config)?);
             let names: Vec<String> = if kernels.is_empty() { m.kernel_names() } else { kernels };
             let names = match out.shard()? {
@@ -133,7 +159,17 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             let runs: Vec<_> = handles.into_iter().map(|h| h.join().expect("kernel thread")).collect();
-            let table = format!("{}\n{}\n{}", report::summary_table(&m, &runs), report::time_table(&m, &runs), report::feature_table(&m, &runs));
+            let vrows = report::verifier::rows(&m, &runs);
+            let mut table = format!("{}\n{}\n{}", report::summary_table(&m, &runs), report::time_table(&m, &runs), report::feature_table(&m, &runs));
+            if !vrows.is_empty() {
+                table.push_str(&format!("\n{}", report::verifier::markdown(&vrows)));
+            }
+            if let Some(p) = &verifier_json {
+                report::verifier::write_json(p, &vrows)?;
+            }
+            if let Some(p) = &verifier_csv {
+                std::fs::write(p, report::verifier::csv(&vrows)).with_context(|| format!("writing {}", p.display()))?;
+            }
             println!("{table}");
             if let Some(p) = summary {
                 std::fs::write(&p, &table).with_context(|| format!("writing {}", p.display()))?;

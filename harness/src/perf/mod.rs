@@ -11,6 +11,7 @@ pub mod compare;
 pub mod boot;
 pub mod html;
 pub mod trials;
+pub mod veristat;
 
 use km_protocol::Verdict;
 

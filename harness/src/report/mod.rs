@@ -5,6 +5,8 @@ pub mod junit;
 pub mod repro;
 pub mod results;
 pub mod trials;
+pub mod verifier;
+pub mod explain;
 
 use km_protocol::{features::catalogue, Probe, Verdict};
 
