@@ -61,6 +61,7 @@ pub fn build_cached(cache: &Path, agent: &Path, busybox: &Path, extra: &[(String
 pub const FLOOR_INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 read init_uptime _ < /proc/uptime
+/bin/busybox mount -t devtmpfs devtmpfs /dev
 echo "init $init_uptime" > /dev/ttyS1
 /bin/busybox poweroff -f
 "#;
