@@ -82,8 +82,26 @@ pub fn kfunc_in_vmlinux(name: &str) -> Result<bool, String> {
 }
 
 /// Generic probes for a user program's needs (`km_protocol::byo::Need`).
+/// libbpf cannot probe helpers in tracing, LSM, ext or struct_ops programs (their
+/// loads need an attach target): there, and wherever the probe itself errs, the
+/// helper is probed in kprobe, sched_cls and XDP programs instead and counts as
+/// present if any of them has it.
 pub fn helper_in(prog_type: u32, id: u32) -> Probe {
-    helper(prog_type, id)
+    let rc = unsafe { sys::libbpf_probe_bpf_helper(prog_type, id, std::ptr::null()) };
+    match rc {
+        1 => return Probe::Present(format!("libbpf probe: helper {id} in program type {prog_type} supported")),
+        0 => return Probe::Absent(format!("libbpf probe: helper {id} not supported in program type {prog_type}")),
+        _ => {}
+    }
+    let proxies = [sys::BPF_PROG_TYPE_KPROBE, sys::BPF_PROG_TYPE_SCHED_CLS, sys::BPF_PROG_TYPE_XDP];
+    let answers: Vec<i32> = proxies.iter().map(|t| unsafe { sys::libbpf_probe_bpf_helper(*t, id, std::ptr::null()) }).collect();
+    if answers.contains(&1) {
+        Probe::Present(format!("helper {id} exists (probed in kprobe/sched_cls/xdp; type {prog_type} cannot be probed)"))
+    } else if answers.iter().all(|a| *a == 0) {
+        Probe::Absent(format!("helper {id} unknown to kprobe, sched_cls and xdp programs"))
+    } else {
+        Probe::Unavailable(format!("helper {id} could not be probed ({rc})"))
+    }
 }
 pub fn map_type_probe(id: u32) -> Probe {
     map_type(id)

@@ -194,15 +194,18 @@ fn explain_failure(p: &GuestProgram, features: &BTreeMap<String, Probe>, error: 
     let kernel = this_kernel();
     let mut missing = Vec::new();
     for n in &p.requires {
-        // A program-type need makes helper probes meaningless when the type is missing.
         if let Probe::Absent(_) = probe_need(n, p.prog_type_id, features) {
             let catalogue = match (&n.feature, &n.since) {
                 (Some(f), Some(s)) => format!("features.yaml: {f}, {s}"),
                 _ => "not in features.yaml".into(),
             };
-            missing.push(format!("{}, which {kernel} lacks; {catalogue}", n.text));
+            let since = n.since.as_deref().and_then(|s| s.parse::<km_protocol::KernelVersion>().ok());
+            missing.push((since, format!("{}, which {kernel} lacks; {catalogue}", n.text)));
         }
     }
+    // The newest catalogued need first: it is the one that decides; uncatalogued last.
+    missing.sort_by(|a, b| b.0.cmp(&a.0));
+    let missing: Vec<String> = missing.into_iter().map(|m| m.1).collect();
     let head = if missing.is_empty() {
         format!("plain verifier rejection of {} on {kernel}: this kernel has every need the instructions show ({} probed)", p.program, p.requires.len())
     } else {

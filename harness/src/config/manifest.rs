@@ -438,4 +438,72 @@ mod tests {
         assert!(load(&m).unwrap_err().to_string().contains("does not exist"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// A scratch manifest next to copies of the corpus objects.
+    fn scratch(tag: &str, yaml: &str) -> Result<Vec<ByoProgram>, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("km-byo-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/corpus/obj");
+        for o in ["tracing.bpf.o", "profile.bpf.o", "cookie.bpf.o"] {
+            std::fs::copy(corpus.join(o), dir.join(o)).unwrap();
+        }
+        std::fs::write(dir.join("notelf.o"), "just text\n").unwrap();
+        std::fs::copy("/proc/self/exe", dir.join("host.o")).unwrap();
+        let mut bad = std::fs::read(corpus.join("cookie.bpf.o")).unwrap();
+        // The section name `kprobe` becomes `kprobx`, which libbpf does not know.
+        // (ELF string tables share suffixes: `kprobe` is the tail of `.relkprobe`.)
+        let at = bad.windows(11).position(|w| w == b".relkprobe\0").unwrap();
+        bad[at + 9] = b'x';
+        std::fs::write(dir.join("unknown_section.o"), bad).unwrap();
+        let m = dir.join("m.yaml");
+        std::fs::write(&m, yaml).unwrap();
+        let r = load(&m);
+        std::fs::remove_dir_all(&dir).unwrap();
+        r
+    }
+
+    #[test]
+    fn whole_objects_become_one_trial_per_program() {
+        let p = scratch("whole", "programs:\n  - { name: tracing, object: tracing.bpf.o, attach: true }\n").unwrap();
+        let names: Vec<_> = p.iter().map(|p| p.guest.name.as_str()).collect();
+        assert_eq!(names, ["tracing::unlink_entry", "tracing::unlink_exit", "tracing::openat_enter", "tracing::sched_switch_raw"]);
+        assert!(p.iter().all(|p| p.guest.attach && p.guest.object_file == "tracing.o"));
+        let p = scratch("one", "programs:\n  - { name: t, object: tracing.bpf.o, program: unlink_exit }\n").unwrap();
+        assert_eq!((p.len(), p[0].guest.name.as_str()), (1, "t"));
+        let p = scratch("globs", "programs:\n  - { name: t, object: tracing.bpf.o, programs: [\"unlink_*\"] }\n").unwrap();
+        assert_eq!(p.len(), 2);
+        // A bare `kprobe` section names no target: no attach trial for it.
+        let p = scratch("bare", "programs:\n  - { name: c, object: cookie.bpf.o, attach: true }\n").unwrap();
+        assert!(!p[0].guest.attach);
+    }
+
+    #[test]
+    fn loader_fixups_max_entries_and_rodata() {
+        let p = scratch("fix", "programs:\n  - name: profile\n    object: profile.bpf.o\n    rodata: { targ_pid: -1, user_stacks_only: true }\n").unwrap();
+        assert_eq!(p[0].guest.max_entries.get("counts"), Some(&1), "a map left at 0 gets 1");
+        assert!(p[0].guest.rodata.contains(&(0, vec![0xff; 4])) || p[0].guest.rodata.iter().any(|(_, b)| b == &vec![0xff; 4]));
+        let p = scratch("fix2", "programs:\n  - name: profile\n    object: profile.bpf.o\n    maps: { counts: { max_entries: 10240 } }\n").unwrap();
+        assert_eq!(p[0].guest.max_entries.get("counts"), Some(&10240));
+    }
+
+    #[test]
+    fn bad_input_is_a_clear_error_with_a_position() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("programs:\n  - { name: x, object: notelf.o }\n", "m.yaml:2:", "is not an ELF file"),
+            ("programs:\n  - { name: x, object: host.o }\n", "m.yaml:2:", "not BPF"),
+            ("programs:\n  - { name: x, object: tracing.bpf.o, program: nope }\n", "m.yaml:2:", "no program \"nope\" in"),
+            ("programs:\n  - { name: x, object: tracing.bpf.o, programs: [\"zz*\"] }\n", "m.yaml:2:", "matches no program"),
+            ("programs:\n  - { name: x, object: unknown_section.o }\n", "m.yaml:2:", "section \"kprobx\", which libbpf 1.7 does not know"),
+            ("programs:\n  - name: x\n    object: tracing.bpf.o\n    rodata:\n      targ_pidd: 1\n", "m.yaml:5:7: ", "no const volatile global \"targ_pidd\""),
+            ("programs:\n  - name: x\n    object: tracing.bpf.o\n    rodata:\n      targ_failed_only: 300\n", "m.yaml:5:7: ", "300 does not fit in 1 bytes"),
+            ("programs:\n  - name: x\n    object: tracing.bpf.o\n    rodata: { targ_tgid: \"a long string\" }\n", "m.yaml:4:15: ", "must fit in 4"),
+            ("programs:\n  - name: x\n    object: profile.bpf.o\n    maps:\n      countz: { max_entries: 4 }\n", "m.yaml:5:7: ", "no map \"countz\""),
+        ];
+        for (i, (yaml, at, want)) in cases.iter().enumerate() {
+            let e = scratch(&format!("bad{i}"), yaml).unwrap_err();
+            let text = e.to_string();
+            assert!(matches!(e, ConfigError::Syntax { .. }), "case {i}: no position: {text}");
+            assert!(text.contains(at) && text.contains(want), "case {i}: want {at}..{want:?} in {text}");
+        }
+    }
 }

@@ -421,7 +421,7 @@ impl BpfObject {
                 "map_type",
                 t,
                 tn.clone(),
-                format!("{whose} {} {tn} map ('{}', map type {t})", if tn.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }, m.name),
+                format!("{whose} {} {tn} map ('{}', map type {t})", if tn.starts_with(['a', 'e', 'i', 'o']) { "an" } else { "a" }, m.name),
                 feature_for(&|f| f.map_types.iter().any(|x| *x == tn)),
             );
         }
