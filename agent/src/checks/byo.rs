@@ -82,7 +82,10 @@ pub fn run(p: &GuestProgram, dir: &Path, features: &BTreeMap<String, Probe>, emi
             metrics.insert("prog_type".into(), info.type_ as f64);
         }
         let attach_type = unsafe { sys::bpf_program__expected_attach_type(prog.as_libbpf_object().as_ptr()) };
-        metrics.insert("attach_type".into(), attach_type as f64);
+        // 0 is both "none" and BPF_CGROUP_INET_INGRESS: only cgroup_skb means the latter.
+        if attach_type != 0 || p.prog_type_id == sys::BPF_PROG_TYPE_CGROUP_SKB {
+            metrics.insert("attach_type".into(), attach_type as f64);
+        }
     }
     for (k, v) in insight.metrics() {
         metrics.insert(k, v);
