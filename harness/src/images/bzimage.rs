@@ -34,16 +34,16 @@ fn decompress(p: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(p.len() * 4);
     if p.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
         // The kernel appends the uncompressed size after the xz stream; stop at stream end.
-        let mut stream = xz2::stream::Stream::new_stream_decoder(u64::MAX, 0)?;
+        let mut stream = liblzma::stream::Stream::new_stream_decoder(u64::MAX, 0)?;
         let mut input = p;
         loop {
             if out.len() == out.capacity() {
                 out.reserve(1 << 22);
             }
             let before_in = stream.total_in();
-            let status = stream.process_vec(input, &mut out, xz2::stream::Action::Run)?;
+            let status = stream.process_vec(input, &mut out, liblzma::stream::Action::Run)?;
             input = &input[(stream.total_in() - before_in) as usize..];
-            if status == xz2::stream::Status::StreamEnd {
+            if status == liblzma::stream::Status::StreamEnd {
                 break;
             }
             if input.is_empty() && out.len() < out.capacity() {
@@ -102,7 +102,7 @@ mod tests {
         let zs = zstd::encode_all(&elf[..], 1).unwrap();
         assert_eq!(decompress(&zs).unwrap(), elf);
         let mut xz = Vec::new();
-        xz2::read::XzEncoder::new(&elf[..], 1).read_to_end(&mut xz).unwrap();
+        liblzma::read::XzEncoder::new(&elf[..], 1).read_to_end(&mut xz).unwrap();
         xz.extend_from_slice(&(elf.len() as u32).to_le_bytes()); // the kernel's size trailer
         assert_eq!(decompress(&xz).unwrap(), elf);
         let block = lz4_flex::block::compress(&elf);

@@ -17,7 +17,7 @@ pub fn fetch_index(mirror: &str, suite: &str) -> anyhow::Result<Vec<Stanza>> {
         .call()
         .with_context(|| format!("fetching the package index of suite {suite}"))?;
     let mut text = String::new();
-    xz2::read::XzDecoder::new(resp.into_reader())
+    liblzma::read::XzDecoder::new(resp.into_reader())
         .read_to_string(&mut text)
         .with_context(|| format!("decompressing the package index of suite {suite}"))?;
     Ok(parse_index(&text))

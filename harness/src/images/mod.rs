@@ -154,7 +154,7 @@ pub fn vmlinuz_from_deb(deb: &Path) -> anyhow::Result<(String, Vec<u8>)> {
             continue;
         }
         let reader: Box<dyn Read> = match name.as_str() {
-            "data.tar.xz" => Box::new(xz2::read::XzDecoder::new(entry)),
+            "data.tar.xz" => Box::new(liblzma::read::XzDecoder::new(entry)),
             "data.tar.zst" => Box::new(zstd::stream::read::Decoder::new(entry)?),
             "data.tar.gz" => Box::new(flate2::read::GzDecoder::new(entry)),
             "data.tar" => Box::new(entry),
