@@ -363,3 +363,26 @@ fn km_shard_splits_the_cargo_test_matrix() {
     assert_eq!(code, Some(2), "bad KM_SHARD: {err}");
     assert!(err.contains("KM_SHARD"), "{err}");
 }
+
+/// Under cargo-nextest (one process per trial) the matrix lists its trials but
+/// refuses to run them, saying how to run it instead; nothing is booted.
+#[test]
+fn nextest_process_per_test_is_refused_with_the_way_out() {
+    let dir = scratch("km-nextest");
+    let cfg = config_with_lock(&dir, "kernels:\n  - name: a\n    debian: { suite: sid, series: '6.99' }\n");
+    let run = |args: &[&str]| {
+        Command::new(matrix_test_binary())
+            .args(args)
+            .env("KM_CONFIG", &cfg)
+            .env("NEXTEST_EXECUTION_MODE", "process-per-test")
+            .env_remove("KM_NEXTEST")
+            .output()
+            .expect("running the matrix test binary")
+    };
+    let list = run(&["--list", "--format", "terse"]);
+    assert!(list.status.success() && String::from_utf8_lossy(&list.stdout).contains("a::xdp_classifier::load: test"));
+    let out = run(&["--exact", "a::xdp_classifier::load"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cargo-nextest runs every trial in a process of its own") && err.contains("-E 'not binary(matrix)'"), "{err}");
+}

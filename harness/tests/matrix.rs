@@ -4,8 +4,21 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use kernel_matrix::{config::MatrixConfig, report::trials::trials, run::{Matrix, Options}};
 
+/// Under cargo-nextest (`NEXTEST_RUN_ID` set) every trial is its own process: each would boot its own VM of its kernel, and `KM_MAX_VMS`
+/// could not hold across them. Listing is fine; running is refused with the way
+/// out, unless `KM_NEXTEST=1` says the cost is accepted.
+const NEXTEST_REFUSAL: &str = "kernel-matrix: the matrix boots each kernel once per test process, but cargo-nextest runs every trial in a process of its own, so each trial would boot its own VM (and KM_MAX_VMS would not hold across processes).
+Run the matrix with libtest:   cargo test -p kernel-matrix --test matrix [-- FILTER]
+and the rest with nextest:     cargo nextest run --workspace -E 'not binary(matrix)'
+(KM_NEXTEST=1 runs it under nextest anyway, one boot per trial.)";
+
 fn main() -> ExitCode {
     let args = libtest_mimic::Arguments::from_args();
+    let nextest = std::env::var_os("NEXTEST_RUN_ID").is_some() || std::env::var("NEXTEST_EXECUTION_MODE").is_ok_and(|m| m == "process-per-test");
+    if !args.list && nextest && std::env::var("KM_NEXTEST").map_or(true, |v| v != "1") {
+        eprintln!("{NEXTEST_REFUSAL}");
+        return ExitCode::from(2);
+    }
     let config = std::env::var_os("KM_CONFIG")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../kernels.yaml"));
