@@ -22,6 +22,13 @@ fn vm_kind(m: &Matrix) -> String {
 /// libtest bench cannot turn "ignored" after it started. The measurement printed is
 /// the median ns per run, `+/-` the interquartile range.
 pub fn trials(matrix: Arc<Matrix>) -> Vec<libtest_mimic::Trial> {
+    // cargo-nextest reads `--list` as libtest's `name: test|benchmark` lines and
+    // rejects libtest-mimic's `[kind] name: bench`; benchmarks are libtest-only
+    // anyway (`--bench`), so under nextest (NEXTEST_RUN_ID is set while it lists,
+    // 0.9.138+) they are not listed.
+    if std::env::var_os("NEXTEST_RUN_ID").is_some() {
+        return Vec::new();
+    }
     use crate::config::KernelSource;
     use libtest_mimic::{Failed, Measurement, Trial};
     let mut out = Vec::new();
@@ -56,10 +63,7 @@ pub fn trials(matrix: Arc<Matrix>) -> Vec<libtest_mimic::Trial> {
                 Ok(Some(Measurement { avg: value.round() as u64, variance: (upper - lower).round() as u64 }))
             })
             .with_ignored_flag(!matrix.opts.bench || too_old);
-            // cargo-nextest reads `--list` as plain `name: test|bench` lines and
-            // fails on libtest-mimic's `[kind] ` prefix, so under nextest (which sets
-            // NEXTEST_RUN_ID while listing, 0.9.138+) the accelerator stays out.
-            let trial = if std::env::var_os("NEXTEST_RUN_ID").is_some() { trial } else { trial.with_kind(kind) };
+            let trial = trial.with_kind(kind);
             out.push(trial);
         }
     }
