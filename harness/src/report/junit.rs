@@ -1,147 +1,112 @@
 //! JUnit XML for CI systems: one `<testsuite>` per kernel, one `<testcase>` per
 //! trial (`classname` = kernel, `name` = `program::check`), ignored trials as
 //! `<skipped message="reason"/>`, failures with their message and the command
-//! that reruns them.
-use std::fmt::Write as _;
+//! that reruns them. Written and read with quick-junit (the JUnit model nextest
+//! uses), so merging shards parses their files instead of scanning strings.
+use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context as _};
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite, XmlString};
 
 use crate::report::results::RunResults;
 
-/// Escapes text for XML 1.0 attributes and content, dropping the characters XML
-/// cannot carry at all (console logs contain escape sequences and NULs).
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => out.push(c),
-        }
+/// Text as XML 1.0 can carry it: quick-junit's [`XmlString`] drops ANSI escape
+/// sequences and C0 controls (console logs contain both, and NULs); U+FFFE and
+/// U+FFFF, which no XML document may contain either, go here.
+pub fn text(s: &str) -> XmlString {
+    if s.contains(['\u{FFFE}', '\u{FFFF}']) {
+        XmlString::new(s.replace(['\u{FFFE}', '\u{FFFF}'], ""))
+    } else {
+        XmlString::new(s)
     }
-    out
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or_default()
+}
+
+/// The run as a JUnit report.
+pub fn report(r: &RunResults) -> Report {
+    let mut report = Report::new("kernel-matrix");
+    let mut time = Duration::ZERO;
+    for k in &r.kernels {
+        let mut suite = TestSuite::new(text(&k.kernel));
+        suite.set_time(secs(k.wall_secs));
+        time += secs(k.wall_secs);
+        suite.add_property(Property::new("release", text(k.release.as_deref().unwrap_or("unknown"))));
+        suite.add_property(Property::new("accel", text(&k.accel)));
+        if let Some(b) = k.boot_secs {
+            suite.add_property(Property::new("boot_secs", format!("{b:.3}")));
+        }
+        for c in &k.cells {
+            let reason = c.reason.as_deref().unwrap_or("");
+            let status = match c.verdict.as_str() {
+                "pass" => TestCaseStatus::success(),
+                "ignored" => {
+                    let mut s = TestCaseStatus::skipped();
+                    s.set_message(text(reason));
+                    s
+                }
+                _ => {
+                    let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    s.set_message(text(reason.lines().next().unwrap_or("failed")))
+                        .set_type("failure")
+                        .set_description(text(&format!("{reason}\nreproduce: {}", c.reproduce)));
+                    s
+                }
+            };
+            let mut case = TestCase::new(text(&c.trial), status);
+            case.set_classname(text(&k.kernel)).set_time(secs(c.secs.unwrap_or(0.0)));
+            suite.add_test_case(case);
+        }
+        report.add_test_suite(suite);
+    }
+    report.set_time(time);
+    report
 }
 
 pub fn render(r: &RunResults) -> String {
-    let (pass, fail, ignored) = r.counts();
-    let total = pass + fail + ignored;
-    let time: f64 = r.kernels.iter().map(|k| k.wall_secs).sum();
-    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(s, "<testsuites name=\"kernel-matrix\" tests=\"{total}\" failures=\"{fail}\" errors=\"0\" skipped=\"{ignored}\" time=\"{time:.3}\">");
-    for k in &r.kernels {
-        let n = |v: &str| k.cells.iter().filter(|c| c.verdict == v).count();
-        let _ = writeln!(
-            s,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"{:.3}\">",
-            escape(&k.kernel),
-            k.cells.len(),
-            n("fail"),
-            n("ignored"),
-            k.wall_secs
-        );
-        s.push_str("    <properties>\n");
-        let mut prop = |name: &str, value: &str| {
-            let _ = writeln!(s, "      <property name=\"{name}\" value=\"{}\"/>", escape(value));
-        };
-        prop("release", k.release.as_deref().unwrap_or("unknown"));
-        prop("accel", &k.accel);
-        if let Some(b) = k.boot_secs {
-            prop("boot_secs", &format!("{b:.3}"));
-        }
-        s.push_str("    </properties>\n");
-        for c in &k.cells {
-            let time = c.secs.unwrap_or(0.0);
-            let open = format!("    <testcase classname=\"{}\" name=\"{}\" time=\"{time:.3}\"", escape(&k.kernel), escape(&c.trial));
-            let reason = c.reason.as_deref().unwrap_or("");
-            match c.verdict.as_str() {
-                "pass" => {
-                    let _ = writeln!(s, "{open}/>");
-                }
-                "ignored" => {
-                    let _ = writeln!(s, "{open}>\n      <skipped message=\"{}\"/>\n    </testcase>", escape(reason));
-                }
-                _ => {
-                    let first = reason.lines().next().unwrap_or("failed");
-                    let _ = writeln!(
-                        s,
-                        "{open}>\n      <failure message=\"{}\" type=\"failure\">{}\nreproduce: {}</failure>\n    </testcase>",
-                        escape(first),
-                        escape(reason),
-                        escape(&c.reproduce)
-                    );
-                }
+    report(r).to_string().expect("a JUnit report serializes to memory")
+}
+
+/// Reads a JUnit file: `<testsuites>` at the root, or a single `<testsuite>` (as
+/// some tools write it).
+pub fn parse(name: &str, xml: &str) -> anyhow::Result<Report> {
+    match Report::deserialize_from_str(xml) {
+        Ok(r) => Ok(r),
+        Err(first) => {
+            // A bare <testsuite> root: parse it under a <testsuites> of our own.
+            let body = match xml.trim_start().strip_prefix("<?xml") {
+                Some(rest) => rest.split_once("?>").map_or("", |(_, b)| b),
+                None => xml,
+            };
+            let wrapped = format!("<testsuites>{body}</testsuites>");
+            match Report::deserialize_from_str(&wrapped) {
+                Ok(r) if !r.test_suites.is_empty() => Ok(r),
+                _ => Err(first).with_context(|| format!("{name}: not a JUnit report")),
             }
         }
-        s.push_str("  </testsuite>\n");
     }
-    s.push_str("</testsuites>\n");
-    s
 }
 
 /// Merges JUnit files written by shards (ours or any tool's that uses
 /// `<testsuites>`/`<testsuite>`): their `<testsuite>` elements go under one
 /// `<testsuites>` with the counts added up.
 pub fn merge(files: &[(String, String)]) -> anyhow::Result<String> {
-    let mut suites = String::new();
-    let (mut tests, mut failures, mut errors, mut skipped, mut time) = (0u64, 0u64, 0u64, 0u64, 0f64);
+    let mut merged = Report::new("kernel-matrix");
+    let mut time = Duration::ZERO;
     for (name, xml) in files {
-        let mut rest = xml.as_str();
-        let mut found = false;
-        while let Some(start) = find_tag(rest, "<testsuite") {
-            let tail = &rest[start..];
-            let head_end = tail.find('>').ok_or_else(|| anyhow::anyhow!("{name}: unterminated <testsuite"))?;
-            let head = &tail[..=head_end];
-            let end = if head.ends_with("/>") {
-                head_end + 1
-            } else {
-                match tail.find("</testsuite>") {
-                    Some(e) => e + "</testsuite>".len(),
-                    None => bail!("{name}: <testsuite> without </testsuite>"),
-                }
-            };
-            tests += attr(head, "tests").and_then(|v| v.parse().ok()).unwrap_or(0);
-            failures += attr(head, "failures").and_then(|v| v.parse().ok()).unwrap_or(0);
-            errors += attr(head, "errors").and_then(|v| v.parse().ok()).unwrap_or(0);
-            skipped += attr(head, "skipped").and_then(|v| v.parse().ok()).unwrap_or(0);
-            time += attr(head, "time").and_then(|v| v.parse().ok()).unwrap_or(0.0);
-            suites.push_str("  ");
-            suites.push_str(&tail[..end]);
-            suites.push('\n');
-            rest = &tail[end..];
-            found = true;
-        }
-        if !found {
+        let report = parse(name, xml)?;
+        if report.test_suites.is_empty() {
             bail!("{name}: no <testsuite> element: not a JUnit report");
         }
-    }
-    Ok(format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"kernel-matrix\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{time:.3}\">\n{suites}</testsuites>\n"
-    ))
-}
-
-/// `<testsuite` as a tag, not `<testsuites`.
-fn find_tag(s: &str, tag: &str) -> Option<usize> {
-    let mut from = 0;
-    while let Some(i) = s[from..].find(tag) {
-        let at = from + i;
-        match s[at + tag.len()..].chars().next() {
-            Some(c) if c.is_whitespace() || c == '>' || c == '/' => return Some(at),
-            _ => from = at + tag.len(),
+        for suite in report.test_suites {
+            time += suite.time.unwrap_or_default();
+            merged.add_test_suite(suite);
         }
     }
-    None
-}
-
-fn attr<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    let key = format!(" {name}=\"");
-    let i = head.find(&key)? + key.len();
-    let j = head[i..].find('"')?;
-    Some(&head[i..i + j])
+    merged.set_time(time);
+    merged.to_string().context("writing the merged JUnit report")
 }
 
 #[cfg(test)]
@@ -179,12 +144,25 @@ mod tests {
     #[test]
     fn renders_each_outcome() {
         let x = render(&results("6.1"));
-        assert!(x.contains("<testsuites name=\"kernel-matrix\" tests=\"3\" failures=\"1\" errors=\"0\" skipped=\"1\""), "{x}");
-        assert!(x.contains("<testcase classname=\"6.1\" name=\"a::load\" time=\"0.500\"/>"), "{x}");
+        assert!(x.contains("<testsuites name=\"kernel-matrix\" tests=\"3\" skipped=\"1\" failures=\"1\" errors=\"0\""), "{x}");
+        assert!(x.contains("name=\"a::load\" classname=\"6.1\" time=\"0.500\"/>"), "{x}");
         assert!(x.contains("<skipped message=\"no &quot;PMU&quot; here\"/>"), "{x}");
-        assert!(x.contains("<failure message=\"verifier said &lt;no&gt; &amp; [31mred\" type=\"failure\">"), "{x}");
+        // Markup escaped; the colour sequence and the NUL of a console log dropped.
+        assert!(x.contains("<failure message=\"verifier said &lt;no&gt; &amp; red\" type=\"failure\">"), "{x}");
         assert!(x.contains("reproduce: cargo test --test matrix -- --exact 6.1::a::run</failure>"), "{x}");
-        assert!(!x.contains('\u{1b}') && !x.contains('\0'));
+        assert!(x.contains("<property name=\"boot_secs\" value=\"3.000\"/>"), "{x}");
+        assert!(!x.contains('\u{1b}') && !x.contains('\0') && !x.contains("[31m") && !x.contains('\u{FFFE}'));
+        // And it reads back as what was written.
+        let r = Report::deserialize_from_str(&x).unwrap();
+        let suite = &r.test_suites[0];
+        assert_eq!((suite.name.as_str(), suite.tests, suite.failures, suite.skipped), ("6.1", 3, 1, 1));
+        match &suite.test_cases[1].status {
+            TestCaseStatus::NonSuccess { message, description, .. } => {
+                assert_eq!(message.as_deref(), Some("verifier said <no> & red"));
+                assert!(description.as_deref().unwrap().ends_with("\nmore\nreproduce: cargo test --test matrix -- --exact 6.1::a::run"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -192,8 +170,28 @@ mod tests {
         let a = render(&results("6.1"));
         let b = render(&results("5.10"));
         let m = merge(&[("a".into(), a), ("b".into(), b)]).unwrap();
-        assert!(m.contains("tests=\"6\" failures=\"2\" errors=\"0\" skipped=\"2\" time=\"20.000\""), "{m}");
+        assert!(m.contains("tests=\"6\" skipped=\"2\" failures=\"2\" errors=\"0\" time=\"20.000\""), "{m}");
         assert_eq!(m.matches("<testsuite ").count(), 2);
         assert!(merge(&[("x".into(), "<html/>".into())]).is_err());
+    }
+
+    /// Other tools' files: a bare `<testsuite>` root, elements and attributes we do
+    /// not write, text that only looks like markup; broken XML is refused.
+    #[test]
+    fn merges_other_tools_reports() {
+        let bare = "<?xml version=\"1.0\"?>\n<testsuite name=\"pytest\" tests=\"2\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"1.5\" hostname=\"ci\">\
+            <testcase classname=\"t\" name=\"ok\"/><testcase classname=\"t\" name=\"boom\"><error message=\"x\">&lt;/testsuite&gt; in a log</error>\
+            <system-out>out</system-out></testcase></testsuite>";
+        let nested = "<testsuites><testsuite name=\"one\" tests=\"1\"><testcase name=\"c\"><skipped/></testcase></testsuite>\
+            <testsuite name=\"two\" tests=\"0\"/></testsuites>";
+        let m = merge(&[("bare".into(), bare.into()), ("nested".into(), nested.into()), ("ours".into(), render(&results("6.1")))]).unwrap();
+        let r = Report::deserialize_from_str(&m).unwrap();
+        let names: Vec<&str> = r.test_suites.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["pytest", "one", "two", "6.1"]);
+        assert_eq!((r.tests, r.failures, r.errors, r.skipped), (6, 1, 1, 1), "{m}");
+        assert!(m.contains("&lt;/testsuite&gt; in a log") && m.contains("hostname=\"ci\""), "{m}");
+        let err = merge(&[("broken.xml".into(), "<testsuites><testsuite name=\"x\"><testcase name=\"y\">".into())]).unwrap_err();
+        assert!(format!("{err:#}").contains("broken.xml"), "{err:#}");
+        assert!(merge(&[("empty".into(), "<testsuites/>".into())]).is_err());
     }
 }
