@@ -64,6 +64,15 @@ pub struct KernelMeta {
     pub release: Option<String>,
     /// `tcg` (emulated), `kvm`, or `host` (native, no VM).
     pub accel: String,
+    /// Host wall seconds from QEMU start to the agent's first record.
+    #[serde(default)]
+    pub boot_secs: Option<f64>,
+    /// The guest's clock (under `tcg-icount` a virtual one) when /init started,
+    /// and how long the agent ran (checks and benchmarks).
+    #[serde(default)]
+    pub init_secs: Option<f64>,
+    #[serde(default)]
+    pub agent_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -114,7 +123,17 @@ pub fn from_runs(runs: &[impl AsRef<KernelRun>]) -> (Bmf, Meta) {
     for run in runs {
         let run = run.as_ref();
         let accel = accel_label(run);
-        meta.kernels.insert(run.kernel.clone(), KernelMeta { release: run.release.clone(), accel });
+        let t = &run.timeline;
+        meta.kernels.insert(
+            run.kernel.clone(),
+            KernelMeta {
+                release: run.release.clone(),
+                accel,
+                boot_secs: run.boot.map(|b| b.as_secs_f64()),
+                init_secs: t.init,
+                agent_secs: t.agent.zip(t.end).map(|(a, e)| e - a),
+            },
+        );
         for ((program, check), o) in &run.checks {
             if !matches!(o.verdict, km_protocol::Verdict::Pass) {
                 continue;

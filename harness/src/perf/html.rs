@@ -59,7 +59,7 @@ svg text{{font:12px system-ui,sans-serif}}
     let ks = kernels(inputs);
     h.push_str("<h2>Kernels and accelerators</h2><table><tr><th>kernel</th>");
     for i in inputs {
-        let _ = write!(h, "<th>{} release</th><th>{} accelerator</th>", esc(&i.label), esc(&i.label));
+        let _ = write!(h, "<th>{l} release</th><th>{l} accelerator</th><th>{l} boot s (QEMU to agent)</th><th>{l} guest clock at /init</th><th>{l} agent s</th>", l = esc(&i.label));
     }
     h.push_str("</tr>");
     for k in &ks {
@@ -67,7 +67,17 @@ svg text{{font:12px system-ui,sans-serif}}
         for i in inputs {
             let km = i.meta.kernels.get(k);
             let release = km.and_then(|m| m.release.clone()).unwrap_or_else(|| "-".into());
-            let _ = write!(h, "<td>{}</td><td>{}</td>", esc(&release), esc(describe_accel(i.meta.accel_of(k))));
+            let secs = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
+            let (boot, init, agent) = km.map(|m| (m.boot_secs, m.init_secs, m.agent_secs)).unwrap_or_default();
+            let _ = write!(
+                h,
+                "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+                esc(&release),
+                esc(describe_accel(i.meta.accel_of(k))),
+                secs(boot),
+                secs(init),
+                secs(agent)
+            );
         }
         h.push_str("</tr>");
     }
@@ -236,13 +246,15 @@ mod tests {
         bmf.entry("host::xdp_classifier::test_run".into()).or_default().insert(LATENCY.into(), Metric { value: 80.0, lower_value: Some(78.0), upper_value: Some(85.0) });
         bmf.entry("6.1::xdp_classifier::load".into()).or_default().insert("verified_insns".into(), Metric::exact(118.0));
         let mut meta = Meta::default();
-        meta.kernels.insert("6.1".into(), KernelMeta { release: Some("6.1.0-47-cloud-amd64".into()), accel: "tcg".into() });
-        meta.kernels.insert("host".into(), KernelMeta { release: Some("6.18.44".into()), accel: "host".into() });
+        meta.kernels.insert("6.1".into(), KernelMeta { release: Some("6.1.0-47-cloud-amd64".into()), accel: "tcg".into(), boot_secs: Some(4.2), init_secs: Some(3.1), agent_secs: Some(20.5) });
+        meta.kernels.insert("host".into(), KernelMeta { release: Some("6.18.44".into()), accel: "host".into(), boot_secs: None, init_secs: None, agent_secs: Some(9.0) });
         let page = render(&[Input { label: "a.json".into(), bmf, meta }], "report <x>");
         assert!(page.contains("<svg") && page.contains("report &lt;x&gt;"));
         assert!(!page.contains("src=\"http") && !page.contains("href=\"http") && !page.contains("<script"));
         assert!(page.contains("tcg (emulated") && page.contains("host (native)"));
         assert!(page.contains("4000 ns") && page.contains("80.0 ns") && page.contains(">118</td>"));
+        // Where each kernel's time went: host boot, guest clock at /init, agent.
+        assert!(page.contains("<td>4.20</td><td>3.10</td><td>20.50</td>") && page.contains("<td>-</td><td>-</td><td>9.00</td>"), "{page}");
         // 5.10 sorts before 6.1 and host last.
         assert_eq!(kernels(&[Input { label: String::new(), bmf: [("host::p::c".to_string(), Default::default()), ("6.1::p::c".to_string(), Default::default()), ("5.10::p::c".to_string(), Default::default())].into(), meta: Meta::default() }]), ["5.10", "6.1", "host"]);
     }
