@@ -33,9 +33,9 @@ for i in $(seq 1 "$n"); do
     "$km" compare "${base[@]}" "$out/run$i.json" --all >"$out/rerun$i.md" 2>&1
     set -e
     cells=$(grep -c '| latency |' "$out/rerun$i.md" || true)
-    flagged=$(grep -cE 'SLOWER|FASTER' "$out/rerun$i.md" || true)
+    flagged=$(grep -ciE '\*\*SLOWER\*\*|\| faster \|' "$out/rerun$i.md" || true)
     echo "run $i vs runs 1-$((i - 1)): $flagged of $cells latency cells flagged"
-    grep -E 'SLOWER|FASTER' "$out/rerun$i.md" || true
+    grep -iE '\*\*SLOWER\*\*|\| faster \|' "$out/rerun$i.md" || true
     if [ "$flagged" = 0 ]; then quiet=$((quiet + 1)); else bad=1; fi
   fi
 done
