@@ -12,12 +12,15 @@ pub type Stanza = HashMap<String, String>;
 /// Downloads and parses `dists/<suite>/main/binary-amd64/Packages.xz`.
 pub fn fetch_index(mirror: &str, suite: &str) -> anyhow::Result<Vec<Stanza>> {
     let url = format!("{mirror}/dists/{suite}/main/binary-amd64/Packages.xz");
-    let resp = crate::images::fetch::agent()
-        .get(&url)
-        .call()
-        .with_context(|| format!("fetching the package index of suite {suite}"))?;
+    let xz = crate::images::fetch::http()
+        .get(&url, |r| {
+            let mut buf = Vec::new();
+            r.read_to_end(&mut buf).map_err(crate::images::fetch::BodyError::Network)?;
+            Ok(buf)
+        })
+        .with_context(|| format!("fetching the package index of suite {suite}: {url}"))?;
     let mut text = String::new();
-    liblzma::read::XzDecoder::new(resp.into_reader())
+    liblzma::read::XzDecoder::new(&xz[..])
         .read_to_string(&mut text)
         .with_context(|| format!("decompressing the package index of suite {suite}"))?;
     Ok(parse_index(&text))

@@ -1,4 +1,7 @@
-//! Downloads that are verified before use and written atomically.
+//! Downloads that are verified before use and written atomically, over HTTP that
+//! behaves like the rest of a user's tools: proxies from `http_proxy`/`https_proxy`/
+//! `all_proxy`/`no_proxy` (either case), the system's CA store, and a few retries
+//! with backoff when the network or the mirror fails for a moment.
 use std::{
     fs,
     io::{Read, Write},
@@ -9,18 +12,219 @@ use std::{
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 
-/// One HTTP agent for the process (connection reuse), with timeouts so a dead
-/// network fails instead of hanging.
-pub fn agent() -> ureq::Agent {
-    static AGENT: std::sync::OnceLock<ureq::Agent> = std::sync::OnceLock::new();
-    AGENT
-        .get_or_init(|| {
-            ureq::AgentBuilder::new()
-                .timeout_connect(Duration::from_secs(20))
-                .timeout_read(Duration::from_secs(60))
-                .build()
-        })
-        .clone()
+/// Proxy settings as curl reads them from the environment: the lower-case name
+/// first, then the upper-case one; `all_proxy` for a scheme without its own.
+/// `no_proxy` is a comma-separated list of hosts and domains (`example.com` and
+/// `.example.com` both match its subdomains too), IP addresses or ranges
+/// (`10.0.0.0/8`), or `*` for everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyEnv {
+    pub http: Option<String>,
+    pub https: Option<String>,
+    pub no_proxy: Option<String>,
+}
+
+impl ProxyEnv {
+    pub fn from_env() -> Self {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// From any source of variables (a test's map, a config).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |lower: &str| {
+            get(lower)
+                .or_else(|| get(&lower.to_ascii_uppercase()))
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let all = var("all_proxy");
+        Self { http: var("http_proxy").or_else(|| all.clone()), https: var("https_proxy").or(all), no_proxy: var("no_proxy") }
+    }
+}
+
+/// When and how often a failed request is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts in all, the first one included.
+    pub attempts: u32,
+    /// The wait before the second attempt; it doubles after each failure.
+    pub first_delay: Duration,
+    /// A `Retry-After` up to this long is waited for; a longer one ends the retries.
+    pub max_retry_after: Duration,
+}
+
+impl Default for Retry {
+    /// 4 attempts, waiting 0.5 s, 1 s and 2 s between them: a mirror that is down
+    /// costs 3.5 s more than before, a blip costs nothing.
+    fn default() -> Self {
+        Self { attempts: 4, first_delay: Duration::from_millis(500), max_retry_after: Duration::from_secs(10) }
+    }
+}
+
+/// Why a GET failed for good.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// Never retried: a missing file stays missing.
+    #[error("not found (HTTP 404)")]
+    NotFound,
+    #[error("HTTP {status}{}", attempts_note(*.attempts))]
+    Status { status: u16, attempts: u32 },
+    #[error("{message}{}", attempts_note(*.attempts))]
+    Transport { message: String, attempts: u32 },
+    /// The caller's own failure while taking the body (a full disk): not retried.
+    #[error("{0}")]
+    Local(String),
+}
+
+fn attempts_note(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(" ({attempts} attempts)")
+    } else {
+        String::new()
+    }
+}
+
+/// What the body reader of [`Http::get`] hit: the network (the attempt is retried)
+/// or something local (it is not).
+#[derive(Debug)]
+pub enum BodyError {
+    Network(std::io::Error),
+    Local(String),
+}
+
+/// An HTTP client with the proxies, CA store and retry policy above.
+pub struct Http {
+    client: Result<reqwest::blocking::Client, String>,
+    retry: Retry,
+}
+
+impl Http {
+    pub fn new(proxies: &ProxyEnv, retry: Retry) -> Self {
+        Self { client: client(proxies).map_err(|e| format!("{e:#}")), retry }
+    }
+
+    pub fn retry(&self) -> Retry {
+        self.retry
+    }
+
+    /// GETs `url` and hands the body to `read`. Connection failures, timeouts,
+    /// HTTP 408, 429 and 5xx, and network errors while reading the body are tried
+    /// again (the whole request: `read` starts over), up to [`Retry::attempts`].
+    pub fn get<T>(&self, url: &str, mut read: impl FnMut(&mut dyn Read) -> Result<T, BodyError>) -> Result<T, HttpError> {
+        let client = self.client.as_ref().map_err(|e| HttpError::Transport { message: e.clone(), attempts: 0 })?;
+        let mut delay = self.retry.first_delay;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (error, transient, retry_after) = match client.get(url).send() {
+                Err(e) => {
+                    let transient = !(e.is_builder() || e.is_redirect() || e.is_decode());
+                    (HttpError::Transport { message: describe(&e), attempts: attempt }, transient, None)
+                }
+                Ok(resp) if resp.status() == reqwest::StatusCode::NOT_FOUND => return Err(HttpError::NotFound),
+                Ok(resp) if !resp.status().is_success() => {
+                    let status = resp.status().as_u16();
+                    let retry_after = resp
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let transient = matches!(status, 408 | 429 | 500..=599);
+                    (HttpError::Status { status, attempts: attempt }, transient, retry_after)
+                }
+                Ok(mut resp) => match read(&mut resp) {
+                    Ok(t) => return Ok(t),
+                    Err(BodyError::Local(m)) => return Err(HttpError::Local(m)),
+                    Err(BodyError::Network(e)) => {
+                        (HttpError::Transport { message: format!("reading the response: {}", io_chain(&e)), attempts: attempt }, true, None)
+                    }
+                },
+            };
+            if !transient || attempt >= self.retry.attempts {
+                return Err(error);
+            }
+            let wait = match retry_after {
+                Some(ra) if ra > self.retry.max_retry_after => {
+                    return Err(HttpError::Transport {
+                        message: format!("{error}; the server asks to retry after {} s", ra.as_secs()),
+                        attempts: attempt,
+                    })
+                }
+                Some(ra) => ra.max(delay),
+                None => delay,
+            };
+            let said = error.to_string();
+            eprintln!(
+                "kernel-matrix: {url}: {}; trying again in {:.1} s (attempt {} of {})",
+                said.strip_suffix(&attempts_note(attempt)).unwrap_or(&said),
+                wait.as_secs_f64(),
+                attempt + 1,
+                self.retry.attempts
+            );
+            std::thread::sleep(wait);
+            delay *= 2;
+        }
+    }
+}
+
+fn client(proxies: &ProxyEnv) -> anyhow::Result<reqwest::blocking::Client> {
+    // reqwest is built without a default crypto provider (aws-lc needs a long C
+    // build); rustls's ring one serves. Already installed is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let no_proxy = || proxies.no_proxy.as_deref().and_then(reqwest::NoProxy::from_string);
+    // The environment is read here, not by reqwest, so tests can hand in their own.
+    let mut b = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .user_agent(concat!("kernel-matrix/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        // Per read of the body, and for the response head: a dead connection fails
+        // instead of hanging; a slow download of a large kernel does not.
+        .timeout(Duration::from_secs(60));
+    if let Some(p) = &proxies.http {
+        b = b.proxy(reqwest::Proxy::http(p.as_str()).with_context(|| format!("http_proxy {p:?}"))?.no_proxy(no_proxy()));
+    }
+    if let Some(p) = &proxies.https {
+        b = b.proxy(reqwest::Proxy::https(p.as_str()).with_context(|| format!("https_proxy {p:?}"))?.no_proxy(no_proxy()));
+    }
+    b.build().context("setting up the HTTP client (TLS with the system's CA store)")
+}
+
+/// The error and its causes on one line, without reqwest's "for url (...)" (our
+/// messages start with the URL already).
+fn describe(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        let s = err.to_string();
+        let s = match s.split_once(" for url (") {
+            Some((head, _)) => head.to_string(),
+            None => s,
+        };
+        if !parts.iter().any(|p: &String| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+fn io_chain(e: &std::io::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = std::error::Error::source(e);
+    while let Some(err) = cur {
+        let m = err.to_string();
+        if !s.contains(&m) {
+            s = format!("{s}: {m}");
+        }
+        cur = err.source();
+    }
+    s
+}
+
+/// The process's client: proxies from its environment, the default retries.
+pub fn http() -> &'static Http {
+    static HTTP: std::sync::OnceLock<Http> = std::sync::OnceLock::new();
+    HTTP.get_or_init(|| Http::new(&ProxyEnv::from_env(), Retry::default()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +239,19 @@ pub enum FetchError {
 
 /// Downloads `url` into `dest` if it is not already there with the right hash.
 /// The file only appears at `dest` after its sha256 matched.
-pub fn fetch_verified(url: &str, package: &str, sha256: &str, dest: &Path, mut progress: impl FnMut(u64)) -> Result<(), FetchError> {
+pub fn fetch_verified(url: &str, package: &str, sha256: &str, dest: &Path, progress: impl FnMut(u64)) -> Result<(), FetchError> {
+    fetch_verified_with(http(), url, package, sha256, dest, progress)
+}
+
+/// [`fetch_verified`] through a given client.
+pub fn fetch_verified_with(
+    http: &Http,
+    url: &str,
+    package: &str,
+    sha256: &str,
+    dest: &Path,
+    mut progress: impl FnMut(u64),
+) -> Result<(), FetchError> {
     if dest.exists() {
         if let Ok(actual) = sha256_file(dest) {
             if actual.eq_ignore_ascii_case(sha256) {
@@ -46,34 +262,27 @@ pub fn fetch_verified(url: &str, package: &str, sha256: &str, dest: &Path, mut p
         let _ = fs::remove_file(dest);
     }
     let other = |message: String| FetchError::Other { url: url.to_string(), message };
-    let resp = match agent().get(url).call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(404, _)) => {
-            return Err(FetchError::NotFound { url: url.into(), package: package.into() })
-        }
-        // ureq's message repeats the URL; ours already starts with it.
-        Err(e) => return Err(other(e.to_string().replace(&format!("{url}: "), ""))),
-    };
     let tmp = tmp_path(dest);
-    let result = (|| -> Result<(String, u64), FetchError> {
-        let mut out = fs::File::create(&tmp).map_err(|e| other(format!("creating {}: {e}", tmp.display())))?;
-        let mut reader = resp.into_reader();
+    // Each attempt starts the temporary file and the hash over.
+    let result = http.get(url, |reader| {
+        let local = |m: String| BodyError::Local(m);
+        let mut out = fs::File::create(&tmp).map_err(|e| local(format!("creating {}: {e}", tmp.display())))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 1 << 16];
         let mut total = 0u64;
         loop {
-            let n = reader.read(&mut buf).map_err(|e| other(format!("reading: {e}")))?;
+            let n = reader.read(&mut buf).map_err(BodyError::Network)?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| other(format!("writing {}: {e}", tmp.display())))?;
+            out.write_all(&buf[..n]).map_err(|e| local(format!("writing {}: {e}", tmp.display())))?;
             total += n as u64;
             progress(total);
         }
-        out.sync_all().map_err(|e| other(format!("sync: {e}")))?;
+        out.sync_all().map_err(|e| local(format!("sync: {e}")))?;
         Ok((hex::encode(hasher.finalize()), total))
-    })();
+    });
     match result {
         Ok((actual, _)) if actual.eq_ignore_ascii_case(sha256) => {
             fs::rename(&tmp, dest).map_err(|e| other(format!("renaming into {}: {e}", dest.display())))
@@ -84,7 +293,10 @@ pub fn fetch_verified(url: &str, package: &str, sha256: &str, dest: &Path, mut p
         }
         Err(e) => {
             let _ = fs::remove_file(&tmp);
-            Err(e)
+            Err(match e {
+                HttpError::NotFound => FetchError::NotFound { url: url.into(), package: package.into() },
+                e => other(e.to_string()),
+            })
         }
     }
 }
