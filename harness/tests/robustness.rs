@@ -31,7 +31,7 @@ fn scratch(tag: &str) -> PathBuf {
 }
 
 fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 /// A one-kernel matrix (in-process) with the workspace's lock and cache.
@@ -101,9 +101,9 @@ fn starve(m: &Arc<Matrix>, run_dir: &Path, kernel: &str, pause: Duration) -> (Ar
     std::thread::sleep(Duration::from_secs(1));
     let pids = qemus_in(run_dir);
     assert_eq!(pids.len(), 1, "{pids:?}");
-    unsafe { libc::kill(pids[0], libc::SIGSTOP) };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pids[0]), nix::sys::signal::Signal::SIGSTOP).unwrap();
     std::thread::sleep(pause);
-    unsafe { libc::kill(pids[0], libc::SIGCONT) };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pids[0]), nix::sys::signal::Signal::SIGCONT).unwrap();
     let resumed = Instant::now();
     let run = worker.join().unwrap();
     (run, resumed.elapsed())
@@ -273,7 +273,7 @@ fn splat_oops_fails_the_trials_and_ends_the_vm() {
 /// `kernel-matrix` killed mid-boot (SIGKILL, and Ctrl-C's SIGINT) leaves no QEMU.
 #[test]
 fn killed_harness_leaves_no_qemu() {
-    for (sig, name) in [(libc::SIGKILL, "SIGKILL"), (libc::SIGINT, "SIGINT")] {
+    for (sig, name) in [(nix::sys::signal::Signal::SIGKILL, "SIGKILL"), (nix::sys::signal::Signal::SIGINT, "SIGINT")] {
         let dir = scratch(&format!("kill-{name}"));
         let run_dir = dir.join("runs");
         let mut child = Command::new(env!("CARGO_BIN_EXE_kernel-matrix"))
@@ -288,7 +288,7 @@ fn killed_harness_leaves_no_qemu() {
             .unwrap();
         wait_until("qemu started", Duration::from_secs(60), || !qemus_in(&run_dir).is_empty());
         std::thread::sleep(Duration::from_millis(700)); // mid-boot
-        unsafe { libc::kill(child.id() as i32, sig) };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
         child.wait().unwrap();
         let gone = wait_until("qemu gone", Duration::from_secs(10), || qemus_in(&run_dir).is_empty());
         eprintln!("{name}: QEMU gone {gone:?} after the harness died");

@@ -73,13 +73,11 @@ pub fn shell(m: &Matrix, kernel: &str) -> anyhow::Result<i32> {
         "kernel-matrix: root shell in kernel {kernel} ({} accel); the agent is /agent (`/agent --out -` runs every check), leave with `poweroff -f` or Ctrl-A X",
         m.opts.accel.accel
     );
-    // SAFETY: prctl is async-signal-safe.
+    // SAFETY: the closure makes one prctl(2) call (async-signal-safe) and builds an
+    // io::Error from the errno without allocating; it touches no shared state.
     unsafe {
         c.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
         });
     }
     let status = c.status().context("starting qemu-system-x86_64 (is qemu-system-x86 installed?)")?;

@@ -334,8 +334,7 @@ impl Matrix {
     /// The running kernel: the agent as a child process (so a crash in it cannot
     /// take the harness down), bounded by the same timeout as a VM.
     fn run_host(&self, spec: &KernelSpec, workdir: &Path) -> anyhow::Result<KernelRun> {
-        // SAFETY: geteuid cannot fail and touches no memory.
-        if unsafe { libc::geteuid() } != 0 {
+        if !nix::unistd::geteuid().is_root() {
             let reason = "host: loading BPF needs root (CAP_BPF/CAP_SYS_ADMIN); run as root or drop `host` from kernels.yaml";
             let checks = self
                 .checks

@@ -147,14 +147,13 @@ pub fn run(spec: &VmSpec) -> anyhow::Result<VmRun> {
     let mut cmd = spec.command();
     let command_line = shell_line(&cmd);
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    // SAFETY: prctl is async-signal-safe. If the harness dies (even by SIGKILL),
-    // the kernel kills QEMU with it: no VM outlives the run.
+    // If the harness dies (even by SIGKILL), the kernel kills QEMU with it: no VM
+    // outlives the run. std has no safe way to run code between fork and exec.
+    // SAFETY: the closure makes one prctl(2) call (async-signal-safe) and builds an
+    // io::Error from the errno without allocating; it touches no shared state.
     unsafe {
         cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
         });
     }
     let start = Instant::now();
