@@ -351,3 +351,59 @@ fn fake_archive() -> (Vec<u8>, Vec<u8>) {
     );
     (deb, xz(index.as_bytes()))
 }
+
+/// HTTPS against the system's CA store (through the real binary, whose client reads
+/// it at start): a server whose CA is not trusted fails at once (a certificate
+/// error is not retried); the same server is trusted once its CA is in the store
+/// (`SSL_CERT_FILE`, the standard override of /etc/ssl/certs). Needs the `openssl`
+/// command for the certificates and the server.
+#[test]
+fn https_trusts_the_system_store_only() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("SKIPPED https_trusts_the_system_store_only: no openssl command");
+        return;
+    }
+    let dir = scratch("tls");
+    let ssl = |args: &str| {
+        let out = Command::new("openssl").args(args.split(' ')).current_dir(&dir).output().unwrap();
+        assert!(out.status.success(), "openssl {args}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    ssl("req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=km-test-CA -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign");
+    ssl("req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=localhost");
+    std::fs::write(dir.join("ext"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+    ssl("x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext");
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-cert", "srv.pem", "-key", "srv.key", "-accept", &port.to_string()])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() && start.elapsed() < Duration::from_secs(10) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(dir.join("kernels.yaml"), "kernels:\n  - name: '9.9'\n    debian: { suite: sid, series: '9.9' }\n").unwrap();
+    let km = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kernel-matrix"));
+        c.arg("--config").arg(dir.join("kernels.yaml")).args(["lock", "--update"]);
+        for v in ["http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR"] {
+            c.env_remove(v);
+        }
+        c.env("KM_MIRROR", format!("https://localhost:{port}")).env("KM_CACHE_DIR", dir.join("cache"));
+        c
+    };
+    let start = Instant::now();
+    let out = km().output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("UnknownIssuer") && !err.contains("trying again"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    // Trusted: the handshake works and the request is answered (s_server's status
+    // page is no Packages.xz, so the index itself is refused).
+    let out = km().env("SSL_CERT_FILE", dir.join("ca.pem")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(err.contains("decompressing the package index") && !err.contains("certificate"), "{err}");
+}

@@ -118,7 +118,8 @@ impl Http {
             attempt += 1;
             let (error, transient, retry_after) = match client.get(url).send() {
                 Err(e) => {
-                    let transient = !(e.is_builder() || e.is_redirect() || e.is_decode());
+                    // A certificate the system does not trust will not become trusted.
+                    let transient = !(e.is_builder() || e.is_redirect() || e.is_decode() || is_tls(&e));
                     (HttpError::Transport { message: describe(&e), attempts: attempt }, transient, None)
                 }
                 Ok(resp) if resp.status() == reqwest::StatusCode::NOT_FOUND => return Err(HttpError::NotFound),
@@ -187,6 +188,23 @@ fn client(proxies: &ProxyEnv) -> anyhow::Result<reqwest::blocking::Client> {
         b = b.proxy(reqwest::Proxy::https(p.as_str()).with_context(|| format!("https_proxy {p:?}"))?.no_proxy(no_proxy()));
     }
     b.build().context("setting up the HTTP client (TLS with the system's CA store)")
+}
+
+/// Whether a TLS error (an untrusted or invalid certificate, a failed handshake)
+/// is among the causes.
+fn is_tls(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(mut err) = cur {
+        // io::Error hides what it wraps from source(): look inside (it nests).
+        while let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            err = inner;
+        }
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The error and its causes on one line, without reqwest's "for url (...)" (our
