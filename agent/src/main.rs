@@ -3,6 +3,8 @@
 use std::io::Write as _;
 
 use km_agent::{checks, uptime};
+mod suites;
+
 use km_protocol::{byo, switches::{BenchConfig, Switches}, Line, Record};
 
 fn main() {
@@ -72,6 +74,13 @@ fn main() {
     if let Some(cfg) = bench {
         km_agent::bench::run_all(&mut emit, &features, cfg);
     }
+    // Users' test suites, after the checks, in the same boot.
+    let guest_suites: Vec<km_protocol::suites::GuestSuite> = std::fs::read(byo_dir.join(km_protocol::suites::SUITES_JSON))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let guest_suites: Vec<_> = guest_suites.into_iter().filter(|s| wanted(&s.name)).collect();
+    suites::run_all(&mut emit, &features, &guest_suites);
     emit(Record::Done);
 }
 

@@ -15,7 +15,12 @@ pub struct CheckId {
 
 impl CheckId {
     /// The trial name without the kernel: `program::check`.
+    /// (A suite of `format: exit-status` is one trial named by the suite alone:
+    /// its check is empty.)
     pub fn trial(&self) -> String {
+        if self.check.is_empty() {
+            return self.program.to_string();
+        }
         format!("{}::{}", self.program, self.check)
     }
 }
@@ -67,9 +72,14 @@ pub fn byo_checks(p: &GuestProgram) -> Vec<CheckId> {
 
 /// Why `c` cannot run here, if a feature it needs was probed absent or unavailable.
 pub fn gate(c: &CheckId, features: &BTreeMap<String, Probe>) -> Option<String> {
-    c.needs.iter().find_map(|id| {
-        let f = crate::features::by_id(id).unwrap_or_else(|| panic!("check {}::{} needs unknown feature {id}", c.program, c.check));
-        match features.get(*id) {
+    gate_needs(c.needs, features, &c.trial())
+}
+
+/// Why something needing `needs` (feature ids) cannot run here, if it cannot.
+pub fn gate_needs<S: AsRef<str>>(needs: &[S], features: &BTreeMap<String, Probe>, what: &str) -> Option<String> {
+    needs.iter().map(AsRef::as_ref).find_map(|id| {
+        let f = crate::features::by_id(id).unwrap_or_else(|| panic!("{what} needs unknown feature {id}"));
+        match features.get(id) {
             Some(Probe::Present(_)) => None,
             Some(Probe::Unavailable(why)) => Some(format!("{} ({why})", f.need_reason())),
             _ => Some(f.need_reason()),

@@ -7,6 +7,7 @@ pub mod checks;
 pub mod features;
 pub mod record;
 pub mod stats;
+pub mod suites;
 pub mod switches;
 pub mod version;
 

@@ -61,6 +61,11 @@ enum Cmd {
     Fetch,
     /// An interactive root shell in a kernel's VM (console on stdio, agent at /agent).
     Shell(kernel_matrix::report::repro::VmArgs),
+    /// Run a program of yours in a kernel's VM as root (bpffs, tracefs, debugfs
+    /// mounted), streaming its stdout/stderr; exits with its status. A cargo runner:
+    /// CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="kernel-matrix exec -k 6.1 --".
+    /// Without -c, KM_CONFIG names kernels.yaml when ./kernels.yaml does not exist.
+    Exec(kernel_matrix::run::exec::ExecArgs),
     /// Print the QEMU command line of a kernel's VM.
     QemuCmd(kernel_matrix::report::repro::VmArgs),
     /// Merge the JSON/JUnit reports of CI shards into one (plus a Markdown summary).
@@ -110,11 +115,23 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Report(a) => return kernel_matrix::perf::report(a),
         Cmd::Merge(a) => return kernel_matrix::report::results::merge_command(a),
+        Cmd::Exec(a) => {
+            // The program, its libraries and files are checked before anything boots.
+            let req = kernel_matrix::run::exec::prepare(a)?;
+            // As a cargo runner the working directory is the user's crate.
+            let path = match std::env::var_os("KM_CONFIG") {
+                Some(p) if cli.config == std::path::Path::new("kernels.yaml") && !cli.config.exists() => PathBuf::from(p),
+                _ => cli.config.clone(),
+            };
+            let m = matrix(MatrixConfig::load(&path)?)?;
+            let code = kernel_matrix::run::exec::exec(&m, &a.kernel, &req, a.timeout)?;
+            return Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)));
+        }
         _ => {}
     }
     let config = MatrixConfig::load(&cli.config)?;
     match cli.cmd {
-        Cmd::Compare(_) | Cmd::Report(_) | Cmd::Merge(_) | Cmd::Explain { .. } => unreachable!("handled above"),
+        Cmd::Compare(_) | Cmd::Report(_) | Cmd::Merge(_) | Cmd::Explain { .. } | Cmd::Exec(_) => unreachable!("handled above"),
         Cmd::Shell(a) => kernel_matrix::report::repro::shell_command(&matrix(config)?, &a),
         Cmd::QemuCmd(a) => kernel_matrix::report::repro::qemu_cmd_command(&matrix(config)?, &a),
         Cmd::Bench(a) => {

@@ -36,6 +36,9 @@ pub struct MatrixConfig {
     /// Manifests of programs users bring (paths relative to this file); see `byo`.
     #[serde(default)]
     pub programs: Vec<PathBuf>,
+    /// Users' test binaries run inside every kernel after the checks (see `SuiteSpec`).
+    #[serde(default)]
+    pub suites: Vec<SuiteSpec>,
     /// Known failures, turned into ignored trials with their reason.
     #[serde(default)]
     pub expected_failures: Vec<crate::config::expect::ExpectedFailure>,
@@ -49,6 +52,32 @@ fn default_timeout() -> u64 {
 }
 fn default_memory() -> u32 {
     1024
+}
+
+/// A test suite of the user's, run in every kernel's VM after the checks (same
+/// boot). `format: libtest`: each test is a trial `<kernel>::<name>::<test>`
+/// (listed on the host with `--list --format terse` before booting);
+/// `format: exit-status`: one trial `<kernel>::<name>`, passing on exit 0.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuiteSpec {
+    pub name: String,
+    /// Program and arguments; the program's path is relative to this file and its
+    /// file name may hold one `*` (the newest executable match is taken, e.g.
+    /// `target/debug/deps/my_test-*` for a cargo test binary).
+    pub command: Vec<String>,
+    /// `HOST:GUEST` (or `HOST`) files or directories copied into the guest; HOST
+    /// relative to this file, a relative GUEST relative to the suite's working
+    /// directory (this file's directory, the same absolute path in the guest).
+    #[serde(default)]
+    pub files: Vec<String>,
+    pub format: km_protocol::suites::SuiteFormat,
+    /// Feature ids (features.yaml): on a kernel without one, the suite's trials
+    /// are ignored with the reason, like checks.
+    #[serde(default)]
+    pub needs: Vec<String>,
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 /// One column of the matrix.
@@ -256,6 +285,22 @@ impl MatrixConfig {
             }
             if k.timeout_secs == Some(0) {
                 return Err(invalid(format!("kernel {:?}: timeout_secs must be positive", k.name)));
+            }
+        }
+        let mut suite_names = HashSet::new();
+        for s in &self.suites {
+            let invalid = |message: String| ConfigError::Invalid { path: format!("{}{}", self.path.display(), locate(text, &s.name, 0)), message };
+            if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                return Err(invalid(format!("suite name {:?} must be non-empty and use only letters, digits, '.', '_' and '-'", s.name)));
+            }
+            if !suite_names.insert(&s.name) || s.name == "features" {
+                return Err(invalid(format!("suite name {:?} is taken", s.name)));
+            }
+            if s.command.is_empty() {
+                return Err(invalid(format!("suite {:?}: `command` needs a program", s.name)));
+            }
+            if let Some(n) = s.needs.iter().find(|n| km_protocol::features::by_id(n).is_none()) {
+                return Err(invalid(format!("suite {:?}: needs unknown feature {n:?} (see features.yaml)", s.name)));
             }
         }
         if self.timeout_secs == 0 {

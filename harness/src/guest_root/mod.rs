@@ -2,6 +2,7 @@
 //! agent and the shared libraries it links. It is cached by the hash of what
 //! goes in (see [`build_cached`]), so an unchanged root is built once.
 pub mod agent;
+pub mod exec;
 use std::{
     collections::BTreeSet,
     io::Write,
@@ -96,7 +97,9 @@ fn contents(agent: &Path, busybox: &Path, extra: &[(String, PathBuf)]) -> anyhow
         ("bin/busybox".into(), busybox.to_path_buf(), 0o755),
         ("agent".into(), agent.to_path_buf(), 0o755),
     ];
-    files.extend(extra.iter().map(|(guest, host)| (guest.clone(), host.clone(), 0o644)));
+    // Executables (suites' programs, their libraries) stay executable.
+    let mode = |p: &Path| if std::fs::metadata(p).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false) { 0o755 } else { 0o644 };
+    files.extend(extra.iter().map(|(guest, host)| (guest.clone(), host.clone(), mode(host))));
     for lib in shared_libraries(agent)? {
         let name = lib.to_string_lossy().trim_start_matches('/').to_string();
         files.push((name, lib, 0o755));
@@ -104,7 +107,7 @@ fn contents(agent: &Path, busybox: &Path, extra: &[(String, PathBuf)]) -> anyhow
     Ok(files)
 }
 
-fn write_archive(init: &str, files: &[(String, PathBuf, u32)], dest: &Path) -> anyhow::Result<()> {
+pub(crate) fn write_archive(init: &str, files: &[(String, PathBuf, u32)], dest: &Path) -> anyhow::Result<()> {
     let mut dirs = BTreeSet::new();
     for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "root", "etc"] {
         dirs.insert(d.to_string());
@@ -140,7 +143,7 @@ fn write_archive(init: &str, files: &[(String, PathBuf, u32)], dest: &Path) -> a
 }
 
 /// The dynamic loader and libraries `ldd` lists for `bin` (none for static binaries).
-fn shared_libraries(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn shared_libraries(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let out = Command::new("ldd").arg(bin).output().context("running ldd")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if text.contains("not a dynamic executable") || text.contains("statically linked") {

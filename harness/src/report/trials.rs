@@ -16,10 +16,10 @@ pub fn trials(matrix: Arc<Matrix>) -> Vec<Trial> {
     for id in matrix.checks().to_vec() {
         for kernel in matrix.kernel_names() {
             let m = matrix.clone();
-            let name = format!("{kernel}::{}::{}", id.program, id.check);
+            let name = format!("{kernel}::{}", id.trial());
             out.push(Trial::ignorable_test(name, move || {
                 let run = m.run_kernel(&kernel);
-                let trial = format!("{}::{}", id.program, id.check);
+                let trial = id.trial();
                 completion(crate::verdict::check(&m, &run, id), &run, &trial)
             }));
         }

@@ -2,7 +2,9 @@
 //! collect what its agent reported. Each kernel runs at most once per process, on
 //! first demand, with at most `max_vms` VMs at a time. Verdicts are decided from
 //! what this collects in `verdict`.
+pub mod exec;
 pub mod shard;
+pub mod suites;
 use std::{
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
@@ -146,8 +148,11 @@ pub struct Matrix {
     slots: Semaphore,
     /// Programs from the config's manifests.
     pub byo: Vec<ByoProgram>,
-    /// Our checks, then the manifests' programs' checks: the matrix's columns.
+    /// Our checks, then the manifests' programs' checks, then the suites' tests:
+    /// the matrix's columns.
     checks: Vec<CheckId>,
+    /// `suites:` of the config, resolved (tests listed) before anything boots.
+    pub suites: Vec<suites::Suite>,
 }
 
 impl Matrix {
@@ -160,8 +165,19 @@ impl Matrix {
         for manifest in &config.programs {
             byo.extend(crate::config::manifest::load(&config.resolve_path(manifest))?);
         }
-        let checks = CATALOGUE.iter().copied().chain(byo.iter().flat_map(|p| km_protocol::checks::byo_checks(&p.guest))).collect();
-        Ok(Self { config, lock, lock_path, opts, mirrors: OnceLock::new(), initramfs: OnceLock::new(), agent: OnceLock::new(), runs, slots, byo, checks })
+        let suites = config.suites.iter().map(|s| suites::resolve(&config, s)).collect::<Result<Vec<_>, _>>()?;
+        let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
+        let suite_checks = suites.iter().flat_map(|s| {
+            let program = leak(&s.guest.name);
+            let needs: &'static [&'static str] = Box::leak(s.guest.needs.iter().map(|n| leak(n)).collect::<Vec<_>>().into_boxed_slice());
+            let tests: Vec<&'static str> = match s.guest.format {
+                km_protocol::suites::SuiteFormat::Libtest => s.guest.tests.iter().map(|t| leak(t)).collect(),
+                km_protocol::suites::SuiteFormat::ExitStatus => vec![""],
+            };
+            tests.into_iter().map(move |check| CheckId { program, check, needs })
+        });
+        let checks = CATALOGUE.iter().copied().chain(byo.iter().flat_map(|p| km_protocol::checks::byo_checks(&p.guest))).chain(suite_checks).collect();
+        Ok(Self { config, lock, lock_path, opts, mirrors: OnceLock::new(), initramfs: OnceLock::new(), agent: OnceLock::new(), runs, slots, byo, checks, suites })
     }
 
     /// Every check of the matrix, in trial order.
@@ -178,6 +194,19 @@ impl Matrix {
         let manifest = dir.join(crate::config::manifest::MANIFEST_JSON);
         crate::images::fetch::write_atomic(&manifest, serde_json::to_string(&guest)?.as_bytes())?;
         let mut files = vec![(format!("byo/{}", crate::config::manifest::MANIFEST_JSON), manifest)];
+        if !self.suites.is_empty() {
+            let list = dir.join(km_protocol::suites::SUITES_JSON);
+            let guest: Vec<_> = self.suites.iter().map(|s| s.guest.clone()).collect();
+            crate::images::fetch::write_atomic(&list, serde_json::to_string(&guest)?.as_bytes())?;
+            files.push((format!("byo/{}", km_protocol::suites::SUITES_JSON), list));
+            for s in &self.suites {
+                for f in &s.files {
+                    if !files.iter().any(|(g, _)| *g == f.0) {
+                        files.push(f.clone());
+                    }
+                }
+            }
+        }
         // One copy per file: an object's programs share it.
         let wanted = self.byo.iter().map(|p| (p.guest.object_file.clone(), p.object_path.clone())).chain(self.byo.iter().filter_map(|p| p.btf.clone()));
         for (name, src) in wanted {
@@ -302,6 +331,7 @@ impl Matrix {
             },
             timeout: self.config.timeout(spec),
             workdir: workdir.to_path_buf(),
+            serials: Vec::new(),
         })
     }
 

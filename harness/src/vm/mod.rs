@@ -33,6 +33,10 @@ pub struct VmSpec {
     /// instructions it executed and no longer depend on how busy the host is
     /// (measured: wall-clock TCG timings moved ±30% between runs on a shared 2-core host).
     pub icount: Option<u8>,
+    /// More serial ports after the console and the agent's channel (ttyS2, ttyS3,
+    /// ...), each written to its file: `kernel-matrix exec` streams the program's
+    /// stdout and stderr over them. Empty for matrix runs (`8250.nr_uarts=2`).
+    pub serials: Vec<PathBuf>,
 }
 
 /// How a VM ended.
@@ -83,6 +87,9 @@ impl VmSpec {
         // (crypto_algapi_init, 0.86 s of 3.1 s on 6.1 under TCG, `initcall_debug`)
         // and are not what the matrix tests.
         let mut append = "console=ttyS0 panic=-1 oops=panic quiet loglevel=5 8250.nr_uarts=2 cryptomgr.notests".to_string();
+        if !self.serials.is_empty() {
+            append = append.replace("8250.nr_uarts=2", &format!("8250.nr_uarts={}", 2 + self.serials.len()));
+        }
         if let Some(extra) = &self.extra_cmdline {
             append.push(' ');
             append.push_str(extra);
@@ -98,6 +105,7 @@ impl VmSpec {
             .arg(format!("file:{}", self.console_path().display()))
             .arg("-serial")
             .arg(format!("file:{}", self.channel_path().display()))
+            .args(self.serials.iter().flat_map(|p| ["-serial".to_string(), format!("file:{}", p.display())]))
             .arg("-kernel")
             .arg(&self.kernel)
             .arg("-initrd")
@@ -140,8 +148,15 @@ pub fn stuck_patience(elapsed: Duration) -> Duration {
 const PANIC_MARKERS: &[&str] = &["Kernel panic - not syncing", "---[ end Kernel panic"];
 
 pub fn run(spec: &VmSpec) -> anyhow::Result<VmRun> {
+    run_watching(spec, &mut || {})
+}
+
+/// [`run`], calling `poll` about every 20 ms while the guest runs and once after
+/// QEMU is gone (`kernel-matrix exec` copies the guest's output ports to its own
+/// stdout and stderr there).
+pub fn run_watching(spec: &VmSpec, poll: &mut dyn FnMut()) -> anyhow::Result<VmRun> {
     fs::create_dir_all(&spec.workdir).with_context(|| format!("creating {}", spec.workdir.display()))?;
-    for p in [spec.console_path(), spec.channel_path()] {
+    for p in [spec.console_path(), spec.channel_path()].iter().chain(&spec.serials) {
         let _ = fs::remove_file(p);
     }
     let mut cmd = spec.command();
@@ -204,10 +219,12 @@ pub fn run(spec: &VmSpec) -> anyhow::Result<VmRun> {
             end = Some(VmEnd::TimedOut(spec.timeout));
             break;
         }
+        poll();
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
     let status = child.wait()?;
+    poll();
     let wall = start.elapsed();
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {

@@ -1,0 +1,87 @@
+//! Users' test suites (`suites:` in kernels.yaml), run after the checks in the
+//! same boot. Each suite's output is echoed to the agent's stderr (the VM
+//! console, so it is in console.log); verdicts go out as `Check` records:
+//! program = suite, check = test name (libtest) or "" (exit status).
+use std::{collections::BTreeMap, process::Command};
+
+use km_protocol::{
+    checks::gate_needs,
+    suites::{parse_libtest, GuestSuite, SuiteFormat, TestOutcome},
+    Probe, Record, Verdict,
+};
+
+fn record(suite: &str, test: &str, verdict: Verdict, note: String, secs: f64) -> Record {
+    let mut metrics = BTreeMap::new();
+    metrics.insert("suite_secs".to_string(), secs);
+    Record::Check { program: suite.into(), check: test.into(), verdict, metrics, note }
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub fn run_all(emit: &mut dyn FnMut(Record), features: &BTreeMap<String, Probe>, suites: &[GuestSuite]) {
+    for s in suites {
+        let names: Vec<&str> = match s.format {
+            SuiteFormat::Libtest => s.tests.iter().map(String::as_str).collect(),
+            SuiteFormat::ExitStatus => vec![""],
+        };
+        if let Some(reason) = gate_needs(&s.needs, features, &s.name) {
+            for t in &names {
+                emit(record(&s.name, t, Verdict::Ignored(reason.clone()), String::new(), 0.0));
+            }
+            continue;
+        }
+        let _ = std::fs::create_dir_all(&s.cwd);
+        let start = std::time::Instant::now();
+        let out = Command::new(&s.argv[0]).args(&s.argv[1..]).envs(&s.env).current_dir(&s.cwd).stdin(std::process::Stdio::null()).output();
+        let secs = start.elapsed().as_secs_f64();
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                for t in &names {
+                    emit(record(&s.name, t, Verdict::Fail(format!("suite {}: could not start {}: {e}", s.name, s.argv[0])), String::new(), secs));
+                }
+                continue;
+            }
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!("km: suite {} ({}) exited with {}\n{stdout}{stderr}", s.name, s.argv.join(" "), out.status);
+        let both = format!("{stdout}{stderr}");
+        match s.format {
+            SuiteFormat::ExitStatus => {
+                let v = if out.status.success() {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail(format!("suite {} exited with {}; output (last 30 lines):\n{}", s.name, out.status, tail(&both, 30)))
+                };
+                emit(record(&s.name, "", v, String::new(), secs));
+            }
+            SuiteFormat::Libtest => {
+                let (results, failures) = parse_libtest(&stdout);
+                for t in &names {
+                    let v = match results.get(*t) {
+                        Some(TestOutcome::Ok) => Verdict::Pass,
+                        Some(TestOutcome::Ignored(why)) => Verdict::Ignored(why.clone().unwrap_or_else(|| "#[ignore] in the suite".into())),
+                        Some(TestOutcome::Failed) => Verdict::Fail(format!(
+                            "{}::{t} failed:\n{}",
+                            s.name,
+                            failures.get(*t).map(|f| f.trim_end().to_string()).unwrap_or_else(|| tail(&both, 30))
+                        )),
+                        None if results.is_empty() => Verdict::Fail(format!(
+                            "suite {}: its output is not libtest's (no `test NAME ... ok` line; exit {}); use `format: exit-status` for other programs. Output (last 30 lines):\n{}",
+                            s.name,
+                            out.status,
+                            tail(&both, 30)
+                        )),
+                        None => Verdict::Fail(format!("suite {}: the run did not report this test (exit {}); output (last 30 lines):\n{}", s.name, out.status, tail(&both, 30))),
+                    };
+                    emit(record(&s.name, t, v, String::new(), secs));
+                }
+            }
+        }
+    }
+}

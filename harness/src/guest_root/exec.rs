@@ -1,0 +1,207 @@
+//! The guest root of `kernel-matrix exec`: busybox, the user's program at its
+//! own absolute host path, the shared libraries `ldd` lists for it, the `--file`
+//! copies, and `/km-exec/run.sh` (working directory, environment, argv). Built
+//! per invocation into the run directory (not cached: test binaries change on
+//! every build), and checked before anything boots.
+use std::{
+    ffi::OsString,
+    os::unix::ffi::OsStrExt as _,
+    path::{Path, PathBuf},
+};
+
+use crate::config::ConfigError;
+
+/// `/init` of an exec guest: mount what a BPF test needs (proc, sys, devtmpfs,
+/// tmpfs on /tmp, bpffs, debugfs, tracefs, lo up), then run `/km-exec/run.sh` as
+/// root with stdin from /dev/null and stdout/stderr through pipes (FIFOs, so the
+/// program sees pipes as under `cargo test`, not a terminal) copied to ttyS2 and
+/// ttyS3, which the host streams to its own stdout and stderr. ttyS1 carries
+/// `km-exec start <uptime>` and `km-exec status <code>` (the shell's `$?`: the
+/// exit code, or 128+N for signal N).
+pub const EXEC_INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t tmpfs tmpfs /tmp
+mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+ip link set lo up 2>/dev/null
+for t in 1 2 3; do stty -F /dev/ttyS$t raw -echo 2>/dev/null; done
+mkfifo /tmp/.km-out /tmp/.km-err
+cat /tmp/.km-out > /dev/ttyS2 &
+out=$!
+cat /tmp/.km-err > /dev/ttyS3 &
+err=$!
+read up _ < /proc/uptime
+echo "km-exec start $up" > /dev/ttyS1
+sh /km-exec/run.sh < /dev/null > /tmp/.km-out 2> /tmp/.km-err
+status=$?
+wait $out $err
+echo "km-exec status $status" > /dev/ttyS1
+poweroff -f
+"#;
+
+/// What to run in the guest, checked on the host.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    /// Absolute host path; the same path in the guest.
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// (host file or directory, absolute guest path).
+    pub files: Vec<(PathBuf, String)>,
+    pub env: Vec<(String, String)>,
+    /// The guest's working directory: the host's, created in the guest.
+    pub cwd: PathBuf,
+}
+
+fn invalid(path: impl std::fmt::Display, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { path: path.to_string(), message: message.into() }
+}
+
+/// `program` as a file: a path (relative to the working directory) when it has a
+/// `/`, else looked up on PATH like a shell does.
+pub fn resolve_program(program: &Path) -> Result<PathBuf, ConfigError> {
+    let found = if program.as_os_str().as_bytes().contains(&b'/') {
+        Some(program.to_path_buf())
+    } else {
+        std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(program)).find(|p| p.is_file()))
+    };
+    let Some(p) = found.filter(|p| p.is_file()) else {
+        return Err(invalid(program.display(), "no such program (give a path to a file, or a name on PATH)"));
+    };
+    let p = p.canonicalize().map_err(|source| ConfigError::Io { path: p.display().to_string(), source })?;
+    check_elf(&p)?;
+    Ok(p)
+}
+
+/// An x86-64 ELF executable or shared object (what the guest can run).
+pub fn check_elf(p: &Path) -> Result<(), ConfigError> {
+    use std::io::Read as _;
+    let mut head = [0u8; 20];
+    let n = std::fs::File::open(p).and_then(|mut f| f.read(&mut head)).map_err(|source| ConfigError::Io { path: p.display().to_string(), source })?;
+    if n < 20 || &head[..4] != b"\x7fELF" {
+        let what = if head.starts_with(b"#!") { "a script (#!); exec runs ELF programs: give its interpreter as the program" } else { "not an ELF file" };
+        return Err(invalid(p.display(), format!("{what}; the guest runs x86-64 Linux programs")));
+    }
+    let machine = u16::from_le_bytes([head[18], head[19]]);
+    if head[4] != 2 || head[5] != 1 || machine != 0x3e {
+        return Err(invalid(p.display(), format!("an ELF for another architecture (class {}, e_machine {machine:#x}); the guest is x86-64", head[4])));
+    }
+    if !matches!(u16::from_le_bytes([head[16], head[17]]), 2 | 3) {
+        return Err(invalid(p.display(), "an ELF object that is not an executable (ET_EXEC or ET_DYN)"));
+    }
+    Ok(())
+}
+
+/// `HOST:GUEST` (or `HOST`, the same path in the guest); a relative GUEST is
+/// relative to the guest's working directory `cwd`.
+pub fn parse_file_arg(arg: &str, cwd: &Path) -> Result<(PathBuf, String), ConfigError> {
+    let (host, guest) = arg.split_once(':').unwrap_or((arg, arg));
+    let host_path = PathBuf::from(host);
+    if !host_path.exists() {
+        return Err(invalid(host, format!("--file {arg}: no such file or directory")));
+    }
+    let guest = if guest.starts_with('/') { PathBuf::from(guest) } else { cwd.join(guest) };
+    Ok((host_path, guest.to_string_lossy().into_owned()))
+}
+
+/// Quotes `s` for the guest's shell.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// `/km-exec/run.sh`: working directory, environment, then `exec` the program.
+pub fn run_script(req: &ExecRequest) -> String {
+    let cwd = req.cwd.to_string_lossy();
+    let mut s = format!("mkdir -p {0} && cd {0} || exit 126\nexport HOME=/root\n", quote(&cwd));
+    for (k, v) in &req.env {
+        s.push_str(&format!("export {k}={}\n", quote(v)));
+    }
+    s.push_str("exec");
+    for a in std::iter::once(req.program.as_os_str()).chain(req.args.iter().map(|a| a.as_os_str())) {
+        s.push(' ');
+        s.push_str(&quote(&a.to_string_lossy()));
+    }
+    s.push('\n');
+    s
+}
+
+/// Writes the guest root of `req` to `dest` (cpio newc, gzip). A library the
+/// program links that `ldd` cannot find is a [`ConfigError`].
+pub fn build(req: &ExecRequest, busybox: &Path, dest: &Path) -> anyhow::Result<()> {
+    let rel = |p: &str| p.trim_start_matches('/').to_string();
+    let mut files: Vec<(String, PathBuf, u32)> = vec![("bin/busybox".into(), busybox.to_path_buf(), 0o755)];
+    files.push((rel(&req.program.to_string_lossy()), req.program.clone(), 0));
+    let libs = super::shared_libraries(&req.program).map_err(|e| invalid(req.program.display(), format!("unresolved shared library: {e:#}")))?;
+    for lib in libs {
+        files.push((rel(&lib.to_string_lossy()), lib, 0o755));
+    }
+    for (host, guest) in &req.files {
+        add_tree(host, &rel(guest), &mut files)?;
+    }
+    let script = dest.with_extension("run.sh");
+    std::fs::write(&script, run_script(req))?;
+    files.push(("km-exec/run.sh".into(), script, 0o755));
+    // Later entries win in the kernel's unpacking; keep one of each path anyway.
+    let mut seen = std::collections::HashSet::new();
+    files.reverse();
+    files.retain(|(name, _, _)| seen.insert(name.clone()));
+    files.reverse();
+    super::write_archive(EXEC_INIT, &files, dest)
+}
+
+fn add_tree(host: &Path, guest: &str, files: &mut Vec<(String, PathBuf, u32)>) -> anyhow::Result<()> {
+    if host.is_dir() {
+        for e in std::fs::read_dir(host)? {
+            let e = e?;
+            add_tree(&e.path(), &format!("{guest}/{}", e.file_name().to_string_lossy()), files)?;
+        }
+    } else {
+        files.push((guest.to_string(), host.to_path_buf(), 0));
+    }
+    Ok(())
+}
+
+/// Environment variables passed to the guest program without being asked:
+/// cargo's (`CARGO_*`, e.g. CARGO_MANIFEST_DIR for tests that read files
+/// relative to their crate) and Rust's (`RUST_*`: RUST_BACKTRACE, RUST_LOG,
+/// RUST_TEST_THREADS, ...). Others with `--env NAME[=VALUE]`.
+pub fn passed_env() -> Vec<(String, String)> {
+    std::env::vars().filter(|(k, _)| (k.starts_with("CARGO_") || k.starts_with("RUST_")) && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elf_checks() {
+        assert!(check_elf(Path::new("/bin/sh")).is_ok() || !Path::new("/bin/sh").exists());
+        let dir = std::env::temp_dir().join(format!("km-exec-elf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("s");
+        std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+        assert!(check_elf(&script).unwrap_err().to_string().contains("script"));
+        let mut arm = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0\xb7\0".to_vec();
+        arm.resize(64, 0);
+        std::fs::write(dir.join("arm"), &arm).unwrap();
+        assert!(check_elf(&dir.join("arm")).unwrap_err().to_string().contains("another architecture"));
+        assert!(resolve_program(Path::new("./does-not-exist")).unwrap_err().to_string().contains("no such program"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn script_quotes_everything() {
+        let req = ExecRequest {
+            program: "/t/prog".into(),
+            args: vec!["a b".into(), "it's".into()],
+            files: vec![],
+            env: vec![("RUST_BACKTRACE".into(), "1".into())],
+            cwd: "/w d".into(),
+        };
+        assert_eq!(run_script(&req), "mkdir -p '/w d' && cd '/w d' || exit 126\nexport HOME=/root\nexport RUST_BACKTRACE='1'\nexec '/t/prog' 'a b' 'it'\\''s'\n");
+    }
+}

@@ -1,0 +1,96 @@
+//! `kernel-matrix exec` and `suites:` for real, in the 6.1 VM (cached kernel,
+//! QEMU/TCG here): exit statuses (0, 3, a signal as 128+N), stdout and stderr
+//! kept apart, bad programs refused with exit 2 before anything boots.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("exec-{tag}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn km_with(dir: &Path, config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kernel-matrix"));
+    c.arg("-c").arg(config).env("KM_RUN_DIR", dir.join("runs")).current_dir(dir);
+    c
+}
+
+fn km(dir: &Path) -> Command {
+    km_with(dir, &workspace().join("kernels.yaml"))
+}
+
+fn run(c: &mut Command) -> (Option<i32>, String, String) {
+    let o = c.output().unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn exec_propagates_status_and_keeps_stdout_and_stderr_apart() {
+    let dir = scratch("status");
+    let t = Instant::now();
+    let (code, out, err) = run(km(&dir).args(["exec", "-k", "6.1", "--", "/bin/sh", "-c", "echo to-stdout; echo to-stderr >&2; test -d /sys/fs/bpf && grep -q ' /sys/fs/bpf bpf' /proc/mounts && grep -q tracefs /proc/mounts && grep -q debugfs /proc/mounts && test $(id -u) = 0 && echo mounted; pwd; exit 3"]));
+    eprintln!("exec exit 3: {:.1}s\n{err}", t.elapsed().as_secs_f64());
+    assert_eq!(code, Some(3), "stdout: {out}\nstderr: {err}");
+    assert_eq!(out, format!("to-stdout\nmounted\n{}\n", dir.canonicalize().unwrap().display()));
+    assert_eq!(err, "to-stderr\n");
+
+    let (code, out, _) = run(km(&dir).args(["exec", "-k", "6.1", "--", "/bin/true"]));
+    assert_eq!((code, out.as_str()), (Some(0), ""));
+
+    let (code, _, err) = run(km(&dir).args(["exec", "-k", "6.1", "--", "/bin/sh", "-c", "kill -USR1 $$"]));
+    assert_eq!(code, Some(128 + libc::SIGUSR1), "stderr: {err}");
+}
+
+#[test]
+fn exec_refuses_bad_programs_before_booting() {
+    let dir = scratch("bad");
+    let t = Instant::now();
+    let (code, _, err) = run(km(&dir).args(["exec", "-k", "6.1", "--", "./does-not-exist"]));
+    assert_eq!(code, Some(2));
+    assert!(err.contains("does-not-exist: no such program"), "{err}");
+    std::fs::write(dir.join("script"), "#!/bin/sh\n").unwrap();
+    let (code, _, err) = run(km(&dir).args(["exec", "-k", "6.1", "--", "./script"]));
+    assert_eq!(code, Some(2));
+    assert!(err.contains("script: a script"), "{err}");
+    let mut arm = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0\xb7\0".to_vec();
+    arm.resize(64, 0);
+    std::fs::write(dir.join("arm64"), arm).unwrap();
+    let (code, _, err) = run(km(&dir).args(["exec", "-k", "6.1", "--", "./arm64"]));
+    assert_eq!(code, Some(2));
+    assert!(err.contains("another architecture"), "{err}");
+    assert!(t.elapsed().as_secs() < 10, "nothing should boot");
+}
+
+#[test]
+fn suites_run_inside_the_kernel_as_their_own_trials() {
+    let dir = scratch("suites");
+    let example = workspace().join("examples/bpf-user-tests");
+    let built = Command::new(env!("CARGO")).args(["test", "--no-run", "--offline"]).current_dir(&example).status().unwrap();
+    assert!(built.success(), "building examples/bpf-user-tests");
+    let t = Instant::now();
+    let (code, out, err) = run(km_with(&dir, &workspace().join("kernels-suites.yaml")).args(["run", "-k", "6.1"]));
+    eprintln!("suites on 6.1: {:.1}s", t.elapsed().as_secs_f64());
+    assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
+    for test in ["drops_telnet", "passes_https", "drops_tftp", "runs_in_the_kernel_it_says"] {
+        assert!(out.contains(&format!("port_filter::{test}")), "{out}");
+    }
+    let row = out.lines().find(|l| l.starts_with("| 6.1 |")).unwrap();
+    assert!(!row.contains("fail"), "{row}");
+
+    // A libtest suite whose program is not a test binary: exit 2, naming the suite.
+    std::fs::copy(workspace().join("kernels.lock"), dir.join("kernels.lock")).unwrap();
+    let cfg = dir.join("kernels.yaml");
+    std::fs::write(&cfg, "kernels:\n  - name: \"6.1\"\n    debian: { suite: bookworm, series: \"6.1\" }\nsuites:\n  - name: not_tests\n    command: [/bin/echo, hello]\n    format: libtest\n").unwrap();
+    let (code, _, err) = run(km_with(&dir, &cfg).args(["run", "-k", "6.1"]));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("suite \"not_tests\"") && err.contains("libtest"), "{err}");
+}
