@@ -5,10 +5,23 @@ fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").unwrap());
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang-22".into());
     println!("cargo:rerun-if-env-changed=CLANG");
-    for (src, obj) in [("../programs-ebpf/xdp-classifier-loop/xdp_classifier_loop.bpf.c", "xdp_classifier_loop.bpf.o")] {
+    for (src, obj) in [("../programs-ebpf/xdp-classifier-loop/xdp_classifier_loop.bpf.c", "xdp_classifier_loop.bpf.o")]
+    {
         println!("cargo:rerun-if-changed={src}");
         let status = Command::new(&clang)
-            .args(["-target", "bpf", "-mcpu=v2", "-O2", "-g", "-Wall", "-idirafter", "/usr/include/x86_64-linux-gnu", "-c", src, "-o"])
+            .args([
+                "-target",
+                "bpf",
+                "-mcpu=v2",
+                "-O2",
+                "-g",
+                "-Wall",
+                "-idirafter",
+                "/usr/include/x86_64-linux-gnu",
+                "-c",
+                src,
+                "-o",
+            ])
             .arg(out.join(obj))
             .status()
             .unwrap_or_else(|e| panic!("running {clang} (install clang-22 or set CLANG): {e}"));

@@ -42,8 +42,22 @@ fn build_agent(root: &Path) -> PathBuf {
     // What cargo set for this build script describes the harness's build, not the agent's.
     for (k, _) in env::vars_os() {
         let k = k.to_string_lossy().into_owned();
-        if k.starts_with("CARGO_FEATURE_") || k.starts_with("CARGO_CFG_") || k.starts_with("CARGO_PKG_") || k.starts_with("CARGO_MANIFEST_")
-            || ["OUT_DIR", "TARGET", "HOST", "PROFILE", "OPT_LEVEL", "DEBUG", "NUM_JOBS", "CARGO_TARGET_DIR", "CARGO_PRIMARY_PACKAGE"].contains(&k.as_str())
+        if k.starts_with("CARGO_FEATURE_")
+            || k.starts_with("CARGO_CFG_")
+            || k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || [
+                "OUT_DIR",
+                "TARGET",
+                "HOST",
+                "PROFILE",
+                "OPT_LEVEL",
+                "DEBUG",
+                "NUM_JOBS",
+                "CARGO_TARGET_DIR",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&k.as_str())
         {
             cmd.env_remove(&k);
         }

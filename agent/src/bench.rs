@@ -76,7 +76,8 @@ pub fn run_all(emit: &mut dyn FnMut(Record), features: &BTreeMap<String, Probe>,
                 let mut m = s.metrics(&samples);
                 m.append(&mut metrics);
                 m.insert("bench_wall_secs".into(), started.elapsed().as_secs_f64());
-                let note = format!(
+                let note =
+                    format!(
                     "{:.1} ns/run median (Q1 {:.1}, Q3 {:.1}, min {:.1}, max {:.1}) over {} samples; {accel}; {note}",
                     s.median, s.q1, s.q3, s.min, s.max, samples.len()
                 );
@@ -226,7 +227,11 @@ fn under_stats(
         runs += d.run_cnt;
     }
     drop(guard);
-    let after = if stats_on() { "; stats still on afterwards (someone else holds them on)" } else { ", switched off afterwards" };
+    let after = if stats_on() {
+        "; stats still on afterwards (someone else holds them on)"
+    } else {
+        ", switched off afterwards"
+    };
     Ok((out, runs, format!("stats via {how}{after}")))
 }
 
@@ -237,7 +242,10 @@ fn fdinfo(program: &str, cfg: BenchConfig, features: &BTreeMap<String, Probe>) -
     // host run never touches the machine's real `lo`. Namespaces are per thread.
     std::thread::spawn(move || -> Result<Samples, String> {
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            return Err(format!("unshare(CLONE_NEWNET): {} (needed to keep the benchmark off the real lo)", std::io::Error::last_os_error()));
+            return Err(format!(
+                "unshare(CLONE_NEWNET): {} (needed to keep the benchmark off the real lo)",
+                std::io::Error::last_os_error()
+            ));
         }
         lo_up().map_err(|e| format!("bringing lo up in the private namespace: {e}"))?;
         if program == LOOP_PROGRAM {
@@ -245,7 +253,8 @@ fn fdinfo(program: &str, cfg: BenchConfig, features: &BTreeMap<String, Probe>) -
                 .open_memory(LOOP_OBJECT)
                 .and_then(|o| o.load())
                 .map_err(|e| format!("loading {program}: {e}"))?;
-            let prog = obj.progs_mut().find(|p| p.name() == program.as_str()).ok_or(format!("no {program} in the object"))?;
+            let prog =
+                obj.progs_mut().find(|p| p.name() == program.as_str()).ok_or(format!("no {program} in the object"))?;
             let _link = prog.attach_xdp(lo_index()? as i32).map_err(|e| format!("attaching {program} to lo: {e}"))?;
             drive(prog.as_fd(), cfg, &features)
         } else {
@@ -256,7 +265,8 @@ fn fdinfo(program: &str, cfg: BenchConfig, features: &BTreeMap<String, Probe>) -
                 .try_into()
                 .map_err(|e| format!("{e}"))?;
             prog.load().map_err(|e| format!("loading {program}: {e}"))?;
-            prog.attach_to_if_index(lo_index()?, XdpMode::Skb).map_err(|e| format!("attaching {program} to lo (SKB mode): {e}"))?;
+            prog.attach_to_if_index(lo_index()?, XdpMode::Skb)
+                .map_err(|e| format!("attaching {program} to lo (SKB mode): {e}"))?;
             let fd = prog.fd().map_err(|e| format!("{e}"))?.as_fd();
             drive(fd, cfg, &features)
         }
@@ -318,12 +328,18 @@ fn drive(prog_fd: BorrowedFd<'_>, cfg: BenchConfig, features: &BTreeMap<String, 
         while rx.recv(&mut buf).is_ok() {}
         let d = RunStats::of(&prog_fd)?.since(&before);
         if d.run_cnt < cfg.packets as u64 {
-            return Err(format!("sent {} packets through lo but run_cnt grew by {}: the program is not seeing them", cfg.packets, d.run_cnt));
+            return Err(format!(
+                "sent {} packets through lo but run_cnt grew by {}: the program is not seeing them",
+                cfg.packets, d.run_cnt
+            ));
         }
         Ok(d)
     })?;
     let metrics = [("packets".to_string(), cfg.packets as f64), ("runs".to_string(), runs as f64)].into();
-    let note = format!("XDP generic mode on lo (private netns), {} UDP packets per sample from 127.0.0.1..254; {how}", cfg.packets);
+    let note = format!(
+        "XDP generic mode on lo (private netns), {} UDP packets per sample from 127.0.0.1..254; {how}",
+        cfg.packets
+    );
     Ok((samples, metrics, note))
 }
 
@@ -334,7 +350,10 @@ fn usdt_fdinfo(cfg: BenchConfig, features: &BTreeMap<String, Probe>) -> Result<S
         let run = crate::checks::usdt::traced_child(cfg.probe_hits).map_err(|e| format!("{e:#}"))?;
         let d = run.report.stats;
         if d.run_cnt != cfg.probe_hits as u64 || run.report.hits != cfg.probe_hits as u64 {
-            let why = usdt_tracer::verify_loop(&run.report, cfg.probe_hits).err().map(|e| format!(": {e:#}")).unwrap_or_default();
+            let why = usdt_tracer::verify_loop(&run.report, cfg.probe_hits)
+                .err()
+                .map(|e| format!(": {e:#}"))
+                .unwrap_or_default();
             return Err(format!(
                 "the child fired {} probe hits; the program ran {} times{why}",
                 cfg.probe_hits, d.run_cnt

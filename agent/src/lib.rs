@@ -9,5 +9,7 @@ pub mod verifier;
 /// Seconds since the kernel started (`CLOCK_BOOTTIME`, the clock `/proc/uptime`
 /// shows), the time base of every record: kernel start is 0.
 pub fn uptime() -> f64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 * 1e-9).unwrap_or(0.0)
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 * 1e-9)
+        .unwrap_or(0.0)
 }

@@ -5,7 +5,11 @@ use std::io::Write as _;
 use km_agent::{checks, uptime};
 mod suites;
 
-use km_protocol::{byo, switches::{BenchConfig, Switches}, Line, Record};
+use km_protocol::{
+    byo,
+    switches::{BenchConfig, Switches},
+    Line, Record,
+};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -66,7 +70,8 @@ fn main() {
     // `--only a,b` and `--bench` (host), or the same as `km.*` switches on the
     // kernel command line (guest).
     let switches = Switches::parse(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
-    let only: Option<Vec<String>> = flag("--only").map(|v| v.split(',').map(str::to_string).collect()).or(switches.only);
+    let only: Option<Vec<String>> =
+        flag("--only").map(|v| v.split(',').map(str::to_string).collect()).or(switches.only);
     let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == name));
     let byo: Vec<_> = byo.into_iter().filter(|p| wanted(&p.name)).collect();
     checks::run_all(&mut emit, &features, &byo, &byo_dir, &wanted);
@@ -75,10 +80,11 @@ fn main() {
         km_agent::bench::run_all(&mut emit, &features, cfg);
     }
     // Users' test suites, after the checks, in the same boot.
-    let guest_suites: Vec<km_protocol::suites::GuestSuite> = std::fs::read(byo_dir.join(km_protocol::suites::SUITES_JSON))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let guest_suites: Vec<km_protocol::suites::GuestSuite> =
+        std::fs::read(byo_dir.join(km_protocol::suites::SUITES_JSON))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
     let guest_suites: Vec<_> = guest_suites.into_iter().filter(|s| wanted(&s.name)).collect();
     suites::run_all(&mut emit, &features, &guest_suites);
     emit(Record::Done);

@@ -2,7 +2,11 @@
 //! really asks the kernel (a two-instruction program load, a map creation,
 //! libbpf's `libbpf_probe_*` as bpftool uses, a syscall). The host holds the
 //! results against the declared versions.
-use std::{collections::BTreeMap, ffi::CString, os::fd::{FromRawFd as _, OwnedFd, AsRawFd as _}};
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+};
 
 use km_protocol::{features::catalogue, Probe};
 use libbpf_rs::libbpf_sys as sys;
@@ -50,7 +54,11 @@ const PROBES: &[(&str, ProbeFn)] = &[
 /// Global data: libbpf maps `.rodata` to an array map frozen read-only for programs
 /// (`BPF_F_RDONLY_PROG`, 5.2); older kernels reject the flag.
 fn global_data() -> Probe {
-    let mut opts = sys::bpf_map_create_opts { sz: std::mem::size_of::<sys::bpf_map_create_opts>() as _, map_flags: sys::BPF_F_RDONLY_PROG, ..Default::default() };
+    let mut opts = sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<sys::bpf_map_create_opts>() as _,
+        map_flags: sys::BPF_F_RDONLY_PROG,
+        ..Default::default()
+    };
     let fd = unsafe { sys::bpf_map_create(sys::BPF_MAP_TYPE_ARRAY, std::ptr::null(), 4, 8, 1, &mut opts) };
     if fd >= 0 {
         drop(unsafe { OwnedFd::from_raw_fd(fd) });
@@ -94,9 +102,12 @@ pub fn helper_in(prog_type: u32, id: u32) -> Probe {
         _ => {}
     }
     let proxies = [sys::BPF_PROG_TYPE_KPROBE, sys::BPF_PROG_TYPE_SCHED_CLS, sys::BPF_PROG_TYPE_XDP];
-    let answers: Vec<i32> = proxies.iter().map(|t| unsafe { sys::libbpf_probe_bpf_helper(*t, id, std::ptr::null()) }).collect();
+    let answers: Vec<i32> =
+        proxies.iter().map(|t| unsafe { sys::libbpf_probe_bpf_helper(*t, id, std::ptr::null()) }).collect();
     if answers.contains(&1) {
-        Probe::Present(format!("helper {id} exists (probed in kprobe/sched_cls/xdp; type {prog_type} cannot be probed)"))
+        Probe::Present(format!(
+            "helper {id} exists (probed in kprobe/sched_cls/xdp; type {prog_type} cannot be probed)"
+        ))
     } else if answers.iter().all(|a| *a == 0) {
         Probe::Absent(format!("helper {id} unknown to kprobe, sched_cls and xdp programs"))
     } else {
@@ -139,7 +150,10 @@ fn prog_type(t: sys::bpf_prog_type) -> Probe {
 }
 
 fn helper(t: sys::bpf_prog_type, h: sys::bpf_func_id) -> Probe {
-    libbpf_answer(unsafe { sys::libbpf_probe_bpf_helper(t, h, std::ptr::null()) }, &format!("helper {h} in program type {t}"))
+    libbpf_answer(
+        unsafe { sys::libbpf_probe_bpf_helper(t, h, std::ptr::null()) },
+        &format!("helper {h} in program type {t}"),
+    )
 }
 
 /// Encodes one BPF instruction (struct bpf_insn is 8 bytes with 4-bit register fields).
@@ -162,7 +176,12 @@ fn load(t: sys::bpf_prog_type, insns: &[sys::bpf_insn], attach: sys::bpf_attach_
     load_btf(t, insns, attach, 0)
 }
 
-fn load_btf(t: sys::bpf_prog_type, insns: &[sys::bpf_insn], attach: sys::bpf_attach_type, attach_btf_id: u32) -> Result<OwnedFd, i32> {
+fn load_btf(
+    t: sys::bpf_prog_type,
+    insns: &[sys::bpf_insn],
+    attach: sys::bpf_attach_type,
+    attach_btf_id: u32,
+) -> Result<OwnedFd, i32> {
     let license = CString::new("GPL").unwrap();
     let mut opts = sys::bpf_prog_load_opts {
         sz: std::mem::size_of::<sys::bpf_prog_load_opts>() as _,
@@ -170,7 +189,9 @@ fn load_btf(t: sys::bpf_prog_type, insns: &[sys::bpf_insn], attach: sys::bpf_att
         attach_btf_id,
         ..Default::default()
     };
-    let fd = unsafe { sys::bpf_prog_load(t, std::ptr::null(), license.as_ptr(), insns.as_ptr(), insns.len() as _, &mut opts) };
+    let fd = unsafe {
+        sys::bpf_prog_load(t, std::ptr::null(), license.as_ptr(), insns.as_ptr(), insns.len() as _, &mut opts)
+    };
     if fd < 0 {
         Err(fd)
     } else {
@@ -259,7 +280,8 @@ fn uprobe_multi() -> Probe {
     };
     let path = CString::new("/").unwrap();
     let offset: std::os::raw::c_ulong = 0;
-    let mut opts = sys::bpf_link_create_opts { sz: std::mem::size_of::<sys::bpf_link_create_opts>() as _, ..Default::default() };
+    let mut opts =
+        sys::bpf_link_create_opts { sz: std::mem::size_of::<sys::bpf_link_create_opts>() as _, ..Default::default() };
     opts.__bindgen_anon_1.uprobe_multi = sys::bpf_link_create_opts__bindgen_ty_1__bindgen_ty_3 {
         path: path.as_ptr(),
         offsets: &offset,
@@ -333,7 +355,21 @@ mod tests {
             assert!(PROBES.iter().any(|(n, _)| *n == f.probe), "features.yaml: {}: unknown probe {}", f.id, f.probe);
         }
         let ids: Vec<_> = catalogue().iter().map(|f| f.id.as_str()).collect();
-        for want in ["prog_test_run", "bpf_stats_sysctl", "enable_stats", "prog_profile", "ringbuf", "btf_vmlinux", "bpf_loop", "verified_insns", "attach_cookie", "uprobe_multi", "xdp_live_frames", "perf_event_prog", "usdt"] {
+        for want in [
+            "prog_test_run",
+            "bpf_stats_sysctl",
+            "enable_stats",
+            "prog_profile",
+            "ringbuf",
+            "btf_vmlinux",
+            "bpf_loop",
+            "verified_insns",
+            "attach_cookie",
+            "uprobe_multi",
+            "xdp_live_frames",
+            "perf_event_prog",
+            "usdt",
+        ] {
             assert!(ids.contains(&want), "{want} missing from features.yaml");
         }
         assert_eq!(km_protocol::features::by_id("ringbuf").unwrap().need_reason(), "needs ring buffer, 5.8");

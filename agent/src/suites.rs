@@ -36,13 +36,24 @@ pub fn run_all(emit: &mut dyn FnMut(Record), features: &BTreeMap<String, Probe>,
         }
         let _ = std::fs::create_dir_all(&s.cwd);
         let start = std::time::Instant::now();
-        let out = Command::new(&s.argv[0]).args(&s.argv[1..]).envs(&s.env).current_dir(&s.cwd).stdin(std::process::Stdio::null()).output();
+        let out = Command::new(&s.argv[0])
+            .args(&s.argv[1..])
+            .envs(&s.env)
+            .current_dir(&s.cwd)
+            .stdin(std::process::Stdio::null())
+            .output();
         let secs = start.elapsed().as_secs_f64();
         let out = match out {
             Ok(o) => o,
             Err(e) => {
                 for t in &names {
-                    emit(record(&s.name, t, Verdict::Fail(format!("suite {}: could not start {}: {e}", s.name, s.argv[0])), String::new(), secs));
+                    emit(record(
+                        &s.name,
+                        t,
+                        Verdict::Fail(format!("suite {}: could not start {}: {e}", s.name, s.argv[0])),
+                        String::new(),
+                        secs,
+                    ));
                 }
                 continue;
             }
@@ -56,7 +67,12 @@ pub fn run_all(emit: &mut dyn FnMut(Record), features: &BTreeMap<String, Probe>,
                 let v = if out.status.success() {
                     Verdict::Pass
                 } else {
-                    Verdict::Fail(format!("suite {} exited with {}; output (last 30 lines):\n{}", s.name, out.status, tail(&both, 30)))
+                    Verdict::Fail(format!(
+                        "suite {} exited with {}; output (last 30 lines):\n{}",
+                        s.name,
+                        out.status,
+                        tail(&both, 30)
+                    ))
                 };
                 emit(record(&s.name, "", v, String::new(), secs));
             }

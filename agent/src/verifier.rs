@@ -88,7 +88,9 @@ pub fn inspect(object: &[u8], program: &str) -> Insight {
 
 fn load(object: &[u8], program: &str, level: u32, size: usize) -> Result<(Insight, String), (String, String)> {
     let mut buf = vec![0u8; size];
-    let mut open = ObjectBuilder::default().open_memory(object).map_err(|e| (format!("opening the object: {e}"), String::new()))?;
+    let mut open = ObjectBuilder::default()
+        .open_memory(object)
+        .map_err(|e| (format!("opening the object: {e}"), String::new()))?;
     let mut found = false;
     for mut p in open.progs_mut() {
         let ours = p.name() == program;
@@ -98,7 +100,11 @@ fn load(object: &[u8], program: &str, level: u32, size: usize) -> Result<(Insigh
             p.set_log_level(level);
             // SAFETY: `buf` outlives the load below; libbpf only writes within `size`.
             unsafe {
-                sys::bpf_program__set_log_buf(p.as_libbpf_object().as_ptr(), buf.as_mut_ptr() as *mut c_char, size as _);
+                sys::bpf_program__set_log_buf(
+                    p.as_libbpf_object().as_ptr(),
+                    buf.as_mut_ptr() as *mut c_char,
+                    size as _,
+                );
             }
         }
     }

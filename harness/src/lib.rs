@@ -10,14 +10,14 @@
 //! trial's verdict is decided) -> [`report`] (trials, results, JUnit, tables) and
 //! [`perf`] (BMF, compare, HTML report, bench trials).
 pub mod config;
-pub mod images;
 pub mod guest_root;
-pub mod vm;
-pub mod run;
-pub mod verdict;
-pub mod report;
+pub mod images;
 pub mod perf;
 pub mod progress;
+pub mod report;
+pub mod run;
+pub mod verdict;
+pub mod vm;
 
 pub use km_protocol::{KernelVersion, Probe, Record, Verdict};
 pub use run::{KernelRun, Matrix, Options};

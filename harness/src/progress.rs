@@ -61,7 +61,10 @@ impl Step {
             return Self { bar: None, label: label.into(), start: Instant::now() };
         }
         let bar = multi().add(ProgressBar::new_spinner());
-        bar.set_style(ProgressStyle::with_template("{prefix:>12} {spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>12} {spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         bar.set_prefix(label.to_string());
         bar.set_message(message.to_string());
         bar.enable_steady_tick(Duration::from_millis(120));

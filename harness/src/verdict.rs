@@ -16,7 +16,9 @@ pub fn check(m: &Matrix, run: &KernelRun, id: CheckId) -> Verdict {
     let trial = id.trial();
     let own = match run.checks.get(&(id.program.to_string(), id.check.to_string())) {
         Some(o) => o.verdict.clone(),
-        None => Verdict::Fail(run.failure.clone().unwrap_or_else(|| "the agent reported no result for this check".into())),
+        None => {
+            Verdict::Fail(run.failure.clone().unwrap_or_else(|| "the agent reported no result for this check".into()))
+        }
     };
     let v = match &run.untrusted {
         // Even a pass: the kernel misbehaved while the check ran.
@@ -31,7 +33,9 @@ pub fn feature(m: &Matrix, run: &KernelRun, f: &Feature) -> Verdict {
     let v = match (&run.untrusted, run.features.get(&f.id)) {
         // Feature probes from a broken kernel are not evidence either.
         (Some(why), _) => Verdict::Fail(why.clone()),
-        (None, None) => Verdict::Fail(run.failure.clone().unwrap_or_else(|| "the agent reported no probe for this feature".into())),
+        (None, None) => {
+            Verdict::Fail(run.failure.clone().unwrap_or_else(|| "the agent reported no probe for this feature".into()))
+        }
         (None, Some(probe)) => match run.release.as_deref().map(str::parse::<KernelVersion>) {
             Some(Ok(v)) => judge(f, v, probe),
             _ => Verdict::Fail(format!("cannot tell the kernel version from release {:?}", run.release)),

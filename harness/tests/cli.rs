@@ -36,17 +36,37 @@ fn config_with_lock(dir: &Path, yaml: &str) -> PathBuf {
 
 fn run(c: &mut Command) -> (Option<i32>, String, String) {
     let out = c.output().expect("running kernel-matrix");
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn config_errors_exit_2_with_a_location() {
     let dir = scratch("config-errors");
     let cases: &[(&str, &str, &str)] = &[
-        ("unknown-key", "kernels:\n  - name: x\n    hots: true\n", ":3:5: kernels[0]: unknown field `hots`, expected one of `name`"),
-        ("wrong-type", "timeout_secs: soon\nkernels: []\n", ":1:15: timeout_secs: invalid type: string \"soon\", expected u64"),
-        ("duplicate", "kernels:\n  - name: host\n    host: true\n  - name: host\n    host: true\n", ":4:5: kernel \"host\" is listed twice (first at line 2)"),
-        ("impossible-version", "kernels:\n  - name: a\n    debian: { suite: sid, series: \"6.x\" }\n", ":2:5: kernel \"a\": series \"6.x\" is not a version like 6.1"),
+        (
+            "unknown-key",
+            "kernels:\n  - name: x\n    hots: true\n",
+            ":3:5: kernels[0]: unknown field `hots`, expected one of `name`",
+        ),
+        (
+            "wrong-type",
+            "timeout_secs: soon\nkernels: []\n",
+            ":1:15: timeout_secs: invalid type: string \"soon\", expected u64",
+        ),
+        (
+            "duplicate",
+            "kernels:\n  - name: host\n    host: true\n  - name: host\n    host: true\n",
+            ":4:5: kernel \"host\" is listed twice (first at line 2)",
+        ),
+        (
+            "impossible-version",
+            "kernels:\n  - name: a\n    debian: { suite: sid, series: \"6.x\" }\n",
+            ":2:5: kernel \"a\": series \"6.x\" is not a version like 6.1",
+        ),
         ("no-source", "kernels:\n  - name: a\n", ":2:5: kernel \"a\" needs exactly one of"),
         ("not-yaml", "kernels: [\n", ":2:1: "),
     ];
@@ -83,10 +103,15 @@ fn unreachable_mirror_names_the_package() {
     let package = lock.kernels["6.1"].files[0].package.clone();
     assert!(err.contains(&format!("downloading {package}")), "the error must name the package {package}:\n{err}");
     assert!(err.contains("127.0.0.1:9") && err.to_lowercase().contains("connection refused"), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(30), "a refused connection must fail fast, took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "a refused connection must fail fast, took {:?}",
+        start.elapsed()
+    );
     // Nothing half-downloaded is left behind.
     let debs = dir.join("cache/debs");
-    let left: Vec<_> = std::fs::read_dir(&debs).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    let left: Vec<_> =
+        std::fs::read_dir(&debs).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "left in the cache: {left:?}");
 }
 
@@ -103,7 +128,8 @@ fn qemu_cmd_prints_the_vm_command_line() {
         assert!(Path::new(words[i + 1]).is_file(), "{flag} {} does not exist", words[i + 1]);
     }
     assert!(line.contains("-serial file:") && !line.contains("km.action=shell"), "{line}");
-    let (code, out, _) = run(km(&dir, &workspace().join("kernels.yaml")).args(["qemu-cmd", "--kernel", "6.1", "--shell"]));
+    let (code, out, _) =
+        run(km(&dir, &workspace().join("kernels.yaml")).args(["qemu-cmd", "--kernel", "6.1", "--shell"]));
     assert_eq!(code, Some(0));
     assert!(out.contains("-serial mon:stdio") && out.contains("km.action=shell"), "{out}");
     let (code, _, err) = run(km(&dir, &workspace().join("kernels.yaml")).args(["qemu-cmd", "--kernel", "4.4"]));
@@ -139,7 +165,11 @@ fn shell_gives_a_root_shell_in_the_vm() {
     let wait_for = |needle: &str, secs: u64| {
         let t = Instant::now();
         while !out.lock().unwrap().contains(needle) {
-            assert!(t.elapsed() < Duration::from_secs(secs), "no {needle:?} after {secs}s; output:\n{}", out.lock().unwrap());
+            assert!(
+                t.elapsed() < Duration::from_secs(secs),
+                "no {needle:?} after {secs}s; output:\n{}",
+                out.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     };
@@ -173,7 +203,10 @@ fn shell_gives_a_root_shell_in_the_vm() {
 #[test]
 fn shards_write_reports_and_merge_joins_them() {
     let dir = scratch("shards");
-    let cfg = config_with_lock(&dir, "kernels:\n  - name: host\n    host: true\n  - name: unpinned\n    debian: { suite: sid, series: '6.99' }\n");
+    let cfg = config_with_lock(
+        &dir,
+        "kernels:\n  - name: host\n    host: true\n  - name: unpinned\n    debian: { suite: sid, series: '6.99' }\n",
+    );
     let mut files = Vec::new();
     for shard in ["1/2", "2/2"] {
         let n = &shard[..1];
@@ -209,7 +242,10 @@ fn shards_write_reports_and_merge_joins_them() {
     let cell = &k["cells"][0];
     assert_eq!(cell["verdict"], "fail");
     assert!(cell["reason"].as_str().unwrap().contains("kernel-matrix lock"), "{cell}");
-    assert_eq!(cell["reproduce"], format!("cargo test --test matrix -- --exact unpinned::{}", cell["trial"].as_str().unwrap()));
+    assert_eq!(
+        cell["reproduce"],
+        format!("cargo test --test matrix -- --exact unpinned::{}", cell["trial"].as_str().unwrap())
+    );
 
     let merged = (dir.join("merged.json"), dir.join("merged.xml"), dir.join("merged.md"));
     let (code, _, err) = run(km(&dir, &cfg)
@@ -228,7 +264,11 @@ fn shards_write_reports_and_merge_joins_them() {
     assert_eq!(m["shards"], serde_json::json!(["1/2", "2/2"]));
     assert_eq!(m["kernels"].as_array().unwrap().len(), 2);
     let md = std::fs::read_to_string(&merged.2).unwrap();
-    assert!(md.contains("| unpinned | - | - |") && md.contains("Reproduce: `cargo test --test matrix -- --exact unpinned::"), "{md}");
+    assert!(
+        md.contains("| unpinned | - | - |")
+            && md.contains("Reproduce: `cargo test --test matrix -- --exact unpinned::"),
+        "{md}"
+    );
 
     // JUnit: parse it; one testcase per cell; skipped ones carry their reason.
     let count = |xml: &str| -> (usize, usize, usize) {
@@ -253,7 +293,13 @@ fn shards_write_reports_and_merge_joins_them() {
         (cases, failures, skipped)
     };
     let cells = |v: &serde_json::Value, verdict: &str| {
-        v["kernels"].as_array().unwrap().iter().flat_map(|k| k["cells"].as_array().unwrap().iter()).filter(|c| verdict.is_empty() || c["verdict"] == verdict).count()
+        v["kernels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|k| k["cells"].as_array().unwrap().iter())
+            .filter(|c| verdict.is_empty() || c["verdict"] == verdict)
+            .count()
     };
     let xml = std::fs::read_to_string(&merged.1).unwrap();
     assert_eq!(count(&xml), (cells(&m, ""), cells(&m, "fail"), cells(&m, "ignored")), "{xml}");
@@ -263,7 +309,8 @@ fn shards_write_reports_and_merge_joins_them() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(count(&std::fs::read_to_string(&direct).unwrap()), count(&xml));
     // The same shard given twice is not counted twice.
-    let (code, _, err) = run(km(&dir, &cfg).arg("merge").arg(&files[1].0).arg(&files[1].0).arg("--json").arg(dir.join("x.json")));
+    let (code, _, err) =
+        run(km(&dir, &cfg).arg("merge").arg(&files[1].0).arg(&files[1].0).arg("--json").arg(dir.join("x.json")));
     assert_eq!(code, Some(0), "{err}");
     let x: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("x.json")).unwrap()).unwrap();
     assert_eq!(x["kernels"].as_array().unwrap().len(), 1);
@@ -273,7 +320,12 @@ fn shards_write_reports_and_merge_joins_them() {
 #[test]
 fn workflows_pass_actionlint() {
     let wf = workspace().join(".github/workflows");
-    let files: Vec<PathBuf> = std::fs::read_dir(&wf).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "yml")).collect();
+    let files: Vec<PathBuf> = std::fs::read_dir(&wf)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml"))
+        .collect();
     for name in ["ci.yml", "nightly.yml", "bench.yml"] {
         assert!(files.iter().any(|p| p.ends_with(name)), "{name} missing in {}", wf.display());
     }
@@ -296,7 +348,11 @@ fn workflows_pass_actionlint() {
     );
     // And it does find problems when there are some (so a pass means something).
     let bad = scratch("actionlint").join("bad.yml");
-    std::fs::write(&bad, "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.nope }}\n").unwrap();
+    std::fs::write(
+        &bad,
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.nope }}\n",
+    )
+    .unwrap();
     let out = Command::new("actionlint").arg("-no-color").arg(&bad).output().unwrap();
     assert!(!out.status.success(), "actionlint accepted a broken workflow");
 }
@@ -335,7 +391,8 @@ fn km_shard_splits_the_cargo_test_matrix() {
             c.env("KM_SHARD", s);
         }
         let out = c.output().expect("running the matrix test binary");
-        let names = String::from_utf8_lossy(&out.stdout).lines()
+        let names = String::from_utf8_lossy(&out.stdout)
+            .lines()
             // "[kind] name: test|bench" (benchmark trials carry the accelerator as kind)
             .filter_map(|l| l.split(": ").next())
             .map(|n| n.split_once("] ").map_or(n, |(_, rest)| rest))
@@ -346,13 +403,19 @@ fn km_shard_splits_the_cargo_test_matrix() {
     };
     let (code, all, err) = list(None);
     assert_eq!(code, Some(0), "{err}");
-    let kernels = |names: &[String]| names.iter().map(|n| n.split("::").next().unwrap().to_string()).collect::<std::collections::BTreeSet<_>>();
+    let kernels = |names: &[String]| {
+        names.iter().map(|n| n.split("::").next().unwrap().to_string()).collect::<std::collections::BTreeSet<_>>()
+    };
     assert_eq!(kernels(&all), ["a", "b", "c"].map(String::from).into(), "unsharded lists every kernel");
     let mut union = Vec::new();
     for (shard, want) in [("1/2", vec!["a", "c"]), ("2/2", vec!["b"])] {
         let (code, names, err) = list(Some(shard));
         assert_eq!(code, Some(0), "{shard}: {err}");
-        assert_eq!(kernels(&names), want.into_iter().map(String::from).collect(), "shard {shard}, round-robin in kernels.yaml order");
+        assert_eq!(
+            kernels(&names),
+            want.into_iter().map(String::from).collect(),
+            "shard {shard}, round-robin in kernels.yaml order"
+        );
         union.extend(names);
     }
     union.sort();
@@ -384,5 +447,9 @@ fn nextest_process_per_test_is_refused_with_the_way_out() {
     let out = run(&["--exact", "a::xdp_classifier::load"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("cargo-nextest runs every trial in a process of its own") && err.contains("-E 'not binary(matrix)'"), "{err}");
+    assert!(
+        err.contains("cargo-nextest runs every trial in a process of its own")
+            && err.contains("-E 'not binary(matrix)'"),
+        "{err}"
+    );
 }

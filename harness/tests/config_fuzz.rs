@@ -147,7 +147,21 @@ fn the_real_file_parses() {
 /// Errors that proptest found once, kept as plain cases too.
 #[test]
 fn known_nasty_inputs() {
-    for text in ["kernels:\n---\n<<: *a    debian: { suite: sid, series: <<: *a", "kernels: []\n---\n", "---\n---\n", "", "\0", "kernels:", "kernels: ~", "kernels: [", "- a", "kernels:\n  - name: \"\"\n    host: true\n", "kernels:\n  - &a {name: x, host: true}\n  - *a\n", "timeout_secs: 0\nkernels: []\n", "timeout_secs: 99999999999999999999999\nkernels: []\n"] {
+    for text in [
+        "kernels:\n---\n<<: *a    debian: { suite: sid, series: <<: *a",
+        "kernels: []\n---\n",
+        "---\n---\n",
+        "",
+        "\0",
+        "kernels:",
+        "kernels: ~",
+        "kernels: [",
+        "- a",
+        "kernels:\n  - name: \"\"\n    host: true\n",
+        "kernels:\n  - &a {name: x, host: true}\n  - *a\n",
+        "timeout_secs: 0\nkernels: []\n",
+        "timeout_secs: 99999999999999999999999\nkernels: []\n",
+    ] {
         let _ = check(text);
     }
 }

@@ -74,7 +74,8 @@ fn exec_refuses_bad_programs_before_booting() {
 fn suites_run_inside_the_kernel_as_their_own_trials() {
     let dir = scratch("suites");
     let example = workspace().join("examples/bpf-user-tests");
-    let built = Command::new(env!("CARGO")).args(["test", "--no-run", "--offline"]).current_dir(&example).status().unwrap();
+    let built =
+        Command::new(env!("CARGO")).args(["test", "--no-run", "--offline"]).current_dir(&example).status().unwrap();
     assert!(built.success(), "building examples/bpf-user-tests");
     let t = Instant::now();
     let (code, out, err) = run(km_with(&dir, &workspace().join("kernels-suites.yaml")).args(["run", "-k", "6.1"]));

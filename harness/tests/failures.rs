@@ -2,7 +2,11 @@
 //! mirror does not have, a guest that hangs and a guest kernel that panics. Each
 //! must end as a clear failing verdict (not a hang, not a panic of the harness)
 //! and leave no QEMU process behind.
-use std::{path::{Path, PathBuf}, sync::Arc, time::Instant};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Instant,
+};
 
 use kernel_matrix::{
     config::MatrixConfig,
@@ -36,7 +40,9 @@ fn scratch_matrix(tag: &str, yaml: &str, edit: impl FnOnce(&mut Lock)) -> (Arc<M
 fn all_failed_with(m: &Matrix, run: &KernelRun, needle: &str) {
     for id in CATALOGUE {
         match verdict::check(m, run, *id) {
-            Verdict::Fail(msg) => assert!(msg.contains(needle), "{}::{}: expected {needle:?} in:\n{msg}", id.program, id.check),
+            Verdict::Fail(msg) => {
+                assert!(msg.contains(needle), "{}::{}: expected {needle:?} in:\n{msg}", id.program, id.check)
+            }
             other => panic!("{}::{} should fail, got {other:?}", id.program, id.check),
         }
     }
@@ -64,7 +70,11 @@ fn tampered_sha256_is_caught_and_nothing_is_kept() {
     all_failed_with(&m, &run, "sha256 mismatch");
     let debs = m.opts.cache_dir.join("debs");
     assert!(!debs.join(format!("{}.deb", "0".repeat(64))).exists(), "a file with the wrong hash was kept");
-    let leftovers: Vec<_> = std::fs::read_dir(&debs).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&debs)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
     assert!(leftovers.is_empty(), "temporary downloads left behind: {leftovers:?}");
 }
 
@@ -126,7 +136,10 @@ fn user_program_rejected_by_the_verifier_fails_with_its_log_on_every_kernel() {
     let real = MatrixConfig::load(&workspace().join("kernels.yaml")).unwrap();
     for k in &real.kernels {
         match &k.debian {
-            Some(d) => yaml.push_str(&format!("  - {{ name: '{}', debian: {{ suite: {}, series: '{}' }} }}\n", k.name, d.suite, d.series)),
+            Some(d) => yaml.push_str(&format!(
+                "  - {{ name: '{}', debian: {{ suite: {}, series: '{}' }} }}\n",
+                k.name, d.suite, d.series
+            )),
             None if k.host => yaml.push_str("  - { name: host, host: true }\n"),
             None => {}
         }
@@ -155,8 +168,14 @@ fn user_program_rejected_by_the_verifier_fails_with_its_log_on_every_kernel() {
             Verdict::Fail(msg) => {
                 assert!(msg.contains("verifier/libbpf log") || msg.contains("verifier log"), "{k}: no log in:\n{msg}");
                 assert!(msg.contains("failing instruction: "), "{k}: no failing instruction in:\n{msg}");
-                assert!(msg.contains("R2") || msg.contains("invalid access to packet") || msg.contains("pkt"), "{k}: log tail lacks the verifier's reason:\n{msg}");
-                eprintln!("{k}: rejected as expected; {}", msg.lines().find(|l| l.starts_with("failing instruction")).unwrap());
+                assert!(
+                    msg.contains("R2") || msg.contains("invalid access to packet") || msg.contains("pkt"),
+                    "{k}: log tail lacks the verifier's reason:\n{msg}"
+                );
+                eprintln!(
+                    "{k}: rejected as expected; {}",
+                    msg.lines().find(|l| l.starts_with("failing instruction")).unwrap()
+                );
             }
             other => panic!("{k}: unchecked_read::load should fail, got {other:?}"),
         }

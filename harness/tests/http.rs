@@ -63,13 +63,23 @@ impl Mirror {
                         let ra = retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
                         write!(stream, "HTTP/1.1 {code} Oops\r\n{ra}Content-Length: 4\r\nConnection: close\r\n\r\noops")
                     }
-                    (_, None) => write!(stream, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+                    (_, None) => {
+                        write!(stream, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    }
                     (Act::Truncate, Some(b)) => {
-                        let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len());
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            b.len()
+                        );
                         stream.write_all(&b[..b.len() / 2])
                     }
                     (_, Some(b)) => {
-                        let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len());
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            b.len()
+                        );
                         stream.write_all(b)
                     }
                 };
@@ -120,15 +130,22 @@ impl Proxy {
                 let mut words = line.split(' ');
                 let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
                 let Some(rest) = target.strip_prefix("http://").filter(|_| method == "GET") else {
-                    let _ = write!(client, "HTTP/1.1 405 Only absolute-URI GETs\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ = write!(
+                        client,
+                        "HTTP/1.1 405 Only absolute-URI GETs\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
                     continue;
                 };
                 let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
                 let Ok(mut upstream) = TcpStream::connect(authority) else {
-                    let _ = write!(client, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    let _ =
+                        write!(client, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                     continue;
                 };
-                let _ = write!(upstream, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nVia: 1.1 test-proxy\r\nConnection: close\r\n\r\n");
+                let _ = write!(
+                    upstream,
+                    "GET {path} HTTP/1.1\r\nHost: {authority}\r\nVia: 1.1 test-proxy\r\nConnection: close\r\n\r\n"
+                );
                 let _ = std::io::copy(&mut upstream, &mut client);
             }
         });
@@ -229,7 +246,10 @@ fn a_body_cut_short_is_fetched_again() {
     let (mirror, data) = mirror_with_file(vec![Act::Truncate]);
     let dest = scratch("truncated").join("k.deb");
     let mut high = 0;
-    fetch_verified_with(&direct(), &format!("{}/pool/k.deb", mirror.base), "k", &sha256(&data), &dest, |n| high = high.max(n)).unwrap();
+    fetch_verified_with(&direct(), &format!("{}/pool/k.deb", mirror.base), "k", &sha256(&data), &dest, |n| {
+        high = high.max(n)
+    })
+    .unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), data);
     assert_eq!(mirror.requests().len(), 2);
     assert_eq!(high, data.len() as u64);
@@ -242,10 +262,20 @@ fn not_found_is_not_retried() {
     let (mirror, _) = mirror_with_file(vec![]);
     let dest = scratch("404").join("gone.deb");
     let start = Instant::now();
-    let err = fetch_verified_with(&direct(), &format!("{}/pool/gone.deb", mirror.base), "linux-image-gone", &"0".repeat(64), &dest, |_| {})
-        .unwrap_err();
+    let err = fetch_verified_with(
+        &direct(),
+        &format!("{}/pool/gone.deb", mirror.base),
+        "linux-image-gone",
+        &"0".repeat(64),
+        &dest,
+        |_| {},
+    )
+    .unwrap_err();
     assert!(matches!(err, FetchError::NotFound { .. }), "{err}");
-    assert!(err.to_string().contains("not found on the mirror") && err.to_string().contains("linux-image-gone"), "{err}");
+    assert!(
+        err.to_string().contains("not found on the mirror") && err.to_string().contains("linux-image-gone"),
+        "{err}"
+    );
     assert_eq!(mirror.requests().len(), 1);
     assert!(start.elapsed() < Duration::from_millis(400), "{:?}", start.elapsed());
     assert!(!dest.exists());
@@ -272,8 +302,15 @@ fn gives_up_after_the_last_attempt_and_honours_retry_after() {
     // A long Retry-After is not slept through: the error says what the server asked.
     let (mirror, data) = mirror_with_file(vec![Act::Status(503, Some(3600))]);
     let start = Instant::now();
-    let err = fetch_verified_with(&http, &format!("{}/pool/k.deb", mirror.base), "k", &sha256(&data), &scratch("ra").join("k"), |_| {})
-        .unwrap_err();
+    let err = fetch_verified_with(
+        &http,
+        &format!("{}/pool/k.deb", mirror.base),
+        "k",
+        &sha256(&data),
+        &scratch("ra").join("k"),
+        |_| {},
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("retry after 3600 s"), "{err}");
     assert!(start.elapsed() < Duration::from_secs(1));
 }
@@ -291,7 +328,8 @@ fn the_binary_uses_the_proxy_from_its_environment() {
     ]);
     let mirror = Mirror::start(files, vec![Act::Status(502, None)]);
     let proxy = Proxy::start();
-    std::fs::write(dir.join("kernels.yaml"), "kernels:\n  - name: '9.9'\n    debian: { suite: sid, series: '9.9' }\n").unwrap();
+    std::fs::write(dir.join("kernels.yaml"), "kernels:\n  - name: '9.9'\n    debian: { suite: sid, series: '9.9' }\n")
+        .unwrap();
     let km = |args: &[&str], cache: &str| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kernel-matrix"));
         c.arg("--config").arg(dir.join("kernels.yaml")).args(args);
@@ -307,7 +345,11 @@ fn the_binary_uses_the_proxy_from_its_environment() {
     };
     let out = km(&["lock", "--update"], "cache").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("9.9: 9.9.0-1 (9.9.0-1)"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("9.9: 9.9.0-1 (9.9.0-1)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let out = km(&["fetch"], "cache").output().unwrap();
     let (stdout, err) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && format!("{stdout}{err}").contains("(9.9.0-1-cloud-amd64)"), "{stdout}\n{err}");
@@ -340,7 +382,9 @@ fn fake_archive() -> (Vec<u8>, Vec<u8>) {
     tar.append_data(&mut h, "./boot/vmlinuz-9.9.0-1-cloud-amd64", &kernel[..]).unwrap();
     let data_tar_xz = xz(&tar.into_inner().unwrap());
     let mut ar = ar::Builder::new(Vec::new());
-    for (name, body) in [("debian-binary", b"2.0\n".to_vec()), ("control.tar.xz", xz(b"")), ("data.tar.xz", data_tar_xz)] {
+    for (name, body) in
+        [("debian-binary", b"2.0\n".to_vec()), ("control.tar.xz", xz(b"")), ("data.tar.xz", data_tar_xz)]
+    {
         ar.append(&ar::Header::new(name.as_bytes().to_vec(), body.len() as u64), &body[..]).unwrap();
     }
     let deb = ar.into_inner().unwrap();
@@ -370,7 +414,11 @@ fn https_trusts_the_system_store_only() {
     };
     ssl("req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=km-test-CA -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign");
     ssl("req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=localhost");
-    std::fs::write(dir.join("ext"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
     ssl("x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext");
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut server = Command::new("openssl")
@@ -384,11 +432,21 @@ fn https_trusts_the_system_store_only() {
     while TcpStream::connect(("127.0.0.1", port)).is_err() && start.elapsed() < Duration::from_secs(10) {
         thread::sleep(Duration::from_millis(50));
     }
-    std::fs::write(dir.join("kernels.yaml"), "kernels:\n  - name: '9.9'\n    debian: { suite: sid, series: '9.9' }\n").unwrap();
+    std::fs::write(dir.join("kernels.yaml"), "kernels:\n  - name: '9.9'\n    debian: { suite: sid, series: '9.9' }\n")
+        .unwrap();
     let km = || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kernel-matrix"));
         c.arg("--config").arg(dir.join("kernels.yaml")).args(["lock", "--update"]);
-        for v in ["http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR"] {
+        for v in [
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
+        ] {
             c.env_remove(v);
         }
         c.env("KM_MIRROR", format!("https://localhost:{port}")).env("KM_CACHE_DIR", dir.join("cache"));

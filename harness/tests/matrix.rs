@@ -2,7 +2,11 @@
 //! check, from the workspace's kernels.yaml (or `KM_CONFIG`).
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
-use kernel_matrix::{config::MatrixConfig, report::trials::trials, run::{Matrix, Options}};
+use kernel_matrix::{
+    config::MatrixConfig,
+    report::trials::trials,
+    run::{Matrix, Options},
+};
 
 /// Under cargo-nextest (`NEXTEST_RUN_ID` set) every trial is its own process: each would boot its own VM of its kernel, and `KM_MAX_VMS`
 /// could not hold across them. Listing is fine; running is refused with the way
@@ -14,7 +18,8 @@ and the rest with nextest:     cargo nextest run --workspace -E 'not binary(matr
 
 fn main() -> ExitCode {
     let args = libtest_mimic::Arguments::from_args();
-    let nextest = std::env::var_os("NEXTEST_RUN_ID").is_some() || std::env::var("NEXTEST_EXECUTION_MODE").is_ok_and(|m| m == "process-per-test");
+    let nextest = std::env::var_os("NEXTEST_RUN_ID").is_some()
+        || std::env::var("NEXTEST_EXECUTION_MODE").is_ok_and(|m| m == "process-per-test");
     if !args.list && nextest && std::env::var("KM_NEXTEST").map_or(true, |v| v != "1") {
         eprintln!("{NEXTEST_REFUSAL}");
         return ExitCode::from(2);
@@ -51,13 +56,18 @@ fn main() -> ExitCode {
         }
     };
     if !args.list {
-        eprintln!("kernel matrix: accelerator {} ({}), up to {} VMs at once", matrix.opts.accel.accel, matrix.opts.accel.reason, matrix.opts.max_vms);
+        eprintln!(
+            "kernel matrix: accelerator {} ({}), up to {} VMs at once",
+            matrix.opts.accel.accel, matrix.opts.accel.reason, matrix.opts.max_vms
+        );
     }
     let conclusion = libtest_mimic::run(&args, trials(matrix));
     // `KM_RESULTS=out.json`, `KM_JUNIT=out.xml`, `KM_SUMMARY=out.md` (e.g. $GITHUB_STEP_SUMMARY):
     // the trials that ran, in the formats `kernel-matrix run` writes.
     if !args.list {
-        if let Err(e) = kernel_matrix::report::results::write_reports_from_env(kernel_matrix::report::results::observed()) {
+        if let Err(e) =
+            kernel_matrix::report::results::write_reports_from_env(kernel_matrix::report::results::observed())
+        {
             eprintln!("error: writing reports: {e:#}");
             return ExitCode::FAILURE;
         }

@@ -25,14 +25,24 @@ fn guest_benchmarks_run_and_catch_the_slow_variant() {
     assert_eq!(meta.accel_of("6.1"), "tcg-icount", "{meta:?}");
     for cell in km_protocol::checks::BENCHES {
         let name = format!("6.1::{}::{}", cell.program, cell.check);
-        let m = bmf.get(&name).and_then(|ms| ms.get(LATENCY)).unwrap_or_else(|| panic!("no latency for {name}:\n{text}"));
+        let m =
+            bmf.get(&name).and_then(|ms| ms.get(LATENCY)).unwrap_or_else(|| panic!("no latency for {name}:\n{text}"));
         assert!(m.value > 0.0 && m.lower() <= m.value && m.value <= m.upper(), "{name}: {m:?}");
     }
-    let out = km().arg("compare").arg(&json).arg(&json).args(["--map", "xdp_classifier_slow=xdp_classifier"]).output().unwrap();
+    let out = km()
+        .arg("compare")
+        .arg(&json)
+        .arg(&json)
+        .args(["--map", "xdp_classifier_slow=xdp_classifier"])
+        .output()
+        .unwrap();
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "the slow variant must be a regression:\n{table}");
     for check in ["test_run", "fdinfo"] {
-        let row = table.lines().find(|l| l.starts_with(&format!("| 6.1::xdp_classifier::{check} | latency"))).unwrap_or_else(|| panic!("no {check} row:\n{table}"));
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(&format!("| 6.1::xdp_classifier::{check} | latency")))
+            .unwrap_or_else(|| panic!("no {check} row:\n{table}"));
         assert!(row.contains("**SLOWER**"), "{row}");
     }
     eprintln!("{table}");

@@ -97,7 +97,9 @@ fn starve(m: &Arc<Matrix>, run_dir: &Path, kernel: &str, pause: Duration) -> (Ar
     let (m2, k) = (m.clone(), kernel.to_string());
     let worker = std::thread::spawn(move || m2.run_kernel(&k));
     let console = run_dir.join(kernel).join("console.log");
-    wait_until("guest busy", Duration::from_secs(90), || std::fs::read_to_string(&console).is_ok_and(|c| c.contains("km: busy on request")));
+    wait_until("guest busy", Duration::from_secs(90), || {
+        std::fs::read_to_string(&console).is_ok_and(|c| c.contains("km: busy on request"))
+    });
     std::thread::sleep(Duration::from_secs(1));
     let pids = qemus_in(run_dir);
     assert_eq!(pids.len(), 1, "{pids:?}");
@@ -134,7 +136,11 @@ fn soft_lockup_stops_a_guest_that_makes_no_progress() {
     let (m, run_dir) = scratch_matrix("softlockup", yaml);
     let (run, after) = starve(&m, &run_dir, "6.1", Duration::from_secs(8));
     let f = run.problem().unwrap_or_default().to_string();
-    assert!(f.contains("the guest kernel is stuck: soft lockup") && f.contains("watchdog: BUG: soft lockup - CPU#0 stuck for"), "{f}");
+    assert!(
+        f.contains("the guest kernel is stuck: soft lockup")
+            && f.contains("watchdog: BUG: soft lockup - CPU#0 stuck for"),
+        "{f}"
+    );
     all_failed_with(&m, &run, "soft lockup");
     // Stopped by the stall detector, not by the kernel's timeout: the message says
     // "stuck", not "did not finish within" (a time bound here would only measure
@@ -197,7 +203,10 @@ fn splat_run(what: &str, needles: &[&str]) -> (Arc<Matrix>, Arc<KernelRun>, Stri
     let started = Instant::now();
     let mut detected = None;
     while !worker.is_finished() {
-        if detected.is_none() && std::fs::read_to_string(&console_path).is_ok_and(|c| kernel_matrix::vm::console::first_splat(&c).is_some()) {
+        if detected.is_none()
+            && std::fs::read_to_string(&console_path)
+                .is_ok_and(|c| kernel_matrix::vm::console::first_splat(&c).is_some())
+        {
             detected = Some(started.elapsed());
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -207,7 +216,10 @@ fn splat_run(what: &str, needles: &[&str]) -> (Arc<Matrix>, Arc<KernelRun>, Stri
     let detected = detected.unwrap_or(ended);
     assert!(qemus_in(&vm_dir).is_empty(), "{what}: a QEMU outlived its run");
     let console = std::fs::read_to_string(&console_path).unwrap();
-    assert!(console.contains("km_splat: loading out-of-tree module taints kernel."), "{what}: the unsigned module did not load:\n{console}");
+    assert!(
+        console.contains("km_splat: loading out-of-tree module taints kernel."),
+        "{what}: the unsigned module did not load:\n{console}"
+    );
 
     // Every trial of the kernel fails, naming the splat and showing the console.
     let f = run.problem().unwrap_or_default().to_string();
@@ -216,15 +228,28 @@ fn splat_run(what: &str, needles: &[&str]) -> (Arc<Matrix>, Arc<KernelRun>, Stri
     }
     for id in m.checks() {
         match verdict::check(&m, &run, *id) {
-            Verdict::Fail(msg) => assert!(needles.iter().all(|n| msg.contains(n)), "{}::{}: expected {needles:?} in:\n{msg}", id.program, id.check),
+            Verdict::Fail(msg) => assert!(
+                needles.iter().all(|n| msg.contains(n)),
+                "{}::{}: expected {needles:?} in:\n{msg}",
+                id.program,
+                id.check
+            ),
             other => panic!("{what}: {}::{} should fail, got {other:?}", id.program, id.check),
         }
     }
     for feature in km_protocol::features::catalogue() {
-        assert!(matches!(verdict::feature(&m, &run, feature), Verdict::Fail(msg) if msg.contains(needles[0])), "{what}: features::{} should fail", feature.id);
+        assert!(
+            matches!(verdict::feature(&m, &run, feature), Verdict::Fail(msg) if msg.contains(needles[0])),
+            "{what}: features::{} should fail",
+            feature.id
+        );
     }
     let splat = kernel_matrix::vm::console::first_splat(&console).unwrap();
-    let guest_time = console.lines().nth(splat.line_no - 1).and_then(|l| l.trim_start().strip_prefix('[')?.split_once(']')).map(|(t, _)| t.trim().to_string());
+    let guest_time = console
+        .lines()
+        .nth(splat.line_no - 1)
+        .and_then(|l| l.trim_start().strip_prefix('[')?.split_once(']'))
+        .map(|(t, _)| t.trim().to_string());
     eprintln!(
         "{what}: splat on the console {detected:?} after QEMU started (guest clock {}s); run over, QEMU gone, verdicts failed after {ended:?}",
         guest_time.unwrap_or_default()
@@ -240,7 +265,10 @@ fn splat_run(what: &str, needles: &[&str]) -> (Arc<Matrix>, Arc<KernelRun>, Stri
 fn splat_warn_fails_the_trials_though_the_kernel_went_on() {
     let (m, run, console) = splat_run("warn", &["kernel WARNING", "WARNING: CPU: 0 PID: "]);
     let f = run.problem().unwrap_or_default().to_string();
-    assert!(f.contains("------------[ cut here ]------------") && f.contains("km_splat: WARN on request"), "the excerpt starts at the splat:\n{f}");
+    assert!(
+        f.contains("------------[ cut here ]------------") && f.contains("km_splat: WARN on request"),
+        "the excerpt starts at the splat:\n{f}"
+    );
     assert!(console.contains("km: insmod exited with status 0"), "the WARN did not stop insmod");
     assert!(run.release.is_some(), "the agent ran after the WARN");
     assert!(own_passes(&m, &run) > 0, "checks passed in the guest and were failed by the WARN");
@@ -297,7 +325,12 @@ fn killed_harness_leaves_no_qemu() {
 
 fn fetch_cmd(dir: &Path, cfg: &Path, cache: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kernel-matrix"));
-    c.arg("--config").arg(cfg).arg("fetch").env("KM_CACHE_DIR", cache).env("KM_RUN_DIR", dir.join("runs")).env("KM_PROGRESS", "plain");
+    c.arg("--config")
+        .arg(cfg)
+        .arg("fetch")
+        .env("KM_CACHE_DIR", cache)
+        .env("KM_RUN_DIR", dir.join("runs"))
+        .env("KM_PROGRESS", "plain");
     c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     c
 }
@@ -316,17 +349,28 @@ fn assert_cache_consistent(cache: &Path, file: &kernel_matrix::images::lock::Loc
     let deb = cache.join("debs").join(format!("{}.deb", file.sha256));
     let entry = cache.join("kernels").join(&file.sha256);
     if complete {
-        assert_eq!(kernel_matrix::images::fetch::sha256_file(&deb).unwrap(), file.sha256, "cached .deb does not match its name");
+        assert_eq!(
+            kernel_matrix::images::fetch::sha256_file(&deb).unwrap(),
+            file.sha256,
+            "cached .deb does not match its name"
+        );
         for f in ["release", "vmlinuz", "vmlinux"] {
             assert!(entry.join(f).is_file(), "{f} missing in {}", entry.display());
         }
     } else {
-        assert!(!deb.exists() || kernel_matrix::images::fetch::sha256_file(&deb).unwrap() == file.sha256, "a bad .deb under its final name");
+        assert!(
+            !deb.exists() || kernel_matrix::images::fetch::sha256_file(&deb).unwrap() == file.sha256,
+            "a bad .deb under its final name"
+        );
         assert!(!entry.exists() || entry.join("release").exists(), "half an entry under its final name");
     }
     for sub in ["debs", "kernels"] {
         for e in std::fs::read_dir(cache.join(sub)).into_iter().flatten().flatten() {
-            assert!(!e.file_name().to_string_lossy().contains(".tmp-"), "temporary left in the cache: {}", e.path().display());
+            assert!(
+                !e.file_name().to_string_lossy().contains(".tmp-"),
+                "temporary left in the cache: {}",
+                e.path().display()
+            );
         }
     }
 }
@@ -358,7 +402,11 @@ fn fetch_killed_mid_download_leaves_no_half_entry() {
     let mut child = fetch_cmd(&dir, &cfg, &cache).spawn().unwrap();
     let debs = cache.join("debs");
     let partial = || {
-        std::fs::read_dir(&debs).into_iter().flatten().flatten().any(|e| e.file_name().to_string_lossy().contains(".tmp-") && e.metadata().is_ok_and(|m| m.len() > 0))
+        std::fs::read_dir(&debs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains(".tmp-") && e.metadata().is_ok_and(|m| m.len() > 0))
     };
     let t = Instant::now();
     while !partial() && child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(60) {
@@ -385,7 +433,11 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     fn mount(at: &Path, mb: u32) -> Option<Self> {
         std::fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "km-test"]).arg(at).status().is_ok_and(|s| s.success());
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "km-test"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
         ok.then(|| Tmpfs(at.to_path_buf()))
     }
 }
@@ -447,7 +499,11 @@ fn unprivileged_user_runs_a_one_kernel_matrix() {
     for f in std::fs::read_dir(&src).unwrap().flatten() {
         std::fs::copy(f.path(), entry.join(f.file_name())).unwrap();
     }
-    std::fs::write(dir.join("kernels.yaml"), "kernels:\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\n").unwrap();
+    std::fs::write(
+        dir.join("kernels.yaml"),
+        "kernels:\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\n",
+    )
+    .unwrap();
     std::fs::copy(workspace().join("kernels.lock"), dir.join("kernels.lock")).unwrap();
     let out_dir = dir.join("out");
     std::fs::create_dir_all(&out_dir).unwrap();
@@ -473,7 +529,8 @@ fn unprivileged_user_runs_a_one_kernel_matrix() {
         .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "as nobody:\n{stdout}\n{stderr}");
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap()).unwrap();
     let k = &r["kernels"][0];
     assert_eq!(k["accel"], "tcg");
     assert!(k["release"].as_str().unwrap().starts_with("6.1.0-"), "{k}");

@@ -27,9 +27,6 @@ fn main() {
         .build_and_generate(&out)
         .expect("building the profiler BPF object (needs clang-22, or set BPF_CLANG)");
     println!("cargo:rerun-if-changed={}", src.display());
-    println!(
-        "cargo:rerun-if-changed={}",
-        src_dir.join("profiler.h").display()
-    );
+    println!("cargo:rerun-if-changed={}", src_dir.join("profiler.h").display());
     println!("cargo:rerun-if-env-changed=BPF_CLANG");
 }

@@ -5,10 +5,7 @@ use std::{env, path::PathBuf};
 use libbpf_cargo::SkeletonBuilder;
 
 fn main() {
-    cc::Build::new()
-        .file("src/probe.c")
-        .opt_level(2)
-        .compile("km_usdt_probe");
+    cc::Build::new().file("src/probe.c").opt_level(2).compile("km_usdt_probe");
     println!("cargo:rerun-if-changed=src/probe.c");
 
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));

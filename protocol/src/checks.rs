@@ -56,8 +56,13 @@ pub const BENCHES: &[CheckId] = &[
 /// Names are leaked once per program so they fit the `'static` catalogue type.
 pub fn byo_checks(p: &GuestProgram) -> Vec<CheckId> {
     let program: &'static str = Box::leak(p.name.clone().into_boxed_str());
-    let needs: &'static [&'static str] =
-        Box::leak(p.needs.iter().map(|n| &*Box::leak(n.clone().into_boxed_str())).collect::<Vec<&'static str>>().into_boxed_slice());
+    let needs: &'static [&'static str] = Box::leak(
+        p.needs
+            .iter()
+            .map(|n| &*Box::leak(n.clone().into_boxed_str()))
+            .collect::<Vec<&'static str>>()
+            .into_boxed_slice(),
+    );
     let mut out = vec![CheckId { program, check: "load", needs }];
     if p.attach {
         out.push(CheckId { program, check: "attach", needs });

@@ -88,7 +88,13 @@ mod tests {
     fn round_trip_with_noise() {
         let r = Line {
             at: Some(3.25),
-            record: check("p", "c", Verdict::Ignored("needs ring buffer, 5.8".into()), [("x".to_string(), 1.5)].into(), String::new()),
+            record: check(
+                "p",
+                "c",
+                Verdict::Ignored("needs ring buffer, 5.8".into()),
+                [("x".to_string(), 1.5)].into(),
+                String::new(),
+            ),
         };
         let done = Line { at: None, record: Record::Done };
         let text = format!("garbage\r\n{}\r\n{}\n", r.to_json(), done.to_json());

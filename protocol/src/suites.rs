@@ -65,7 +65,10 @@ pub fn parse_libtest(output: &str) -> (BTreeMap<String, TestOutcome>, BTreeMap<S
                 }
             }
         }
-        if let Some(name) = line.strip_prefix("---- ").and_then(|l| l.strip_suffix(" stdout ----").or_else(|| l.strip_suffix(" stderr ----"))) {
+        if let Some(name) = line
+            .strip_prefix("---- ")
+            .and_then(|l| l.strip_suffix(" stdout ----").or_else(|| l.strip_suffix(" stderr ----")))
+        {
             current = Some(name.to_string());
             continue;
         }

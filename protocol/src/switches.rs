@@ -24,7 +24,8 @@ pub const PROFILE_HZ: u64 = 99;
 
 impl BenchConfig {
     pub const GUEST: Self = Self { repeat: 10_000, samples: 7, packets: 1_000, probe_hits: 1_000, profile_secs: 1.0 };
-    pub const HOST: Self = Self { repeat: 1_000_000, samples: 7, packets: 20_000, probe_hits: 100_000, profile_secs: 1.0 };
+    pub const HOST: Self =
+        Self { repeat: 1_000_000, samples: 7, packets: 20_000, probe_hits: 100_000, profile_secs: 1.0 };
 }
 
 /// What a kernel command line asks of the guest.

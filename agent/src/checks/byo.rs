@@ -32,7 +32,13 @@ pub fn run(p: &GuestProgram, dir: &Path, features: &BTreeMap<String, Probe>, emi
         Ok(o) => o,
         Err(e) => {
             for c in &ids {
-                emit(check(&p.name, c.check, Verdict::Fail(format!("reading the object: {e}")), BTreeMap::new(), String::new()));
+                emit(check(
+                    &p.name,
+                    c.check,
+                    Verdict::Fail(format!("reading the object: {e}")),
+                    BTreeMap::new(),
+                    String::new(),
+                ));
             }
             return;
         }
@@ -40,7 +46,8 @@ pub fn run(p: &GuestProgram, dir: &Path, features: &BTreeMap<String, Probe>, emi
     let btf = p.btf_file.as_ref().map(|b| dir.join(b));
     let start = Instant::now();
     let mut buf = vec![0u8; 256 << 10];
-    let (loaded, libbpf_log) = capture_libbpf_log(|| open(p, &object, btf.as_deref(), STATS_LOG, &mut buf).and_then(|o| Ok(o.load()?)));
+    let (loaded, libbpf_log) =
+        capture_libbpf_log(|| open(p, &object, btf.as_deref(), STATS_LOG, &mut buf).and_then(|o| Ok(o.load()?)));
     let load_secs = start.elapsed().as_secs_f64();
     let log = c_string(&buf);
     let mut insight = Insight::default();
@@ -52,7 +59,9 @@ pub fn run(p: &GuestProgram, dir: &Path, features: &BTreeMap<String, Probe>, emi
         Err(e) => {
             // Again with the full log, to show why; then what this kernel lacks.
             let mut full = vec![0u8; 16 << 20];
-            let (again, _) = capture_libbpf_log(|| open(p, &object, btf.as_deref(), FULL_LOG | STATS_LOG, &mut full).and_then(|o| Ok(o.load()?)));
+            let (again, _) = capture_libbpf_log(|| {
+                open(p, &object, btf.as_deref(), FULL_LOG | STATS_LOG, &mut full).and_then(|o| Ok(o.load()?))
+            });
             let full_log = if again.is_err() { c_string(&full) } else { log.clone() };
             parse_stats(&full_log, &mut insight);
             for (k, v) in insight.metrics() {
@@ -67,7 +76,13 @@ pub fn run(p: &GuestProgram, dir: &Path, features: &BTreeMap<String, Probe>, emi
     };
     insight.accepted = true;
     let Some(prog) = obj.progs_mut().find(|q| q.name() == p.program.as_str()) else {
-        emit(check(&p.name, "load", Verdict::Fail(format!("no program {:?} in {}", p.program, p.object_file)), metrics, String::new()));
+        emit(check(
+            &p.name,
+            "load",
+            Verdict::Fail(format!("no program {:?} in {}", p.program, p.object_file)),
+            metrics,
+            String::new(),
+        ));
         skip_rest(p, emit);
         return;
     };
@@ -122,7 +137,12 @@ pub fn run(p: &GuestProgram, dir: &Path, features: &BTreeMap<String, Probe>, emi
     let v = if wrong.is_empty() {
         Verdict::Pass
     } else {
-        Verdict::Fail(format!("{} of {} packets got the wrong verdict:\n{}", wrong.len(), p.packets.len(), wrong.join("\n")))
+        Verdict::Fail(format!(
+            "{} of {} packets got the wrong verdict:\n{}",
+            wrong.len(),
+            p.packets.len(),
+            wrong.join("\n")
+        ))
     };
     emit(check(&p.name, "test_run", v, BTreeMap::new(), format!("{} packets", p.packets.len())));
 }
@@ -144,7 +164,11 @@ fn open(p: &GuestProgram, object: &[u8], btf: Option<&Path>, level: u32, buf: &m
             prog.set_log_level(level);
             // SAFETY: `buf` outlives the load; libbpf only writes within its length.
             unsafe {
-                sys::bpf_program__set_log_buf(prog.as_libbpf_object().as_ptr(), buf.as_mut_ptr() as *mut c_char, buf.len() as _);
+                sys::bpf_program__set_log_buf(
+                    prog.as_libbpf_object().as_ptr(),
+                    buf.as_mut_ptr() as *mut c_char,
+                    buf.len() as _,
+                );
             }
         }
     }
@@ -193,7 +217,13 @@ pub fn probe_need(n: &Need, prog_type: u32, features: &BTreeMap<String, Probe>) 
 
 /// The message of a failed load: missing needs first, then what libbpf and the
 /// verifier said.
-fn explain_failure(p: &GuestProgram, features: &BTreeMap<String, Probe>, error: &str, verifier_log: &str, libbpf_log: &str) -> String {
+fn explain_failure(
+    p: &GuestProgram,
+    features: &BTreeMap<String, Probe>,
+    error: &str,
+    verifier_log: &str,
+    libbpf_log: &str,
+) -> String {
     let kernel = this_kernel();
     let mut missing = Vec::new();
     for n in &p.requires {
@@ -210,7 +240,11 @@ fn explain_failure(p: &GuestProgram, features: &BTreeMap<String, Probe>, error: 
     missing.sort_by(|a, b| b.0.cmp(&a.0));
     let missing: Vec<String> = missing.into_iter().map(|m| m.1).collect();
     let head = if missing.is_empty() {
-        format!("plain verifier rejection of {} on {kernel}: this kernel has every need the instructions show ({} probed)", p.program, p.requires.len())
+        format!(
+            "plain verifier rejection of {} on {kernel}: this kernel has every need the instructions show ({} probed)",
+            p.program,
+            p.requires.len()
+        )
     } else {
         format!("{} cannot load on {kernel}: it {}", p.program, missing.join("; it "))
     };
@@ -230,9 +264,21 @@ fn explain_failure(p: &GuestProgram, features: &BTreeMap<String, Probe>, error: 
 fn skip_rest(p: &GuestProgram, emit: &mut dyn FnMut(Record)) {
     if p.attach {
         // The load trial carries the failure; attach just was not tried.
-        emit(check(&p.name, "attach", Verdict::Ignored("not run: the program did not load (see its ::load trial)".into()), BTreeMap::new(), String::new()));
+        emit(check(
+            &p.name,
+            "attach",
+            Verdict::Ignored("not run: the program did not load (see its ::load trial)".into()),
+            BTreeMap::new(),
+            String::new(),
+        ));
     }
     if !p.packets.is_empty() {
-        emit(check(&p.name, "test_run", Verdict::Fail("not run: the program did not load".into()), BTreeMap::new(), String::new()));
+        emit(check(
+            &p.name,
+            "test_run",
+            Verdict::Fail("not run: the program did not load".into()),
+            BTreeMap::new(),
+            String::new(),
+        ));
     }
 }

@@ -26,11 +26,18 @@ pub(crate) fn run_skeleton(
         Err((e, log)) => {
             let msg = format!("{e:#}\n--- libbpf log (tail) ---\n{}", tail(&log, LOG_TAIL_LINES));
             emit(check(program, "load", Verdict::Fail(msg), BTreeMap::new(), String::new()));
-            emit(check(program, behaviour, Verdict::Fail("not run: the program did not load".into()), BTreeMap::new(), String::new()));
+            emit(check(
+                program,
+                behaviour,
+                Verdict::Fail("not run: the program did not load".into()),
+                BTreeMap::new(),
+                String::new(),
+            ));
             return;
         }
     }
-    let (verdict, metrics, note) = run().unwrap_or_else(|e| (Verdict::Fail(format!("{e:#}")), BTreeMap::new(), String::new()));
+    let (verdict, metrics, note) =
+        run().unwrap_or_else(|e| (Verdict::Fail(format!("{e:#}")), BTreeMap::new(), String::new()));
     emit(check(program, behaviour, verdict, metrics, note));
 }
 
@@ -128,7 +135,13 @@ pub fn run_all(
 
 /// Every `load` record carries what the verifier did (instructions processed,
 /// states, sizes); a rejection also names the instruction it stopped at.
-fn add_verifier_insight(object: &[u8], program: &str, verdict: &mut Verdict, metrics: &mut BTreeMap<String, f64>, note: &mut String) {
+fn add_verifier_insight(
+    object: &[u8],
+    program: &str,
+    verdict: &mut Verdict,
+    metrics: &mut BTreeMap<String, f64>,
+    note: &mut String,
+) {
     let insight = crate::verifier::inspect(object, program);
     for (k, v) in insight.metrics() {
         metrics.entry(k).or_insert(v);
@@ -142,9 +155,9 @@ fn add_verifier_insight(object: &[u8], program: &str, verdict: &mut Verdict, met
     }
 }
 
+mod byo;
 pub(crate) mod profiling;
 pub(crate) mod usdt;
-mod byo;
 mod xdp;
 mod xdp_loop;
 

@@ -4,10 +4,7 @@
 //! `profiler::km_busy_spin`), profiles it at 99 Hz on every CPU filtered to its
 //! pid, and requires `km_busy_spin` in the symbolized user stacks and a sample
 //! count near frequency x seconds (the child keeps one CPU busy).
-use std::{
-    process::Stdio,
-    time::Duration,
-};
+use std::{process::Stdio, time::Duration};
 
 use ::profiler::{load_only, profile, ProfileOptions};
 
@@ -38,7 +35,11 @@ pub fn run(emit: &mut dyn FnMut(Record)) {
 pub(crate) fn profile_busy_child(opts: ProfileOptions) -> anyhow::Result<(::profiler::Profile, u32)> {
     // Spinning once spawn returns, so the sampling window does not start in the
     // dynamic loader (slow under TCG).
-    let child = AgentChild::spawn("--busy-spin", &format!("{}", opts.duration.as_secs_f64() + SPIN_MARGIN_SECS), Stdio::null())?;
+    let child = AgentChild::spawn(
+        "--busy-spin",
+        &format!("{}", opts.duration.as_secs_f64() + SPIN_MARGIN_SECS),
+        Stdio::null(),
+    )?;
     let pid = child.pid();
     if let Some([cpu]) = opts.cpus.as_deref() {
         pin(pid, *cpu).with_context(|| format!("pinning the busy child to CPU {cpu}"))?;
@@ -83,7 +84,10 @@ fn samples() -> anyhow::Result<(Verdict, BTreeMap<String, f64>, String)> {
         BAND.0 * 100.0,
         BAND.1 * 100.0
     );
-    let note = format!("{n} samples ({band}), {in_busy} in km_busy_spin, {} dropped, {}; top stack: {top}", prof.dropped, prof.event);
+    let note = format!(
+        "{n} samples ({band}), {in_busy} in km_busy_spin, {} dropped, {}; top stack: {top}",
+        prof.dropped, prof.event
+    );
 
     let mut problems = Vec::new();
     if n < lo || n > hi {

@@ -72,7 +72,12 @@ fn hits() -> anyhow::Result<(Verdict, BTreeMap<String, f64>, String)> {
     metrics.insert("expected_hits".into(), N as f64);
     metrics.insert("dropped".into(), report.dropped as f64);
     metrics.insert("loop_seconds".into(), loop_secs);
-    let note = format!("{} hits (want {N}), sum {} (want {want_sum}), traced binary {}", report.hits, report.sum, exe.display());
+    let note = format!(
+        "{} hits (want {N}), sum {} (want {want_sum}), traced binary {}",
+        report.hits,
+        report.sum,
+        exe.display()
+    );
     let verdict = match verify_loop(&report, N) {
         Ok(()) => Verdict::Pass,
         Err(e) => Verdict::Fail(format!("pid {pid}, binary {}: {e}", exe.display())),

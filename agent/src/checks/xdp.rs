@@ -17,7 +17,13 @@ pub fn run(emit: &mut dyn FnMut(Record)) {
         }
         Err(msg) => {
             emit(check(P, "load", Verdict::Fail(msg), BTreeMap::new(), String::new()));
-            emit(check(P, "classify", Verdict::Fail("not run: the program did not load".into()), BTreeMap::new(), String::new()));
+            emit(check(
+                P,
+                "classify",
+                Verdict::Fail("not run: the program did not load".into()),
+                BTreeMap::new(),
+                String::new(),
+            ));
             return;
         }
     };
@@ -66,7 +72,8 @@ fn classify(ebpf: &mut aya::Ebpf) -> anyhow::Result<()> {
     for octet in 0..=255u8 {
         let data = packet(octet);
         let mut out = [0u8; 128];
-        let r = prog.test_run(TestRunOptions { data_in: Some(&data), data_out: Some(&mut out), ..Default::default() })?;
+        let r =
+            prog.test_run(TestRunOptions { data_in: Some(&data), data_out: Some(&mut out), ..Default::default() })?;
         let want = SourceAddr::new(packet_source(octet)).verdict();
         if r.return_value != want {
             wrong.push(format!("10.0.0.{octet}: verdict {} want {want}", r.return_value));
@@ -86,7 +93,11 @@ fn classify(ebpf: &mut aya::Ebpf) -> anyhow::Result<()> {
         wrong.push(format!("map holds {} entries, want 256", map.len()));
     }
     if !wrong.is_empty() {
-        anyhow::bail!("{} mismatches against SourceAddr::new:\n{}", wrong.len(), wrong[..wrong.len().min(20)].join("\n"));
+        anyhow::bail!(
+            "{} mismatches against SourceAddr::new:\n{}",
+            wrong.len(),
+            wrong[..wrong.len().min(20)].join("\n")
+        );
     }
     Ok(())
 }

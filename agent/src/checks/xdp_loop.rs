@@ -13,15 +13,30 @@ pub fn run(emit: &mut dyn FnMut(Record)) {
     let obj = match loaded {
         Ok(obj) => obj,
         Err(e) => {
-            let msg = format!("libbpf could not load {P}: {e}\n--- libbpf/verifier log (tail) ---\n{}", tail(&log, LOG_TAIL_LINES));
+            let msg = format!(
+                "libbpf could not load {P}: {e}\n--- libbpf/verifier log (tail) ---\n{}",
+                tail(&log, LOG_TAIL_LINES)
+            );
             emit(check(P, "load", Verdict::Fail(msg), BTreeMap::new(), String::new()));
-            emit(check(P, "classify", Verdict::Fail("not run: the program did not load".into()), BTreeMap::new(), String::new()));
+            emit(check(
+                P,
+                "classify",
+                Verdict::Fail("not run: the program did not load".into()),
+                BTreeMap::new(),
+                String::new(),
+            ));
             return;
         }
     };
     emit(check(P, "load", Verdict::Pass, BTreeMap::new(), String::new()));
     let Some(prog) = obj.progs_mut().find(|p| p.name() == P) else {
-        emit(check(P, "classify", Verdict::Fail(format!("no program {P} in the object")), BTreeMap::new(), String::new()));
+        emit(check(
+            P,
+            "classify",
+            Verdict::Fail(format!("no program {P} in the object")),
+            BTreeMap::new(),
+            String::new(),
+        ));
         return;
     };
     let mut wrong = Vec::new();
@@ -38,7 +53,11 @@ pub fn run(emit: &mut dyn FnMut(Record)) {
     let verdict = if wrong.is_empty() {
         Verdict::Pass
     } else {
-        Verdict::Fail(format!("{} mismatches against SourceAddr::new:\n{}", wrong.len(), wrong[..wrong.len().min(20)].join("\n")))
+        Verdict::Fail(format!(
+            "{} mismatches against SourceAddr::new:\n{}",
+            wrong.len(),
+            wrong[..wrong.len().min(20)].join("\n")
+        ))
     };
     emit(check(P, "classify", verdict, BTreeMap::new(), String::new()));
 }

@@ -101,7 +101,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     // These read result files only: no kernels.yaml needed.
     match &cli.cmd {
         // Two verifier tables (run --verifier-json) compare veristat -C style.
-        Cmd::Compare(a) if a.files.len() == 2 && a.files.iter().all(|f| kernel_matrix::report::verifier::is_verifier_file(f)) => {
+        Cmd::Compare(a)
+            if a.files.len() == 2 && a.files.iter().all(|f| kernel_matrix::report::verifier::is_verifier_file(f)) =>
+        {
             return kernel_matrix::perf::veristat::compare(&a.files[0], &a.files[1], a.all)
         }
         Cmd::Compare(a) => return kernel_matrix::perf::compare(a),
@@ -120,7 +122,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let req = kernel_matrix::run::exec::prepare(a)?;
             // As a cargo runner the working directory is the user's crate.
             let path = match std::env::var_os("KM_CONFIG") {
-                Some(p) if cli.config == std::path::Path::new("kernels.yaml") && !cli.config.exists() => PathBuf::from(p),
+                Some(p) if cli.config == std::path::Path::new("kernels.yaml") && !cli.config.exists() => {
+                    PathBuf::from(p)
+                }
                 _ => cli.config.clone(),
             };
             let m = matrix(MatrixConfig::load(&path)?)?;
@@ -131,7 +135,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let config = MatrixConfig::load(&cli.config)?;
     match cli.cmd {
-        Cmd::Compare(_) | Cmd::Report(_) | Cmd::Merge(_) | Cmd::Explain { .. } | Cmd::Exec(_) => unreachable!("handled above"),
+        Cmd::Compare(_) | Cmd::Report(_) | Cmd::Merge(_) | Cmd::Explain { .. } | Cmd::Exec(_) => {
+            unreachable!("handled above")
+        }
         Cmd::Shell(a) => kernel_matrix::report::repro::shell_command(&matrix(config)?, &a),
         Cmd::QemuCmd(a) => kernel_matrix::report::repro::qemu_cmd_command(&matrix(config)?, &a),
         Cmd::Bench(a) => {
@@ -147,7 +153,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             for k in &m.config.kernels {
                 if let KernelSource::Debian(src) = k.source() {
                     let locked = m.lock.get(&k.name, src, &m.lock_path)?;
-                    let img = kernel_matrix::images::ensure_debian(&m.opts.cache_dir, &mirrors, locked, |msg| eprintln!("{}: {msg}", k.name))?;
+                    let img = kernel_matrix::images::ensure_debian(&m.opts.cache_dir, &mirrors, locked, |msg| {
+                        eprintln!("{}: {msg}", k.name)
+                    })?;
                     println!("{}: {} ({})", k.name, img.boot_file().display(), img.release);
                 }
             }
@@ -163,7 +171,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             for n in &names {
                 anyhow::ensure!(m.config.kernel(n).is_some(), "no kernel {n:?} in {}", m.config.path.display());
             }
-            eprintln!("kernel-matrix: {} kernels, accelerator {} ({}), up to {} VMs at once", names.len(), m.opts.accel.accel, m.opts.accel.reason, m.opts.max_vms);
+            eprintln!(
+                "kernel-matrix: {} kernels, accelerator {} ({}), up to {} VMs at once",
+                names.len(),
+                m.opts.accel.accel,
+                m.opts.accel.reason,
+                m.opts.max_vms
+            );
             let handles: Vec<_> = names
                 .iter()
                 .map(|n| {
@@ -177,7 +191,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 .collect();
             let runs: Vec<_> = handles.into_iter().map(|h| h.join().expect("kernel thread")).collect();
             let vrows = report::verifier::rows(&m, &runs);
-            let mut table = format!("{}\n{}\n{}", report::summary_table(&m, &runs), report::time_table(&m, &runs), report::feature_table(&m, &runs));
+            let mut table = format!(
+                "{}\n{}\n{}",
+                report::summary_table(&m, &runs),
+                report::time_table(&m, &runs),
+                report::feature_table(&m, &runs)
+            );
             if !vrows.is_empty() {
                 table.push_str(&format!("\n{}", report::verifier::markdown(&vrows)));
             }
@@ -203,7 +222,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn matrix(config: MatrixConfig) -> anyhow::Result<Matrix> {
     let exe = std::env::current_exe()?;
-    let run_dir = std::env::var_os("KM_RUN_DIR").map(PathBuf::from).unwrap_or_else(|| exe.parent().unwrap().join("kernel-matrix-runs"));
+    let run_dir = std::env::var_os("KM_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| exe.parent().unwrap().join("kernel-matrix-runs"));
     Matrix::new(config, Options::from_env(run_dir)?)
 }
 
@@ -225,7 +246,13 @@ fn lock(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
         println!("{}: {} ({})", k.name, r.abi, r.version);
         lock.kernels.insert(
             k.name.clone(),
-            LockedKernel { suite: src.suite.clone(), series: src.series.clone(), flavour: src.flavour.clone(), abi: r.abi, files: r.files },
+            LockedKernel {
+                suite: src.suite.clone(),
+                series: src.series.clone(),
+                flavour: src.flavour.clone(),
+                abi: r.abi,
+                files: r.files,
+            },
         );
     }
     lock.kernels.retain(|name, _| config.kernel(name).is_some_and(|k| k.debian.is_some()));

@@ -136,27 +136,62 @@ pub fn load(path: &Path) -> Result<Vec<ByoProgram>, ConfigError> {
         }
         for n in &p.needs {
             if km_protocol::features::by_id(n).is_none() {
-                return Err(at(&p.name, "needs", format!("entry {:?} needs unknown feature {n:?} (see features.yaml)", p.name)));
+                return Err(at(
+                    &p.name,
+                    "needs",
+                    format!("entry {:?} needs unknown feature {n:?} (see features.yaml)", p.name),
+                ));
             }
         }
         let object_path = if p.object.is_relative() { dir.join(&p.object) } else { p.object.clone() };
         if !object_path.exists() {
-            return Err(at(&p.name, "object", format!("entry {:?}: object {} does not exist", p.name, object_path.display())));
+            return Err(at(
+                &p.name,
+                "object",
+                format!("entry {:?}: object {} does not exist", p.name, object_path.display()),
+            ));
         }
-        let obj = crate::config::object::read(&object_path).map_err(|e| at(&p.name, "object", format!("entry {:?}: {e}", p.name)))?;
+        let obj = crate::config::object::read(&object_path)
+            .map_err(|e| at(&p.name, "object", format!("entry {:?}: {e}", p.name)))?;
         // Which programs: one, a list of names/globs, or all.
         let (chosen, single): (Vec<&crate::config::object::Program>, bool) = match (&p.program, &p.programs) {
-            (Some(_), Some(_)) => return Err(at(&p.name, "programs", format!("entry {:?}: give `program:` or `programs:`, not both", p.name))),
+            (Some(_), Some(_)) => {
+                return Err(at(
+                    &p.name,
+                    "programs",
+                    format!("entry {:?}: give `program:` or `programs:`, not both", p.name),
+                ))
+            }
             (Some(one), None) => match obj.program(one) {
                 Some(prog) => (vec![prog], true),
-                None => return Err(at(&p.name, "program", format!("entry {:?}: no program {one:?} in {} (it has: {})", p.name, object_path.display(), names(&obj)))),
+                None => {
+                    return Err(at(
+                        &p.name,
+                        "program",
+                        format!(
+                            "entry {:?}: no program {one:?} in {} (it has: {})",
+                            p.name,
+                            object_path.display(),
+                            names(&obj)
+                        ),
+                    ))
+                }
             },
             (None, Some(globs)) => {
                 let mut v = Vec::new();
                 for g in globs {
                     let hits: Vec<_> = obj.programs.iter().filter(|q| glob(g, &q.name)).collect();
                     if hits.is_empty() {
-                        return Err(at(&p.name, "programs", format!("entry {:?}: {g:?} matches no program in {} (it has: {})", p.name, object_path.display(), names(&obj))));
+                        return Err(at(
+                            &p.name,
+                            "programs",
+                            format!(
+                                "entry {:?}: {g:?} matches no program in {} (it has: {})",
+                                p.name,
+                                object_path.display(),
+                                names(&obj)
+                            ),
+                        ));
                     }
                     for h in hits {
                         if !v.iter().any(|x: &&crate::config::object::Program| x.name == h.name) {
@@ -181,7 +216,16 @@ pub fn load(path: &Path) -> Result<Vec<ByoProgram>, ConfigError> {
         for (m, spec) in &p.maps {
             if !obj.maps.iter().any(|x| &x.name == m) {
                 let have: Vec<_> = obj.maps.iter().map(|x| x.name.as_str()).collect();
-                return Err(at(&p.name, m, format!("entry {:?}: maps: no map {m:?} in {} (it has: {})", p.name, object_path.display(), have.join(", "))));
+                return Err(at(
+                    &p.name,
+                    m,
+                    format!(
+                        "entry {:?}: maps: no map {m:?} in {} (it has: {})",
+                        p.name,
+                        object_path.display(),
+                        have.join(", ")
+                    ),
+                ));
             }
             max_entries.insert(m.clone(), spec.max_entries);
         }
@@ -196,23 +240,33 @@ pub fn load(path: &Path) -> Result<Vec<ByoProgram>, ConfigError> {
         for (var, value) in &p.rodata {
             let Some(g) = obj.rodata.iter().find(|g| &g.name == var) else {
                 let have: Vec<_> = obj.rodata.iter().map(|g| g.name.as_str()).collect();
-                return Err(at(&p.name, var, format!(
-                    "entry {:?}: rodata: no const volatile global {var:?} in {} (it has: {})",
-                    p.name,
-                    object_path.display(),
-                    if have.is_empty() { "none".to_string() } else { have.join(", ") }
-                )));
+                return Err(at(
+                    &p.name,
+                    var,
+                    format!(
+                        "entry {:?}: rodata: no const volatile global {var:?} in {} (it has: {})",
+                        p.name,
+                        object_path.display(),
+                        if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                    ),
+                ));
             };
-            let bytes = encode(value, g.size).map_err(|e| at(&p.name, var, format!("entry {:?}: rodata {var:?} ({} bytes): {e}", p.name, g.size)))?;
+            let bytes = encode(value, g.size)
+                .map_err(|e| at(&p.name, var, format!("entry {:?}: rodata {var:?} ({} bytes): {e}", p.name, g.size)))?;
             rodata.push((g.offset, bytes));
         }
         let btf = match &p.btf {
             None => None,
             Some(b) => {
                 let b = if b.is_relative() { dir.join(b) } else { b.clone() };
-                let head = std::fs::read(&b).map_err(|e| at(&p.name, "btf", format!("entry {:?}: btf {}: {e}", p.name, b.display())))?;
+                let head = std::fs::read(&b)
+                    .map_err(|e| at(&p.name, "btf", format!("entry {:?}: btf {}: {e}", p.name, b.display())))?;
                 if !(head.starts_with(&[0x9f, 0xeb]) || head.starts_with(b"\x7fELF")) {
-                    return Err(at(&p.name, "btf", format!("entry {:?}: btf {} is neither raw BTF nor an ELF file with .BTF", p.name, b.display())));
+                    return Err(at(
+                        &p.name,
+                        "btf",
+                        format!("entry {:?}: btf {} is neither raw BTF nor an ELF file with .BTF", p.name, b.display()),
+                    ));
                 }
                 Some((format!("{}.btf", p.name), b))
             }
@@ -222,8 +276,15 @@ pub fn load(path: &Path) -> Result<Vec<ByoProgram>, ConfigError> {
             let data = match (&pk.hex, &pk.ipv4) {
                 (Some(h), None) => hex::decode(h.replace([' ', '\n'], ""))
                     .map_err(|e| invalid(format!("program {:?} packet {:?}: bad hex: {e}", p.name, pk.name)))?,
-                (None, Some(v4)) => ipv4_frame(v4).map_err(|e| invalid(format!("program {:?} packet {:?}: {e}", p.name, pk.name)))?,
-                _ => return Err(invalid(format!("program {:?} packet {:?}: give exactly one of hex: or ipv4:", p.name, pk.name))),
+                (None, Some(v4)) => {
+                    ipv4_frame(v4).map_err(|e| invalid(format!("program {:?} packet {:?}: {e}", p.name, pk.name)))?
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "program {:?} packet {:?}: give exactly one of hex: or ipv4:",
+                        p.name, pk.name
+                    )))
+                }
             };
             let t = p.prog_type.or_else(|| match chosen[0].sec_def.map(|d| d.prog_type) {
                 Some("xdp") => Some(ProgType::Xdp),
@@ -236,7 +297,11 @@ pub fn load(path: &Path) -> Result<Vec<ByoProgram>, ConfigError> {
             packets.push(GuestPacket { name: pk.name.clone(), data, expect });
         }
         if !packets.is_empty() && chosen.len() != 1 {
-            return Err(at(&p.name, "test_run", format!("entry {:?}: test_run needs one program (`program:`)", p.name)));
+            return Err(at(
+                &p.name,
+                "test_run",
+                format!("entry {:?}: test_run needs one program (`program:`)", p.name),
+            ));
         }
         for prog in chosen {
             let def = prog.sec_def.expect("checked above");
@@ -255,7 +320,9 @@ pub fn load(path: &Path) -> Result<Vec<ByoProgram>, ConfigError> {
                     btf_file: btf.as_ref().map(|b| b.0.clone()),
                     // A bare `kprobe`/`uprobe`/`tp_btf`... names no target: libbpf
                     // cannot attach it on its own (EOPNOTSUPP), the loader must.
-                    attach: p.attach && def.auto_attach && def.sec.strip_suffix('+').is_none_or(|bare| prog.section != bare),
+                    attach: p.attach
+                        && def.auto_attach
+                        && def.sec.strip_suffix('+').is_none_or(|bare| prog.section != bare),
                 },
                 object_path: object_path.clone(),
                 btf: btf.clone(),
@@ -322,7 +389,17 @@ fn encode(v: &serde_norway::Value, size: u32) -> Result<Vec<u8>, String> {
 fn locate_key(text: &str, entry: &str, key: &str) -> Option<(usize, usize)> {
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.iter().position(|l| {
-        l.find("name:").is_some_and(|pos| l[pos + 5..].trim().trim_matches(|c| c == '"' || c == '\'' || c == ',' || c == '}').split(',').next().unwrap_or("").trim().trim_matches(|c| c == '"' || c == '\'') == entry)
+        l.find("name:").is_some_and(|pos| {
+            l[pos + 5..]
+                .trim()
+                .trim_matches(|c| c == '"' || c == '\'' || c == ',' || c == '}')
+                .split(',')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches(|c| c == '"' || c == '\'')
+                == entry
+        })
     })?;
     if key == "name" {
         return Some((start + 1, lines[start].find("name:")? + 1));
@@ -353,17 +430,27 @@ fn verdict_value(e: &Expect, t: Option<ProgType>) -> Result<u32, String> {
         Expect::Number(n) => return Ok(*n),
         Expect::Name(n) => n.as_str(),
     };
-    let Some(t) = t else { return Err(format!("verdict {name:?} needs `type:` (xdp, tc or socket_filter) or a number")) };
+    let Some(t) = t else {
+        return Err(format!("verdict {name:?} needs `type:` (xdp, tc or socket_filter) or a number"));
+    };
     let table: &[(&str, u32)] = match t {
         ProgType::Xdp => &[("XDP_ABORTED", 0), ("XDP_DROP", 1), ("XDP_PASS", 2), ("XDP_TX", 3), ("XDP_REDIRECT", 4)],
-        ProgType::Tc => &[("TC_ACT_UNSPEC", u32::MAX), ("TC_ACT_OK", 0), ("TC_ACT_RECLASSIFY", 1), ("TC_ACT_SHOT", 2), ("TC_ACT_PIPE", 3), ("TC_ACT_REDIRECT", 7)],
+        ProgType::Tc => &[
+            ("TC_ACT_UNSPEC", u32::MAX),
+            ("TC_ACT_OK", 0),
+            ("TC_ACT_RECLASSIFY", 1),
+            ("TC_ACT_SHOT", 2),
+            ("TC_ACT_PIPE", 3),
+            ("TC_ACT_REDIRECT", 7),
+        ],
         ProgType::SocketFilter => &[],
     };
-    table
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| format!("unknown verdict {name:?} for a {t:?} program (use a number or one of {:?})", table.iter().map(|t| t.0).collect::<Vec<_>>()))
+    table.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).ok_or_else(|| {
+        format!(
+            "unknown verdict {name:?} for a {t:?} program (use a number or one of {:?})",
+            table.iter().map(|t| t.0).collect::<Vec<_>>()
+        )
+    })
 }
 
 /// Ethernet + IPv4 + TCP/UDP/ICMP header + zero payload, checksummed IPv4 header.
@@ -413,7 +500,15 @@ mod tests {
 
     #[test]
     fn builds_tcp_frame_with_ports() {
-        let f = ipv4_frame(&Ipv4Spec { src: [10, 0, 0, 1].into(), dst: [10, 0, 0, 2].into(), proto: "tcp".into(), sport: 1234, dport: 80, payload: 0 }).unwrap();
+        let f = ipv4_frame(&Ipv4Spec {
+            src: [10, 0, 0, 1].into(),
+            dst: [10, 0, 0, 2].into(),
+            proto: "tcp".into(),
+            sport: 1234,
+            dport: 80,
+            payload: 0,
+        })
+        .unwrap();
         assert_eq!(f.len(), 54);
         assert_eq!(f[23], 6);
         assert_eq!(u16::from_be_bytes([f[36], f[37]]), 80);
@@ -466,11 +561,15 @@ mod tests {
     fn whole_objects_become_one_trial_per_program() {
         let p = scratch("whole", "programs:\n  - { name: tracing, object: tracing.bpf.o, attach: true }\n").unwrap();
         let names: Vec<_> = p.iter().map(|p| p.guest.name.as_str()).collect();
-        assert_eq!(names, ["tracing::unlink_entry", "tracing::unlink_exit", "tracing::openat_enter", "tracing::sched_switch_raw"]);
+        assert_eq!(
+            names,
+            ["tracing::unlink_entry", "tracing::unlink_exit", "tracing::openat_enter", "tracing::sched_switch_raw"]
+        );
         assert!(p.iter().all(|p| p.guest.attach && p.guest.object_file == "tracing.o"));
         let p = scratch("one", "programs:\n  - { name: t, object: tracing.bpf.o, program: unlink_exit }\n").unwrap();
         assert_eq!((p.len(), p[0].guest.name.as_str()), (1, "t"));
-        let p = scratch("globs", "programs:\n  - { name: t, object: tracing.bpf.o, programs: [\"unlink_*\"] }\n").unwrap();
+        let p =
+            scratch("globs", "programs:\n  - { name: t, object: tracing.bpf.o, programs: [\"unlink_*\"] }\n").unwrap();
         assert_eq!(p.len(), 2);
         // A bare `kprobe` section names no target: no attach trial for it.
         let p = scratch("bare", "programs:\n  - { name: c, object: cookie.bpf.o, attach: true }\n").unwrap();
@@ -481,8 +580,15 @@ mod tests {
     fn loader_fixups_max_entries_and_rodata() {
         let p = scratch("fix", "programs:\n  - name: profile\n    object: profile.bpf.o\n    rodata: { targ_pid: -1, user_stacks_only: true }\n").unwrap();
         assert_eq!(p[0].guest.max_entries.get("counts"), Some(&1), "a map left at 0 gets 1");
-        assert!(p[0].guest.rodata.contains(&(0, vec![0xff; 4])) || p[0].guest.rodata.iter().any(|(_, b)| b == &vec![0xff; 4]));
-        let p = scratch("fix2", "programs:\n  - name: profile\n    object: profile.bpf.o\n    maps: { counts: { max_entries: 10240 } }\n").unwrap();
+        assert!(
+            p[0].guest.rodata.contains(&(0, vec![0xff; 4]))
+                || p[0].guest.rodata.iter().any(|(_, b)| b == &vec![0xff; 4])
+        );
+        let p = scratch(
+            "fix2",
+            "programs:\n  - name: profile\n    object: profile.bpf.o\n    maps: { counts: { max_entries: 10240 } }\n",
+        )
+        .unwrap();
         assert_eq!(p[0].guest.max_entries.get("counts"), Some(&10240));
     }
 
@@ -491,13 +597,41 @@ mod tests {
         let cases: &[(&str, &str, &str)] = &[
             ("programs:\n  - { name: x, object: notelf.o }\n", "m.yaml:2:", "is not an ELF file"),
             ("programs:\n  - { name: x, object: host.o }\n", "m.yaml:2:", "not BPF"),
-            ("programs:\n  - { name: x, object: tracing.bpf.o, program: nope }\n", "m.yaml:2:", "no program \"nope\" in"),
-            ("programs:\n  - { name: x, object: tracing.bpf.o, programs: [\"zz*\"] }\n", "m.yaml:2:", "matches no program"),
-            ("programs:\n  - { name: x, object: unknown_section.o }\n", "m.yaml:2:", "section \"kprobx\", which libbpf 1.7 does not know"),
-            ("programs:\n  - name: x\n    object: tracing.bpf.o\n    rodata:\n      targ_pidd: 1\n", "m.yaml:5:7: ", "no const volatile global \"targ_pidd\""),
-            ("programs:\n  - name: x\n    object: tracing.bpf.o\n    rodata:\n      targ_failed_only: 300\n", "m.yaml:5:7: ", "300 does not fit in 1 bytes"),
-            ("programs:\n  - name: x\n    object: tracing.bpf.o\n    rodata: { targ_tgid: \"a long string\" }\n", "m.yaml:4:15: ", "must fit in 4"),
-            ("programs:\n  - name: x\n    object: profile.bpf.o\n    maps:\n      countz: { max_entries: 4 }\n", "m.yaml:5:7: ", "no map \"countz\""),
+            (
+                "programs:\n  - { name: x, object: tracing.bpf.o, program: nope }\n",
+                "m.yaml:2:",
+                "no program \"nope\" in",
+            ),
+            (
+                "programs:\n  - { name: x, object: tracing.bpf.o, programs: [\"zz*\"] }\n",
+                "m.yaml:2:",
+                "matches no program",
+            ),
+            (
+                "programs:\n  - { name: x, object: unknown_section.o }\n",
+                "m.yaml:2:",
+                "section \"kprobx\", which libbpf 1.7 does not know",
+            ),
+            (
+                "programs:\n  - name: x\n    object: tracing.bpf.o\n    rodata:\n      targ_pidd: 1\n",
+                "m.yaml:5:7: ",
+                "no const volatile global \"targ_pidd\"",
+            ),
+            (
+                "programs:\n  - name: x\n    object: tracing.bpf.o\n    rodata:\n      targ_failed_only: 300\n",
+                "m.yaml:5:7: ",
+                "300 does not fit in 1 bytes",
+            ),
+            (
+                "programs:\n  - name: x\n    object: tracing.bpf.o\n    rodata: { targ_tgid: \"a long string\" }\n",
+                "m.yaml:4:15: ",
+                "must fit in 4",
+            ),
+            (
+                "programs:\n  - name: x\n    object: profile.bpf.o\n    maps:\n      countz: { max_entries: 4 }\n",
+                "m.yaml:5:7: ",
+                "no map \"countz\"",
+            ),
         ];
         for (i, (yaml, at, want)) in cases.iter().enumerate() {
             let e = scratch(&format!("bad{i}"), yaml).unwrap_err();

@@ -173,7 +173,11 @@ pub fn read_limited(path: &Path) -> Result<String, ConfigError> {
     if len > MAX_FILE_BYTES {
         return Err(ConfigError::Invalid {
             path: shown(),
-            message: format!("the file is {:.1} MiB; kernel-matrix reads YAML files of at most {} MiB", len as f64 / 1048576.0, MAX_FILE_BYTES >> 20),
+            message: format!(
+                "the file is {:.1} MiB; kernel-matrix reads YAML files of at most {} MiB",
+                len as f64 / 1048576.0,
+                MAX_FILE_BYTES >> 20
+            ),
         });
     }
     std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: shown(), source })
@@ -218,7 +222,9 @@ fn too_deep(text: &str) -> Option<(usize, usize)> {
 /// Deserializes one of our YAML files; errors point at file, line and column.
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
     if let Some((line, column)) = too_deep(text) {
-        let message = format!("nested more than {MAX_DEPTH} levels deep here; kernel-matrix reads YAML nested at most {MAX_DEPTH} levels");
+        let message = format!(
+            "nested more than {MAX_DEPTH} levels deep here; kernel-matrix reads YAML nested at most {MAX_DEPTH} levels"
+        );
         return Err(ConfigError::Syntax { path: path.display().to_string(), line, column, message });
     }
     serde_norway::from_str(text).map_err(|e| {
@@ -260,7 +266,10 @@ impl MatrixConfig {
         for k in &self.kernels {
             // The n-th kernel of this name is the one at fault (a duplicate is the second).
             let nth = if seen.contains(&k.name) { 1 } else { 0 };
-            let invalid = |message: String| ConfigError::Invalid { path: format!("{}{}", self.path.display(), locate(text, &k.name, nth)), message };
+            let invalid = |message: String| ConfigError::Invalid {
+                path: format!("{}{}", self.path.display(), locate(text, &k.name, nth)),
+                message,
+            };
             if k.name.is_empty() || !k.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
                 return Err(invalid(format!(
                     "kernel name {:?} must be non-empty and use only letters, digits, '.', '_' and '-'",
@@ -268,7 +277,8 @@ impl MatrixConfig {
                 )));
             }
             if !seen.insert(&k.name) {
-                let first = locate(text, &k.name, 0).0.map(|(line, _)| format!(" (first at line {line})")).unwrap_or_default();
+                let first =
+                    locate(text, &k.name, 0).0.map(|(line, _)| format!(" (first at line {line})")).unwrap_or_default();
                 return Err(invalid(format!("kernel {:?} is listed twice{first}", k.name)));
             }
             let sources = k.debian.is_some() as u8 + k.local.is_some() as u8 + k.host as u8;
@@ -280,7 +290,10 @@ impl MatrixConfig {
             }
             if let Some(d) = &k.debian {
                 if d.series.parse::<km_protocol::KernelVersion>().is_err() {
-                    return Err(invalid(format!("kernel {:?}: series {:?} is not a version like 6.1", k.name, d.series)));
+                    return Err(invalid(format!(
+                        "kernel {:?}: series {:?} is not a version like 6.1",
+                        k.name, d.series
+                    )));
                 }
             }
             if k.timeout_secs == Some(0) {
@@ -289,9 +302,15 @@ impl MatrixConfig {
         }
         let mut suite_names = HashSet::new();
         for s in &self.suites {
-            let invalid = |message: String| ConfigError::Invalid { path: format!("{}{}", self.path.display(), locate(text, &s.name, 0)), message };
+            let invalid = |message: String| ConfigError::Invalid {
+                path: format!("{}{}", self.path.display(), locate(text, &s.name, 0)),
+                message,
+            };
             if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-                return Err(invalid(format!("suite name {:?} must be non-empty and use only letters, digits, '.', '_' and '-'", s.name)));
+                return Err(invalid(format!(
+                    "suite name {:?} must be non-empty and use only letters, digits, '.', '_' and '-'",
+                    s.name
+                )));
             }
             if !suite_names.insert(&s.name) || s.name == "features" {
                 return Err(invalid(format!("suite name {:?} is taken", s.name)));
@@ -304,7 +323,10 @@ impl MatrixConfig {
             }
         }
         if self.timeout_secs == 0 {
-            return Err(ConfigError::Invalid { path: self.path.display().to_string(), message: "timeout_secs must be positive".into() });
+            return Err(ConfigError::Invalid {
+                path: self.path.display().to_string(),
+                message: "timeout_secs must be positive".into(),
+            });
         }
         Ok(())
     }
@@ -407,7 +429,9 @@ mod tests {
 
     #[test]
     fn duplicate_kernels_are_rejected_with_location() {
-        let e = parse("kernels:\n  - name: host\n    host: true\n  - name: host\n    host: true\n").unwrap_err().to_string();
+        let e = parse("kernels:\n  - name: host\n    host: true\n  - name: host\n    host: true\n")
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "kernels.yaml:4:5: kernel \"host\" is listed twice (first at line 2)");
     }
 
@@ -426,7 +450,10 @@ mod tests {
         let p = dir.join("kernels.yaml");
         std::fs::write(&p, "#".repeat(MAX_FILE_BYTES as usize + 1)).unwrap();
         let e = MatrixConfig::load(&p).unwrap_err().to_string();
-        assert!(e.contains("kernels.yaml: the file is 4.0 MiB; kernel-matrix reads YAML files of at most 4 MiB"), "{e}");
+        assert!(
+            e.contains("kernels.yaml: the file is 4.0 MiB; kernel-matrix reads YAML files of at most 4 MiB"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -18,7 +18,8 @@ pub fn path(cache: &Path) -> anyhow::Result<PathBuf> {
     let digest = hex::encode(sha2::Sha256::digest(AGENT));
     let dest = cache.join("agents").join(&digest[..16]).join("km-agent");
     if !dest.exists() {
-        crate::images::fetch::write_atomic_mode(&dest, AGENT, Some(0o755)).context("writing the guest agent into the cache")?;
+        crate::images::fetch::write_atomic_mode(&dest, AGENT, Some(0o755))
+            .context("writing the guest agent into the cache")?;
     }
     Ok(dest)
 }

@@ -67,7 +67,8 @@ pub fn resolve_program(program: &Path) -> Result<PathBuf, ConfigError> {
     let found = if program.as_os_str().as_bytes().contains(&b'/') {
         Some(program.to_path_buf())
     } else {
-        std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(program)).find(|p| p.is_file()))
+        std::env::var_os("PATH")
+            .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(program)).find(|p| p.is_file()))
     };
     let Some(p) = found.filter(|p| p.is_file()) else {
         return Err(invalid(program.display(), "no such program (give a path to a file, or a name on PATH)"));
@@ -81,14 +82,23 @@ pub fn resolve_program(program: &Path) -> Result<PathBuf, ConfigError> {
 pub fn check_elf(p: &Path) -> Result<(), ConfigError> {
     use std::io::Read as _;
     let mut head = [0u8; 20];
-    let n = std::fs::File::open(p).and_then(|mut f| f.read(&mut head)).map_err(|source| ConfigError::Io { path: p.display().to_string(), source })?;
+    let n = std::fs::File::open(p)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|source| ConfigError::Io { path: p.display().to_string(), source })?;
     if n < 20 || &head[..4] != b"\x7fELF" {
-        let what = if head.starts_with(b"#!") { "a script (#!); exec runs ELF programs: give its interpreter as the program" } else { "not an ELF file" };
+        let what = if head.starts_with(b"#!") {
+            "a script (#!); exec runs ELF programs: give its interpreter as the program"
+        } else {
+            "not an ELF file"
+        };
         return Err(invalid(p.display(), format!("{what}; the guest runs x86-64 Linux programs")));
     }
     let machine = u16::from_le_bytes([head[18], head[19]]);
     if head[4] != 2 || head[5] != 1 || machine != 0x3e {
-        return Err(invalid(p.display(), format!("an ELF for another architecture (class {}, e_machine {machine:#x}); the guest is x86-64", head[4])));
+        return Err(invalid(
+            p.display(),
+            format!("an ELF for another architecture (class {}, e_machine {machine:#x}); the guest is x86-64", head[4]),
+        ));
     }
     if !matches!(u16::from_le_bytes([head[16], head[17]]), 2 | 3) {
         return Err(invalid(p.display(), "an ELF object that is not an executable (ET_EXEC or ET_DYN)"));
@@ -135,7 +145,8 @@ pub fn build(req: &ExecRequest, busybox: &Path, dest: &Path) -> anyhow::Result<(
     let rel = |p: &str| p.trim_start_matches('/').to_string();
     let mut files: Vec<(String, PathBuf, u32)> = vec![("bin/busybox".into(), busybox.to_path_buf(), 0o755)];
     files.push((rel(&req.program.to_string_lossy()), req.program.clone(), 0));
-    let libs = super::shared_libraries(&req.program).map_err(|e| invalid(req.program.display(), format!("unresolved shared library: {e:#}")))?;
+    let libs = super::shared_libraries(&req.program)
+        .map_err(|e| invalid(req.program.display(), format!("unresolved shared library: {e:#}")))?;
     for lib in libs {
         files.push((rel(&lib.to_string_lossy()), lib, 0o755));
     }
@@ -170,7 +181,12 @@ fn add_tree(host: &Path, guest: &str, files: &mut Vec<(String, PathBuf, u32)>) -
 /// relative to their crate) and Rust's (`RUST_*`: RUST_BACKTRACE, RUST_LOG,
 /// RUST_TEST_THREADS, ...). Others with `--env NAME[=VALUE]`.
 pub fn passed_env() -> Vec<(String, String)> {
-    std::env::vars().filter(|(k, _)| (k.starts_with("CARGO_") || k.starts_with("RUST_")) && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).collect()
+    std::env::vars()
+        .filter(|(k, _)| {
+            (k.starts_with("CARGO_") || k.starts_with("RUST_"))
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -52,7 +52,12 @@ poweroff -f
 /// only when it is not there yet. The key hashes everything that goes in: the
 /// init script, and the path, size and contents of every file (busybox, the
 /// agent, its libraries, `extra`), so a changed input makes a new root.
-pub fn build_cached(cache: &Path, agent: &Path, busybox: &Path, extra: &[(String, PathBuf)]) -> anyhow::Result<PathBuf> {
+pub fn build_cached(
+    cache: &Path,
+    agent: &Path,
+    busybox: &Path,
+    extra: &[(String, PathBuf)],
+) -> anyhow::Result<PathBuf> {
     cached(cache, INIT, &contents(agent, busybox, extra)?)
 }
 
@@ -93,12 +98,16 @@ fn cached(cache: &Path, init: &str, files: &[(String, PathBuf, u32)]) -> anyhow:
 /// Every file of the root as (path inside the guest, host file, mode): `extra`
 /// files are (path inside the guest without leading '/', host file).
 fn contents(agent: &Path, busybox: &Path, extra: &[(String, PathBuf)]) -> anyhow::Result<Vec<(String, PathBuf, u32)>> {
-    let mut files: Vec<(String, PathBuf, u32)> = vec![
-        ("bin/busybox".into(), busybox.to_path_buf(), 0o755),
-        ("agent".into(), agent.to_path_buf(), 0o755),
-    ];
+    let mut files: Vec<(String, PathBuf, u32)> =
+        vec![("bin/busybox".into(), busybox.to_path_buf(), 0o755), ("agent".into(), agent.to_path_buf(), 0o755)];
     // Executables (suites' programs, their libraries) stay executable.
-    let mode = |p: &Path| if std::fs::metadata(p).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false) { 0o755 } else { 0o644 };
+    let mode = |p: &Path| {
+        if std::fs::metadata(p).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false) {
+            0o755
+        } else {
+            0o644
+        }
+    };
     files.extend(extra.iter().map(|(guest, host)| (guest.clone(), host.clone(), mode(host))));
     for lib in shared_libraries(agent)? {
         let name = lib.to_string_lossy().trim_start_matches('/').to_string();

@@ -20,9 +20,7 @@ pub fn extract_vmlinux(bzimage: &[u8]) -> anyhow::Result<Vec<u8>> {
     let payload_offset = u32::from_le_bytes(bzimage[0x248..0x24c].try_into()?) as usize;
     let payload_length = u32::from_le_bytes(bzimage[0x24c..0x250].try_into()?) as usize;
     let start = (setup_sects + 1) * 512 + payload_offset;
-    let payload = bzimage
-        .get(start..start + payload_length)
-        .context("payload lies outside the file")?;
+    let payload = bzimage.get(start..start + payload_length).context("payload lies outside the file")?;
     let elf = decompress(payload)?;
     if !elf.starts_with(b"\x7fELF") {
         bail!("decompressed payload is not an ELF image");

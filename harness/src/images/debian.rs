@@ -176,9 +176,7 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
     }
     let (ea, ua, ra) = split(a);
     let (eb, ub, rb) = split(b);
-    ea.cmp(&eb)
-        .then_with(|| part(ua.as_bytes(), ub.as_bytes()))
-        .then_with(|| part(ra.as_bytes(), rb.as_bytes()))
+    ea.cmp(&eb).then_with(|| part(ua.as_bytes(), ub.as_bytes())).then_with(|| part(ra.as_bytes(), rb.as_bytes()))
 }
 
 #[cfg(test)]

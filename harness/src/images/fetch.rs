@@ -38,7 +38,11 @@ impl ProxyEnv {
                 .filter(|v| !v.is_empty())
         };
         let all = var("all_proxy");
-        Self { http: var("http_proxy").or_else(|| all.clone()), https: var("https_proxy").or(all), no_proxy: var("no_proxy") }
+        Self {
+            http: var("http_proxy").or_else(|| all.clone()),
+            https: var("https_proxy").or(all),
+            no_proxy: var("no_proxy"),
+        }
     }
 }
 
@@ -110,7 +114,11 @@ impl Http {
     /// GETs `url` and hands the body to `read`. Connection failures, timeouts,
     /// HTTP 408, 429 and 5xx, and network errors while reading the body are tried
     /// again (the whole request: `read` starts over), up to [`Retry::attempts`].
-    pub fn get<T>(&self, url: &str, mut read: impl FnMut(&mut dyn Read) -> Result<T, BodyError>) -> Result<T, HttpError> {
+    pub fn get<T>(
+        &self,
+        url: &str,
+        mut read: impl FnMut(&mut dyn Read) -> Result<T, BodyError>,
+    ) -> Result<T, HttpError> {
         let client = self.client.as_ref().map_err(|e| HttpError::Transport { message: e.clone(), attempts: 0 })?;
         let mut delay = self.retry.first_delay;
         let mut attempt = 0;
@@ -136,9 +144,14 @@ impl Http {
                 Ok(mut resp) => match read(&mut resp) {
                     Ok(t) => return Ok(t),
                     Err(BodyError::Local(m)) => return Err(HttpError::Local(m)),
-                    Err(BodyError::Network(e)) => {
-                        (HttpError::Transport { message: format!("reading the response: {}", io_chain(&e)), attempts: attempt }, true, None)
-                    }
+                    Err(BodyError::Network(e)) => (
+                        HttpError::Transport {
+                            message: format!("reading the response: {}", io_chain(&e)),
+                            attempts: attempt,
+                        },
+                        true,
+                        None,
+                    ),
                 },
             };
             if !transient || attempt >= self.retry.attempts {
@@ -182,10 +195,13 @@ fn client(proxies: &ProxyEnv) -> anyhow::Result<reqwest::blocking::Client> {
         // instead of hanging; a slow download of a large kernel does not.
         .timeout(Duration::from_secs(60));
     if let Some(p) = &proxies.http {
-        b = b.proxy(reqwest::Proxy::http(p.as_str()).with_context(|| format!("http_proxy {p:?}"))?.no_proxy(no_proxy()));
+        b = b
+            .proxy(reqwest::Proxy::http(p.as_str()).with_context(|| format!("http_proxy {p:?}"))?.no_proxy(no_proxy()));
     }
     if let Some(p) = &proxies.https {
-        b = b.proxy(reqwest::Proxy::https(p.as_str()).with_context(|| format!("https_proxy {p:?}"))?.no_proxy(no_proxy()));
+        b = b.proxy(
+            reqwest::Proxy::https(p.as_str()).with_context(|| format!("https_proxy {p:?}"))?.no_proxy(no_proxy()),
+        );
     }
     b.build().context("setting up the HTTP client (TLS with the system's CA store)")
 }
@@ -257,7 +273,13 @@ pub enum FetchError {
 
 /// Downloads `url` into `dest` if it is not already there with the right hash.
 /// The file only appears at `dest` after its sha256 matched.
-pub fn fetch_verified(url: &str, package: &str, sha256: &str, dest: &Path, progress: impl FnMut(u64)) -> Result<(), FetchError> {
+pub fn fetch_verified(
+    url: &str,
+    package: &str,
+    sha256: &str,
+    dest: &Path,
+    progress: impl FnMut(u64),
+) -> Result<(), FetchError> {
     fetch_verified_with(http(), url, package, sha256, dest, progress)
 }
 
@@ -349,7 +371,8 @@ pub fn write_atomic_mode(dest: &Path, data: &[u8], mode: Option<u32>) -> anyhow:
     fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
     if let Some(mode) = mode {
         use std::os::unix::fs::PermissionsExt as _;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).with_context(|| format!("chmod {}", tmp.display()))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("chmod {}", tmp.display()))?;
     }
     fs::rename(&tmp, dest).with_context(|| format!("renaming into {}", dest.display()))
 }

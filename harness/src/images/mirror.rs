@@ -19,24 +19,19 @@ impl Mirrors {
         let env_main = std::env::var("KM_MIRROR").ok();
         let env_sec = std::env::var("KM_SECURITY_MIRROR").ok();
         let apt = from_apt_config(Path::new("/etc/apt")).ok();
-        let main = main
-            .map(str::to_string)
-            .or(env_main)
-            .or_else(|| apt.as_ref().map(|a| a.main.clone()))
-            .context("no Debian mirror: set `mirror:` in kernels.yaml or KM_MIRROR (the apt configuration names none)")?;
-        let security = security
-            .map(str::to_string)
-            .or(env_sec)
-            .or_else(|| apt.and_then(|a| a.security));
+        let main = main.map(str::to_string).or(env_main).or_else(|| apt.as_ref().map(|a| a.main.clone())).context(
+            "no Debian mirror: set `mirror:` in kernels.yaml or KM_MIRROR (the apt configuration names none)",
+        )?;
+        let security = security.map(str::to_string).or(env_sec).or_else(|| apt.and_then(|a| a.security));
         Ok(Self { main: trim(&main), security: security.map(|s| trim(&s)) })
     }
 
     /// Base URL of the archive that carries `suite`.
     pub fn for_suite(&self, suite: &str) -> anyhow::Result<&str> {
         if suite.ends_with("-security") {
-            self.security
-                .as_deref()
-                .with_context(|| format!("suite {suite} needs a security mirror (security_mirror: or KM_SECURITY_MIRROR)"))
+            self.security.as_deref().with_context(|| {
+                format!("suite {suite} needs a security mirror (security_mirror: or KM_SECURITY_MIRROR)")
+            })
         } else {
             Ok(&self.main)
         }
@@ -151,7 +146,9 @@ mod tests {
         let m = pick(&d).unwrap();
         assert_eq!(m.main, "http://example.org/debian");
         assert_eq!(m.security.as_deref(), Some("http://example.org/debian-security"));
-        let l = parse_one_line("# x\ndeb [arch=amd64 signed-by=/k.gpg] http://example.org/d/ bookworm main\ndeb-src http://x y z\n");
+        let l = parse_one_line(
+            "# x\ndeb [arch=amd64 signed-by=/k.gpg] http://example.org/d/ bookworm main\ndeb-src http://x y z\n",
+        );
         assert_eq!(l, vec![("http://example.org/d/".to_string(), vec!["bookworm".to_string()])]);
         assert_eq!(pick(&l).unwrap().main, "http://example.org/d");
     }

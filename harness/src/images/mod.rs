@@ -54,7 +54,12 @@ pub fn default_cache_dir() -> PathBuf {
 
 /// Makes sure the pinned files of `locked` are in the cache and extracted.
 /// Returns without touching the network when they already are.
-pub fn ensure_debian(cache: &Path, mirrors: &Mirrors, locked: &LockedKernel, mut progress: impl FnMut(&str)) -> anyhow::Result<KernelImage> {
+pub fn ensure_debian(
+    cache: &Path,
+    mirrors: &Mirrors,
+    locked: &LockedKernel,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<KernelImage> {
     let image_file = &locked.files[0];
     let dir = cache.join("kernels").join(&image_file.sha256);
     if let Some(img) = read_entry(&dir)? {
@@ -66,8 +71,10 @@ pub fn ensure_debian(cache: &Path, mirrors: &Mirrors, locked: &LockedKernel, mut
     // stay pinned in the lock for the checks that will need them.
     progress(&format!("downloading {} ({:.1} MB)", image_file.package, image_file.size as f64 / 1e6));
     let bar = crate::progress::Step::download(&image_file.package, image_file.size);
-    let deb = fetch_deb(cache, &format!("{base}/{}", image_file.path), &image_file.package, &image_file.sha256, |n| bar.set_position(n))
-        .with_context(|| format!("downloading {} {}", image_file.package, image_file.version))?;
+    let deb = fetch_deb(cache, &format!("{base}/{}", image_file.path), &image_file.package, &image_file.sha256, |n| {
+        bar.set_position(n)
+    })
+    .with_context(|| format!("downloading {} {}", image_file.package, image_file.version))?;
     bar.done("downloaded, sha256 verified");
     progress(&format!("extracting {}", image_file.package));
     let (release, vmlinuz) = vmlinuz_from_deb(&deb)?;
@@ -77,7 +84,13 @@ pub fn ensure_debian(cache: &Path, mirrors: &Mirrors, locked: &LockedKernel, mut
 /// The package at `url` in the cache as `debs/<sha256>.deb`, downloaded only if it
 /// is not there yet with that hash (kernels, and any other pinned package such as
 /// the headers the robustness tests build a module against).
-pub fn fetch_deb(cache: &Path, url: &str, package: &str, sha256: &str, progress: impl FnMut(u64)) -> anyhow::Result<PathBuf> {
+pub fn fetch_deb(
+    cache: &Path,
+    url: &str,
+    package: &str,
+    sha256: &str,
+    progress: impl FnMut(u64),
+) -> anyhow::Result<PathBuf> {
     let debs = cache.join("debs");
     fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
     crate::images::cache_gc::remove_stale(&debs);
@@ -87,7 +100,11 @@ pub fn fetch_deb(cache: &Path, url: &str, package: &str, sha256: &str, progress:
 }
 
 /// A user's own kernel: used in place; the ELF is extracted into the cache once.
-pub fn ensure_local(cache: &Path, local: &LocalSource, resolve: impl Fn(&Path) -> PathBuf) -> anyhow::Result<KernelImage> {
+pub fn ensure_local(
+    cache: &Path,
+    local: &LocalSource,
+    resolve: impl Fn(&Path) -> PathBuf,
+) -> anyhow::Result<KernelImage> {
     let path = resolve(&local.kernel);
     let data = fs::read(&path).with_context(|| format!("reading local kernel {}", path.display()))?;
     if data.starts_with(b"\x7fELF") {

@@ -53,7 +53,8 @@ pub type Bmf = BTreeMap<String, BTreeMap<String, Metric>>;
 pub const LATENCY: &str = "latency";
 /// Verifier measures copied from `load` records (and from benchmark records of
 /// programs that have no `load` check of their own, e.g. `xdp_classifier_slow`).
-pub const VERIFIER_MEASURES: &[&str] = &["verified_insns", "jited_bytes", "xlated_bytes", "processed_insns", "total_states", "peak_states"];
+pub const VERIFIER_MEASURES: &[&str] =
+    &["verified_insns", "jited_bytes", "xlated_bytes", "processed_insns", "total_states", "peak_states"];
 /// Checks whose records carry a latency (see `bench`).
 pub const LATENCY_CHECKS: &[&str] = &["test_run", "fdinfo"];
 
@@ -225,7 +226,8 @@ pub fn write(path: &Path, bmf: &Bmf, meta: &Meta) -> anyhow::Result<()> {
 /// Reads a BMF file (validated) and its sidecar if there is one.
 pub fn read(path: &Path) -> anyhow::Result<(Bmf, Meta)> {
     let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let value: serde_json::Value = serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
     validate(&value).map_err(|e| anyhow::anyhow!("{}: not valid BMF: {e}", path.display()))?;
     let bmf = serde_json::from_value(value)?;
     let meta = match std::fs::read(meta_path(path)) {
@@ -263,7 +265,11 @@ pub fn validate(v: &serde_json::Value) -> Result<(), String> {
             let num = |k: &str| -> Result<Option<f64>, String> {
                 match metric.get(k) {
                     None => Ok(None),
-                    Some(x) => x.as_f64().filter(|f| f.is_finite()).map(Some).ok_or(format!("{bench}/{measure}/{k}: not a finite number")),
+                    Some(x) => x
+                        .as_f64()
+                        .filter(|f| f.is_finite())
+                        .map(Some)
+                        .ok_or(format!("{bench}/{measure}/{k}: not a finite number")),
                 }
             };
             for k in metric.keys() {
@@ -294,9 +300,18 @@ mod tests {
             secs: None,
         };
         let mut checks = BTreeMap::new();
-        checks.insert(("xdp_classifier".into(), "load".into()), outcome(&[("verified_insns", 118.0), ("jited_bytes", 390.0), ("xlated_bytes", 664.0)]));
-        checks.insert(("xdp_classifier".into(), "test_run".into()), outcome(&[("value", 140.0), ("lower", 139.0), ("upper", 146.5), ("repeat", 1e6)]));
-        checks.insert(("xdp_classifier_slow".into(), "test_run".into()), outcome(&[("value", 190.0), ("lower", 185.0), ("upper", 195.0), ("verified_insns", 700.0)]));
+        checks.insert(
+            ("xdp_classifier".into(), "load".into()),
+            outcome(&[("verified_insns", 118.0), ("jited_bytes", 390.0), ("xlated_bytes", 664.0)]),
+        );
+        checks.insert(
+            ("xdp_classifier".into(), "test_run".into()),
+            outcome(&[("value", 140.0), ("lower", 139.0), ("upper", 146.5), ("repeat", 1e6)]),
+        );
+        checks.insert(
+            ("xdp_classifier_slow".into(), "test_run".into()),
+            outcome(&[("value", 190.0), ("lower", 185.0), ("upper", 195.0), ("verified_insns", 700.0)]),
+        );
         checks.insert(("xdp_classifier".into(), "classify".into()), outcome(&[]));
         KernelRun {
             release: Some("6.1.0-47-cloud-amd64".into()),
@@ -312,7 +327,10 @@ mod tests {
         let (bmf, meta) = from_runs(&[std::sync::Arc::new(run())]);
         let json = serde_json::to_value(&bmf).unwrap();
         validate(&json).unwrap();
-        assert_eq!(json["6.1::xdp_classifier::test_run"]["latency"], serde_json::json!({"value": 140.0, "lower_value": 139.0, "upper_value": 146.5}));
+        assert_eq!(
+            json["6.1::xdp_classifier::test_run"]["latency"],
+            serde_json::json!({"value": 140.0, "lower_value": 139.0, "upper_value": 146.5})
+        );
         assert_eq!(json["6.1::xdp_classifier::load"]["verified_insns"]["value"], 118.0);
         assert_eq!(json["6.1::xdp_classifier_slow::load"]["verified_insns"]["value"], 700.0);
         assert!(json.get("6.1::xdp_classifier::classify").is_none(), "checks without numbers are not benchmarks");
@@ -342,7 +360,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("km-crit-{}", std::process::id()));
         let new = dir.join("SourceAddr__new 0..256/new");
         std::fs::create_dir_all(&new).unwrap();
-        std::fs::write(new.join("benchmark.json"), r#"{"group_id":"SourceAddr::new 0..256","full_id":"SourceAddr::new 0..256"}"#).unwrap();
+        std::fs::write(
+            new.join("benchmark.json"),
+            r#"{"group_id":"SourceAddr::new 0..256","full_id":"SourceAddr::new 0..256"}"#,
+        )
+        .unwrap();
         std::fs::write(
             new.join("estimates.json"),
             r#"{"mean":{"point_estimate":101.0,"confidence_interval":{"lower_bound":99.0,"upper_bound":103.0}},
@@ -351,6 +373,9 @@ mod tests {
         .unwrap();
         let bmf = from_criterion(&dir).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(bmf["userspace::SourceAddr::new 0..256"][LATENCY], Metric { value: 100.0, lower_value: Some(98.5), upper_value: Some(101.5) });
+        assert_eq!(
+            bmf["userspace::SourceAddr::new 0..256"][LATENCY],
+            Metric { value: 100.0, lower_value: Some(98.5), upper_value: Some(101.5) }
+        );
     }
 }

@@ -29,8 +29,13 @@ const AGENT_GOAL: f64 = 1.15;
 const MATRIX_GOAL: f64 = 12.0;
 
 pub fn boot_bench(m: Arc<Matrix>, a: &BootBenchArgs) -> anyhow::Result<ExitCode> {
-    let spec = m.config.kernel(&a.kernel).with_context(|| format!("no kernel {:?} in {}", a.kernel, m.config.path.display()))?;
-    let image = m.image(spec)?.with_context(|| format!("kernel {:?} is the host kernel: it has no boot to measure", a.kernel))?;
+    let spec = m
+        .config
+        .kernel(&a.kernel)
+        .with_context(|| format!("no kernel {:?} in {}", a.kernel, m.config.path.display()))?;
+    let image = m
+        .image(spec)?
+        .with_context(|| format!("kernel {:?} is the host kernel: it has no boot to measure", a.kernel))?;
     let floor = crate::guest_root::build_floor(&m.opts.cache_dir, &crate::guest_root::find_busybox()?)?;
     let full = m.initramfs()?;
     let workdir = vm::workdir(&m.opts.run_dir, &format!("boot-bench-{}", a.kernel));
@@ -47,7 +52,9 @@ pub fn boot_bench(m: Arc<Matrix>, a: &BootBenchArgs) -> anyhow::Result<ExitCode>
         for (root, host, guest) in [(&floor, &mut floor_s, &mut floor_guest), (&full, &mut agent_s, &mut agent_guest)] {
             let vm_spec = spec_for(root)?;
             let run = vm::run(&vm_spec)?;
-            let boot = run.boot.with_context(|| format!("run {i}: the guest never reached /init:\n{}", vm::console::tail(&run.console, 20)))?;
+            let boot = run.boot.with_context(|| {
+                format!("run {i}: the guest never reached /init:\n{}", vm::console::tail(&run.console, 20))
+            })?;
             host.push(boot.as_secs_f64());
             // The guest's clock when /init started (both roots report it).
             let channel = std::fs::read_to_string(vm_spec.channel_path()).unwrap_or_default();
@@ -55,7 +62,14 @@ pub fn boot_bench(m: Arc<Matrix>, a: &BootBenchArgs) -> anyhow::Result<ExitCode>
                 guest.push(t);
             }
         }
-        eprintln!("boot-bench: {} run {}/{}: floor {:.2} s, agent {:.2} s", a.kernel, i + 1, a.runs, floor_s[i], agent_s[i]);
+        eprintln!(
+            "boot-bench: {} run {}/{}: floor {:.2} s, agent {:.2} s",
+            a.kernel,
+            i + 1,
+            a.runs,
+            floor_s[i],
+            agent_s[i]
+        );
     }
     let (f, g) = (Summary::of(&floor_s), Summary::of(&agent_s));
     let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len() as f64 / 1048576.0).unwrap_or(0.0);
@@ -65,16 +79,40 @@ pub fn boot_bench(m: Arc<Matrix>, a: &BootBenchArgs) -> anyhow::Result<ExitCode>
     let _ = writeln!(out, "| root | size (gzip) | median s | min-max s | guest clock at /init (median s) |");
     let _ = writeln!(out, "|---|---|---|---|---|");
     let gmed = |v: &[f64]| if v.is_empty() { "-".to_string() } else { format!("{:.2}", Summary::of(v).median) };
-    let _ = writeln!(out, "| busybox only (floor) | {:.1} MiB | {:.2} | {:.2}-{:.2} | {} |", size(&floor), f.median, f.min, f.max, gmed(&floor_guest));
-    let _ = writeln!(out, "| guest root with agent | {:.1} MiB | {:.2} | {:.2}-{:.2} | {} |", size(&full), g.median, g.min, g.max, gmed(&agent_guest));
+    let _ = writeln!(
+        out,
+        "| busybox only (floor) | {:.1} MiB | {:.2} | {:.2}-{:.2} | {} |",
+        size(&floor),
+        f.median,
+        f.min,
+        f.max,
+        gmed(&floor_guest)
+    );
+    let _ = writeln!(
+        out,
+        "| guest root with agent | {:.1} MiB | {:.2} | {:.2}-{:.2} | {} |",
+        size(&full),
+        g.median,
+        g.min,
+        g.max,
+        gmed(&agent_guest)
+    );
     let ratio = g.median / f.median;
-    let _ = writeln!(out, "boot to agent ready / floor: {ratio:.2}x (goal <= {AGENT_GOAL}x: {})", if ratio <= AGENT_GOAL { "met" } else { "NOT met" });
+    let _ = writeln!(
+        out,
+        "boot to agent ready / floor: {ratio:.2}x (goal <= {AGENT_GOAL}x: {})",
+        if ratio <= AGENT_GOAL { "met" } else { "NOT met" }
+    );
     if a.matrix {
         let start = Instant::now();
-        let handles: Vec<_> = m.kernel_names().into_iter().map(|k| {
-            let m = m.clone();
-            std::thread::spawn(move || m.run_kernel(&k))
-        }).collect();
+        let handles: Vec<_> = m
+            .kernel_names()
+            .into_iter()
+            .map(|k| {
+                let m = m.clone();
+                std::thread::spawn(move || m.run_kernel(&k))
+            })
+            .collect();
         let runs: Vec<_> = handles.into_iter().map(|h| h.join().expect("kernel thread")).collect();
         let wall = start.elapsed().as_secs_f64();
         let _ = writeln!(out, "\nthe matrix ({} kernels, up to {} VMs at once): {wall:.1} s = {:.1}x the floor (goal <= {MATRIX_GOAL}x: {})", runs.len(), m.opts.max_vms, wall / f.median, if wall / f.median <= MATRIX_GOAL { "met" } else { "NOT met" });
@@ -87,7 +125,9 @@ pub fn boot_bench(m: Arc<Matrix>, a: &BootBenchArgs) -> anyhow::Result<ExitCode>
 /// The guest's clock when /init started: the floor writes `init <uptime>`, the
 /// agent reports it in its first record.
 fn init_uptime(channel: &str, records: &[km_protocol::Line]) -> Option<f64> {
-    let floor = channel.lines().find_map(|l| l.trim_matches(|c: char| c.is_whitespace() || c == '\0').strip_prefix("init ")?.trim().parse().ok());
+    let floor = channel.lines().find_map(|l| {
+        l.trim_matches(|c: char| c.is_whitespace() || c == '\0').strip_prefix("init ")?.trim().parse().ok()
+    });
     floor.or_else(|| {
         records.iter().find_map(|l| match &l.record {
             km_protocol::Record::Hello { init_uptime_secs, .. } => *init_uptime_secs,

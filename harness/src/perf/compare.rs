@@ -149,7 +149,9 @@ pub fn map_program(bmf: &Bmf, from: &str, to: &str) -> Bmf {
 pub fn table(cells: &[Cell], meta: &Meta, only_changes: bool) -> String {
     let mut s = String::from("| benchmark | measure | accel | baseline | current | change | needed | verdict |\n|---|---|---|---|---|---|---|---|\n");
     let fmt = |m: &Option<Metric>| match m {
-        Some(m) if m.lower_value.is_some() || m.upper_value.is_some() => format!("{:.1} [{:.1}, {:.1}]", m.value, m.lower(), m.upper()),
+        Some(m) if m.lower_value.is_some() || m.upper_value.is_some() => {
+            format!("{:.1} [{:.1}, {:.1}]", m.value, m.lower(), m.upper())
+        }
         Some(m) => format!("{}", m.value),
         None => "-".into(),
     };
@@ -205,19 +207,26 @@ mod tests {
 
     #[test]
     fn pooled_baselines_carry_run_to_run_noise() {
-        let one = |v: f64, l: f64, u: f64| -> Bmf { [("k::p::c".to_string(), [(LATENCY.to_string(), m(v, l, u))].into())].into() };
+        let one = |v: f64, l: f64, u: f64| -> Bmf {
+            [("k::p::c".to_string(), [(LATENCY.to_string(), m(v, l, u))].into())].into()
+        };
         let pooled = pool(&[one(100.0, 99.0, 101.0), one(120.0, 119.0, 121.0), one(104.0, 103.0, 105.0)]);
         assert_eq!(pooled["k::p::c"][LATENCY], m(104.0, 99.0, 121.0));
         // 118 against the first run alone: slower; against the pool: within the noise
         // the three runs showed together.
         let cur = one(118.0, 117.0, 119.0);
-        assert_eq!(judge(&one(100.0, 99.0, 101.0)["k::p::c"][LATENCY], &cur["k::p::c"][LATENCY], 10.0).0, Status::Slower);
+        assert_eq!(
+            judge(&one(100.0, 99.0, 101.0)["k::p::c"][LATENCY], &cur["k::p::c"][LATENCY], 10.0).0,
+            Status::Slower
+        );
         assert_eq!(judge(&pooled["k::p::c"][LATENCY], &cur["k::p::c"][LATENCY], 10.0).0, Status::Unchanged);
         // A real regression (2x) still stands out of the pool.
         assert_eq!(judge(&pooled["k::p::c"][LATENCY], &m(210.0, 209.0, 211.0), 10.0).0, Status::Slower);
         // One run pools to itself; exact measures come from the newest run.
         assert_eq!(pool(&[one(100.0, 99.0, 101.0)]), one(100.0, 99.0, 101.0));
-        let exact = |v: f64| -> Bmf { [("k::p::load".to_string(), [("verified_insns".to_string(), Metric::exact(v))].into())].into() };
+        let exact = |v: f64| -> Bmf {
+            [("k::p::load".to_string(), [("verified_insns".to_string(), Metric::exact(v))].into())].into()
+        };
         assert_eq!(pool(&[exact(1.0), exact(2.0)])["k::p::load"]["verified_insns"].value, 2.0);
     }
 

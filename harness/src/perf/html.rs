@@ -110,7 +110,9 @@ svg text{{font:12px system-ui,sans-serif}}
         .collect();
     // BPF_PROG_TEST_RUN first, then real events; programs alphabetically within.
     let mut cells: Vec<_> = cells.into_iter().filter(|(_, c)| !c.is_empty()).collect();
-    cells.sort_by_key(|(p, c)| (crate::perf::bmf::LATENCY_CHECKS.iter().position(|x| x == c).unwrap_or(usize::MAX), p.clone()));
+    cells.sort_by_key(|(p, c)| {
+        (crate::perf::bmf::LATENCY_CHECKS.iter().position(|x| x == c).unwrap_or(usize::MAX), p.clone())
+    });
     for (program, check) in &cells {
         let _ = write!(h, "<h2>{}::{} latency (ns per run)</h2>", esc(program), esc(check));
         h.push_str(&chart(inputs, &ks, program, check));
@@ -159,7 +161,12 @@ svg text{{font:12px system-ui,sans-serif}}
     if !user.is_empty() {
         h.push_str("<h2>Userspace micro-benchmarks (criterion, native)</h2><table><tr><th>benchmark</th><th>run</th><th>median ns/iter</th><th>95% CI</th></tr>");
         for (label, b, v, l, u) in user {
-            let _ = write!(h, "<tr><td>{}</td><td>{}</td><td class=\"num\">{v:.1}</td><td class=\"num\">{l:.1} – {u:.1}</td></tr>", esc(b), esc(label));
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td class=\"num\">{v:.1}</td><td class=\"num\">{l:.1} – {u:.1}</td></tr>",
+                esc(b),
+                esc(label)
+            );
         }
         h.push_str("</table>");
     }
@@ -182,11 +189,22 @@ fn chart(inputs: &[Input], kernels: &[String], program: &str, check: &str) -> St
     let height = rows.len() as f64 * row_h + 30.0;
     let width = label_w + plot_w + value_w;
     let mut s = String::new();
-    let _ = write!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{}::{} latency">"#, esc(program), esc(check));
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{}::{} latency">"#,
+        esc(program),
+        esc(check)
+    );
     // Axis ticks: 0, 25, 50, 75, 100% of the scale.
     for t in 0..=4 {
         let x = label_w + plot_w * t as f64 / 4.0;
-        let _ = write!(s, r##"<line x1="{x}" y1="0" x2="{x}" y2="{}" stroke="#e4e4e4"/><text x="{x}" y="{}" text-anchor="middle" fill="#777">{}</text>"##, height - 22.0, height - 8.0, fmt_ns(max * t as f64 / 4.0));
+        let _ = write!(
+            s,
+            r##"<line x1="{x}" y1="0" x2="{x}" y2="{}" stroke="#e4e4e4"/><text x="{x}" y="{}" text-anchor="middle" fill="#777">{}</text>"##,
+            height - 22.0,
+            height - 8.0,
+            fmt_ns(max * t as f64 / 4.0)
+        );
     }
     for (idx, (kernel, n, m, accel)) in rows.iter().enumerate() {
         let y = idx as f64 * row_h + 4.0;
@@ -198,11 +216,17 @@ fn chart(inputs: &[Input], kernels: &[String], program: &str, check: &str) -> St
                 let w = plot_w * m.value / max;
                 let (lo, hi) = (label_w + plot_w * m.lower() / max, label_w + plot_w * m.upper() / max);
                 let mid = y + 8.0;
-                let _ = write!(s, r#"<rect x="{label_w}" y="{y}" width="{w:.1}" height="16" fill="{colour}" opacity="0.85"/>"#);
+                let _ = write!(
+                    s,
+                    r#"<rect x="{label_w}" y="{y}" width="{w:.1}" height="16" fill="{colour}" opacity="0.85"/>"#
+                );
                 let _ = write!(
                     s,
                     r##"<line x1="{lo:.1}" y1="{mid}" x2="{hi:.1}" y2="{mid}" stroke="#111" stroke-width="1.5"/><line x1="{lo:.1}" y1="{}" x2="{lo:.1}" y2="{}" stroke="#111"/><line x1="{hi:.1}" y1="{}" x2="{hi:.1}" y2="{}" stroke="#111"/>"##,
-                    mid - 5.0, mid + 5.0, mid - 5.0, mid + 5.0
+                    mid - 5.0,
+                    mid + 5.0,
+                    mid - 5.0,
+                    mid + 5.0
                 );
                 let _ = write!(
                     s,
@@ -216,7 +240,12 @@ fn chart(inputs: &[Input], kernels: &[String], program: &str, check: &str) -> St
                 );
             }
             None => {
-                let _ = write!(s, r##"<text x="{}" y="{}" fill="#999">not measured (gated or failed: see the run)</text>"##, label_w + 4.0, y + 13.0);
+                let _ = write!(
+                    s,
+                    r##"<text x="{}" y="{}" fill="#999">not measured (gated or failed: see the run)</text>"##,
+                    label_w + 4.0,
+                    y + 13.0
+                );
             }
         }
     }
@@ -242,20 +271,60 @@ mod tests {
     #[test]
     fn page_is_self_contained_and_states_the_accelerator() {
         let mut bmf = Bmf::new();
-        bmf.entry("6.1::xdp_classifier::test_run".into()).or_default().insert(LATENCY.into(), Metric { value: 4000.0, lower_value: Some(3900.0), upper_value: Some(4100.0) });
-        bmf.entry("host::xdp_classifier::test_run".into()).or_default().insert(LATENCY.into(), Metric { value: 80.0, lower_value: Some(78.0), upper_value: Some(85.0) });
-        bmf.entry("6.1::xdp_classifier::load".into()).or_default().insert("verified_insns".into(), Metric::exact(118.0));
+        bmf.entry("6.1::xdp_classifier::test_run".into())
+            .or_default()
+            .insert(LATENCY.into(), Metric { value: 4000.0, lower_value: Some(3900.0), upper_value: Some(4100.0) });
+        bmf.entry("host::xdp_classifier::test_run".into())
+            .or_default()
+            .insert(LATENCY.into(), Metric { value: 80.0, lower_value: Some(78.0), upper_value: Some(85.0) });
+        bmf.entry("6.1::xdp_classifier::load".into())
+            .or_default()
+            .insert("verified_insns".into(), Metric::exact(118.0));
         let mut meta = Meta::default();
-        meta.kernels.insert("6.1".into(), KernelMeta { release: Some("6.1.0-47-cloud-amd64".into()), accel: "tcg".into(), boot_secs: Some(4.2), init_secs: Some(3.1), agent_secs: Some(20.5) });
-        meta.kernels.insert("host".into(), KernelMeta { release: Some("6.18.44".into()), accel: "host".into(), boot_secs: None, init_secs: None, agent_secs: Some(9.0) });
+        meta.kernels.insert(
+            "6.1".into(),
+            KernelMeta {
+                release: Some("6.1.0-47-cloud-amd64".into()),
+                accel: "tcg".into(),
+                boot_secs: Some(4.2),
+                init_secs: Some(3.1),
+                agent_secs: Some(20.5),
+            },
+        );
+        meta.kernels.insert(
+            "host".into(),
+            KernelMeta {
+                release: Some("6.18.44".into()),
+                accel: "host".into(),
+                boot_secs: None,
+                init_secs: None,
+                agent_secs: Some(9.0),
+            },
+        );
         let page = render(&[Input { label: "a.json".into(), bmf, meta }], "report <x>");
         assert!(page.contains("<svg") && page.contains("report &lt;x&gt;"));
         assert!(!page.contains("src=\"http") && !page.contains("href=\"http") && !page.contains("<script"));
         assert!(page.contains("tcg (emulated") && page.contains("host (native)"));
         assert!(page.contains("4000 ns") && page.contains("80.0 ns") && page.contains(">118</td>"));
         // Where each kernel's time went: host boot, guest clock at /init, agent.
-        assert!(page.contains("<td>4.20</td><td>3.10</td><td>20.50</td>") && page.contains("<td>-</td><td>-</td><td>9.00</td>"), "{page}");
+        assert!(
+            page.contains("<td>4.20</td><td>3.10</td><td>20.50</td>")
+                && page.contains("<td>-</td><td>-</td><td>9.00</td>"),
+            "{page}"
+        );
         // 5.10 sorts before 6.1 and host last.
-        assert_eq!(kernels(&[Input { label: String::new(), bmf: [("host::p::c".to_string(), Default::default()), ("6.1::p::c".to_string(), Default::default()), ("5.10::p::c".to_string(), Default::default())].into(), meta: Meta::default() }]), ["5.10", "6.1", "host"]);
+        assert_eq!(
+            kernels(&[Input {
+                label: String::new(),
+                bmf: [
+                    ("host::p::c".to_string(), Default::default()),
+                    ("6.1::p::c".to_string(), Default::default()),
+                    ("5.10::p::c".to_string(), Default::default())
+                ]
+                .into(),
+                meta: Meta::default()
+            }]),
+            ["5.10", "6.1", "host"]
+        );
     }
 }

@@ -7,8 +7,8 @@ use std::{fmt::Write as _, path::PathBuf, process::ExitCode, sync::Arc};
 use anyhow::Context as _;
 
 pub mod bmf;
-pub mod compare;
 pub mod boot;
+pub mod compare;
 pub mod html;
 pub mod trials;
 pub mod veristat;
@@ -112,7 +112,15 @@ pub fn bench_table(m: &Matrix, runs: &[Arc<KernelRun>]) -> (String, Vec<String>)
                     "**FAIL**".into()
                 }
             };
-            let _ = writeln!(s, "| {} | {release} | {accel} | {cell} | {value} | {} | {} | {} | {} |", r.kernel, n("lower"), n("upper"), n("min"), n("max"));
+            let _ = writeln!(
+                s,
+                "| {} | {release} | {accel} | {cell} | {value} | {} | {} | {} | {} |",
+                r.kernel,
+                n("lower"),
+                n("upper"),
+                n("min"),
+                n("max")
+            );
         }
     }
     (s, problems)
@@ -129,11 +137,23 @@ pub fn bench(m: Arc<Matrix>, a: &BenchArgs) -> anyhow::Result<ExitCode> {
         eprintln!("kernel-matrix: {} criterion benchmarks from {}", crit.len(), dir.display());
         out.extend(crit);
     }
-    meta.note = format!("kernel-matrix bench, host kernel {}", std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim());
+    meta.note = format!(
+        "kernel-matrix bench, host kernel {}",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim()
+    );
     bmf::write(&a.out, &out, &meta)?;
-    eprintln!("kernel-matrix: wrote {} ({} benchmarks) and {}", a.out.display(), out.len(), bmf::meta_path(&a.out).display());
+    eprintln!(
+        "kernel-matrix: wrote {} ({} benchmarks) and {}",
+        a.out.display(),
+        out.len(),
+        bmf::meta_path(&a.out).display()
+    );
     if let Some(h) = &a.html {
-        write_report(&[html::Input { label: file_label(&a.out), bmf: out, meta }], h, "kernel-matrix performance report")?;
+        write_report(
+            &[html::Input { label: file_label(&a.out), bmf: out, meta }],
+            h,
+            "kernel-matrix performance report",
+        )?;
     }
     for p in &problems {
         println!("FAILED {p}\n");
@@ -165,7 +185,10 @@ pub fn compare(a: &CompareArgs) -> anyhow::Result<ExitCode> {
     for (k, km) in &cur_meta.kernels {
         if let Some(b) = base_meta.kernels.get(k) {
             if b.accel != km.accel || b.release != km.release {
-                println!("note: {k} differs between the runs: {:?} {} vs {:?} {}", b.release, b.accel, km.release, km.accel);
+                println!(
+                    "note: {k} differs between the runs: {:?} {} vs {:?} {}",
+                    b.release, b.accel, km.release, km.accel
+                );
             }
         }
     }

@@ -40,7 +40,9 @@ pub fn trials(matrix: Arc<Matrix>) -> Vec<libtest_mimic::Trial> {
                 KernelSource::Local(_) => (None, vm_kind(&matrix)),
                 KernelSource::Host => (km_protocol::KernelVersion::current().ok(), "host".to_string()),
             };
-            let too_old = version.is_some_and(|v| b.needs.iter().any(|n| km_protocol::features::by_id(n).is_some_and(|f| v < f.min_version())));
+            let too_old = version.is_some_and(|v| {
+                b.needs.iter().any(|n| km_protocol::features::by_id(n).is_some_and(|f| v < f.min_version()))
+            });
             let m = matrix.clone();
             let id = *b;
             let name = format!("{kernel}::{}", id.trial());
@@ -49,16 +51,26 @@ pub fn trials(matrix: Arc<Matrix>) -> Vec<libtest_mimic::Trial> {
                 let where_ = run.where_();
                 match crate::verdict::check(&m, &run, id) {
                     Verdict::Pass => {}
-                    Verdict::Fail(msg) => return Err(Failed::from(format!("{msg}
-(on {where_})"))),
-                    Verdict::Ignored(why) => return Err(Failed::from(format!("not measured: {why}
-(on {where_})"))),
+                    Verdict::Fail(msg) => {
+                        return Err(Failed::from(format!(
+                            "{msg}
+(on {where_})"
+                        )))
+                    }
+                    Verdict::Ignored(why) => {
+                        return Err(Failed::from(format!(
+                            "not measured: {why}
+(on {where_})"
+                        )))
+                    }
                 }
                 if test_mode {
                     return Ok(None);
                 }
                 let metrics = &run.checks[&(id.program.to_string(), id.check.to_string())].metrics;
-                let get = |k: &str| metrics.get(k).copied().ok_or_else(|| Failed::from(format!("the record has no {k} (on {where_})")));
+                let get = |k: &str| {
+                    metrics.get(k).copied().ok_or_else(|| Failed::from(format!("the record has no {k} (on {where_})")))
+                };
                 let (value, lower, upper) = (get("value")?, get("lower")?, get("upper")?);
                 Ok(Some(Measurement { avg: value.round() as u64, variance: (upper - lower).round() as u64 }))
             })
@@ -69,4 +81,3 @@ pub fn trials(matrix: Arc<Matrix>) -> Vec<libtest_mimic::Trial> {
     }
     out
 }
-

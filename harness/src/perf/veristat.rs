@@ -16,10 +16,7 @@ pub fn diff(base: &[Row], cur: &[Row], all: bool) -> (String, usize) {
         }
     }
     let shown: &[(&str, &str)] = &NUMBERS[..4];
-    let _ = write!(
-        s,
-        "| Program | Kernel | Verdict (A) | Verdict (B) | Verdict (DIFF) |"
-    );
+    let _ = write!(s, "| Program | Kernel | Verdict (A) | Verdict (B) | Verdict (DIFF) |");
     for (_, t) in shown {
         let _ = write!(s, " {t} (A) | {t} (B) | {t} (DIFF) |");
     }
@@ -53,11 +50,7 @@ pub fn diff(base: &[Row], cur: &[Row], all: bool) -> (String, usize) {
                 (Some(x), Some(y)) => {
                     // Verification time is noise-prone; it alone does not make a row "changed".
                     changed |= *key != "verification_usec";
-                    let pct = if x == 0.0 {
-                        f64::INFINITY
-                    } else {
-                        (y - x) / x * 100.0
-                    };
+                    let pct = if x == 0.0 { f64::INFINITY } else { (y - x) / x * 100.0 };
                     format!("{:+} ({pct:+.2}%)", y - x)
                 }
                 _ => "N/A".to_string(),
@@ -106,15 +99,9 @@ mod tests {
     fn accepted_then_rejected_is_a_regression() {
         let (text, n) = diff(&[row("accepted", 100.0)], &[row("rejected", 150.0)], false);
         assert_eq!(n, 1);
-        assert!(
-            text.contains("REGRESSION") && text.contains("+50 (+50.00%)"),
-            "{text}"
-        );
+        assert!(text.contains("REGRESSION") && text.contains("+50 (+50.00%)"), "{text}");
         let (text, n) = diff(&[row("accepted", 100.0)], &[row("accepted", 100.0)], false);
         assert_eq!(n, 0);
-        assert!(
-            !text.contains("loop::"),
-            "unchanged rows are hidden without --all: {text}"
-        );
+        assert!(!text.contains("loop::"), "unchanged rows are hidden without --all: {text}");
     }
 }

@@ -18,11 +18,9 @@ pub fn matrix_versions(cfg: &MatrixConfig) -> Vec<(String, KernelVersion)> {
         .filter_map(|k| {
             let ver = match k.source() {
                 KernelSource::Debian(d) => d.series.parse().ok()?,
-                KernelSource::Host => std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                    .ok()?
-                    .trim()
-                    .parse()
-                    .ok()?,
+                KernelSource::Host => {
+                    std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?.trim().parse().ok()?
+                }
                 KernelSource::Local(_) => return None,
             };
             Some((k.name.clone(), ver))
@@ -33,19 +31,14 @@ pub fn matrix_versions(cfg: &MatrixConfig) -> Vec<(String, KernelVersion)> {
 }
 
 pub fn explain(path: &Path, matrix: Option<&MatrixConfig>) -> Result<String, ConfigError> {
-    let obj = object::read(path).map_err(|message| ConfigError::Invalid {
-        path: path.display().to_string(),
-        message,
-    })?;
+    let obj =
+        object::read(path).map_err(|message| ConfigError::Invalid { path: path.display().to_string(), message })?;
     let mut s = String::new();
     let maps: Vec<String> = obj
         .maps
         .iter()
         .map(|m| {
-            let t = m
-                .map_type
-                .map(object::map_type_name)
-                .unwrap_or_else(|| "?".into());
+            let t = m.map_type.map(object::map_type_name).unwrap_or_else(|| "?".into());
             let n = match m.max_entries {
                 Some(0) | None => ", max_entries 0: the loader sizes it".to_string(),
                 Some(n) => format!(", {n}"),
@@ -58,49 +51,23 @@ pub fn explain(path: &Path, matrix: Option<&MatrixConfig>) -> Result<String, Con
         "{}: {} program(s); maps: {}",
         path.display(),
         obj.programs.len(),
-        if maps.is_empty() {
-            "none".into()
-        } else {
-            maps.join(", ")
-        }
+        if maps.is_empty() { "none".into() } else { maps.join(", ") }
     );
     if !obj.rodata.is_empty() {
-        let globals: Vec<String> = obj
-            .rodata
-            .iter()
-            .map(|g| format!("{} ({} B)", g.name, g.size))
-            .collect();
-        let _ = writeln!(
-            s,
-            "  rodata (settable with `rodata:`): {}",
-            globals.join(", ")
-        );
+        let globals: Vec<String> = obj.rodata.iter().map(|g| format!("{} ({} B)", g.name, g.size)).collect();
+        let _ = writeln!(s, "  rodata (settable with `rodata:`): {}", globals.join(", "));
     }
     let versions = matrix.map(matrix_versions).unwrap_or_default();
     for p in &obj.programs {
         let (ty, attach) = match p.sec_def {
-            Some(d) => (
-                d.prog_type.to_string(),
-                d.attach_type
-                    .map(|a| format!(", attach type {a}"))
-                    .unwrap_or_default(),
-            ),
-            None => (
-                "UNKNOWN SECTION: libbpf cannot load it".into(),
-                String::new(),
-            ),
+            Some(d) => {
+                (d.prog_type.to_string(), d.attach_type.map(|a| format!(", attach type {a}")).unwrap_or_default())
+            }
+            None => ("UNKNOWN SECTION: libbpf cannot load it".into(), String::new()),
         };
-        let _ = writeln!(
-            s,
-            "\n  {} SEC(\"{}\"): {ty}{attach}, {} insns",
-            p.name, p.section, p.insns
-        );
+        let _ = writeln!(s, "\n  {} SEC(\"{}\"): {ty}{attach}, {} insns", p.name, p.section, p.insns);
         let needs = obj.needs(p);
-        let width = needs
-            .iter()
-            .map(|n| n.text.chars().count())
-            .max()
-            .unwrap_or(0);
+        let width = needs.iter().map(|n| n.text.chars().count()).max().unwrap_or(0);
         for n in &needs {
             let cat = match (&n.feature, &n.since) {
                 (Some(f), Some(v)) => format!("{v:>5}  features.yaml: {f}"),
@@ -114,11 +81,8 @@ pub fn explain(path: &Path, matrix: Option<&MatrixConfig>) -> Result<String, Con
             Some(v) => format!("{}.{}", v.major, v.minor),
             None => "no catalogued need".into(),
         };
-        let caveat = if unknown > 0 {
-            format!(" ({unknown} need(s) without a catalogue version)")
-        } else {
-            String::new()
-        };
+        let caveat =
+            if unknown > 0 { format!(" ({unknown} need(s) without a catalogue version)") } else { String::new() };
         let lowest = match (min, versions.is_empty()) {
             (_, true) => String::new(),
             (Some(min), false) => match versions.iter().find(|(_, v)| *v >= min) {

@@ -144,7 +144,10 @@ mod tests {
     #[test]
     fn renders_each_outcome() {
         let x = render(&results("6.1"));
-        assert!(x.contains("<testsuites name=\"kernel-matrix\" tests=\"3\" skipped=\"1\" failures=\"1\" errors=\"0\""), "{x}");
+        assert!(
+            x.contains("<testsuites name=\"kernel-matrix\" tests=\"3\" skipped=\"1\" failures=\"1\" errors=\"0\""),
+            "{x}"
+        );
         assert!(x.contains("name=\"a::load\" classname=\"6.1\" time=\"0.500\"/>"), "{x}");
         assert!(x.contains("<skipped message=\"no &quot;PMU&quot; here\"/>"), "{x}");
         // Markup escaped; the colour sequence and the NUL of a console log dropped.
@@ -159,7 +162,10 @@ mod tests {
         match &suite.test_cases[1].status {
             TestCaseStatus::NonSuccess { message, description, .. } => {
                 assert_eq!(message.as_deref(), Some("verifier said <no> & red"));
-                assert!(description.as_deref().unwrap().ends_with("\nmore\nreproduce: cargo test --test matrix -- --exact 6.1::a::run"));
+                assert!(description
+                    .as_deref()
+                    .unwrap()
+                    .ends_with("\nmore\nreproduce: cargo test --test matrix -- --exact 6.1::a::run"));
             }
             other => panic!("{other:?}"),
         }
@@ -182,15 +188,22 @@ mod tests {
         let bare = "<?xml version=\"1.0\"?>\n<testsuite name=\"pytest\" tests=\"2\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"1.5\" hostname=\"ci\">\
             <testcase classname=\"t\" name=\"ok\"/><testcase classname=\"t\" name=\"boom\"><error message=\"x\">&lt;/testsuite&gt; in a log</error>\
             <system-out>out</system-out></testcase></testsuite>";
-        let nested = "<testsuites><testsuite name=\"one\" tests=\"1\"><testcase name=\"c\"><skipped/></testcase></testsuite>\
+        let nested =
+            "<testsuites><testsuite name=\"one\" tests=\"1\"><testcase name=\"c\"><skipped/></testcase></testsuite>\
             <testsuite name=\"two\" tests=\"0\"/></testsuites>";
-        let m = merge(&[("bare".into(), bare.into()), ("nested".into(), nested.into()), ("ours".into(), render(&results("6.1")))]).unwrap();
+        let m = merge(&[
+            ("bare".into(), bare.into()),
+            ("nested".into(), nested.into()),
+            ("ours".into(), render(&results("6.1"))),
+        ])
+        .unwrap();
         let r = Report::deserialize_from_str(&m).unwrap();
         let names: Vec<&str> = r.test_suites.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["pytest", "one", "two", "6.1"]);
         assert_eq!((r.tests, r.failures, r.errors, r.skipped), (6, 1, 1, 1), "{m}");
         assert!(m.contains("&lt;/testsuite&gt; in a log") && m.contains("hostname=\"ci\""), "{m}");
-        let err = merge(&[("broken.xml".into(), "<testsuites><testsuite name=\"x\"><testcase name=\"y\">".into())]).unwrap_err();
+        let err = merge(&[("broken.xml".into(), "<testsuites><testsuite name=\"x\"><testcase name=\"y\">".into())])
+            .unwrap_err();
         assert!(format!("{err:#}").contains("broken.xml"), "{err:#}");
         assert!(merge(&[("empty".into(), "<testsuites/>".into())]).is_err());
     }

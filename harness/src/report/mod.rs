@@ -1,12 +1,12 @@
 //! Human-readable summaries of a matrix run.
 use std::{fmt::Write as _, sync::Arc};
 
+pub mod explain;
 pub mod junit;
 pub mod repro;
 pub mod results;
 pub mod trials;
 pub mod verifier;
-pub mod explain;
 
 use km_protocol::{features::catalogue, Probe, Verdict};
 
@@ -84,14 +84,28 @@ pub fn time_table(m: &Matrix, runs: &[Arc<KernelRun>]) -> String {
         let t = &r.timeline;
         let accel = r.accel.map(|a| a.to_string()).unwrap_or_else(|| "host".into());
         let since = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
-        let _ = write!(s, "| {} | {accel} | {} | {} | {} |", r.kernel, f(t.init), f(since(t.init, t.agent)), f(since(t.agent, t.probed)));
+        let _ = write!(
+            s,
+            "| {} | {accel} | {} | {} | {} |",
+            r.kernel,
+            f(t.init),
+            f(since(t.init, t.agent)),
+            f(since(t.agent, t.probed))
+        );
         for p in &programs {
-            let secs: Vec<f64> = r.checks.iter().filter(|((prog, _), _)| prog == p).filter_map(|(_, o)| o.secs).collect();
+            let secs: Vec<f64> =
+                r.checks.iter().filter(|((prog, _), _)| prog == p).filter_map(|(_, o)| o.secs).collect();
             let _ = write!(s, " {} |", f((!secs.is_empty()).then(|| secs.iter().sum())));
         }
         // The host's clock at the end is its uptime, not this run's: only guests show it.
         let end = if r.accel.is_some() { f(t.end) } else { "-".into() };
-        let _ = writeln!(s, " {} | {end} | {} | {:.2} |", f(since(t.agent, t.end)), f(r.boot.map(|b| b.as_secs_f64())), r.wall.as_secs_f64());
+        let _ = writeln!(
+            s,
+            " {} | {end} | {} | {:.2} |",
+            f(since(t.agent, t.end)),
+            f(r.boot.map(|b| b.as_secs_f64())),
+            r.wall.as_secs_f64()
+        );
     }
     s
 }
@@ -134,7 +148,12 @@ pub fn failures(m: &Matrix, runs: &[Arc<KernelRun>]) -> Vec<String> {
     for r in runs {
         for (trial, v) in cells(m, r) {
             if let Verdict::Fail(msg) = v {
-                out.push(format!("{}::{trial} ({}):\n{msg}\n{}", r.kernel, r.where_(), crate::report::results::rerun_hint(r, &trial)));
+                out.push(format!(
+                    "{}::{trial} ({}):\n{msg}\n{}",
+                    r.kernel,
+                    r.where_(),
+                    crate::report::results::rerun_hint(r, &trial)
+                ));
             }
         }
     }

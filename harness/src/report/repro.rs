@@ -26,7 +26,11 @@ pub fn qemu_command(m: &Matrix, kernel: &str, interactive: bool) -> anyhow::Resu
     let Some(spec) = m.config.kernel(kernel) else {
         let names = m.kernel_names();
         let more = if names.len() > 12 { format!(", ... {} more", names.len() - 12) } else { String::new() };
-        bail!("no kernel {kernel:?} in {} (kernels: {}{more})", m.config.path.display(), names[..names.len().min(12)].join(", "));
+        bail!(
+            "no kernel {kernel:?} in {} (kernels: {}{more})",
+            m.config.path.display(),
+            names[..names.len().min(12)].join(", ")
+        );
     };
     let Some(image) = m.image(spec)? else {
         bail!("kernel {kernel:?} is the host kernel: it runs without a VM");
@@ -42,7 +46,8 @@ pub fn qemu_command(m: &Matrix, kernel: &str, interactive: bool) -> anyhow::Resu
     let mut args = base.get_args().map(|a| a.to_os_string()).peekable();
     let mut first_serial = true;
     while let Some(a) = args.next() {
-        let value = |args: &mut std::iter::Peekable<_>| -> std::ffi::OsString { Iterator::next(args).unwrap_or_default() };
+        let value =
+            |args: &mut std::iter::Peekable<_>| -> std::ffi::OsString { Iterator::next(args).unwrap_or_default() };
         match a.to_str() {
             Some("-serial") if first_serial => {
                 first_serial = false;
@@ -76,14 +81,11 @@ pub fn shell(m: &Matrix, kernel: &str) -> anyhow::Result<i32> {
     // SAFETY: the closure makes one prctl(2) call (async-signal-safe) and builds an
     // io::Error from the errno without allocating; it touches no shared state.
     unsafe {
-        c.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
-        });
+        c.pre_exec(|| nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from));
     }
     let status = c.status().context("starting qemu-system-x86_64 (is qemu-system-x86 installed?)")?;
     Ok(status.code().unwrap_or(128 + 9))
 }
-
 
 #[cfg(test)]
 mod tests {

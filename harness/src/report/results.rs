@@ -154,7 +154,12 @@ fn kernel_header(r: &KernelRun) -> KernelResult {
 
 impl RunResults {
     pub fn new(kernels: Vec<KernelResult>) -> Self {
-        Self { schema: SCHEMA.into(), tool: format!("kernel-matrix {}", env!("CARGO_PKG_VERSION")), shards: Vec::new(), kernels }
+        Self {
+            schema: SCHEMA.into(),
+            tool: format!("kernel-matrix {}", env!("CARGO_PKG_VERSION")),
+            shards: Vec::new(),
+            kernels,
+        }
     }
 
     /// Every cell of every kernel of a `kernel-matrix run`.
@@ -177,7 +182,8 @@ impl RunResults {
 
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let r: RunResults = serde_json::from_str(&text).with_context(|| format!("{}: not a kernel-matrix results file", path.display()))?;
+        let r: RunResults = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a kernel-matrix results file", path.display()))?;
         if r.schema != SCHEMA {
             bail!("{}: schema {:?}, this kernel-matrix reads {SCHEMA:?}", path.display(), r.schema);
         }
@@ -257,15 +263,24 @@ impl RunResults {
                 n("ignored")
             );
         }
-        let failures: Vec<(&KernelResult, &Cell)> =
-            self.kernels.iter().flat_map(|k| k.cells.iter().filter(|c| c.verdict == "fail").map(move |c| (k, c))).collect();
+        let failures: Vec<(&KernelResult, &Cell)> = self
+            .kernels
+            .iter()
+            .flat_map(|k| k.cells.iter().filter(|c| c.verdict == "fail").map(move |c| (k, c)))
+            .collect();
         if !failures.is_empty() {
             let _ = writeln!(s, "\n### Failures\n");
         }
         for (k, c) in failures {
             let reason = c.reason.as_deref().unwrap_or("");
             let first = reason.lines().next().unwrap_or("");
-            let _ = writeln!(s, "<details><summary><code>{}::{}</code>: {}</summary>\n", html(&k.kernel), html(&c.trial), html(first));
+            let _ = writeln!(
+                s,
+                "<details><summary><code>{}::{}</code>: {}</summary>\n",
+                html(&k.kernel),
+                html(&c.trial),
+                html(first)
+            );
             let _ = writeln!(s, "```text\n{}\n```\n", reason.replace("```", "'''"));
             let _ = writeln!(s, "Reproduce: `{}`\n</details>\n", c.reproduce);
         }
@@ -301,7 +316,12 @@ pub fn write_reports_from_env(mut r: RunResults) -> anyhow::Result<()> {
 }
 
 /// Writes whichever of the three reports has a path.
-pub fn write_reports(r: &RunResults, json: Option<&Path>, junit: Option<&Path>, markdown: Option<&Path>) -> anyhow::Result<()> {
+pub fn write_reports(
+    r: &RunResults,
+    json: Option<&Path>,
+    junit: Option<&Path>,
+    markdown: Option<&Path>,
+) -> anyhow::Result<()> {
     if let Some(p) = json {
         r.save(p)?;
     }
@@ -384,9 +404,33 @@ mod tests {
             failure: None,
             qemu_command: Some("qemu-system-x86_64 ...".into()),
             cells: vec![
-                Cell { trial: "x::load".into(), verdict: "pass".into(), reason: None, metrics: [("insns".to_string(), 12.0)].into(), note: String::new(), reproduce: reproduce_command(kernel, "x::load"), secs: None },
-                Cell { trial: "x::run".into(), verdict: "fail".into(), reason: Some("bad <verdict> & | pipes\nline 2".into()), metrics: BTreeMap::new(), note: String::new(), reproduce: reproduce_command(kernel, "x::run"), secs: None },
-                Cell { trial: "features::y".into(), verdict: "ignored".into(), reason: Some("needs PMU".into()), metrics: BTreeMap::new(), note: String::new(), reproduce: reproduce_command(kernel, "features::y"), secs: None },
+                Cell {
+                    trial: "x::load".into(),
+                    verdict: "pass".into(),
+                    reason: None,
+                    metrics: [("insns".to_string(), 12.0)].into(),
+                    note: String::new(),
+                    reproduce: reproduce_command(kernel, "x::load"),
+                    secs: None,
+                },
+                Cell {
+                    trial: "x::run".into(),
+                    verdict: "fail".into(),
+                    reason: Some("bad <verdict> & | pipes\nline 2".into()),
+                    metrics: BTreeMap::new(),
+                    note: String::new(),
+                    reproduce: reproduce_command(kernel, "x::run"),
+                    secs: None,
+                },
+                Cell {
+                    trial: "features::y".into(),
+                    verdict: "ignored".into(),
+                    reason: Some("needs PMU".into()),
+                    metrics: BTreeMap::new(),
+                    note: String::new(),
+                    reproduce: reproduce_command(kernel, "features::y"),
+                    secs: None,
+                },
             ],
         }
     }
@@ -537,6 +581,9 @@ pub fn merge_command(a: &MergeArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     write_reports(&merged, a.json.as_deref(), None, a.markdown.as_deref())?;
     let (pass, fail, ignored) = merged.counts();
-    eprintln!("kernel-matrix: merged {} kernels: {pass} passed, {fail} failed, {ignored} ignored", merged.kernels.len());
+    eprintln!(
+        "kernel-matrix: merged {} kernels: {pass} passed, {fail} failed, {ignored} ignored",
+        merged.kernels.len()
+    );
     Ok(if a.check && fail > 0 { std::process::ExitCode::FAILURE } else { std::process::ExitCode::SUCCESS })
 }

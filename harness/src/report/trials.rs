@@ -45,6 +45,10 @@ fn completion(v: Verdict, run: &KernelRun, trial: &str) -> Result<Completion, Fa
     match v {
         Verdict::Pass => Ok(Completion::Completed),
         Verdict::Ignored(reason) => Ok(Completion::ignored_with(reason)),
-        Verdict::Fail(msg) => Err(Failed::from(format!("{msg}\n(on {})\n{}", run.where_(), crate::report::results::rerun_hint(run, trial)))),
+        Verdict::Fail(msg) => Err(Failed::from(format!(
+            "{msg}\n(on {})\n{}",
+            run.where_(),
+            crate::report::results::rerun_hint(run, trial)
+        ))),
     }
 }

@@ -58,11 +58,7 @@ pub struct Table {
 /// One row per (manifest program, kernel).
 pub fn rows(m: &Matrix, runs: &[Arc<KernelRun>]) -> Vec<Row> {
     let mut out = Vec::new();
-    for id in m
-        .checks()
-        .iter()
-        .filter(|c| c.check == "load" && m.byo.iter().any(|p| p.guest.name == c.program))
-    {
+    for id in m.checks().iter().filter(|c| c.check == "load" && m.byo.iter().any(|p| p.guest.name == c.program)) {
         for r in runs {
             let outcome = r.checks.get(&(id.program.to_string(), "load".to_string()));
             let final_verdict = crate::verdict::check(m, r, *id);
@@ -75,30 +71,18 @@ pub fn rows(m: &Matrix, runs: &[Arc<KernelRun>]) -> Vec<Row> {
             };
             let reason = match &final_verdict {
                 Verdict::Pass => String::new(),
-                Verdict::Fail(s) | Verdict::Ignored(s) => {
-                    s.lines().next().unwrap_or("").to_string()
-                }
+                Verdict::Fail(s) | Verdict::Ignored(s) => s.lines().next().unwrap_or("").to_string(),
             };
-            let numbers = NUMBERS
-                .iter()
-                .filter_map(|(k, _)| Some((k.to_string(), *metrics.get(*k)?)))
-                .collect();
+            let numbers = NUMBERS.iter().filter_map(|(k, _)| Some((k.to_string(), *metrics.get(*k)?))).collect();
             out.push(Row {
                 program: id.program.to_string(),
                 kernel: r.kernel.clone(),
                 release: r.release.clone(),
-                accel: r
-                    .accel
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|| "host".into()),
+                accel: r.accel.map(|a| a.to_string()).unwrap_or_else(|| "host".into()),
                 verdict: verdict.into(),
                 reason,
-                prog_type: metrics
-                    .get("prog_type")
-                    .map(|v| crate::config::object::prog_type_name(*v as u32)),
-                attach_type: metrics
-                    .get("attach_type")
-                    .map(|v| crate::config::object::attach_type_name(*v as u32)),
+                prog_type: metrics.get("prog_type").map(|v| crate::config::object::prog_type_name(*v as u32)),
+                attach_type: metrics.get("attach_type").map(|v| crate::config::object::attach_type_name(*v as u32)),
                 numbers,
             });
         }
@@ -128,12 +112,7 @@ pub fn markdown(rows: &[Row]) -> String {
     s.push('\n');
     s.push_str(&"|---".repeat(2 + kernels.len()));
     s.push_str("|\n");
-    let num = |r: &Row, k: &str| {
-        r.numbers
-            .get(k)
-            .map(|v| format!("{v:.0}"))
-            .unwrap_or_else(|| "?".into())
-    };
+    let num = |r: &Row, k: &str| r.numbers.get(k).map(|v| format!("{v:.0}")).unwrap_or_else(|| "?".into());
     for p in programs {
         let ty = rows
             .iter()
@@ -143,12 +122,9 @@ pub fn markdown(rows: &[Row]) -> String {
         let _ = write!(s, "| {p} | {ty} |");
         for k in &kernels {
             let cell = match rows.iter().find(|r| r.program == p && r.kernel == *k) {
-                Some(r) if r.verdict == "accepted" => format!(
-                    "✓ {}/{}/{}",
-                    num(r, "processed_insns"),
-                    num(r, "peak_states"),
-                    num(r, "verification_usec")
-                ),
+                Some(r) if r.verdict == "accepted" => {
+                    format!("✓ {}/{}/{}", num(r, "processed_insns"), num(r, "peak_states"), num(r, "verification_usec"))
+                }
                 Some(r) if r.verdict == "rejected" || r.verdict == "failed" => "✗".to_string(),
                 _ => "-".to_string(),
             };
@@ -185,11 +161,7 @@ pub fn csv(rows: &[Row]) -> String {
             r.attach_type.as_deref().unwrap_or("")
         );
         for (k, _) in NUMBERS {
-            let _ = write!(
-                s,
-                ",{}",
-                r.numbers.get(*k).map(|v| v.to_string()).unwrap_or_default()
-            );
+            let _ = write!(s, ",{}", r.numbers.get(*k).map(|v| v.to_string()).unwrap_or_default());
         }
         let _ = writeln!(s, ",{}", q(&r.reason));
     }
@@ -197,37 +169,23 @@ pub fn csv(rows: &[Row]) -> String {
 }
 
 pub fn write_json(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
-    let t = Table {
-        kind: KIND.into(),
-        rows: rows.to_vec(),
-    };
+    let t = Table { kind: KIND.into(), rows: rows.to_vec() };
     crate::images::fetch::write_atomic(path, serde_json::to_string_pretty(&t)?.as_bytes())
 }
 
 pub fn read_json(path: &Path) -> anyhow::Result<Table> {
     use anyhow::Context as _;
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let t: Table = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{}: not a verifier table (kernel-matrix run --verifier-json)",
-            path.display()
-        )
-    })?;
-    anyhow::ensure!(
-        t.kind == KIND,
-        "{}: kind {:?}, want {KIND:?}",
-        path.display(),
-        t.kind
-    );
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let t: Table = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a verifier table (kernel-matrix run --verifier-json)", path.display()))?;
+    anyhow::ensure!(t.kind == KIND, "{}: kind {:?}, want {KIND:?}", path.display(), t.kind);
     Ok(t)
 }
 
 /// Whether `path` holds a verifier table (rather than BMF).
 pub fn is_verifier_file(path: &Path) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|t| {
-        t.contains(&format!("\"kind\": \"{KIND}\"")) || t.contains(&format!("\"kind\":\"{KIND}\""))
-    })
+    std::fs::read_to_string(path)
+        .is_ok_and(|t| t.contains(&format!("\"kind\": \"{KIND}\"")) || t.contains(&format!("\"kind\":\"{KIND}\"")))
 }
 
 #[cfg(test)]
@@ -250,22 +208,10 @@ mod tests {
 
     #[test]
     fn table_and_csv() {
-        let rows = vec![
-            row("net::xdp_count", "6.1", "accepted", 27.0),
-            row("net::xdp_count", "5.10", "rejected", 3.0),
-        ];
+        let rows = vec![row("net::xdp_count", "6.1", "accepted", 27.0), row("net::xdp_count", "5.10", "rejected", 3.0)];
         let md = markdown(&rows);
-        assert!(
-            md.contains("| net::xdp_count | xdp | ✓ 27/?/? | ✗ |"),
-            "{md}"
-        );
+        assert!(md.contains("| net::xdp_count | xdp | ✓ 27/?/? | ✗ |"), "{md}");
         let c = csv(&rows);
-        assert!(
-            c.lines()
-                .nth(1)
-                .unwrap()
-                .starts_with("net::xdp_count,6.1,,tcg,accepted,xdp,,27,"),
-            "{c}"
-        );
+        assert!(c.lines().nth(1).unwrap().starts_with("net::xdp_count,6.1,,tcg,accepted,xdp,,27,"), "{c}");
     }
 }

@@ -69,7 +69,11 @@ pub fn prepare(a: &ExecArgs) -> Result<ExecRequest, ConfigError> {
 /// and the console's tail then go to stderr).
 pub fn exec(m: &Matrix, kernel: &str, req: &ExecRequest, timeout: Option<u64>) -> anyhow::Result<i32> {
     let Some(spec) = m.config.kernel(kernel) else {
-        return Err(ConfigError::Invalid { path: m.config.path.display().to_string(), message: format!("no kernel {kernel:?} (kernels: {})", m.kernel_names().join(", ")) }.into());
+        return Err(ConfigError::Invalid {
+            path: m.config.path.display().to_string(),
+            message: format!("no kernel {kernel:?} (kernels: {})", m.kernel_names().join(", ")),
+        }
+        .into());
     };
     let Some(image) = m.image(spec)? else {
         return run_on_host(req);
@@ -98,9 +102,14 @@ pub fn exec(m: &Matrix, kernel: &str, req: &ExecRequest, timeout: Option<u64>) -
         err.copy_to(&mut std::io::stderr());
     })?;
     let channel = std::fs::read_to_string(vm_spec.channel_path()).unwrap_or_default();
-    let status = channel.lines().find_map(|l| l.strip_prefix("km-exec status ")).and_then(|s| s.trim().parse::<i32>().ok());
+    let status =
+        channel.lines().find_map(|l| l.strip_prefix("km-exec status ")).and_then(|s| s.trim().parse::<i32>().ok());
     if let Some(splat) = &run.splat {
-        eprintln!("kernel-matrix exec: {kernel}: the guest kernel reported {} while the program ran (console: {})", splat, vm_spec.console_path().display());
+        eprintln!(
+            "kernel-matrix exec: {kernel}: the guest kernel reported {} while the program ran (console: {})",
+            splat,
+            vm_spec.console_path().display()
+        );
     }
     let code = match status {
         Some(code) => code,

@@ -50,7 +50,15 @@ impl Options {
             Ok(v) => v.parse().context("KM_MAX_VMS must be a number")?,
             Err(_) => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         };
-        Ok(Self { cache_dir: images::default_cache_dir(), run_dir, accel: crate::vm::accel::choose()?, max_vms: max_vms.max(1), bench: std::env::var("KM_BENCH").is_ok_and(|v| v == "1"), only_programs: std::env::var("KM_ONLY_PROGRAMS").ok().map(|v| v.split(',').map(str::to_string).collect()), guest_files: Vec::new() })
+        Ok(Self {
+            cache_dir: images::default_cache_dir(),
+            run_dir,
+            accel: crate::vm::accel::choose()?,
+            max_vms: max_vms.max(1),
+            bench: std::env::var("KM_BENCH").is_ok_and(|v| v == "1"),
+            only_programs: std::env::var("KM_ONLY_PROGRAMS").ok().map(|v| v.split(',').map(str::to_string).collect()),
+            guest_files: Vec::new(),
+        })
     }
 }
 
@@ -169,15 +177,34 @@ impl Matrix {
         let leak = |s: &str| -> &'static str { Box::leak(s.to_string().into_boxed_str()) };
         let suite_checks = suites.iter().flat_map(|s| {
             let program = leak(&s.guest.name);
-            let needs: &'static [&'static str] = Box::leak(s.guest.needs.iter().map(|n| leak(n)).collect::<Vec<_>>().into_boxed_slice());
+            let needs: &'static [&'static str] =
+                Box::leak(s.guest.needs.iter().map(|n| leak(n)).collect::<Vec<_>>().into_boxed_slice());
             let tests: Vec<&'static str> = match s.guest.format {
                 km_protocol::suites::SuiteFormat::Libtest => s.guest.tests.iter().map(|t| leak(t)).collect(),
                 km_protocol::suites::SuiteFormat::ExitStatus => vec![""],
             };
             tests.into_iter().map(move |check| CheckId { program, check, needs })
         });
-        let checks = CATALOGUE.iter().copied().chain(byo.iter().flat_map(|p| km_protocol::checks::byo_checks(&p.guest))).chain(suite_checks).collect();
-        Ok(Self { config, lock, lock_path, opts, mirrors: OnceLock::new(), initramfs: OnceLock::new(), agent: OnceLock::new(), runs, slots, byo, checks, suites })
+        let checks = CATALOGUE
+            .iter()
+            .copied()
+            .chain(byo.iter().flat_map(|p| km_protocol::checks::byo_checks(&p.guest)))
+            .chain(suite_checks)
+            .collect();
+        Ok(Self {
+            config,
+            lock,
+            lock_path,
+            opts,
+            mirrors: OnceLock::new(),
+            initramfs: OnceLock::new(),
+            agent: OnceLock::new(),
+            runs,
+            slots,
+            byo,
+            checks,
+            suites,
+        })
     }
 
     /// Every check of the matrix, in trial order.
@@ -208,7 +235,11 @@ impl Matrix {
             }
         }
         // One copy per file: an object's programs share it.
-        let wanted = self.byo.iter().map(|p| (p.guest.object_file.clone(), p.object_path.clone())).chain(self.byo.iter().filter_map(|p| p.btf.clone()));
+        let wanted = self
+            .byo
+            .iter()
+            .map(|p| (p.guest.object_file.clone(), p.object_path.clone()))
+            .chain(self.byo.iter().filter_map(|p| p.btf.clone()));
         for (name, src) in wanted {
             if files.iter().any(|(g, _)| *g == format!("byo/{name}")) {
                 continue;
@@ -257,9 +288,13 @@ impl Matrix {
             KernelSource::Debian(src) => {
                 let locked = self.lock.get(&spec.name, src, &self.lock_path)?;
                 let mirrors = self.mirrors()?;
-                Some(images::ensure_debian(&self.opts.cache_dir, &mirrors, locked, |msg| eprintln!("kernel-matrix: {}: {msg}", spec.name))?)
+                Some(images::ensure_debian(&self.opts.cache_dir, &mirrors, locked, |msg| {
+                    eprintln!("kernel-matrix: {}: {msg}", spec.name)
+                })?)
             }
-            KernelSource::Local(local) => Some(images::ensure_local(&self.opts.cache_dir, local, |p| self.config.resolve_path(p))?),
+            KernelSource::Local(local) => {
+                Some(images::ensure_local(&self.opts.cache_dir, local, |p| self.config.resolve_path(p))?)
+            }
         })
     }
 
@@ -298,7 +333,12 @@ impl Matrix {
             .get_or_init(|| {
                 let build = || -> anyhow::Result<PathBuf> {
                     let files = [self.byo_files()?, self.opts.guest_files.clone()].concat();
-                    crate::guest_root::build_cached(&self.derived_dir(), &self.agent()?, &crate::guest_root::find_busybox()?, &files)
+                    crate::guest_root::build_cached(
+                        &self.derived_dir(),
+                        &self.agent()?,
+                        &crate::guest_root::find_busybox()?,
+                        &files,
+                    )
                 };
                 build().map_err(|e| format!("building the guest root: {e:#}"))
             })
@@ -313,7 +353,12 @@ impl Matrix {
         (self.opts.bench && std::env::var("KM_BENCH_ICOUNT").map_or(true, |v| v != "off")).then_some(0)
     }
 
-    pub fn vm_spec(&self, spec: &KernelSpec, image: &images::KernelImage, workdir: &Path) -> anyhow::Result<vm::VmSpec> {
+    pub fn vm_spec(
+        &self,
+        spec: &KernelSpec,
+        image: &images::KernelImage,
+        workdir: &Path,
+    ) -> anyhow::Result<vm::VmSpec> {
         Ok(vm::VmSpec {
             kernel: image.boot_file().to_path_buf(),
             initramfs: self.initramfs()?,
@@ -326,7 +371,8 @@ impl Matrix {
                     only: self.opts.only_programs.clone(),
                     bench: self.opts.bench.then_some(km_protocol::switches::BenchConfig::GUEST),
                 };
-                let words = format!("{} {}", spec.cmdline.as_deref().unwrap_or(""), switches.cmdline()).trim().to_string();
+                let words =
+                    format!("{} {}", spec.cmdline.as_deref().unwrap_or(""), switches.cmdline()).trim().to_string();
                 (!words.is_empty()).then_some(words)
             },
             timeout: self.config.timeout(spec),
@@ -353,7 +399,13 @@ impl Matrix {
         };
         let mut kr = collect(&spec.name, &run.records, failure);
         kr.untrusted = run.splat.as_ref().map(|splat| {
-            crate::vm::console::untrusted_message(&spec.name, kr.failure.as_deref(), splat, &run.console, &vm_spec.console_path())
+            crate::vm::console::untrusted_message(
+                &spec.name,
+                kr.failure.as_deref(),
+                splat,
+                &run.console,
+                &vm_spec.console_path(),
+            )
         });
         kr.accel = Some(vm_spec.accel);
         kr.boot = run.boot;
@@ -365,12 +417,18 @@ impl Matrix {
     /// take the harness down), bounded by the same timeout as a VM.
     fn run_host(&self, spec: &KernelSpec, workdir: &Path) -> anyhow::Result<KernelRun> {
         if !nix::unistd::geteuid().is_root() {
-            let reason = "host: loading BPF needs root (CAP_BPF/CAP_SYS_ADMIN); run as root or drop `host` from kernels.yaml";
+            let reason =
+                "host: loading BPF needs root (CAP_BPF/CAP_SYS_ADMIN); run as root or drop `host` from kernels.yaml";
             let checks = self
                 .checks
                 .iter()
                 .map(|id| {
-                    let o = CheckOutcome { verdict: Verdict::Ignored(reason.into()), metrics: BTreeMap::new(), note: String::new(), secs: None };
+                    let o = CheckOutcome {
+                        verdict: Verdict::Ignored(reason.into()),
+                        metrics: BTreeMap::new(),
+                        note: String::new(),
+                        secs: None,
+                    };
                     ((id.program.to_string(), id.check.to_string()), o)
                 })
                 .collect();
@@ -379,7 +437,13 @@ impl Matrix {
                 .map(|f| (f.id.clone(), Probe::Unavailable(reason.into())))
                 .collect();
             let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|r| r.trim().to_string());
-            return Ok(KernelRun { release, checks, features, failure: None, ..KernelRun::failed(&spec.name, String::new()) });
+            return Ok(KernelRun {
+                release,
+                checks,
+                features,
+                failure: None,
+                ..KernelRun::failed(&spec.name, String::new())
+            });
         }
         // Host benchmarks measure native time, which a QEMU spinning on the other
         // core disturbs (identical host runs differed by 10-40% next to TCG guests;

@@ -65,7 +65,8 @@ mod tests {
 
     #[test]
     fn every_kernel_in_exactly_one_shard() {
-        let names: Vec<String> = ["5.10", "6.1", "6.12", "7.2", "7.3-rc", "host"].iter().map(|s| s.to_string()).collect();
+        let names: Vec<String> =
+            ["5.10", "6.1", "6.12", "7.2", "7.3-rc", "host"].iter().map(|s| s.to_string()).collect();
         for n in 1..=7 {
             let mut all: Vec<String> = (1..=n).flat_map(|i| Shard { index: i, count: n }.select(&names)).collect();
             all.sort();

@@ -45,16 +45,28 @@ fn find_program(cfg: &MatrixConfig, s: &SuiteSpec) -> Result<PathBuf, ConfigErro
             (m.is_file() && m.permissions().mode() & 0o111 != 0).then(|| (m.modified().ok(), e.path()))
         })
         .max();
-    newest.map(|(_, p)| p).ok_or_else(|| invalid(cfg, s, format!("no executable file matches {} (build it first, e.g. `cargo test --no-run`)", p.display())))
+    newest.map(|(_, p)| p).ok_or_else(|| {
+        invalid(
+            cfg,
+            s,
+            format!("no executable file matches {} (build it first, e.g. `cargo test --no-run`)", p.display()),
+        )
+    })
 }
 
 pub fn resolve(cfg: &MatrixConfig, s: &SuiteSpec) -> Result<Suite, ConfigError> {
-    let program = find_program(cfg, s)?.canonicalize().map_err(|source| ConfigError::Io { path: s.command[0].clone(), source })?;
+    let program = find_program(cfg, s)?
+        .canonicalize()
+        .map_err(|source| ConfigError::Io { path: s.command[0].clone(), source })?;
     crate::guest_root::exec::check_elf(&program).map_err(|e| invalid(cfg, s, e.to_string()))?;
-    let cwd = cfg.resolve_path(Path::new(".")).canonicalize().map_err(|source| ConfigError::Io { path: cfg.path.display().to_string(), source })?;
+    let cwd = cfg
+        .resolve_path(Path::new("."))
+        .canonicalize()
+        .map_err(|source| ConfigError::Io { path: cfg.path.display().to_string(), source })?;
     let rel = |p: &Path| p.to_string_lossy().trim_start_matches('/').to_string();
     let mut files = vec![(rel(&program), program.clone())];
-    let libs = crate::guest_root::shared_libraries(&program).map_err(|e| invalid(cfg, s, format!("unresolved shared library: {e:#}")))?;
+    let libs = crate::guest_root::shared_libraries(&program)
+        .map_err(|e| invalid(cfg, s, format!("unresolved shared library: {e:#}")))?;
     files.extend(libs.into_iter().map(|l| (rel(&l), l)));
     for f in &s.files {
         let (host, guest) = f.split_once(':').unwrap_or((f, f));
@@ -71,7 +83,15 @@ pub fn resolve(cfg: &MatrixConfig, s: &SuiteSpec) -> Result<Suite, ConfigError> 
     };
     let mut argv = vec![program.to_string_lossy().into_owned()];
     argv.extend(s.command[1..].iter().cloned());
-    let guest = GuestSuite { name: s.name.clone(), argv, env: s.env.clone(), cwd: cwd.to_string_lossy().into_owned(), format: s.format, needs: s.needs.clone(), tests };
+    let guest = GuestSuite {
+        name: s.name.clone(),
+        argv,
+        env: s.env.clone(),
+        cwd: cwd.to_string_lossy().into_owned(),
+        format: s.format,
+        needs: s.needs.clone(),
+        tests,
+    };
     Ok(Suite { guest, files })
 }
 

@@ -200,7 +200,8 @@ mod tests {
     // arch/x86/mm/fault.c, kernel/hung_task.c).
     const WARN: &str = "[    5.100000] ------------[ cut here ]------------\n[    5.100001] WARNING: CPU: 0 PID: 1 at kernel/foo.c:42 foo+0x1/0x2\n[    5.100002] Modules linked in:\n";
     const OOPS: &str = "[    3.2] BUG: kernel NULL pointer dereference, address: 0000000000000000\n[    3.3] #PF: supervisor write access in kernel mode\n[    3.4] Oops: 0002 [#1] SMP NOPTI\n";
-    const RCU: &str = "[   30.0] rcu: INFO: rcu_sched self-detected stall on CPU\n[   30.1] rcu: \t0-....: (21002 ticks this GP)\n";
+    const RCU: &str =
+        "[   30.0] rcu: INFO: rcu_sched self-detected stall on CPU\n[   30.1] rcu: \t0-....: (21002 ticks this GP)\n";
     const RCU2: &str = "[   30.0] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n";
     const SOFT: &str = "[   44.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [sh:1]\n";
     const HUNG: &str = "[  240.0] INFO: task sh:55 blocked for more than 120 seconds.\n";
@@ -257,7 +258,9 @@ mod tests {
         let all: Vec<(SplatKind, usize)> = all_splats(log).into_iter().map(|s| (s.kind, s.line_no)).collect();
         assert_eq!(all, vec![(Bug, 4), (Oops, 5), (Panic, 7)]);
         assert!(excerpt(log, &first_splat(log).unwrap(), 40).starts_with("[    1.965554] ------------[ cut here ]"));
-        assert!(is_die_header("general protection fault, probably for non-canonical address 0xdead: 0000 [#1] SMP NOPTI"));
+        assert!(is_die_header(
+            "general protection fault, probably for non-canonical address 0xdead: 0000 [#1] SMP NOPTI"
+        ));
         assert!(is_die_header("Oops: 0002 [#1] PREEMPT SMP NOPTI"));
         assert!(!is_die_header("pci 0000:00:01.0: [8086:7000] type 00 class 0x060100"));
         assert!(!is_die_header("foo: bar [#1]"));
@@ -322,7 +325,13 @@ pub fn excerpt(console: &str, splat: &Splat, lines: usize) -> String {
 /// 1-based line number where `excerpt` starts.
 fn excerpt_start(console: &str, splat: &Splat) -> usize {
     let from = splat.line_no.saturating_sub(10).max(1);
-    let cut = console.lines().enumerate().skip(from - 1).take(splat.line_no - from).filter(|(_, l)| l.contains(CUT_HERE)).last();
+    let cut = console
+        .lines()
+        .enumerate()
+        .skip(from - 1)
+        .take(splat.line_no - from)
+        .filter(|(_, l)| l.contains(CUT_HERE))
+        .last();
     cut.map(|(i, _)| i + 1).unwrap_or(splat.line_no.saturating_sub(2).max(1))
 }
 
@@ -330,7 +339,13 @@ fn excerpt_start(console: &str, splat: &Splat) -> usize {
 /// (the verdicts themselves are decided in `verdict`): every kind the console
 /// showed, and the console from the splat on. `failure` is how the VM ended, when
 /// it ended badly; its message already holds the console tail.
-pub fn untrusted_message(kernel: &str, failure: Option<&str>, splat: &Splat, console: &str, console_path: &std::path::Path) -> String {
+pub fn untrusted_message(
+    kernel: &str,
+    failure: Option<&str>,
+    splat: &Splat,
+    console: &str,
+    console_path: &std::path::Path,
+) -> String {
     // Every kind the console showed, so an oops that ended in a panic is named as both.
     let also: Vec<String> = all_splats(console)
         .into_iter()

@@ -86,7 +86,8 @@ impl VmSpec {
         // `cryptomgr.notests`: the crypto self-tests were the slowest initcall
         // (crypto_algapi_init, 0.86 s of 3.1 s on 6.1 under TCG, `initcall_debug`)
         // and are not what the matrix tests.
-        let mut append = "console=ttyS0 panic=-1 oops=panic quiet loglevel=5 8250.nr_uarts=2 cryptomgr.notests".to_string();
+        let mut append =
+            "console=ttyS0 panic=-1 oops=panic quiet loglevel=5 8250.nr_uarts=2 cryptomgr.notests".to_string();
         if !self.serials.is_empty() {
             append = append.replace("8250.nr_uarts=2", &format!("8250.nr_uarts={}", 2 + self.serials.len()));
         }
@@ -98,8 +99,7 @@ impl VmSpec {
         if let (Accel::Tcg, Some(shift)) = (self.accel, self.icount) {
             c.args(["-icount", &format!("shift={shift}")]);
         }
-        c
-            .args(["-m", &format!("{}M", self.memory_mb), "-smp", &self.cpus.to_string()])
+        c.args(["-m", &format!("{}M", self.memory_mb), "-smp", &self.cpus.to_string()])
             .args(["-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults", "-no-user-config"])
             .arg("-serial")
             .arg(format!("file:{}", self.console_path().display()))
@@ -206,7 +206,9 @@ pub fn run_watching(spec: &VmSpec, poll: &mut dyn FnMut()) -> anyhow::Result<VmR
         // After a stall or lockup report, a guest whose agent makes no progress
         // for its patience is stopped (a starved guest that recovers runs on, and
         // its trials fail anyway because of the report).
-        if panic_seen.is_none() && stuck_seen.is_some_and(|(t, patience)| t.elapsed() > patience && last_progress.elapsed() > patience) {
+        if panic_seen.is_none()
+            && stuck_seen.is_some_and(|(t, patience)| t.elapsed() > patience && last_progress.elapsed() > patience)
+        {
             end = Some(VmEnd::Stuck(watcher.fatal.clone().expect("stall seen")));
             break;
         }

@@ -79,12 +79,22 @@ fn fetch_headers(cache: &Path, locked: &LockedKernel) -> anyhow::Result<Vec<Path
     let base = mirrors.for_suite(&locked.suite)?;
     let index = kernel_matrix::images::debian::fetch_index(base, &locked.suite)?;
     let flavour_pkg = format!("linux-headers-{}-{}-amd64", locked.abi, locked.flavour);
-    let wanted = [flavour_pkg.clone(), format!("linux-headers-{}-common", locked.abi), format!("linux-kbuild-{}", locked.series)];
+    let wanted = [
+        flavour_pkg.clone(),
+        format!("linux-headers-{}-common", locked.abi),
+        format!("linux-kbuild-{}", locked.series),
+    ];
     let mut out = Vec::new();
     for name in &wanted {
         // linux-kbuild comes from the same source package, so the same version.
-        let Some(s) = index.iter().find(|s| s.get("Package") == Some(name) && s.get("Version") == Some(&image.version)) else {
-            bail!("{name} {} is not in suite {}: the headers for {} are needed to build km_splat.ko", image.version, locked.suite, image.package)
+        let Some(s) = index.iter().find(|s| s.get("Package") == Some(name) && s.get("Version") == Some(&image.version))
+        else {
+            bail!(
+                "{name} {} is not in suite {}: the headers for {} are needed to build km_splat.ko",
+                image.version,
+                locked.suite,
+                image.package
+            )
         };
         let field = |k: &str| s.get(k).with_context(|| format!("{name}: no {k} in the index"));
         let url = format!("{base}/{}", field("Filename")?);
@@ -126,7 +136,12 @@ fn build_in(root: &Path, locked: &LockedKernel, debs: &[PathBuf], ko: &Path) -> 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed ({}):\n{}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }

@@ -13,10 +13,7 @@
 
 #[cfg(target_arch = "bpf")]
 mod prog {
-    use aya_ebpf::{
-        bindings::xdp_action, btf_maps::HashMap, macros::btf_map, macros::xdp,
-        programs::XdpContext,
-    };
+    use aya_ebpf::{bindings::xdp_action, btf_maps::HashMap, macros::btf_map, macros::xdp, programs::XdpContext};
     use xdp_classifier_common::{SourceAddr, CLASSIFICATIONS_MAX};
 
     const ETH_HLEN: usize = 14;
@@ -49,9 +46,7 @@ mod prog {
         if ethertype != ETH_P_IP {
             return xdp_action::XDP_PASS;
         }
-        let saddr = u32::from_be(unsafe {
-            core::ptr::read_unaligned((start + ETH_HLEN + IPV4_SADDR) as *const u32)
-        });
+        let saddr = u32::from_be(unsafe { core::ptr::read_unaligned((start + ETH_HLEN + IPV4_SADDR) as *const u32) });
         let class = if SLOW { SourceAddr::new_slow(saddr) } else { SourceAddr::new(saddr) };
         // A full map only loses the record, never the verdict.
         let _ = CLASSIFICATIONS.insert(saddr, class as u32, 0);

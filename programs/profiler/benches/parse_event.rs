@@ -21,8 +21,7 @@ fn event() -> Vec<u8> {
             .copy_from_slice(&(0xffff_ffff_8100_0000u64 + i as u64 * 0x40).to_ne_bytes());
     }
     for i in 0..12 {
-        b[ustack + i * 8..ustack + i * 8 + 8]
-            .copy_from_slice(&(0x5555_5555_0000u64 + i as u64 * 0x10).to_ne_bytes());
+        b[ustack + i * 8..ustack + i * 8 + 8].copy_from_slice(&(0x5555_5555_0000u64 + i as u64 * 0x10).to_ne_bytes());
     }
     b
 }
@@ -30,9 +29,7 @@ fn event() -> Vec<u8> {
 fn parse(c: &mut Criterion) {
     let ev = event();
     assert_eq!(bench_parse_event(&ev), Some((4242, 20, 12)));
-    c.bench_function("profiler::parse_event", |b| {
-        b.iter(|| black_box(bench_parse_event(black_box(&ev))))
-    });
+    c.bench_function("profiler::parse_event", |b| b.iter(|| black_box(bench_parse_event(black_box(&ev)))));
 }
 
 criterion_group!(benches, parse);

@@ -174,12 +174,7 @@ impl Sample {
     pub fn folded_key(&self) -> String {
         let mut parts = vec![self.comm.replace([';', ' '], "_")];
         parts.extend(self.user.iter().rev().map(|f| f.func().replace(';', ":")));
-        parts.extend(
-            self.kernel
-                .iter()
-                .rev()
-                .map(|f| format!("{}_[k]", f.func().replace(';', ":"))),
-        );
+        parts.extend(self.kernel.iter().rev().map(|f| format!("{}_[k]", f.func().replace(';', ":"))));
         parts.join(";")
     }
 }
@@ -224,32 +219,20 @@ impl Profile {
             groups.entry(s.folded_key()).or_insert((0, s)).0 += 1;
         }
         let mut v: Vec<_> = groups.into_values().collect();
-        v.sort_by(|a, b| {
-            b.0.cmp(&a.0)
-                .then_with(|| a.1.folded_key().cmp(&b.1.folded_key()))
-        });
+        v.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.folded_key().cmp(&b.1.folded_key())));
         let mut out = String::new();
         for (n, s) in v {
-            out.push_str(&format!(
-                "{} samples: {} (pid {}) cpu {}\n",
-                n, s.comm, s.pid, s.cpu
-            ));
+            out.push_str(&format!("{} samples: {} (pid {}) cpu {}\n", n, s.comm, s.pid, s.cpu));
             match s.kstack_err {
                 Some(e) => out.push_str(&format!("  [kernel stack unavailable: {e}]\n")),
-                None => s
-                    .kernel
-                    .iter()
-                    .for_each(|f| out.push_str(&format!("  {f} [k]\n"))),
+                None => s.kernel.iter().for_each(|f| out.push_str(&format!("  {f} [k]\n"))),
             }
             if !s.kernel.is_empty() || s.kstack_err.is_some() {
                 out.push_str("  --\n");
             }
             match s.ustack_err {
                 Some(e) => out.push_str(&format!("  [user stack unavailable: {e}]\n")),
-                None => s
-                    .user
-                    .iter()
-                    .for_each(|f| out.push_str(&format!("  {f}\n"))),
+                None => s.user.iter().for_each(|f| out.push_str(&format!("  {f}\n"))),
             }
             out.push('\n');
         }
@@ -280,13 +263,9 @@ pub struct LoadInfo {
 pub fn load_only() -> Result<LoadInfo, (anyhow::Error, String)> {
     let (r, log) = with_libbpf_log(|| -> anyhow::Result<LoadInfo> {
         let mut obj = MaybeUninit::uninit();
-        let open = ProfilerSkelBuilder::default()
-            .open(&mut obj)
-            .context("opening the profiler object")?;
+        let open = ProfilerSkelBuilder::default().open(&mut obj).context("opening the profiler object")?;
         let skel = open.load().context("loading the profiler program")?;
-        Ok(LoadInfo {
-            insns: skel.progs.profile.insn_cnt(),
-        })
+        Ok(LoadInfo { insns: skel.progs.profile.insn_cnt() })
     });
     r.map_err(|e| (e, log))
 }
@@ -365,23 +344,15 @@ pub fn parse_cpu_list(s: &str) -> anyhow::Result<Vec<u32>> {
 }
 
 pub fn online_cpus() -> anyhow::Result<Vec<u32>> {
-    let s = std::fs::read_to_string("/sys/devices/system/cpu/online")
-        .context("reading /sys/devices/system/cpu/online")?;
+    let s =
+        std::fs::read_to_string("/sys/devices/system/cpu/online").context("reading /sys/devices/system/cpu/online")?;
     parse_cpu_list(&s)
 }
 
 /// Opens one sampling event per CPU: hardware cycles when a PMU exists and
 /// `sw_event` is false, else the software cpu-clock.
-fn open_events(
-    cpus: &[u32],
-    freq: u64,
-    sw_event: bool,
-) -> anyhow::Result<(EventKind, Vec<OwnedFd>)> {
-    let mut kind = if sw_event {
-        EventKind::SwCpuClock
-    } else {
-        EventKind::HwCpuCycles
-    };
+fn open_events(cpus: &[u32], freq: u64, sw_event: bool) -> anyhow::Result<(EventKind, Vec<OwnedFd>)> {
+    let mut kind = if sw_event { EventKind::SwCpuClock } else { EventKind::HwCpuCycles };
     let mut fds = Vec::new();
     for &cpu in cpus {
         match perf_event_open(kind, freq, cpu) {
@@ -395,9 +366,7 @@ fn open_events(
                         .with_context(|| format!("perf_event_open({kind}) on cpu {cpu}"))?,
                 );
             }
-            Err(e) => {
-                return Err(e).with_context(|| format!("perf_event_open({kind}) on cpu {cpu}"))
-            }
+            Err(e) => return Err(e).with_context(|| format!("perf_event_open({kind}) on cpu {cpu}")),
         }
     }
     Ok((kind, fds))
@@ -431,13 +400,7 @@ pub const EVENT_SIZE: usize = EV_SIZE;
 /// (`benches/parse_event.rs`); not an API.
 #[doc(hidden)]
 pub fn bench_parse_event(b: &[u8]) -> Option<(u32, usize, usize)> {
-    parse_event(b).map(|s| {
-        (
-            s.pid,
-            s.kstack.map_or(0, |k| k.len()),
-            s.ustack.map_or(0, |u| u.len()),
-        )
-    })
+    parse_event(b).map(|s| (s.pid, s.kstack.map_or(0, |k| k.len()), s.ustack.map_or(0, |u| u.len())))
 }
 
 fn parse_event(b: &[u8]) -> Option<RawSample> {
@@ -449,10 +412,7 @@ fn parse_event(b: &[u8]) -> Option<RawSample> {
             return Err(sz);
         }
         let n = (sz as usize / 8).min(MAX_STACK_DEPTH);
-        Ok((0..n)
-            .map(|i| u64_at(b, off + i * 8))
-            .filter(|&a| a != 0)
-            .collect())
+        Ok((0..n).map(|i| u64_at(b, off + i * 8)).filter(|&a| a != 0).collect())
     };
     let comm = &b[EV_COMM..EV_COMM + TASK_COMM_LEN];
     let comm_len = comm.iter().position(|&c| c == 0).unwrap_or(TASK_COMM_LEN);
@@ -480,17 +440,11 @@ pub fn profile(opts: &ProfileOptions) -> anyhow::Result<Profile> {
         None => online_cpus()?,
     };
     let mut obj = MaybeUninit::uninit();
-    let mut open = ProfilerSkelBuilder::default()
-        .open(&mut obj)
-        .context("opening the profiler object")?;
-    open.maps
-        .rodata_data
-        .as_deref_mut()
-        .context("no .rodata in the profiler object")?
-        .target_pid = opts.pid.unwrap_or(0);
+    let mut open = ProfilerSkelBuilder::default().open(&mut obj).context("opening the profiler object")?;
+    open.maps.rodata_data.as_deref_mut().context("no .rodata in the profiler object")?.target_pid =
+        opts.pid.unwrap_or(0);
     let (loaded, log) = with_libbpf_log(|| open.load());
-    let skel = loaded
-        .map_err(|e| anyhow::anyhow!("loading the profiler program: {e}\n{}", tail(&log, 25)))?;
+    let skel = loaded.map_err(|e| anyhow::anyhow!("loading the profiler program: {e}\n{}", tail(&log, 25)))?;
 
     let (event, fds) = open_events(&cpus, opts.freq, opts.sw_event)?;
     let raw: Rc<RefCell<Vec<RawSample>>> = Rc::default();
@@ -518,41 +472,19 @@ pub fn profile(opts: &ProfileOptions) -> anyhow::Result<Profile> {
     let stats_before = libbpf_log::RunStats::of(&prog_fd).map_err(anyhow::Error::msg)?;
     let start = Instant::now();
     while start.elapsed() < opts.duration {
-        let left = opts
-            .duration
-            .saturating_sub(start.elapsed())
-            .min(Duration::from_millis(100));
+        let left = opts.duration.saturating_sub(start.elapsed()).min(Duration::from_millis(100));
         rb.poll(left)?;
     }
     let duration = start.elapsed();
     drop(links);
-    let stats = libbpf_log::RunStats::of(&prog_fd)
-        .map_err(anyhow::Error::msg)?
-        .since(&stats_before);
+    let stats = libbpf_log::RunStats::of(&prog_fd).map_err(anyhow::Error::msg)?.since(&stats_before);
     rb.consume()?;
-    let bss = skel
-        .maps
-        .bss_data
-        .as_deref()
-        .context("no .bss in the profiler object")?;
+    let bss = skel.maps.bss_data.as_deref().context("no .bss in the profiler object")?;
     let (seen, dropped) = (bss.seen, bss.dropped);
     drop(rb);
     let raw = std::mem::take(&mut *raw.borrow_mut());
-    let samples = if opts.symbolize {
-        symbolize(raw)
-    } else {
-        with_frames(raw, &HashMap::new(), &HashMap::new())
-    };
-    Ok(Profile {
-        event,
-        freq: opts.freq,
-        cpus: cpus.len(),
-        duration,
-        seen,
-        dropped,
-        samples,
-        stats,
-    })
+    let samples = if opts.symbolize { symbolize(raw) } else { with_frames(raw, &HashMap::new(), &HashMap::new()) };
+    Ok(Profile { event, freq: opts.freq, cpus: cpus.len(), duration, seen, dropped, samples, stats })
 }
 
 /// `foo::bar::h0123456789abcdef` -> `foo::bar`.
@@ -565,13 +497,11 @@ fn strip_hash(name: &str) -> &str {
 
 fn to_frames(symbolizer: &Symbolizer, src: &Source, addrs: &[u64]) -> HashMap<u64, Frame> {
     let mut out = HashMap::new();
-    let results = symbolizer
-        .symbolize(src, Input::AbsAddr(addrs))
-        .unwrap_or_else(|e| {
-            // Frames stay as raw addresses; say why rather than fail the profile.
-            eprintln!("profiler: symbolization failed: {e:#}");
-            Vec::new()
-        });
+    let results = symbolizer.symbolize(src, Input::AbsAddr(addrs)).unwrap_or_else(|e| {
+        // Frames stay as raw addresses; say why rather than fail the profile.
+        eprintln!("profiler: symbolization failed: {e:#}");
+        Vec::new()
+    });
     for (i, &addr) in addrs.iter().enumerate() {
         let frame = match results.get(i) {
             Some(Symbolized::Sym(sym)) => Frame {
@@ -586,12 +516,7 @@ fn to_frames(symbolizer: &Symbolizer, src: &Source, addrs: &[u64]) -> HashMap<u6
                     }
                 }),
             },
-            _ => Frame {
-                addr,
-                name: None,
-                offset: 0,
-                location: None,
-            },
+            _ => Frame { addr, name: None, offset: 0, location: None },
         };
         out.insert(addr, frame);
     }
@@ -639,29 +564,17 @@ fn with_frames(
     kernel: &HashMap<u64, Frame>,
     user: &HashMap<u32, HashMap<u64, Frame>>,
 ) -> Vec<Sample> {
-    let unknown = |a: u64| Frame {
-        addr: a,
-        name: None,
-        offset: 0,
-        location: None,
-    };
+    let unknown = |a: u64| Frame { addr: a, name: None, offset: 0, location: None };
     raw.into_iter()
         .map(|s| {
-            let frames =
-                |st: &Result<Vec<u64>, i32>, table: Option<&HashMap<u64, Frame>>| -> Vec<Frame> {
-                    match st {
-                        Ok(v) => v
-                            .iter()
-                            .map(|a| {
-                                table
-                                    .and_then(|t| t.get(a))
-                                    .cloned()
-                                    .unwrap_or_else(|| unknown(*a))
-                            })
-                            .collect(),
-                        Err(_) => Vec::new(),
+            let frames = |st: &Result<Vec<u64>, i32>, table: Option<&HashMap<u64, Frame>>| -> Vec<Frame> {
+                match st {
+                    Ok(v) => {
+                        v.iter().map(|a| table.and_then(|t| t.get(a)).cloned().unwrap_or_else(|| unknown(*a))).collect()
                     }
-                };
+                    Err(_) => Vec::new(),
+                }
+            };
             Sample {
                 ts_ns: s.ts_ns,
                 pid: s.pid,
@@ -698,12 +611,7 @@ mod tests {
 
     #[test]
     fn folded_key_order_and_hash_stripping() {
-        let f = |n: &str| Frame {
-            addr: 1,
-            name: Some(n.into()),
-            offset: 0,
-            location: None,
-        };
+        let f = |n: &str| Frame { addr: 1, name: Some(n.into()), offset: 0, location: None };
         let s = Sample {
             ts_ns: 0,
             pid: 1,

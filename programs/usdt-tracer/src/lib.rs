@@ -75,13 +75,9 @@ pub struct LoadInfo {
 pub fn load_only() -> Result<LoadInfo, (anyhow::Error, String)> {
     let (r, log) = with_libbpf_log(|| -> anyhow::Result<LoadInfo> {
         let mut obj = MaybeUninit::uninit();
-        let open = UsdtSkelBuilder::default()
-            .open(&mut obj)
-            .context("opening the usdt object")?;
+        let open = UsdtSkelBuilder::default().open(&mut obj).context("opening the usdt object")?;
         let skel = open.load().context("loading the usdt program")?;
-        Ok(LoadInfo {
-            insns: skel.progs.test_idx.insn_cnt(),
-        })
+        Ok(LoadInfo { insns: skel.progs.test_idx.insn_cnt() })
     });
     r.map_err(|e| (e, log))
 }
@@ -92,11 +88,7 @@ pub fn load_only() -> Result<LoadInfo, (anyhow::Error, String)> {
 /// run the target, release a waiting one, or just sleep. Values are collected in
 /// the ring buffer (1 MiB, about 65k values) until `run` returns; use
 /// [`trace_with`] to drain it while the target runs.
-pub fn trace(
-    binary: &Path,
-    pid: Option<i32>,
-    run: impl FnOnce() -> anyhow::Result<()>,
-) -> anyhow::Result<UsdtReport> {
+pub fn trace(binary: &Path, pid: Option<i32>, run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<UsdtReport> {
     trace_with(binary, pid, |_| {}, |_poll| run())
 }
 
@@ -108,21 +100,13 @@ pub fn trace_with(
     mut on_value: impl FnMut(i64),
     run: impl FnOnce(&dyn Fn(Duration) -> anyhow::Result<()>) -> anyhow::Result<()>,
 ) -> anyhow::Result<UsdtReport> {
-    let binary = binary
-        .canonicalize()
-        .with_context(|| format!("resolving {}", binary.display()))?;
+    let binary = binary.canonicalize().with_context(|| format!("resolving {}", binary.display()))?;
     let mut obj = MaybeUninit::uninit();
-    let mut open = UsdtSkelBuilder::default()
-        .open(&mut obj)
-        .context("opening the usdt object")?;
-    open.maps
-        .rodata_data
-        .as_deref_mut()
-        .context("no .rodata in the usdt object")?
-        .target_pid = pid.map(|p| p as u32).unwrap_or(0);
+    let mut open = UsdtSkelBuilder::default().open(&mut obj).context("opening the usdt object")?;
+    open.maps.rodata_data.as_deref_mut().context("no .rodata in the usdt object")?.target_pid =
+        pid.map(|p| p as u32).unwrap_or(0);
     let (loaded, log) = with_libbpf_log(|| open.load());
-    let skel =
-        loaded.map_err(|e| anyhow::anyhow!("loading the usdt program: {e}\n{}", tail(&log, 25)))?;
+    let skel = loaded.map_err(|e| anyhow::anyhow!("loading the usdt program: {e}\n{}", tail(&log, 25)))?;
 
     let values: Rc<RefCell<Vec<i64>>> = Rc::default();
     let sink = values.clone();
@@ -137,17 +121,10 @@ pub fn trace_with(
     })?;
     let rb = rb.build()?;
 
-    let (attached, log) = with_libbpf_log(|| {
-        skel.progs
-            .test_idx
-            .attach_usdt(pid.unwrap_or(-1), &binary, PROVIDER, PROBE)
-    });
+    let (attached, log) =
+        with_libbpf_log(|| skel.progs.test_idx.attach_usdt(pid.unwrap_or(-1), &binary, PROVIDER, PROBE));
     let link = attached.map_err(|e| {
-        anyhow::anyhow!(
-            "attaching to {PROVIDER}:{PROBE} in {}: {e}\n{}",
-            binary.display(),
-            tail(&log, 10)
-        )
+        anyhow::anyhow!("attaching to {PROVIDER}:{PROBE} in {}: {e}\n{}", binary.display(), tail(&log, 10))
     })?;
     let prog_fd = skel.progs.test_idx.as_fd();
     let stats_before = libbpf_log::RunStats::of(&prog_fd).map_err(anyhow::Error::msg)?;
@@ -156,16 +133,10 @@ pub fn trace_with(
     // Drain what arrived while the target ran, then detach and drain the rest.
     rb.poll(Duration::from_millis(10))?;
     drop(link);
-    let stats = libbpf_log::RunStats::of(&prog_fd)
-        .map_err(anyhow::Error::msg)?
-        .since(&stats_before);
+    let stats = libbpf_log::RunStats::of(&prog_fd).map_err(anyhow::Error::msg)?.since(&stats_before);
     rb.consume()?;
     outcome?;
-    let bss = skel
-        .maps
-        .bss_data
-        .as_deref()
-        .context("no .bss in the usdt object")?;
+    let bss = skel.maps.bss_data.as_deref().context("no .bss in the usdt object")?;
     let report = UsdtReport {
         hits: bss.hits,
         sum: bss.sum,
@@ -190,10 +161,7 @@ pub fn verify_loop(report: &UsdtReport, n: u32) -> anyhow::Result<()> {
         problems.push(format!("{} hits, want exactly {n}", report.hits));
     }
     if report.sum != want_sum {
-        problems.push(format!(
-            "sum of arg0 {} , want {want_sum} (= {n}*({n}-1)/2)",
-            report.sum
-        ));
+        problems.push(format!("sum of arg0 {} , want {want_sum} (= {n}*({n}-1)/2)", report.sum));
     }
     if report.arg_errors != 0 {
         problems.push(format!(
@@ -202,18 +170,12 @@ pub fn verify_loop(report: &UsdtReport, n: u32) -> anyhow::Result<()> {
         ));
     }
     if report.dropped != 0 {
-        problems.push(format!(
-            "{} values dropped by the ring buffer",
-            report.dropped
-        ));
+        problems.push(format!("{} values dropped by the ring buffer", report.dropped));
     }
     let mut sorted = report.values.clone();
     sorted.sort_unstable();
     if sorted.iter().copied().ne(0..n as i64) {
-        problems.push(format!(
-            "values are not 0..{n} (got {} values)",
-            report.values.len()
-        ));
+        problems.push(format!("values are not 0..{n} (got {} values)", report.values.len()));
     }
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
@@ -232,19 +194,9 @@ mod tests {
 
     #[test]
     fn verify_loop_accepts_exact_and_rejects_off_by_one() {
-        let good = UsdtReport {
-            hits: 4,
-            sum: 6,
-            values: vec![0, 2, 1, 3],
-            ..Default::default()
-        };
+        let good = UsdtReport { hits: 4, sum: 6, values: vec![0, 2, 1, 3], ..Default::default() };
         verify_loop(&good, 4).unwrap();
-        let bad = UsdtReport {
-            hits: 3,
-            sum: 3,
-            values: vec![0, 1, 2],
-            ..Default::default()
-        };
+        let bad = UsdtReport { hits: 3, sum: 3, values: vec![0, 1, 2], ..Default::default() };
         let e = verify_loop(&bad, 4).unwrap_err().to_string();
         assert!(e.contains("3 hits, want exactly 4"), "{e}");
     }

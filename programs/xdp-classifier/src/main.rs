@@ -31,8 +31,7 @@ fn main() -> anyhow::Result<()> {
     let prog: &mut Xdp = ebpf.program_mut(name).context("program missing")?.try_into()?;
     prog.load()?;
     let mode = if opt.skb_mode { XdpMode::Skb } else { XdpMode::Default };
-    prog.attach(&opt.iface, mode)
-        .with_context(|| format!("attaching to {} (try --skb-mode)", opt.iface))?;
+    prog.attach(&opt.iface, mode).with_context(|| format!("attaching to {} (try --skb-mode)", opt.iface))?;
     eprintln!("{name} attached to {}; waiting for packets (Ctrl-C to stop)", opt.iface);
     let mut waited = 0;
     loop {

@@ -60,20 +60,15 @@ impl Btf {
             return Err("the .BTF section has no little-endian BTF header".into());
         }
         let hdr = u32_at(b, 4).ok_or("short BTF header")? as usize;
-        let (type_off, type_len, str_off, str_len) =
-            (u32_at(b, 8), u32_at(b, 12), u32_at(b, 16), u32_at(b, 20));
+        let (type_off, type_len, str_off, str_len) = (u32_at(b, 8), u32_at(b, 12), u32_at(b, 16), u32_at(b, 20));
         let (type_off, type_len, str_off, str_len) = (
             type_off.ok_or("short")? as usize,
             type_len.ok_or("short")? as usize,
             str_off.ok_or("short")? as usize,
             str_len.ok_or("short")? as usize,
         );
-        let types_b = b
-            .get(hdr + type_off..hdr + type_off + type_len)
-            .ok_or("BTF type section out of bounds")?;
-        let strings = b
-            .get(hdr + str_off..hdr + str_off + str_len)
-            .ok_or("BTF string section out of bounds")?;
+        let types_b = b.get(hdr + type_off..hdr + type_off + type_len).ok_or("BTF type section out of bounds")?;
+        let strings = b.get(hdr + str_off..hdr + str_off + str_len).ok_or("BTF string section out of bounds")?;
         let void = Type {
             name: String::new(),
             kind: 0,
@@ -93,26 +88,15 @@ impl Btf {
             let size_or_type = u32_at(types_b, off + 8).ok_or_else(bad)?;
             let (kind, vlen) = ((info >> 24) & 0x1f, info & 0xffff);
             off += 12;
-            let mut t = Type {
-                name,
-                kind,
-                vlen,
-                size_or_type,
-                members: vec![],
-                array: None,
-                secinfo: vec![],
-                linkage: 0,
-            };
+            let mut t =
+                Type { name, kind, vlen, size_or_type, members: vec![], array: None, secinfo: vec![], linkage: 0 };
             match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => {
                     t.linkage = u32_at(types_b, off).ok_or_else(bad)?;
                     off += 4;
                 }
                 KIND_ARRAY => {
-                    t.array = Some((
-                        u32_at(types_b, off).ok_or_else(bad)?,
-                        u32_at(types_b, off + 8).ok_or_else(bad)?,
-                    ));
+                    t.array = Some((u32_at(types_b, off).ok_or_else(bad)?, u32_at(types_b, off + 8).ok_or_else(bad)?));
                     off += 12;
                 }
                 KIND_STRUCT | KIND_UNION => {
@@ -140,8 +124,7 @@ impl Btf {
                     off += vlen as usize * 12;
                 }
                 KIND_FUNC => t.linkage = vlen,
-                KIND_PTR | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 16
-                | KIND_TYPE_TAG => {}
+                KIND_PTR | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 16 | KIND_TYPE_TAG => {}
                 k => return Err(format!("unknown BTF kind {k}")),
             }
             types.push(t);
@@ -158,9 +141,7 @@ impl Btf {
         for _ in 0..32 {
             let t = self.get(id)?;
             match t.kind {
-                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
-                    id = t.size_or_type
-                }
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => id = t.size_or_type,
                 _ => return Some(t),
             }
         }
@@ -168,9 +149,7 @@ impl Btf {
     }
 
     pub fn datasec(&self, name: &str) -> Option<&Type> {
-        self.types
-            .iter()
-            .find(|t| t.kind == KIND_DATASEC && t.name == name)
+        self.types.iter().find(|t| t.kind == KIND_DATASEC && t.name == name)
     }
 
     /// (variable name, offset, size) of a DATASEC (`.rodata`, `.maps`, ...).
@@ -178,10 +157,7 @@ impl Btf {
         let Some(ds) = self.datasec(name) else {
             return vec![];
         };
-        ds.secinfo
-            .iter()
-            .filter_map(|(ty, off, size)| Some((self.get(*ty)?.name.clone(), *off, *size)))
-            .collect()
+        ds.secinfo.iter().filter_map(|(ty, off, size)| Some((self.get(*ty)?.name.clone(), *off, *size))).collect()
     }
 
     /// BTF-defined maps (`SEC(".maps")`): name -> the `__uint(...)` fields
@@ -203,11 +179,7 @@ impl Btf {
                 if p.kind != KIND_PTR {
                     continue;
                 }
-                if let Some(Type {
-                    array: Some((_, n)),
-                    ..
-                }) = self.resolve(p.size_or_type)
-                {
+                if let Some(Type { array: Some((_, n)), .. }) = self.resolve(p.size_or_type) {
                     fields.insert(m.clone(), *n);
                 }
             }
@@ -218,11 +190,7 @@ impl Btf {
 
     /// Functions declared `extern` (kfuncs, `__ksym`).
     pub fn extern_funcs(&self) -> Vec<String> {
-        self.types
-            .iter()
-            .filter(|t| t.kind == KIND_FUNC && t.linkage == 2)
-            .map(|t| t.name.clone())
-            .collect()
+        self.types.iter().filter(|t| t.kind == KIND_FUNC && t.linkage == 2).map(|t| t.name.clone()).collect()
     }
 }
 

@@ -21,10 +21,7 @@ use std::{
 };
 
 use km_protocol::byo::Need;
-use object::{
-    Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget, SectionFlags,
-    SectionIndex,
-};
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget, SectionFlags, SectionIndex};
 
 pub use tables::SecDef;
 
@@ -81,45 +78,27 @@ const BPF_LD_IMM64: u8 = 0x18;
 /// Finds libbpf's section definition for a section name (same matching rules as
 /// libbpf's `sec_def_matches`: `name+` is `name` or `name/...`, else exact).
 pub fn sec_def(section: &str) -> Option<&'static SecDef> {
-    tables::SECTIONS
-        .iter()
-        .find(|d| match d.sec.strip_suffix('+') {
-            Some(p) => section == p || section.strip_prefix(p).is_some_and(|r| r.starts_with('/')),
-            None if d.sec.ends_with('/') => section.starts_with(d.sec),
-            None => section == d.sec,
-        })
+    tables::SECTIONS.iter().find(|d| match d.sec.strip_suffix('+') {
+        Some(p) => section == p || section.strip_prefix(p).is_some_and(|r| r.starts_with('/')),
+        None if d.sec.ends_with('/') => section.starts_with(d.sec),
+        None => section == d.sec,
+    })
 }
 
 pub fn helper_name(id: u32) -> String {
-    tables::HELPERS
-        .iter()
-        .find(|(i, _)| *i == id)
-        .map(|(_, n)| n.to_string())
-        .unwrap_or_else(|| format!("helper#{id}"))
+    tables::HELPERS.iter().find(|(i, _)| *i == id).map(|(_, n)| n.to_string()).unwrap_or_else(|| format!("helper#{id}"))
 }
 pub fn map_type_name(id: u32) -> String {
-    tables::MAP_TYPES
-        .get(id as usize)
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| format!("map type {id}"))
+    tables::MAP_TYPES.get(id as usize).map(|s| s.to_string()).unwrap_or_else(|| format!("map type {id}"))
 }
 pub fn prog_type_id(name: &str) -> Option<u32> {
-    tables::PROG_TYPES
-        .iter()
-        .position(|p| *p == name)
-        .map(|i| i as u32)
+    tables::PROG_TYPES.iter().position(|p| *p == name).map(|i| i as u32)
 }
 pub fn prog_type_name(id: u32) -> String {
-    tables::PROG_TYPES
-        .get(id as usize)
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| format!("prog type {id}"))
+    tables::PROG_TYPES.get(id as usize).map(|s| s.to_string()).unwrap_or_else(|| format!("prog type {id}"))
 }
 pub fn attach_type_name(id: u32) -> String {
-    tables::ATTACH_TYPES
-        .get(id as usize)
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| format!("attach type {id}"))
+    tables::ATTACH_TYPES.get(id as usize).map(|s| s.to_string()).unwrap_or_else(|| format!("attach type {id}"))
 }
 
 /// Reads and checks an object; the error says what is wrong with the file.
@@ -130,13 +109,10 @@ pub fn read(path: &Path) -> Result<BpfObject, String> {
 
 pub fn parse(data: &[u8], path: &Path) -> Result<BpfObject, String> {
     if !data.starts_with(b"\x7fELF") {
-        return Err(format!(
-            "{} is not an ELF file (a compiled BPF object starts with \\x7fELF)",
-            path.display()
-        ));
+        return Err(format!("{} is not an ELF file (a compiled BPF object starts with \\x7fELF)", path.display()));
     }
-    let file = object::File::parse(data)
-        .map_err(|e| format!("{} is not a readable ELF object: {e}", path.display()))?;
+    let file =
+        object::File::parse(data).map_err(|e| format!("{} is not a readable ELF object: {e}", path.display()))?;
     if file.architecture() != object::Architecture::Bpf {
         return Err(format!(
             "{} is an ELF object for {:?}, not BPF (build it with clang -target bpf)",
@@ -145,13 +121,12 @@ pub fn parse(data: &[u8], path: &Path) -> Result<BpfObject, String> {
         ));
     }
     if !file.is_little_endian() {
-        return Err(format!("{} is big-endian BPF; the matrix's kernels are x86_64 (little-endian): build with -target bpfel", path.display()));
+        return Err(format!(
+            "{} is big-endian BPF; the matrix's kernels are x86_64 (little-endian): build with -target bpfel",
+            path.display()
+        ));
     }
-    let section_data = |name: &str| {
-        file.section_by_name(name)
-            .and_then(|s| s.data().ok())
-            .unwrap_or_default()
-    };
+    let section_data = |name: &str| file.section_by_name(name).and_then(|s| s.data().ok()).unwrap_or_default();
     let btf_raw = section_data(".BTF");
     let btf = if btf_raw.is_empty() {
         None
@@ -173,16 +148,10 @@ pub fn parse(data: &[u8], path: &Path) -> Result<BpfObject, String> {
     }
     if let Some(legacy) = file.section_by_name("maps") {
         let bytes = legacy.data().unwrap_or_default();
-        for sym in file
-            .symbols()
-            .filter(|s| s.section_index() == Some(legacy.index()))
-        {
+        for sym in file.symbols().filter(|s| s.section_index() == Some(legacy.index())) {
             let off = sym.address() as usize;
-            let word = |i: usize| {
-                bytes
-                    .get(off + i * 4..off + i * 4 + 4)
-                    .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-            };
+            let word =
+                |i: usize| bytes.get(off + i * 4..off + i * 4 + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
             maps.push(Map {
                 name: sym.name().unwrap_or_default().to_string(),
                 map_type: word(0),
@@ -193,20 +162,13 @@ pub fn parse(data: &[u8], path: &Path) -> Result<BpfObject, String> {
     let data_sections: Vec<String> = file
         .sections()
         .filter_map(|s| s.name().ok().map(str::to_string))
-        .filter(|n| {
-            [".rodata", ".data", ".bss"]
-                .iter()
-                .any(|p| n == p || n.starts_with(&format!("{p}.")))
-        })
+        .filter(|n| [".rodata", ".data", ".bss"].iter().any(|p| n == p || n.starts_with(&format!("{p}."))))
         .filter(|n| !n.starts_with(".rodata.str") && !n.starts_with(".rodata.cst"))
         .collect();
     let rodata = btf
         .as_ref()
         .map(|b| {
-            b.datasec_vars(".rodata")
-                .into_iter()
-                .map(|(name, offset, size)| Global { name, offset, size })
-                .collect()
+            b.datasec_vars(".rodata").into_iter().map(|(name, offset, size)| Global { name, offset, size }).collect()
         })
         .unwrap_or_default();
 
@@ -279,9 +241,7 @@ pub fn parse(data: &[u8], path: &Path) -> Result<BpfObject, String> {
                                 Some(".maps") | Some("maps") => {
                                     p.maps.insert(sym.clone());
                                 }
-                                Some(s) if data_sections.iter().any(|d| d == s) => {
-                                    p.global_data = true
-                                }
+                                Some(s) if data_sections.iter().any(|d| d == s) => p.global_data = true,
                                 Some(".text") if code == BPF_LD_IMM64 => p.callbacks = true,
                                 _ if *undefined => {
                                     p.ksyms.insert(sym.clone());
@@ -304,15 +264,9 @@ pub fn parse(data: &[u8], path: &Path) -> Result<BpfObject, String> {
             continue;
         }
         for sym in file.symbols().filter(|s| {
-            s.section_index() == Some(section.index())
-                && s.kind() == object::SymbolKind::Text
-                && s.is_global()
+            s.section_index() == Some(section.index()) && s.kind() == object::SymbolKind::Text && s.is_global()
         }) {
-            programs.push(scan(
-                sym.name().unwrap_or_default().to_string(),
-                sym.address(),
-                sym.size(),
-            ));
+            programs.push(scan(sym.name().unwrap_or_default().to_string(), sym.address(), sym.size()));
         }
     }
     // Subprograms in .text: a program that calls into them needs what they use.
@@ -327,18 +281,15 @@ pub fn parse(data: &[u8], path: &Path) -> Result<BpfObject, String> {
         }
     }
     if programs.is_empty() {
-        return Err(format!("{} holds no BPF programs (no global functions in an executable section other than .text)", path.display()));
+        return Err(format!(
+            "{} holds no BPF programs (no global functions in an executable section other than .text)",
+            path.display()
+        ));
     }
     // Kfuncs declared in BTF but reached only through .text are covered above;
     // a weak kfunc that is never called needs nothing.
     let _ = btf.as_ref().map(|b| b.extern_funcs());
-    Ok(BpfObject {
-        path: path.to_path_buf(),
-        programs,
-        maps,
-        rodata,
-        global_data: !data_sections.is_empty(),
-    })
+    Ok(BpfObject { path: path.to_path_buf(), programs, maps, rodata, global_data: !data_sections.is_empty() })
 }
 
 impl BpfObject {
@@ -354,35 +305,26 @@ impl BpfObject {
         let mut out = Vec::new();
         let cat = km_protocol::features::catalogue();
         let feature_for = |pred: &dyn Fn(&km_protocol::Feature) -> bool| {
-            cat.iter()
-                .find(|f| pred(f))
-                .map(|f| (f.id.clone(), f.since.clone()))
+            cat.iter().find(|f| pred(f)).map(|f| (f.id.clone(), f.since.clone()))
         };
-        let mut push =
-            |kind: &str, id: u32, name: String, text: String, f: Option<(String, String)>| {
-                out.push(Need {
-                    kind: kind.into(),
-                    id,
-                    name,
-                    text,
-                    feature: f.as_ref().map(|f| f.0.clone()),
-                    since: f.map(|f| f.1),
-                });
-            };
+        let mut push = |kind: &str, id: u32, name: String, text: String, f: Option<(String, String)>| {
+            out.push(Need {
+                kind: kind.into(),
+                id,
+                name,
+                text,
+                feature: f.as_ref().map(|f| f.0.clone()),
+                since: f.map(|f| f.1),
+            });
+        };
         if let Some(d) = p.sec_def {
             let id = prog_type_id(d.prog_type).unwrap_or(0);
-            let attach = d
-                .attach_type
-                .map(|a| format!(", attach type {a}"))
-                .unwrap_or_default();
+            let attach = d.attach_type.map(|a| format!(", attach type {a}")).unwrap_or_default();
             push(
                 "prog_type",
                 id,
                 d.prog_type.into(),
-                format!(
-                    "is a {} program (SEC(\"{}\"){attach})",
-                    d.prog_type, p.section
-                ),
+                format!("is a {} program (SEC(\"{}\"){attach})", d.prog_type, p.section),
                 feature_for(&|f| f.prog_types.iter().any(|t| t == d.prog_type)),
             );
         }
@@ -397,13 +339,7 @@ impl BpfObject {
             );
         }
         for k in &p.kfuncs {
-            push(
-                "kfunc",
-                0,
-                k.clone(),
-                format!("calls kfunc {k}"),
-                feature_for(&|f| f.kfuncs.iter().any(|x| x == k)),
-            );
+            push("kfunc", 0, k.clone(), format!("calls kfunc {k}"), feature_for(&|f| f.kfuncs.iter().any(|x| x == k)));
         }
         let mut seen = BTreeSet::new();
         for m in &self.maps {
@@ -412,16 +348,16 @@ impl BpfObject {
                 continue;
             }
             let tn = map_type_name(t);
-            let whose = if p.maps.contains(&m.name) {
-                "uses"
-            } else {
-                "its object creates"
-            };
+            let whose = if p.maps.contains(&m.name) { "uses" } else { "its object creates" };
             push(
                 "map_type",
                 t,
                 tn.clone(),
-                format!("{whose} {} {tn} map ('{}', map type {t})", if tn.starts_with(['a', 'e', 'i', 'o']) { "an" } else { "a" }, m.name),
+                format!(
+                    "{whose} {} {tn} map ('{}', map type {t})",
+                    if tn.starts_with(['a', 'e', 'i', 'o']) { "an" } else { "a" },
+                    m.name
+                ),
                 feature_for(&|f| f.map_types.iter().any(|x| *x == tn)),
             );
         }
@@ -448,10 +384,7 @@ impl BpfObject {
                 "feature",
                 0,
                 "btf_vmlinux".into(),
-                format!(
-                    "has {} CO-RE relocations (needs the kernel's BTF, or `btf:`)",
-                    p.core_relos
-                ),
+                format!("has {} CO-RE relocations (needs the kernel's BTF, or `btf:`)", p.core_relos),
                 feature_for(&|f| f.id == "btf_vmlinux"),
             );
         }
@@ -462,10 +395,7 @@ impl BpfObject {
 /// The lowest catalogue version that has every need with a catalogue entry
 /// (`None` when no need has one).
 pub fn min_version(needs: &[Need]) -> Option<km_protocol::KernelVersion> {
-    needs
-        .iter()
-        .filter_map(|n| n.since.as_deref()?.parse().ok())
-        .max()
+    needs.iter().filter_map(|n| n.since.as_deref()?.parse().ok()).max()
 }
 
 #[cfg(test)]
@@ -477,19 +407,10 @@ mod tests {
         assert_eq!(sec_def("kprobe/do_unlinkat").unwrap().prog_type, "kprobe");
         assert_eq!(sec_def("kprobe").unwrap().prog_type, "kprobe");
         assert!(sec_def("kprobex").is_none());
-        assert_eq!(
-            sec_def("tp_btf/sched_switch").unwrap().attach_type,
-            Some("trace_raw_tp")
-        );
+        assert_eq!(sec_def("tp_btf/sched_switch").unwrap().attach_type, Some("trace_raw_tp"));
         assert_eq!(sec_def("xdp").unwrap().prog_type, "xdp");
-        assert_eq!(
-            sec_def("cgroup_skb/egress").unwrap().prog_type,
-            "cgroup_skb"
-        );
-        assert_eq!(
-            sec_def("uprobe//lib/libc.so.6:malloc").unwrap().prog_type,
-            "kprobe"
-        );
+        assert_eq!(sec_def("cgroup_skb/egress").unwrap().prog_type, "cgroup_skb");
+        assert_eq!(sec_def("uprobe//lib/libc.so.6:malloc").unwrap().prog_type, "kprobe");
         assert!(sec_def("not_a_section").is_none());
         assert_eq!(helper_name(181), "bpf_loop");
         assert_eq!(map_type_name(27), "ringbuf");
@@ -497,22 +418,15 @@ mod tests {
 
     #[test]
     fn the_byo_example_object() {
-        let o = read(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/byo/xdp_port_filter.bpf.o"),
-        )
-        .unwrap();
+        let o = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/byo/xdp_port_filter.bpf.o")).unwrap();
         assert_eq!(o.programs.len(), 1);
         assert_eq!(o.programs[0].sec_def.unwrap().prog_type, "xdp");
     }
 
     #[test]
     fn not_elf_not_bpf() {
-        assert!(parse(b"hello", Path::new("x.o"))
-            .unwrap_err()
-            .contains("not an ELF"));
+        assert!(parse(b"hello", Path::new("x.o")).unwrap_err().contains("not an ELF"));
         let me = std::fs::read("/proc/self/exe").unwrap();
-        assert!(parse(&me, Path::new("exe"))
-            .unwrap_err()
-            .contains("not BPF"));
+        assert!(parse(&me, Path::new("exe")).unwrap_err().contains("not BPF"));
     }
 }

@@ -40,10 +40,7 @@ fn main() -> anyhow::Result<()> {
         |poll| {
             let tick = Duration::from_millis(50);
             if let Some((prog, rest)) = args.command.split_first() {
-                let mut child = Command::new(prog)
-                    .args(rest)
-                    .spawn()
-                    .with_context(|| format!("running {prog}"))?;
+                let mut child = Command::new(prog).args(rest).spawn().with_context(|| format!("running {prog}"))?;
                 let status = loop {
                     poll(tick)?;
                     if let Some(s) = child.try_wait()? {
