@@ -12,7 +12,7 @@ APT_PACKAGES=(
   systemtap-sdt-dev    # <sys/sdt.h> for the USDT target
   bpftool              # cross-checks of test_run numbers
   cpio xz-utils zstd
-  gcc-12 make          # km_splat.ko (harness/tests/splat) against Debian's bookworm kernel headers
+  gcc-12 make          # km_splat.ko (vm-images/splat) against Debian's bookworm kernel headers
   python3-pip          # actionlint comes as a PyPI wheel (see below)
 )
 

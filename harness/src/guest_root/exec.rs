@@ -18,31 +18,7 @@ use crate::config::ConfigError;
 /// ttyS3, which the host streams to its own stdout and stderr. ttyS1 carries
 /// `km-exec start <uptime>` and `km-exec status <code>` (the shell's `$?`: the
 /// exit code, or 128+N for signal N).
-pub const EXEC_INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox mount -t proc proc /proc
-/bin/busybox --install -s /bin
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-mount -t tmpfs tmpfs /tmp
-mount -t bpf bpf /sys/fs/bpf 2>/dev/null
-mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
-mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
-ip link set lo up 2>/dev/null
-for t in 1 2 3; do stty -F /dev/ttyS$t raw -echo 2>/dev/null; done
-mkfifo /tmp/.km-out /tmp/.km-err
-cat /tmp/.km-out > /dev/ttyS2 &
-out=$!
-cat /tmp/.km-err > /dev/ttyS3 &
-err=$!
-read up _ < /proc/uptime
-echo "km-exec start $up" > /dev/ttyS1
-sh /km-exec/run.sh < /dev/null > /tmp/.km-out 2> /tmp/.km-err
-status=$?
-wait $out $err
-echo "km-exec status $status" > /dev/ttyS1
-poweroff -f
-"#;
+pub const EXEC_INIT: &str = include_str!("../../../vm-images/exec-init");
 
 /// What to run in the guest, checked on the host.
 #[derive(Debug, Clone)]

@@ -17,36 +17,9 @@ use anyhow::{bail, Context as _};
 /// mount the pseudo file systems, run the agent with its output on the second
 /// serial port, power off. `km.action=` on the kernel command line makes
 /// the guest misbehave on purpose, to prove the host survives it; `km.splat=warn|bug|oops`
-/// loads `/km_splat.ko` (put there by the robustness tests, harness/tests/splat) so
+/// loads `/km_splat.ko` (put there by the robustness tests, vm-images/splat) so
 /// the kernel prints a real WARN, BUG or oops, then (if it survives) runs the agent.
-pub const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox mount -t proc proc /proc
-read init_uptime _ < /proc/uptime
-/bin/busybox --install -s /bin
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-mount -t tmpfs tmpfs /tmp
-mount -t bpf bpf /sys/fs/bpf 2>/dev/null
-mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
-mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
-ip link set lo up 2>/dev/null
-for arg in $(cat /proc/cmdline); do
-  case "$arg" in
-    km.action=hang) echo "km: hanging on request"; while :; do sleep 3600; done ;;
-    km.busy=*) busy_secs="${arg#km.busy=}" ;;
-    km.action=busy) echo "km: busy on request"; end=$(( $(cut -d. -f1 /proc/uptime) + ${busy_secs:-1000000} ))
-      while [ "$(cut -d. -f1 /proc/uptime)" -lt "$end" ]; do cat /proc/version >/dev/null; done ;;
-    km.action=panic) echo "km: panicking on request"; echo c > /proc/sysrq-trigger ;;
-    km.splat=*) echo "km: ${arg#km.splat=} on request: insmod /km_splat.ko"; insmod /km_splat.ko what="${arg#km.splat=}"
-      echo "km: insmod exited with status $?" ;;
-    km.action=shell) echo "km: root shell in $(uname -r); checks: /agent --out -; leave: poweroff -f"; setsid cttyhack sh; poweroff -f ;;
-  esac
-done
-/agent --out /dev/ttyS1 --init-uptime "$init_uptime"
-echo "km: agent exited with status $?"
-poweroff -f
-"#;
+pub const INIT: &str = include_str!("../../../vm-images/init");
 
 /// The guest root for these inputs in `cache/guest-roots/<key>.cpio.gz`, built
 /// only when it is not there yet. The key hashes everything that goes in: the
@@ -64,13 +37,7 @@ pub fn build_cached(
 /// `/init` of the boot floor: the least a guest can do, note that /init runs
 /// (one line on the agent's channel, as the agent's first record would be) and
 /// power off. What `kernel-matrix boot-bench` measures the real root against.
-pub const FLOOR_INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox mount -t proc proc /proc
-read init_uptime _ < /proc/uptime
-/bin/busybox mount -t devtmpfs devtmpfs /dev
-echo "init $init_uptime" > /dev/ttyS1
-/bin/busybox poweroff -f
-"#;
+pub const FLOOR_INIT: &str = include_str!("../../../vm-images/floor-init");
 
 /// A guest root of busybox alone with [`FLOOR_INIT`] (cached like the real one).
 pub fn build_floor(cache: &Path, busybox: &Path) -> anyhow::Result<PathBuf> {

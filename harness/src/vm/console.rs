@@ -113,7 +113,7 @@ fn is_die_header(line: &str) -> bool {
 
 /// `[   12.345678] text` -> `text` (also without the `<4>` level prefix).
 pub fn strip_timestamp(line: &str) -> &str {
-    let l = line.trim_start_matches(|c: char| c == '\0' || c == '\r');
+    let l = line.trim_start_matches(['\0', '\r']);
     let l = match l.strip_prefix('<') {
         Some(rest) if rest.find('>').is_some_and(|i| i <= 2) => &rest[rest.find('>').unwrap() + 1..],
         _ => l,
@@ -191,6 +191,68 @@ impl Watcher {
     }
 }
 
+
+/// The console from two lines before the splat (or from its "cut here" line, up
+/// to 10 lines before: a WARN's message comes between the two), at most `lines`
+/// lines: the splat and its backtrace, which a plain tail would often cut off.
+pub fn excerpt(console: &str, splat: &Splat, lines: usize) -> String {
+    console.lines().skip(excerpt_start(console, splat) - 1).take(lines).collect::<Vec<_>>().join("\n")
+}
+
+/// 1-based line number where `excerpt` starts.
+fn excerpt_start(console: &str, splat: &Splat) -> usize {
+    let from = splat.line_no.saturating_sub(10).max(1);
+    let cut = console
+        .lines()
+        .enumerate()
+        .skip(from - 1)
+        .take(splat.line_no - from)
+        .filter(|(_, l)| l.contains(CUT_HERE))
+        .last();
+    cut.map(|(i, _)| i + 1).unwrap_or(splat.line_no.saturating_sub(2).max(1))
+}
+
+/// Why nothing a kernel reported can be trusted once its console showed `splat`
+/// (the verdicts themselves are decided in `verdict`): every kind the console
+/// showed, and the console from the splat on. `failure` is how the VM ended, when
+/// it ended badly; its message already holds the console tail.
+pub fn untrusted_message(
+    kernel: &str,
+    failure: Option<&str>,
+    splat: &Splat,
+    console: &str,
+    console_path: &std::path::Path,
+) -> String {
+    // Every kind the console showed, so an oops that ended in a panic is named as both.
+    let also: Vec<String> = all_splats(console)
+        .into_iter()
+        .filter(|s| s.kind != splat.kind)
+        .map(|s| format!("{} (console line {}: {:?})", s.kind, s.line_no, s.line))
+        .collect();
+    let also = if also.is_empty() { String::new() } else { format!("; then {}", also.join(", ")) };
+    match failure {
+        // The splat and its trace may be above the tail the failure shows: add them.
+        Some(f) if f.contains(&splat.line) => format!("{f}\n(first sign of trouble: {splat}{also})"),
+        Some(f) => format!(
+            "{f}\n(first sign of trouble: {splat}{also})\n--- console from line {} ---\n{}",
+            excerpt_start(console, splat),
+            excerpt(console, splat, 40)
+        ),
+        None => format!(
+            "{kernel}: the guest kernel reported a {splat}{also}; its results cannot be trusted\n--- console from line {} (full log {}) ---\n{}",
+            excerpt_start(console, splat),
+            console_path.display(),
+            excerpt(console, splat, 40)
+        ),
+    }
+}
+
+/// The last `n` lines of a console.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,7 +306,7 @@ mod tests {
         assert!(excerpt(log, &s, 40).starts_with("[    8.568675] sysrq: Trigger a crash"));
     }
 
-    /// A BUG() as the 6.1 cloud kernel prints it (km_splat.ko, harness/tests/splat):
+    /// A BUG() as the 6.1 cloud kernel prints it (km_splat.ko, vm-images/splat):
     /// "cut here" opens it like a WARN, so it must not be taken for one.
     #[test]
     fn recorded_bug_is_a_bug_not_a_warning() {
@@ -313,65 +375,4 @@ mod tests {
         assert_eq!(w.first.as_ref().map(|s| s.kind), Some(Warning));
         assert!(w.fatal.is_none(), "a WARNING does not stop the VM");
     }
-}
-
-/// The console from two lines before the splat (or from its "cut here" line, up
-/// to 10 lines before: a WARN's message comes between the two), at most `lines`
-/// lines: the splat and its backtrace, which a plain tail would often cut off.
-pub fn excerpt(console: &str, splat: &Splat, lines: usize) -> String {
-    console.lines().skip(excerpt_start(console, splat) - 1).take(lines).collect::<Vec<_>>().join("\n")
-}
-
-/// 1-based line number where `excerpt` starts.
-fn excerpt_start(console: &str, splat: &Splat) -> usize {
-    let from = splat.line_no.saturating_sub(10).max(1);
-    let cut = console
-        .lines()
-        .enumerate()
-        .skip(from - 1)
-        .take(splat.line_no - from)
-        .filter(|(_, l)| l.contains(CUT_HERE))
-        .last();
-    cut.map(|(i, _)| i + 1).unwrap_or(splat.line_no.saturating_sub(2).max(1))
-}
-
-/// Why nothing a kernel reported can be trusted once its console showed `splat`
-/// (the verdicts themselves are decided in `verdict`): every kind the console
-/// showed, and the console from the splat on. `failure` is how the VM ended, when
-/// it ended badly; its message already holds the console tail.
-pub fn untrusted_message(
-    kernel: &str,
-    failure: Option<&str>,
-    splat: &Splat,
-    console: &str,
-    console_path: &std::path::Path,
-) -> String {
-    // Every kind the console showed, so an oops that ended in a panic is named as both.
-    let also: Vec<String> = all_splats(console)
-        .into_iter()
-        .filter(|s| s.kind != splat.kind)
-        .map(|s| format!("{} (console line {}: {:?})", s.kind, s.line_no, s.line))
-        .collect();
-    let also = if also.is_empty() { String::new() } else { format!("; then {}", also.join(", ")) };
-    match failure {
-        // The splat and its trace may be above the tail the failure shows: add them.
-        Some(f) if f.contains(&splat.line) => format!("{f}\n(first sign of trouble: {splat}{also})"),
-        Some(f) => format!(
-            "{f}\n(first sign of trouble: {splat}{also})\n--- console from line {} ---\n{}",
-            excerpt_start(console, splat),
-            excerpt(console, splat, 40)
-        ),
-        None => format!(
-            "{kernel}: the guest kernel reported a {splat}{also}; its results cannot be trusted\n--- console from line {} (full log {}) ---\n{}",
-            excerpt_start(console, splat),
-            console_path.display(),
-            excerpt(console, splat, 40)
-        ),
-    }
-}
-
-/// The last `n` lines of a console.
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -1,4 +1,4 @@
-//! Builds `km_splat.ko` (this directory) for a pinned Debian kernel, so the
+//! Builds `km_splat.ko` (source in vm-images/splat) for a pinned Debian kernel, so the
 //! robustness tests can make a real guest kernel WARN, BUG or oops.
 //!
 //! Why a module: the Debian cloud kernels have no lkdtm and nothing in userspace
@@ -13,7 +13,7 @@
 //! for bookworm; scripts/setup.sh installs it). No root is needed.
 //!
 //! The result is cached as `modules/km_splat-<key>.ko`, the key hashing the
-//! kernel's pinned version and this directory's sources: a rerun builds and
+//! kernel's pinned version and the sources in vm-images/splat: a rerun builds and
 //! downloads nothing (not even the index).
 use std::{
     path::{Path, PathBuf},
@@ -26,8 +26,8 @@ use anyhow::{bail, Context as _};
 use kernel_matrix::images::{fetch, lock::LockedKernel, mirror::Mirrors};
 use sha2::{Digest as _, Sha256};
 
-const SOURCE: &str = include_str!("km_splat.c");
-const KBUILD: &str = include_str!("Kbuild");
+const SOURCE: &str = include_str!("../../../vm-images/splat/km_splat.c");
+const KBUILD: &str = include_str!("../../../vm-images/splat/Kbuild");
 
 /// A built module and what it cost (`None`: taken from the cache).
 pub struct Built {
