@@ -54,12 +54,13 @@ const PROBES: &[(&str, ProbeFn)] = &[
 /// Global data: libbpf maps `.rodata` to an array map frozen read-only for programs
 /// (`BPF_F_RDONLY_PROG`, 5.2); older kernels reject the flag.
 fn global_data() -> Probe {
-    let mut opts = sys::bpf_map_create_opts {
+    let opts = sys::bpf_map_create_opts {
         sz: std::mem::size_of::<sys::bpf_map_create_opts>() as _,
         map_flags: sys::BPF_F_RDONLY_PROG,
         ..Default::default()
     };
-    let fd = unsafe { sys::bpf_map_create(sys::BPF_MAP_TYPE_ARRAY, std::ptr::null(), 4, 8, 1, &mut opts) };
+    // SAFETY: a null name is allowed; `opts` is a valid, sized options struct.
+    let fd = unsafe { sys::bpf_map_create(sys::BPF_MAP_TYPE_ARRAY, std::ptr::null(), 4, 8, 1, &opts) };
     if fd >= 0 {
         drop(unsafe { OwnedFd::from_raw_fd(fd) });
         Probe::Present("array map with BPF_F_RDONLY_PROG created".into())

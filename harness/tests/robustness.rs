@@ -227,7 +227,7 @@ fn splat_run(what: &str, needles: &[&str]) -> (Arc<Matrix>, Arc<KernelRun>, Stri
         assert!(f.contains(needle), "{what}: expected {needle:?} in the kernel's failure:\n{f}");
     }
     for id in m.checks() {
-        match verdict::check(&m, &run, *id) {
+        match verdict::check(m, &run, *id) {
             Verdict::Fail(msg) => assert!(
                 needles.iter().all(|n| msg.contains(n)),
                 "{}::{}: expected {needles:?} in:\n{msg}",
@@ -239,7 +239,7 @@ fn splat_run(what: &str, needles: &[&str]) -> (Arc<Matrix>, Arc<KernelRun>, Stri
     }
     for feature in km_protocol::features::catalogue() {
         assert!(
-            matches!(verdict::feature(&m, &run, feature), Verdict::Fail(msg) if msg.contains(needles[0])),
+            matches!(verdict::feature(m, &run, feature), Verdict::Fail(msg) if msg.contains(needles[0])),
             "{what}: features::{} should fail",
             feature.id
         );

@@ -237,7 +237,7 @@ fn explain_failure(
         }
     }
     // The newest catalogued need first: it is the one that decides; uncatalogued last.
-    missing.sort_by(|a, b| b.0.cmp(&a.0));
+    missing.sort_by_key(|m| std::cmp::Reverse(m.0));
     let missing: Vec<String> = missing.into_iter().map(|m| m.1).collect();
     let head = if missing.is_empty() {
         format!(

@@ -11,14 +11,19 @@ use km_protocol::{
 
 pub use libbpf_log::{capture as capture_libbpf_log, tail};
 
+/// Numbers a check measured, by name.
+pub(crate) type Metrics = BTreeMap<String, f64>;
+/// What a behaviour check found: its verdict, numbers and note.
+pub(crate) type Finding = anyhow::Result<(Verdict, Metrics, String)>;
+
 /// The shape of the skeleton-based programs (profiler, USDT tracer): a `load`
 /// check from the skeleton's load, then one behaviour check that runs only if the
 /// program loaded.
 pub(crate) fn run_skeleton(
     program: &str,
-    loaded: Result<BTreeMap<String, f64>, (anyhow::Error, String)>,
+    loaded: Result<Metrics, (anyhow::Error, String)>,
     behaviour: &str,
-    run: fn() -> anyhow::Result<(Verdict, BTreeMap<String, f64>, String)>,
+    run: fn() -> Finding,
     emit: &mut dyn FnMut(Record),
 ) {
     match loaded {
@@ -102,7 +107,8 @@ pub fn run_all(
 ) {
     type Run = fn(&mut dyn FnMut(Record));
     // (trial program name, runner, (object, program name inside it) for verifier insight)
-    let programs: &[(&str, Run, (&[u8], &str))] = &[
+    type Program = (&'static str, Run, (&'static [u8], &'static str));
+    let programs: &[Program] = &[
         ("xdp_classifier", xdp::run, (xdp_classifier::OBJECT, xdp_classifier::PROGRAM)),
         ("xdp_classifier_loop", xdp_loop::run, (LOOP_OBJECT, "xdp_classifier_loop")),
         ("profiler", profiling::run, (::profiler::OBJECT, "profile")),

@@ -26,7 +26,7 @@ pub fn matrix_versions(cfg: &MatrixConfig) -> Vec<(String, KernelVersion)> {
             Some((k.name.clone(), ver))
         })
         .collect();
-    v.sort_by(|a, b| a.1.cmp(&b.1));
+    v.sort_by_key(|x| x.1);
     v
 }
 

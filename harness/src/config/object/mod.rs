@@ -358,7 +358,7 @@ impl BpfObject {
                     if tn.starts_with(['a', 'e', 'i', 'o']) { "an" } else { "a" },
                     m.name
                 ),
-                feature_for(&|f| f.map_types.iter().any(|x| *x == tn)),
+                feature_for(&|f| f.map_types.contains(&tn)),
             );
         }
         if self.global_data {
