@@ -30,20 +30,20 @@ pub(crate) fn run_skeleton(
         Ok(metrics) => emit(check(program, "load", Verdict::Pass, metrics, String::new())),
         Err((e, log)) => {
             let msg = format!("{e:#}\n--- libbpf log (tail) ---\n{}", tail(&log, LOG_TAIL_LINES));
-            emit(check(program, "load", Verdict::Fail(msg), BTreeMap::new(), String::new()));
-            emit(check(
-                program,
-                behaviour,
-                Verdict::Fail("not run: the program did not load".into()),
-                BTreeMap::new(),
-                String::new(),
-            ));
-            return;
+            return load_failed(program, behaviour, msg, emit);
         }
     }
     let (verdict, metrics, note) =
         run().unwrap_or_else(|e| (Verdict::Fail(format!("{e:#}")), BTreeMap::new(), String::new()));
     emit(check(program, behaviour, verdict, metrics, note));
+}
+
+/// A program that did not load: its `load` fails with `msg`, and its behaviour
+/// check says it did not run (rather than having no record at all).
+pub(crate) fn load_failed(program: &str, behaviour: &str, msg: String, emit: &mut dyn FnMut(Record)) {
+    emit(check(program, "load", Verdict::Fail(msg), BTreeMap::new(), String::new()));
+    let not_run = Verdict::Fail("not run: the program did not load".into());
+    emit(check(program, behaviour, not_run, BTreeMap::new(), String::new()));
 }
 
 /// The agent re-executed in one of its hidden modes (`--busy-spin`, `--usdt-loop`)

@@ -15,17 +15,7 @@ pub fn run(emit: &mut dyn FnMut(Record)) {
             emit(check(P, "load", Verdict::Pass, metrics, String::new()));
             ebpf
         }
-        Err(msg) => {
-            emit(check(P, "load", Verdict::Fail(msg), BTreeMap::new(), String::new()));
-            emit(check(
-                P,
-                "classify",
-                Verdict::Fail("not run: the program did not load".into()),
-                BTreeMap::new(),
-                String::new(),
-            ));
-            return;
-        }
+        Err(msg) => return load_failed(P, "classify", msg, emit),
     };
     let verdict = match classify(&mut ebpf) {
         Ok(()) => Verdict::Pass,

@@ -17,15 +17,7 @@ pub fn run(emit: &mut dyn FnMut(Record)) {
                 "libbpf could not load {P}: {e}\n--- libbpf/verifier log (tail) ---\n{}",
                 tail(&log, LOG_TAIL_LINES)
             );
-            emit(check(P, "load", Verdict::Fail(msg), BTreeMap::new(), String::new()));
-            emit(check(
-                P,
-                "classify",
-                Verdict::Fail("not run: the program did not load".into()),
-                BTreeMap::new(),
-                String::new(),
-            ));
-            return;
+            return load_failed(P, "classify", msg, emit);
         }
     };
     emit(check(P, "load", Verdict::Pass, BTreeMap::new(), String::new()));
