@@ -3,7 +3,7 @@
 //! `km-agent` crate, and the two share only `km-protocol`.
 //!
 //! Folders in pipeline order; a module uses only those above it in this list:
-//! [`config`] (kernels.yaml, manifests, expected failures) -> [`images`] (lock,
+//! [`settings`] (every `KM_*` variable, declared once with clap) -> [`config`] (kernels.yaml, manifests, expected failures) -> [`images`] (lock,
 //! Debian index, mirror, fetch, vmlinux, cache) -> [`guest_root`] (the agent and
 //! the initramfs) -> [`vm`] (QEMU, accelerator, console parsing) -> [`run`]
 //! (kernels over VM slots, the host target) -> [`verdict`] (the one place a
@@ -16,6 +16,7 @@ pub mod perf;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod settings;
 pub mod verdict;
 pub mod vm;
 

@@ -15,9 +15,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// Whether bars are drawn (computed once).
 pub fn fancy() -> bool {
     static FANCY: OnceLock<bool> = OnceLock::new();
-    *FANCY.get_or_init(|| match std::env::var("KM_PROGRESS").as_deref() {
-        Ok("bars") => true,
-        Ok("plain") => false,
+    *FANCY.get_or_init(|| match crate::settings::get().progress.as_deref() {
+        Some("bars") => true,
+        Some("plain") => false,
         _ => {
             let ci = std::env::var("CI").map(|v| !v.is_empty() && v != "0" && v != "false").unwrap_or(false);
             !ci && std::io::stderr().is_terminal()

@@ -453,3 +453,69 @@ fn nextest_process_per_test_is_refused_with_the_way_out() {
         "{err}"
     );
 }
+
+/// Every `KM_*` variable is declared through clap, so `--help` (top level and a
+/// subcommand's) lists it next to its flag; the old report names still work, with a
+/// note printed once.
+#[test]
+fn help_lists_the_km_variables() {
+    let vars = [
+        "KM_CONFIG",
+        "KM_CACHE_DIR",
+        "KM_RUN_DIR",
+        "KM_ACCEL",
+        "KM_MAX_VMS",
+        "KM_MIRROR",
+        "KM_SECURITY_MIRROR",
+        "KM_PROGRESS",
+        "KM_BENCH",
+        "KM_BENCH_ICOUNT",
+        "KM_ONLY_PROGRAMS",
+        "KM_AGENT",
+        "KM_BUSYBOX",
+        "KM_EXEC_TIMES",
+        "KM_NEXTEST",
+    ];
+    for args in [&["--help"][..], &["run", "--help"], &["bench", "--help"]] {
+        let (code, out, err) = run(Command::new(env!("CARGO_BIN_EXE_kernel-matrix")).args(args));
+        assert_eq!(code, Some(0), "{err}");
+        for v in vars {
+            assert!(out.contains(&format!("[env: {v}=")), "{args:?} does not list {v}:\n{out}");
+        }
+    }
+    let (_, out, _) = run(Command::new(env!("CARGO_BIN_EXE_kernel-matrix")).args(["run", "--help"]));
+    for v in ["KM_SHARD", "KM_JSON", "KM_JUNIT", "KM_MARKDOWN"] {
+        assert!(out.contains(&format!("[env: {v}=")), "run --help does not list {v}:\n{out}");
+    }
+    assert!(out.contains("--table <FILE>") && !out.contains("--summary"), "{out}");
+    // KM_RESULTS / KM_SUMMARY: still read, with one deprecation note each.
+    let dir = scratch("deprecated-env");
+    let cfg = config_with_lock(&dir, "kernels:\n  - name: host\n    host: true\n");
+    let (code, _, err) = run(km(&dir, &cfg)
+        .args(["run", "-k", "nothing-*"])
+        .env("KM_RESULTS", dir.join("r.json"))
+        .env("KM_SUMMARY", dir.join("s.md")));
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.matches("KM_RESULTS is deprecated, use KM_JSON").count(), 1, "{err}");
+    assert_eq!(err.matches("KM_SUMMARY is deprecated, use KM_MARKDOWN").count(), 1, "{err}");
+}
+
+/// `-k` takes globs (several -k add up); a pattern that matches no kernel is an
+/// error listing the kernels, before anything is fetched or booted.
+#[test]
+fn kernel_globs_select_and_unmatched_is_an_error() {
+    let dir = scratch("kernel-globs");
+    let cfg = config_with_lock(
+        &dir,
+        "kernels:\n  - name: host\n    host: true\n  - name: '6.99'\n    debian: { suite: sid, series: '6.99' }\n  - name: '6.98'\n    debian: { suite: sid, series: '6.98' }\n",
+    );
+    for sub in ["run", "fetch", "bench"] {
+        let (code, _, err) = run(km(&dir, &cfg).args([sub, "-k", "6.*", "-k", "7.*"]));
+        assert_eq!(code, Some(1), "{sub}: {err}");
+        assert!(err.contains("no kernel matches \"7.*\" (kernels: host, 6.99, 6.98)"), "{sub}: {err}");
+    }
+    // `h*` selects the host kernel alone: nothing to download, so fetch succeeds
+    // without a mirror and prints nothing.
+    let (code, out, err) = run(km(&dir, &cfg).args(["fetch", "-k", "h*"]).env("KM_MIRROR", "http://127.0.0.1:9/"));
+    assert_eq!((code, out.as_str()), (Some(0), ""), "{err}");
+}

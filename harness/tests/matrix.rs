@@ -18,14 +18,25 @@ and the rest with nextest:     cargo nextest run --workspace -E 'not binary(matr
 
 fn main() -> ExitCode {
     let args = libtest_mimic::Arguments::from_args();
+    // The KM_* variables, declared once (kernel_matrix::settings) for the CLI and here.
+    let env = match kernel_matrix::settings::Env::from_env() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    kernel_matrix::settings::install(env.settings.clone());
     let nextest = std::env::var_os("NEXTEST_RUN_ID").is_some()
         || std::env::var("NEXTEST_EXECUTION_MODE").is_ok_and(|m| m == "process-per-test");
-    if !args.list && nextest && std::env::var("KM_NEXTEST").map_or(true, |v| v != "1") {
+    if !args.list && nextest && !env.settings.nextest {
         eprintln!("{NEXTEST_REFUSAL}");
         return ExitCode::from(2);
     }
-    let config = std::env::var_os("KM_CONFIG")
-        .map(PathBuf::from)
+    let config = env
+        .settings
+        .config
+        .clone()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../kernels.yaml"));
     let mut config = match MatrixConfig::load(&config) {
         Ok(c) => c,
@@ -35,13 +46,8 @@ fn main() -> ExitCode {
         }
     };
     // `KM_SHARD=i/n`: this CI job's share of the kernels (round-robin in kernels.yaml order).
-    match kernel_matrix::run::shard::Shard::from_env() {
-        Ok(Some(shard)) => config.kernels = shard.select(&config.kernels),
-        Ok(None) => {}
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(2);
-        }
+    if let Some(shard) = env.out.shard {
+        config.kernels = shard.select(&config.kernels);
     }
     let run_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("matrix");
     let matrix = match Options::from_env(run_dir).and_then(|mut o| {
@@ -62,7 +68,7 @@ fn main() -> ExitCode {
         );
     }
     let conclusion = libtest_mimic::run(&args, trials(matrix));
-    // `KM_RESULTS=out.json`, `KM_JUNIT=out.xml`, `KM_SUMMARY=out.md` (e.g. $GITHUB_STEP_SUMMARY):
+    // `KM_JSON=out.json`, `KM_JUNIT=out.xml`, `KM_MARKDOWN=out.md` (e.g. $GITHUB_STEP_SUMMARY):
     // the trials that ran, in the formats `kernel-matrix run` writes.
     if !args.list {
         if let Err(e) =

@@ -17,9 +17,8 @@ use kernel_matrix::{
 #[derive(Parser)]
 #[command(version, about = "Boot a matrix of Linux kernels under QEMU and check eBPF programs in each")]
 struct Cli {
-    /// The matrix definition.
-    #[arg(long, short = 'c', global = true, default_value = "kernels.yaml")]
-    config: PathBuf,
+    #[command(flatten)]
+    settings: kernel_matrix::settings::Settings,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -28,11 +27,14 @@ struct Cli {
 enum Cmd {
     /// Run every check on every kernel (or those named) and print a summary table.
     Run {
-        /// Only these kernels (repeatable).
-        #[arg(long = "kernel", short = 'k')]
+        /// Only the kernels these names or globs match (`-k '6.*'`; repeatable).
+        #[arg(long = "kernel", short = 'k', value_name = "GLOB")]
         kernels: Vec<String>,
-        /// Also write the summary as Markdown here.
-        #[arg(long)]
+        /// Also write the kernel table (as printed) here.
+        #[arg(long, value_name = "FILE")]
+        table: Option<PathBuf>,
+        /// Deprecated name of --table.
+        #[arg(long, hide = true, conflicts_with = "table")]
         summary: Option<PathBuf>,
         /// Write the verifier table (manifest programs x kernels) as JSON here
         /// (`compare` takes two of them).
@@ -58,7 +60,11 @@ enum Cmd {
         update: bool,
     },
     /// Download and extract the pinned kernels without running anything.
-    Fetch,
+    Fetch {
+        /// Only the kernels these names or globs match (`-k '6.*'`; repeatable).
+        #[arg(long = "kernel", short = 'k', value_name = "GLOB")]
+        kernels: Vec<String>,
+    },
     /// An interactive root shell in a kernel's VM (console on stdio, agent at /agent).
     Shell(kernel_matrix::report::repro::VmArgs),
     /// Run a program of yours in a kernel's VM as root (bpffs, tracefs, debugfs
@@ -83,6 +89,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    kernel_matrix::settings::install(cli.settings.clone());
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -109,7 +116,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Compare(a) => return kernel_matrix::perf::compare(a),
         Cmd::Explain { objects } => {
             // The matrix is optional: without it, only catalogue versions are shown.
-            let cfg = if cli.config.exists() { Some(MatrixConfig::load(&cli.config)?) } else { None };
+            let path = cli.settings.config_path();
+            let cfg = if path.exists() { Some(MatrixConfig::load(&path)?) } else { None };
             for o in objects {
                 println!("{}", kernel_matrix::report::explain::explain(o, cfg.as_ref())?);
             }
@@ -120,20 +128,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Exec(a) => {
             // The program, its libraries and files are checked before anything boots.
             let req = kernel_matrix::run::exec::prepare(a)?;
-            // As a cargo runner the working directory is the user's crate.
-            let path = match std::env::var_os("KM_CONFIG") {
-                Some(p) if cli.config == std::path::Path::new("kernels.yaml") && !cli.config.exists() => {
-                    PathBuf::from(p)
-                }
-                _ => cli.config.clone(),
-            };
-            let m = matrix(MatrixConfig::load(&path)?)?;
+            // As a cargo runner the working directory is the user's crate: KM_CONFIG names the matrix.
+            let m = matrix(MatrixConfig::load(&cli.settings.config_path())?)?;
             let code = kernel_matrix::run::exec::exec(&m, &a.kernel, &req, a.timeout)?;
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)));
         }
         _ => {}
     }
-    let config = MatrixConfig::load(&cli.config)?;
+    let config = MatrixConfig::load(&cli.settings.config_path())?;
     match cli.cmd {
         Cmd::Compare(_) | Cmd::Report(_) | Cmd::Merge(_) | Cmd::Explain { .. } | Cmd::Exec(_) => {
             unreachable!("handled above")
@@ -147,10 +149,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::BootBench(a) => kernel_matrix::perf::boot::boot_bench(Arc::new(matrix(config)?), &a),
         Cmd::Lock { update } => lock(&config, update).map(|()| ExitCode::SUCCESS),
-        Cmd::Fetch => {
+        Cmd::Fetch { kernels } => {
             let m = matrix(config)?;
+            let names = m.select_kernels(&kernels)?;
             let mirrors = Mirrors::discover(m.config.mirror.as_deref(), m.config.security_mirror.as_deref())?;
-            for k in &m.config.kernels {
+            for k in m.config.kernels.iter().filter(|k| names.contains(&k.name)) {
                 if let KernelSource::Debian(src) = k.source() {
                     let locked = m.lock.get(&k.name, src, &m.lock_path)?;
                     let img = kernel_matrix::images::ensure_debian(&m.opts.cache_dir, &mirrors, locked, |msg| {
@@ -161,16 +164,18 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run { kernels, summary, verifier_json, verifier_csv, out } => {
+        Cmd::Run { kernels, table: table_file, summary, verifier_json, verifier_csv, mut out } => {
+            out.apply_deprecated();
+            if summary.is_some() {
+                kernel_matrix::settings::deprecated("run --summary", "--table");
+            }
+            let table_file = table_file.or(summary);
             let m = Arc::new(matrix(config)?);
-            let names: Vec<String> = if kernels.is_empty() { m.kernel_names() } else { kernels };
+            let names = m.select_kernels(&kernels)?;
             let names = match out.shard()? {
                 Some(shard) => shard.select(&names),
                 None => names,
             };
-            for n in &names {
-                anyhow::ensure!(m.config.kernel(n).is_some(), "no kernel {n:?} in {}", m.config.path.display());
-            }
             eprintln!(
                 "kernel-matrix: {} kernels, accelerator {} ({}), up to {} VMs at once",
                 names.len(),
@@ -207,7 +212,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 std::fs::write(p, report::verifier::csv(&vrows)).with_context(|| format!("writing {}", p.display()))?;
             }
             println!("{table}");
-            if let Some(p) = summary {
+            if let Some(p) = table_file {
                 std::fs::write(&p, &table).with_context(|| format!("writing {}", p.display()))?;
             }
             out.write(&m, &runs)?;
@@ -222,8 +227,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn matrix(config: MatrixConfig) -> anyhow::Result<Matrix> {
     let exe = std::env::current_exe()?;
-    let run_dir = std::env::var_os("KM_RUN_DIR")
-        .map(PathBuf::from)
+    let run_dir = kernel_matrix::settings::get()
+        .run_dir
+        .clone()
         .unwrap_or_else(|| exe.parent().unwrap().join("kernel-matrix-runs"));
     Matrix::new(config, Options::from_env(run_dir)?)
 }

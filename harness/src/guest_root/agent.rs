@@ -11,8 +11,8 @@ static AGENT: &[u8] = include_bytes!(env!("KM_AGENT_BIN"));
 /// (atomically) per agent build. `KM_AGENT` names another binary instead (a
 /// developer's own build of `agent/`).
 pub fn path(cache: &Path) -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("KM_AGENT") {
-        return Ok(PathBuf::from(p));
+    if let Some(p) = &crate::settings::try_get()?.agent {
+        return Ok(p.clone());
     }
     use sha2::Digest as _;
     let digest = hex::encode(sha2::Sha256::digest(AGENT));

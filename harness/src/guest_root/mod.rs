@@ -143,8 +143,8 @@ pub fn shared_libraries(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// A statically linked busybox: `KM_BUSYBOX`, else `busybox` on PATH.
 pub fn find_busybox() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("KM_BUSYBOX") {
-        return Ok(PathBuf::from(p));
+    if let Some(p) = &crate::settings::try_get()?.busybox {
+        return Ok(p.clone());
     }
     for dir in ["/bin", "/usr/bin", "/sbin", "/usr/sbin"] {
         let p = Path::new(dir).join("busybox");

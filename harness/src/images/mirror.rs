@@ -16,8 +16,9 @@ pub struct Mirrors {
 impl Mirrors {
     /// Option > environment > apt configuration.
     pub fn discover(main: Option<&str>, security: Option<&str>) -> anyhow::Result<Self> {
-        let env_main = std::env::var("KM_MIRROR").ok();
-        let env_sec = std::env::var("KM_SECURITY_MIRROR").ok();
+        let settings = crate::settings::try_get()?;
+        let env_main = settings.mirror.clone();
+        let env_sec = settings.security_mirror.clone();
         let apt = from_apt_config(Path::new("/etc/apt")).ok();
         let main = main.map(str::to_string).or(env_main).or_else(|| apt.as_ref().map(|a| a.main.clone())).context(
             "no Debian mirror: set `mirror:` in kernels.yaml or KM_MIRROR (the apt configuration names none)",

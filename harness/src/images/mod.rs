@@ -42,8 +42,8 @@ impl KernelImage {
 }
 
 pub fn default_cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("KM_CACHE_DIR") {
-        return PathBuf::from(d);
+    if let Some(d) = &crate::settings::get().cache_dir {
+        return d.clone();
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)

@@ -20,8 +20,8 @@ use bmf::{Bmf, LATENCY};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Only these kernels (repeatable).
-    #[arg(long = "kernel", short = 'k')]
+    /// Only the kernels these names or globs match (`-k '6.*'`; repeatable).
+    #[arg(long = "kernel", short = 'k', value_name = "GLOB")]
     pub kernels: Vec<String>,
     /// The BMF file to write (its sidecar `<stem>.meta.json` goes next to it).
     #[arg(long, short = 'o', default_value = "target/bench/bench.json")]
@@ -67,10 +67,7 @@ pub struct ReportArgs {
 
 /// Runs the kernels with benchmarks on (in parallel, bounded by the VM slots).
 pub fn run_kernels(m: &Arc<Matrix>, kernels: &[String]) -> anyhow::Result<Vec<Arc<KernelRun>>> {
-    let names: Vec<String> = if kernels.is_empty() { m.kernel_names() } else { kernels.to_vec() };
-    for n in &names {
-        anyhow::ensure!(m.config.kernel(n).is_some(), "no kernel {n:?} in {}", m.config.path.display());
-    }
+    let names = m.select_kernels(kernels)?;
     eprintln!(
         "kernel-matrix: benchmarking {} kernels, accelerator {} ({}), up to {} VMs at once",
         names.len(),

@@ -1,5 +1,5 @@
 //! The machine-readable results of a run (`kernel-matrix run --json out.json`,
-//! `KM_RESULTS=out.json cargo test --test matrix`): every cell with its verdict,
+//! `KM_JSON=out.json cargo test --test matrix`): every cell with its verdict,
 //! reason, metrics, and where it ran (release, accelerator). Shards of a CI
 //! matrix each write one; `kernel-matrix merge` joins them, and the JUnit and
 //! Markdown reports are rendered from it.
@@ -95,6 +95,7 @@ impl Cell {
 /// `cargo test --test matrix -- --exact <kernel>::<trial>` (with `KM_CONFIG`
 /// when the matrix did not come from the workspace's kernels.yaml).
 pub fn reproduce_command(kernel: &str, trial: &str) -> String {
+    // The variable as the user set it (not `--config`): the line is for `cargo test`.
     let env = match std::env::var("KM_CONFIG") {
         Ok(c) => format!("KM_CONFIG={} ", crate::report::repro::shell_word(&c)),
         Err(_) => String::new(),
@@ -296,19 +297,14 @@ fn html(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// Writes the reports named by `KM_RESULTS` (JSON), `KM_JUNIT` (JUnit XML) and
-/// `KM_SUMMARY` (Markdown, appended, as `$GITHUB_STEP_SUMMARY` expects), with
-/// `KM_SHARD` recorded in the JSON.
+/// Writes the reports named by `KM_JSON`, `KM_JUNIT` and `KM_MARKDOWN` (appended,
+/// as `$GITHUB_STEP_SUMMARY` expects), with `KM_SHARD` recorded in the JSON.
 pub fn write_reports_from_env(mut r: RunResults) -> anyhow::Result<()> {
-    if let Ok(Some(shard)) = crate::run::shard::Shard::from_env() {
+    let out = crate::settings::Env::from_env()?.out;
+    if let Some(shard) = out.shard {
         r.shards = vec![shard.to_string()];
     }
-    write_reports(
-        &r,
-        std::env::var_os("KM_RESULTS").as_deref().map(Path::new),
-        std::env::var_os("KM_JUNIT").as_deref().map(Path::new),
-        std::env::var_os("KM_SUMMARY").as_deref().map(Path::new),
-    )?;
+    write_reports(&r, out.json.as_deref(), out.junit.as_deref(), out.markdown.as_deref())?;
     if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
         print!("{}", github_annotations(&r));
     }
@@ -481,30 +477,43 @@ mod tests {
     }
 }
 
-/// Report options of `kernel-matrix run`.
+/// Report options of `kernel-matrix run` (and, from the environment, of the `cargo test` matrix).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RunOutputs {
     /// Only this CI shard of the kernels, `i/n` numbered from 1, dealt round-robin
-    /// in kernels.yaml order (default: `KM_SHARD`).
-    #[arg(long)]
+    /// in kernels.yaml order.
+    #[arg(long, env = "KM_SHARD")]
     pub shard: Option<crate::run::shard::Shard>,
-    /// Write every cell (verdict, reason, metrics, release, accelerator) as JSON.
-    #[arg(long)]
+    /// Write every cell (verdict, reason, metrics, release, accelerator) as JSON
+    /// (KM_RESULTS, deprecated, also works).
+    #[arg(long, env = "KM_JSON", value_name = "FILE")]
     pub json: Option<std::path::PathBuf>,
     /// Write a JUnit XML report.
-    #[arg(long)]
+    #[arg(long, env = "KM_JUNIT", value_name = "FILE")]
     pub junit: Option<std::path::PathBuf>,
-    /// Append a Markdown summary (e.g. `--markdown "$GITHUB_STEP_SUMMARY"`).
-    #[arg(long)]
+    /// Append a Markdown summary, e.g. `--markdown "$GITHUB_STEP_SUMMARY"`
+    /// (KM_SUMMARY, deprecated, also works).
+    #[arg(long, env = "KM_MARKDOWN", value_name = "FILE")]
     pub markdown: Option<std::path::PathBuf>,
 }
 
 impl RunOutputs {
-    /// The shard from `--shard`, else `KM_SHARD`.
+    /// The shard from `--shard` or `KM_SHARD`.
     pub fn shard(&self) -> anyhow::Result<Option<crate::run::shard::Shard>> {
-        match self.shard {
-            Some(s) => Ok(Some(s)),
-            None => crate::run::shard::Shard::from_env(),
+        Ok(self.shard)
+    }
+
+    /// The old names of the report variables, with a note: `KM_RESULTS` is now
+    /// `KM_JSON`, `KM_SUMMARY` is now `KM_MARKDOWN`.
+    pub fn apply_deprecated(&mut self) {
+        for (old, new, slot) in [
+            ("KM_RESULTS", "KM_JSON (--json)", &mut self.json),
+            ("KM_SUMMARY", "KM_MARKDOWN (--markdown)", &mut self.markdown),
+        ] {
+            if let Some(v) = std::env::var_os(old).filter(|v| !v.is_empty()) {
+                crate::settings::deprecated(old, new);
+                slot.get_or_insert_with(|| v.into());
+            }
         }
     }
 

@@ -123,7 +123,7 @@ pub fn exec(m: &Matrix, kernel: &str, req: &ExecRequest, timeout: Option<u64>) -
             NO_STATUS
         }
     };
-    if std::env::var_os("KM_EXEC_TIMES").is_some() {
+    if crate::settings::get().exec_times {
         let start = channel.lines().find_map(|l| l.strip_prefix("km-exec start ")).unwrap_or("?").trim().to_string();
         eprintln!("kernel-matrix exec: {kernel}: wall {:.2}s, host boot to first guest line {:.2}s, guest uptime at program start {start}s ({})", run.wall.as_secs_f64(), run.boot.unwrap_or_default().as_secs_f64(), vm_spec.accel);
     }

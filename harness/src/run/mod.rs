@@ -46,17 +46,18 @@ pub struct Options {
 
 impl Options {
     pub fn from_env(run_dir: PathBuf) -> anyhow::Result<Self> {
-        let max_vms = match std::env::var("KM_MAX_VMS") {
-            Ok(v) => v.parse().context("KM_MAX_VMS must be a number")?,
-            Err(_) => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        let s = crate::settings::try_get()?;
+        let max_vms = match s.max_vms {
+            Some(n) => n,
+            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         };
         Ok(Self {
             cache_dir: images::default_cache_dir(),
             run_dir,
             accel: crate::vm::accel::choose()?,
             max_vms: max_vms.max(1),
-            bench: std::env::var("KM_BENCH").is_ok_and(|v| v == "1"),
-            only_programs: std::env::var("KM_ONLY_PROGRAMS").ok().map(|v| v.split(',').map(str::to_string).collect()),
+            bench: s.bench,
+            only_programs: s.only_programs.clone(),
             guest_files: Vec::new(),
         })
     }
@@ -255,6 +256,14 @@ impl Matrix {
         self.config.kernels.iter().map(|k| k.name.clone()).collect()
     }
 
+    /// The kernels `patterns` select (names or globs, see [`glob_match`]), in
+    /// kernels.yaml order; none means all. A pattern matching no kernel is an error
+    /// listing them.
+    pub fn select_kernels(&self, patterns: &[String]) -> anyhow::Result<Vec<String>> {
+        select_kernels(&self.kernel_names(), patterns)
+            .map_err(|e| anyhow::anyhow!("{e} in {}", self.config.path.display()))
+    }
+
     /// Runs `name` (once; later callers get the same result).
     pub fn run_kernel(&self, name: &str) -> Arc<KernelRun> {
         let cell = self.runs.get(name).expect("kernel from the config");
@@ -350,7 +359,7 @@ impl Matrix {
     /// instruction): deterministic guest timings, see [`vm::VmSpec::icount`].
     /// `KM_BENCH_ICOUNT=off` measures emulated wall-clock time instead.
     pub fn icount(&self) -> Option<u8> {
-        (self.opts.bench && std::env::var("KM_BENCH_ICOUNT").map_or(true, |v| v != "off")).then_some(0)
+        (self.opts.bench && crate::settings::get().bench_icount.as_deref() != Some("off")).then_some(0)
     }
 
     pub fn vm_spec(
@@ -574,6 +583,44 @@ impl Drop for Permit<'_> {
     }
 }
 
+/// The names `patterns` select (see [`Matrix::select_kernels`]).
+pub fn select_kernels(names: &[String], patterns: &[String]) -> anyhow::Result<Vec<String>> {
+    if patterns.is_empty() {
+        return Ok(names.to_vec());
+    }
+    for p in patterns {
+        anyhow::ensure!(
+            names.iter().any(|n| glob_match(p, n)),
+            "no kernel matches {p:?} (kernels: {})",
+            names.join(", ")
+        );
+    }
+    Ok(names.iter().filter(|n| patterns.iter().any(|p| glob_match(p, n))).cloned().collect())
+}
+
+/// Shell-style glob: `*` any run of characters, `?` one character, the rest literal.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -593,5 +640,20 @@ mod tests {
         rx.recv_timeout(Duration::from_secs(5)).expect("acquire_all after the slot came back");
         t.join().unwrap();
         assert_eq!(*s.free.lock().unwrap(), 2);
+    }
+
+    #[test]
+    fn globs_select_kernels_in_config_order() {
+        let names: Vec<String> = ["5.10", "6.1", "6.12", "host"].map(String::from).into();
+        let sel = |ps: &[&str]| select_kernels(&names, &ps.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+        assert_eq!(sel(&[]).unwrap(), names);
+        assert_eq!(sel(&["6.*"]).unwrap(), ["6.1", "6.12"]);
+        assert_eq!(sel(&["6.1"]).unwrap(), ["6.1"], "a plain name is exact");
+        assert_eq!(sel(&["host", "5.*"]).unwrap(), ["5.10", "host"], "config order, several -k");
+        assert_eq!(sel(&["6.1?"]).unwrap(), ["6.12"]);
+        assert_eq!(sel(&["*"]).unwrap(), names);
+        let err = sel(&["6.1", "7.*"]).unwrap_err().to_string();
+        assert!(err.contains("\"7.*\"") && err.contains("5.10, 6.1, 6.12, host"), "{err}");
+        assert!(glob_match("a*b*c", "aXbYbZc") && !glob_match("a*b", "ab_") && glob_match("**", ""));
     }
 }

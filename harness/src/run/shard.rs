@@ -32,12 +32,9 @@ impl fmt::Display for Shard {
 }
 
 impl Shard {
-    /// `KM_SHARD`, if set.
+    /// `KM_SHARD`, if set (declared in [`crate::report::results::RunOutputs`]).
     pub fn from_env() -> anyhow::Result<Option<Self>> {
-        match std::env::var("KM_SHARD") {
-            Ok(v) if !v.trim().is_empty() => Ok(Some(v.parse().context("KM_SHARD")?)),
-            _ => Ok(None),
-        }
+        Ok(crate::settings::Env::from_env()?.out.shard)
     }
 
     /// Whether the kernel at `position` (0-based, kernels.yaml order) is ours.

@@ -41,7 +41,7 @@ pub struct AccelChoice {
 
 /// `KM_ACCEL=kvm|tcg` overrides; otherwise probe.
 pub fn choose() -> anyhow::Result<AccelChoice> {
-    if let Ok(v) = std::env::var("KM_ACCEL") {
+    if let Some(v) = &crate::settings::try_get()?.accel {
         return Ok(AccelChoice { accel: v.parse()?, reason: "KM_ACCEL".into() });
     }
     Ok(detect(Path::new("/sys/module"), Path::new("/dev/kvm")))
