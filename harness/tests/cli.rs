@@ -519,3 +519,68 @@ fn kernel_globs_select_and_unmatched_is_an_error() {
     let (code, out, err) = run(km(&dir, &cfg).args(["fetch", "-k", "h*"]).env("KM_MIRROR", "http://127.0.0.1:9/"));
     assert_eq!((code, out.as_str()), (Some(0), ""), "{err}");
 }
+
+/// The composite action (.github/actions/kernel-matrix): actionlint does not lint an
+/// action's own file, but it reads it where a workflow uses it (ci.yml does), checking
+/// the inputs given against those it declares; that check is proven to bite here. The
+/// file's shape is checked directly: a composite action whose `run` steps name their
+/// shell, taking `config` and `args`, running the matrix with JUnit and the job summary,
+/// uploading the JUnit, and referring only to inputs it declares.
+#[test]
+fn the_action_is_well_formed_and_used_by_ci() {
+    let action_path = workspace().join(".github/actions/kernel-matrix/action.yml");
+    let text = std::fs::read_to_string(&action_path).unwrap();
+    let action: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    assert_eq!(action["runs"]["using"].as_str(), Some("composite"));
+    let inputs = action["inputs"].as_mapping().expect("inputs");
+    for name in ["config", "args"] {
+        assert!(inputs.contains_key(name), "input {name} missing");
+    }
+    for (name, input) in inputs {
+        assert!(input["description"].as_str().is_some_and(|d| !d.is_empty()), "input {name:?} has no description");
+    }
+    let steps = action["runs"]["steps"].as_sequence().expect("steps");
+    let runs: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
+    for s in steps {
+        assert!(s["run"].is_null() || s["shell"].as_str().is_some(), "a run step without shell: {s:?}");
+        assert!(s["run"].is_null() != s["uses"].is_null(), "a step needs run or uses: {s:?}");
+    }
+    assert!(
+        runs.iter().any(|r| r.contains("kernel-matrix run")
+            && r.contains("--junit")
+            && r.contains("--markdown \"$GITHUB_STEP_SUMMARY\"")),
+        "no step runs the matrix with --junit and --markdown \"$GITHUB_STEP_SUMMARY\""
+    );
+    assert!(runs.iter().any(|r| r.contains("cargo install --locked")), "no install step");
+    assert!(runs.iter().any(|r| r.contains("scripts/setup.sh")), "no set-up step");
+    assert!(steps.iter().any(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("actions/upload-artifact@"))));
+    for (i, _) in text.match_indices("inputs.") {
+        let name: String =
+            text[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+        assert!(inputs.contains_key(name.as_str()), "undeclared input {name:?} used");
+    }
+    let ci = std::fs::read_to_string(workspace().join(".github/workflows/ci.yml")).unwrap();
+    assert!(ci.contains("uses: ./.github/actions/kernel-matrix"), "ci.yml does not use the action");
+    if Command::new("actionlint").arg("-version").output().is_ok_and(|o| o.status.success()) {
+        // A workflow giving the action an input it does not declare is refused.
+        // In a scratch project (not .github/workflows, which the other test lints
+        // whole) with the action linked in.
+        let probe = scratch("action-probe");
+        std::fs::create_dir_all(probe.join(".github/workflows")).unwrap();
+        std::fs::create_dir_all(probe.join(".github/actions")).unwrap();
+        std::os::unix::fs::symlink(
+            workspace().join(".github/actions/kernel-matrix").canonicalize().unwrap(),
+            probe.join(".github/actions/kernel-matrix"),
+        )
+        .unwrap();
+        let wf = probe.join(".github/workflows/probe.yml");
+        std::fs::write(
+            &wf,
+            "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - uses: ./.github/actions/kernel-matrix\n        with:\n          config: kernels.yaml\n          nope: 1\n",
+        )
+        .unwrap();
+        let out = Command::new("actionlint").arg("-no-color").arg(&wf).current_dir(&probe).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success() && text.contains("input \"nope\" is not defined"), "{text}");
+    }
+}
