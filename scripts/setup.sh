@@ -32,6 +32,14 @@ fi
 if ! rustup toolchain list | grep -q '^nightly'; then
   rustup toolchain install nightly --profile minimal
 fi
+# The lint gates (`./x lint`) need rustfmt and clippy on the default toolchain
+# (a `minimal` rustup profile has neither).
+for c in rustfmt clippy; do
+  if ! rustup component list --installed | grep -q "^$c"; then
+    echo "setup: adding the $c component"
+    rustup component add "$c"
+  fi
+done
 if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
   rustup component add rust-src --toolchain nightly
 fi

@@ -73,7 +73,8 @@ enum Cmd {
     /// Without -c, KM_CONFIG names kernels.yaml when ./kernels.yaml does not exist.
     Exec(kernel_matrix::run::exec::ExecArgs),
     /// Print the QEMU command line of a kernel's VM.
-    QemuCmd(kernel_matrix::report::repro::VmArgs),
+    #[command(name = "qemu-cmd")]
+    QemuCommand(kernel_matrix::report::repro::VmArgs),
     /// Merge the JSON/JUnit reports of CI shards into one (plus a Markdown summary).
     Merge(kernel_matrix::report::results::MergeArgs),
     /// Run the matrix with benchmarks; write Bencher Metric Format (and an HTML report).
@@ -141,7 +142,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             unreachable!("handled above")
         }
         Cmd::Shell(a) => kernel_matrix::report::repro::shell_command(&matrix(config)?, &a),
-        Cmd::QemuCmd(a) => kernel_matrix::report::repro::qemu_cmd_command(&matrix(config)?, &a),
+        Cmd::QemuCommand(a) => kernel_matrix::report::repro::qemu_cmd_command(&matrix(config)?, &a),
         Cmd::Bench(a) => {
             let mut m = matrix(config)?;
             m.opts.bench = true;

@@ -191,7 +191,6 @@ impl Watcher {
     }
 }
 
-
 /// The console from two lines before the splat (or from its "cut here" line, up
 /// to 10 lines before: a WARN's message comes between the two), at most `lines`
 /// lines: the splat and its backtrace, which a plain tail would often cut off.
