@@ -184,18 +184,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 m.opts.accel.reason,
                 m.opts.max_vms
             );
-            let handles: Vec<_> = names
-                .iter()
-                .map(|n| {
-                    let (m, n) = (m.clone(), n.clone());
-                    std::thread::spawn(move || {
-                        let r = m.run_kernel(&n);
-                        eprintln!("kernel-matrix: {n}: done in {:.1}s", r.wall.as_secs_f64());
-                        r
-                    })
-                })
-                .collect();
-            let runs: Vec<_> = handles.into_iter().map(|h| h.join().expect("kernel thread")).collect();
+            let runs = m.run_kernels(&names);
             let vrows = report::verifier::rows(&m, &runs);
             let mut table = format!(
                 "{}\n{}\n{}",

@@ -105,15 +105,7 @@ pub fn boot_bench(m: Arc<Matrix>, a: &BootBenchArgs) -> anyhow::Result<ExitCode>
     );
     if a.matrix {
         let start = Instant::now();
-        let handles: Vec<_> = m
-            .kernel_names()
-            .into_iter()
-            .map(|k| {
-                let m = m.clone();
-                std::thread::spawn(move || m.run_kernel(&k))
-            })
-            .collect();
-        let runs: Vec<_> = handles.into_iter().map(|h| h.join().expect("kernel thread")).collect();
+        let runs = m.run_kernels(&m.kernel_names());
         let wall = start.elapsed().as_secs_f64();
         let _ = writeln!(out, "\nthe matrix ({} kernels, up to {} VMs at once): {wall:.1} s = {:.1}x the floor (goal <= {MATRIX_GOAL}x: {})", runs.len(), m.opts.max_vms, wall / f.median, if wall / f.median <= MATRIX_GOAL { "met" } else { "NOT met" });
         let _ = writeln!(out, "{}", crate::report::time_table(&m, &runs));

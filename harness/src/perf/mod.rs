@@ -75,18 +75,7 @@ pub fn run_kernels(m: &Arc<Matrix>, kernels: &[String]) -> anyhow::Result<Vec<Ar
         m.opts.accel.reason,
         m.opts.max_vms
     );
-    let handles: Vec<_> = names
-        .into_iter()
-        .map(|n| {
-            let m = m.clone();
-            std::thread::spawn(move || {
-                let r = m.run_kernel(&n);
-                eprintln!("kernel-matrix: {n}: done in {:.1}s", r.wall.as_secs_f64());
-                r
-            })
-        })
-        .collect();
-    Ok(handles.into_iter().map(|h| h.join().expect("kernel thread")).collect())
+    Ok(m.run_kernels(&names))
 }
 
 /// A Markdown table of every benchmark cell: value, quartiles, accelerator.

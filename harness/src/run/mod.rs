@@ -264,6 +264,23 @@ impl Matrix {
             .map_err(|e| anyhow::anyhow!("{e} in {}", self.config.path.display()))
     }
 
+    /// Runs these kernels at once (each on a thread of its own, bounded by the VM
+    /// slots) and returns their runs in the order given, noting each on stderr.
+    pub fn run_kernels(self: &Arc<Self>, names: &[String]) -> Vec<Arc<KernelRun>> {
+        let handles: Vec<_> = names
+            .iter()
+            .map(|n| {
+                let (m, n) = (self.clone(), n.clone());
+                std::thread::spawn(move || {
+                    let r = m.run_kernel(&n);
+                    eprintln!("kernel-matrix: {n}: done in {:.1}s", r.wall.as_secs_f64());
+                    r
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("kernel thread")).collect()
+    }
+
     /// Runs `name` (once; later callers get the same result).
     pub fn run_kernel(&self, name: &str) -> Arc<KernelRun> {
         let cell = self.runs.get(name).expect("kernel from the config");
