@@ -115,7 +115,14 @@ fn starve(m: &Arc<Matrix>, run_dir: &Path, kernel: &str, pause: Duration) -> (Ar
 /// passes: the kernel's trials fail all the same, with the stall in the message.
 #[test]
 fn rcu_stall_fails_the_trials_even_though_the_agent_finished() {
-    let yaml = "kernels:\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\n    cmdline: tsc=reliable rcupdate.rcu_cpu_stall_timeout=3 km.busy=4 km.action=busy\n    timeout_secs: 150\n";
+    // The vCPU must be stopped while the guest is busy (RCU grace periods in
+    // flight), so the busy window (guest seconds) is far longer than the host's
+    // reaction time: with 4 s, a loaded host once noticed "busy" and stopped QEMU
+    // only after the loop had ended, and no stall was reported. The clock jump of
+    // the stop (8 s) counts toward it, so the agent starts ~5 s after resuming,
+    // well within the stall detector's patience (at least the ~12 s it took to
+    // get to the report, `vm::stuck_patience`).
+    let yaml = "kernels:\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\n    cmdline: tsc=reliable rcupdate.rcu_cpu_stall_timeout=3 km.busy=14 km.action=busy\n    timeout_secs: 150\n";
     let (m, run_dir) = scratch_matrix("rcu", yaml);
     let (run, after) = starve(&m, &run_dir, "6.1", Duration::from_secs(8));
     let f = run.problem().unwrap_or_default().to_string();
