@@ -86,11 +86,10 @@ pub fn inspect(object: &[u8], program: &str) -> Insight {
     }
 }
 
-fn load(object: &[u8], program: &str, level: u32, size: usize) -> Result<(Insight, String), (String, String)> {
-    let mut buf = vec![0u8; size];
-    let mut open = ObjectBuilder::default()
-        .open_memory(object)
-        .map_err(|e| (format!("opening the object: {e}"), String::new()))?;
+/// Autoloads only `program` of `open` (the others off, as veristat does), with its
+/// verifier log at `level` written into `buf`; false when the object has no such
+/// program. `buf` must outlive the object's load.
+pub(crate) fn only_program(open: &mut libbpf_rs::OpenObject, program: &str, level: u32, buf: &mut [u8]) -> bool {
     let mut found = false;
     for mut p in open.progs_mut() {
         let ours = p.name() == program;
@@ -98,17 +97,26 @@ fn load(object: &[u8], program: &str, level: u32, size: usize) -> Result<(Insigh
         p.set_autoload(ours);
         if ours {
             p.set_log_level(level);
-            // SAFETY: `buf` outlives the load below; libbpf only writes within `size`.
+            // SAFETY: the caller keeps `buf` alive through the load; libbpf only
+            // writes within its length.
             unsafe {
                 sys::bpf_program__set_log_buf(
                     p.as_libbpf_object().as_ptr(),
                     buf.as_mut_ptr() as *mut c_char,
-                    size as _,
+                    buf.len() as _,
                 );
             }
         }
     }
-    if !found {
+    found
+}
+
+fn load(object: &[u8], program: &str, level: u32, size: usize) -> Result<(Insight, String), (String, String)> {
+    let mut buf = vec![0u8; size];
+    let mut open = ObjectBuilder::default()
+        .open_memory(object)
+        .map_err(|e| (format!("opening the object: {e}"), String::new()))?;
+    if !only_program(&mut open, program, level, &mut buf) {
         return Err((format!("no program {program} in the object"), String::new()));
     }
     let (loaded, _libbpf_log) = crate::checks::capture_libbpf_log(|| open.load());

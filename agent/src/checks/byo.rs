@@ -8,7 +8,7 @@
 //! from its instructions) is probed in this kernel, and the missing ones lead the
 //! message (`calls bpf_loop (helper 181), which 5.10 lacks; features.yaml: 5.17`),
 //! before the verifier log's tail and the instruction it stopped at.
-use std::{os::raw::c_char, path::Path, time::Instant};
+use std::{path::Path, time::Instant};
 
 use libbpf_rs::{libbpf_sys as sys, AsRawLibbpf as _, ObjectBuilder, OpenObject, ProgramInput};
 
@@ -155,23 +155,7 @@ fn open(p: &GuestProgram, object: &[u8], btf: Option<&Path>, level: u32, buf: &m
         b.btf_custom_path(btf)?;
     }
     let mut open = b.open_memory(object)?;
-    let mut found = false;
-    for mut prog in open.progs_mut() {
-        let ours = prog.name() == p.program.as_str();
-        found |= ours;
-        prog.set_autoload(ours);
-        if ours {
-            prog.set_log_level(level);
-            // SAFETY: `buf` outlives the load; libbpf only writes within its length.
-            unsafe {
-                sys::bpf_program__set_log_buf(
-                    prog.as_libbpf_object().as_ptr(),
-                    buf.as_mut_ptr() as *mut c_char,
-                    buf.len() as _,
-                );
-            }
-        }
-    }
+    let found = crate::verifier::only_program(&mut open, &p.program, level, buf);
     anyhow::ensure!(found, "no program {:?} in {}", p.program, p.object_file);
     for mut m in open.maps_mut() {
         let name = m.name().to_string_lossy().into_owned();
