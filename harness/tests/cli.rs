@@ -134,7 +134,11 @@ fn qemu_cmd_prints_the_vm_command_line() {
     assert!(out.contains("-serial mon:stdio") && out.contains("km.action=shell"), "{out}");
     let (code, _, err) = run(km(&dir, &workspace().join("kernels.yaml")).args(["qemu-cmd", "--kernel", "4.4"]));
     assert_eq!(code, Some(1));
-    assert!(err.contains("no kernel \"4.4\"") && err.contains("6.1"), "{err}");
+    assert!(err.contains("no kernel matches \"4.4\"") && err.contains("6.1"), "{err}");
+    // A glob that names one kernel is that kernel.
+    let (code, out, err) = run(km(&dir, &workspace().join("kernels.yaml")).args(["qemu-cmd", "-k", "5.*"]));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("/5.10") || out.contains("-5.10"), "{out}");
 }
 
 /// `kernel-matrix shell` for real: a VM whose console is this test's pipe. We wait
@@ -316,7 +320,7 @@ fn shards_write_reports_and_merge_joins_them() {
     assert_eq!(x["kernels"].as_array().unwrap().len(), 1);
 }
 
-/// The workflows are valid GitHub Actions (actionlint, installed by scripts/setup.sh).
+/// The workflows are valid GitHub Actions (actionlint, installed by `cargo xtask setup`).
 #[test]
 fn workflows_pass_actionlint() {
     let wf = workspace().join(".github/workflows");
@@ -333,8 +337,8 @@ fn workflows_pass_actionlint() {
         Ok(o) if o.status.success() => o,
         _ => {
             let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
-            assert!(!in_ci, "actionlint is not installed (scripts/setup.sh installs it)");
-            eprintln!("SKIPPED workflows_pass_actionlint: actionlint not installed; run scripts/setup.sh");
+            assert!(!in_ci, "actionlint is not installed (`cargo xtask setup` installs it)");
+            eprintln!("SKIPPED workflows_pass_actionlint: actionlint not installed; run `cargo xtask setup`");
             return;
         }
     };
@@ -514,6 +518,18 @@ fn kernel_globs_select_and_unmatched_is_an_error() {
         assert_eq!(code, Some(1), "{sub}: {err}");
         assert!(err.contains("no kernel matches \"7.*\" (kernels: host, 6.99, 6.98)"), "{sub}: {err}");
     }
+    // The single-VM commands take a glob that matches one kernel; two is an error
+    // that names them, before anything is fetched or booted.
+    for args in [
+        &["qemu-cmd", "-k", "6.*"][..],
+        &["shell", "-k", "6.*"],
+        &["boot-bench", "-k", "6.*"],
+        &["exec", "-k", "6.*", "--", "/bin/true"],
+    ] {
+        let (code, _, err) = run(km(&dir, &cfg).args(args));
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains("\"6.*\" matches 2 kernels (6.99, 6.98); this command boots one"), "{args:?}: {err}");
+    }
     // `h*` selects the host kernel alone: nothing to download, so fetch succeeds
     // without a mirror and prints nothing.
     let (code, out, err) = run(km(&dir, &cfg).args(["fetch", "-k", "h*"]).env("KM_MIRROR", "http://127.0.0.1:9/"));
@@ -552,7 +568,7 @@ fn the_action_is_well_formed_and_used_by_ci() {
         "no step runs the matrix with --junit and --markdown \"$GITHUB_STEP_SUMMARY\""
     );
     assert!(runs.iter().any(|r| r.contains("cargo install --locked")), "no install step");
-    assert!(runs.iter().any(|r| r.contains("scripts/setup.sh")), "no set-up step");
+    assert!(runs.iter().any(|r| r.contains("cargo xtask setup")), "no set-up step");
     assert!(steps.iter().any(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("actions/upload-artifact@"))));
     for (i, _) in text.match_indices("inputs.") {
         let name: String =

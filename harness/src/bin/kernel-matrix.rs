@@ -131,7 +131,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let req = kernel_matrix::run::exec::prepare(a)?;
             // As a cargo runner the working directory is the user's crate: KM_CONFIG names the matrix.
             let m = matrix(MatrixConfig::load(&cli.settings.config_path())?)?;
-            let code = kernel_matrix::run::exec::exec(&m, &a.kernel, &req, a.timeout)?;
+            let code = kernel_matrix::run::exec::exec(&m, &m.one_kernel(&a.kernel)?, &req, a.timeout)?;
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)));
         }
         _ => {}

@@ -12,8 +12,8 @@ use crate::{run::Matrix, vm};
 
 #[derive(Debug, clap::Args)]
 pub struct BootBenchArgs {
-    /// The kernel to boot (a name from kernels.yaml).
-    #[arg(short, long, default_value = "6.1")]
+    /// The kernel to boot: its name in kernels.yaml, or a glob that matches one.
+    #[arg(short, long, default_value = "6.1", value_name = "NAME|GLOB")]
     pub kernel: String,
     /// Boots of each root.
     #[arg(long, default_value_t = 5)]
@@ -29,16 +29,13 @@ const AGENT_GOAL: f64 = 1.15;
 const MATRIX_GOAL: f64 = 12.0;
 
 pub fn boot_bench(m: Arc<Matrix>, a: &BootBenchArgs) -> anyhow::Result<ExitCode> {
-    let spec = m
-        .config
-        .kernel(&a.kernel)
-        .with_context(|| format!("no kernel {:?} in {}", a.kernel, m.config.path.display()))?;
-    let image = m
-        .image(spec)?
-        .with_context(|| format!("kernel {:?} is the host kernel: it has no boot to measure", a.kernel))?;
+    let kernel = m.one_kernel(&a.kernel)?;
+    let spec = m.config.kernel(&kernel).expect("one_kernel names a kernel of the config");
+    let image =
+        m.image(spec)?.with_context(|| format!("kernel {kernel:?} is the host kernel: it has no boot to measure"))?;
     let floor = crate::guest_root::build_floor(&m.opts.cache_dir, &crate::guest_root::find_busybox()?)?;
     let full = m.initramfs()?;
-    let workdir = vm::workdir(&m.opts.run_dir, &format!("boot-bench-{}", a.kernel));
+    let workdir = vm::workdir(&m.opts.run_dir, &format!("boot-bench-{kernel}"));
     let spec_for = |root: &std::path::Path| -> anyhow::Result<vm::VmSpec> {
         let mut s = m.vm_spec(spec, &image, &workdir)?;
         s.initramfs = root.to_path_buf();
@@ -64,7 +61,7 @@ pub fn boot_bench(m: Arc<Matrix>, a: &BootBenchArgs) -> anyhow::Result<ExitCode>
         }
         eprintln!(
             "boot-bench: {} run {}/{}: floor {:.2} s, agent {:.2} s",
-            a.kernel,
+            kernel,
             i + 1,
             a.runs,
             floor_s[i],
@@ -75,7 +72,7 @@ pub fn boot_bench(m: Arc<Matrix>, a: &BootBenchArgs) -> anyhow::Result<ExitCode>
     let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len() as f64 / 1048576.0).unwrap_or(0.0);
     let mut out = String::new();
     let accel = m.opts.accel.accel;
-    let _ = writeln!(out, "kernel {} ({}), QEMU/{accel}, {} interleaved boots of each root; host wall time from QEMU start to the first line on the agent channel:", a.kernel, image.boot_file().display(), a.runs);
+    let _ = writeln!(out, "kernel {} ({}), QEMU/{accel}, {} interleaved boots of each root; host wall time from QEMU start to the first line on the agent channel:", kernel, image.boot_file().display(), a.runs);
     let _ = writeln!(out, "| root | size (gzip) | median s | min-max s | guest clock at /init (median s) |");
     let _ = writeln!(out, "|---|---|---|---|---|");
     let gmed = |v: &[f64]| if v.is_empty() { "-".to_string() } else { format!("{:.2}", Summary::of(v).median) };

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 pub mod bmf;
 pub mod boot;
-pub mod compare;
+pub use km_bmf::compare;
 pub mod html;
 pub mod trials;
 pub mod veristat;
@@ -16,7 +16,7 @@ pub mod veristat;
 use km_protocol::Verdict;
 
 use crate::run::{KernelRun, Matrix};
-use bmf::{Bmf, LATENCY};
+use bmf::Bmf;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -43,7 +43,7 @@ pub struct CompareArgs {
     pub files: Vec<PathBuf>,
     /// Smallest relative latency change (percent) that counts; the runs' own spreads
     /// must be exceeded as well.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = compare::DEFAULT_THRESHOLD_PCT)]
     pub threshold: f64,
     /// List every cell, not only the ones that changed.
     #[arg(long)]
@@ -179,17 +179,16 @@ pub fn compare(a: &CompareArgs) -> anyhow::Result<ExitCode> {
         }
     }
     print!("{}", compare::table(&cells, &cur_meta, !a.all));
-    let regressions: Vec<&compare::Cell> = cells.iter().filter(|c| c.is_regression()).collect();
-    let latency = cells.iter().filter(|c| c.measure == LATENCY && c.base.is_some() && c.current.is_some()).count();
+    let t = compare::tally(&cells);
     println!(
         "\n{} latency cells compared against {} baseline run(s) (threshold {}% and the runs' quartile spreads): {} slower, {} faster",
-        latency,
+        t.latency,
         baselines.len(),
         a.threshold,
-        regressions.len(),
-        cells.iter().filter(|c| c.status == compare::Status::Faster).count()
+        t.slower,
+        t.faster
     );
-    Ok(if regressions.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if cells.iter().any(compare::Cell::is_regression) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn file_label(p: &std::path::Path) -> String {

@@ -103,8 +103,8 @@ mod tests {
 /// `kernel-matrix shell` / `kernel-matrix qemu-cmd`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct VmArgs {
-    /// The kernel (its name in kernels.yaml).
-    #[arg(long, short = 'k')]
+    /// The kernel: its name in kernels.yaml, or a glob that matches one (`-k '6.1*'`).
+    #[arg(long, short = 'k', value_name = "NAME|GLOB")]
     pub kernel: String,
     /// qemu-cmd: print the interactive variant (console on stdio, root shell).
     #[arg(long)]
@@ -112,11 +112,11 @@ pub struct VmArgs {
 }
 
 pub fn qemu_cmd_command(m: &Matrix, a: &VmArgs) -> anyhow::Result<std::process::ExitCode> {
-    println!("{}", vm::shell_line(&qemu_command(m, &a.kernel, a.shell)?));
+    println!("{}", vm::shell_line(&qemu_command(m, &m.one_kernel(&a.kernel)?, a.shell)?));
     Ok(std::process::ExitCode::SUCCESS)
 }
 
 pub fn shell_command(m: &Matrix, a: &VmArgs) -> anyhow::Result<std::process::ExitCode> {
-    let code = shell(m, &a.kernel)?;
+    let code = shell(m, &m.one_kernel(&a.kernel)?)?;
     Ok(std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }

@@ -24,8 +24,8 @@ pub const NO_STATUS: i32 = 125;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExecArgs {
-    /// The kernel (its name in kernels.yaml).
-    #[arg(long, short = 'k')]
+    /// The kernel: its name in kernels.yaml, or a glob that matches one (`-k '6.1*'`).
+    #[arg(long, short = 'k', value_name = "NAME|GLOB")]
     pub kernel: String,
     /// Copy a host file or directory into the guest: `HOST:GUEST` (a relative GUEST
     /// is relative to the working directory) or `HOST` (same path). Repeatable.

@@ -264,6 +264,20 @@ impl Matrix {
             .map_err(|e| anyhow::anyhow!("{e} in {}", self.config.path.display()))
     }
 
+    /// The one kernel a name or glob of a single-VM command (`shell`, `exec`,
+    /// `qemu-cmd`, `boot-bench`) names: a glob must match exactly one.
+    pub fn one_kernel(&self, pattern: &str) -> anyhow::Result<String> {
+        let names = self.select_kernels(&[pattern.to_string()])?;
+        match names.as_slice() {
+            [one] => Ok(one.clone()),
+            many => anyhow::bail!(
+                "{pattern:?} matches {} kernels ({}); this command boots one: name it, or narrow the glob",
+                many.len(),
+                many.join(", ")
+            ),
+        }
+    }
+
     /// Runs these kernels at once (each on a thread of its own, bounded by the VM
     /// slots) and returns their runs in the order given, noting each on stderr.
     pub fn run_kernels(self: &Arc<Self>, names: &[String]) -> Vec<Arc<KernelRun>> {

@@ -10,7 +10,7 @@
 //! downloaded sha256-verified into the harness cache (`debs/<sha256>.deb`, like
 //! the kernels), unpacked with `dpkg-deb -x` into one scratch root (their relative
 //! symlinks then resolve) and built with the compiler the headers name (gcc-12
-//! for bookworm; scripts/setup.sh installs it). No root is needed.
+//! for bookworm; `cargo xtask setup` installs it). No root is needed.
 //!
 //! The result is cached as `modules/km_splat-<key>.ko`, the key hashing the
 //! kernel's pinned version and the sources in vm-images/splat: a rerun builds and
@@ -129,7 +129,7 @@ fn build_in(root: &Path, locked: &LockedKernel, debs: &[PathBuf], ko: &Path) -> 
         .env_remove("MAKEFLAGS")
         .env_remove("MFLAGS")
         .env_remove("MAKELEVEL"))
-    .context("building km_splat.ko (needs make and the compiler the kernel was built with, gcc-12 for bookworm: scripts/setup.sh)")?;
+    .context("building km_splat.ko (needs make and the compiler the kernel was built with, gcc-12 for bookworm: `cargo xtask setup`)")?;
     fetch::write_atomic(ko, &std::fs::read(src.join("km_splat.ko"))?)
 }
 

