@@ -19,7 +19,7 @@ fn main() {
                 "-g",
                 "-Wall",
                 "-idirafter",
-                "/usr/include/x86_64-linux-gnu",
+                km_build_support::asm_include_dir().as_str(),
                 "-c",
                 src,
                 "-o",

@@ -8,11 +8,11 @@
 //! (The same in a guest: harness/tests/perf_guest.rs.)
 //!
 //! These tests compare runs made on the same machine, never absolute numbers.
-use kernel_matrix::perf::{
-    bmf::{Bmf, Metric, LATENCY},
-    compare::{compare, Status},
-};
 use km_agent::bench::test_run_samples;
+use km_bmf::{
+    compare::{compare, Status},
+    Bmf, Metric, LATENCY,
+};
 use km_protocol::{stats::Summary, switches::BenchConfig};
 
 const NAME: &str = "host::xdp_classifier::test_run";

@@ -7,7 +7,7 @@
 //! Feature judging is modeled on cilium/ebpf's feature tests: a probe that says
 //! "missing" on a kernel at or above the declared minimum (or "present" below it)
 //! is a failure, not a skip.
-use km_protocol::{CheckId, Feature, KernelVersion, Probe, Verdict};
+use km_protocol::{Arch, CheckId, Feature, KernelVersion, Probe, Verdict};
 
 use crate::run::{KernelRun, Matrix};
 
@@ -37,20 +37,24 @@ pub fn feature(m: &Matrix, run: &KernelRun, f: &Feature) -> Verdict {
             Verdict::Fail(run.failure.clone().unwrap_or_else(|| "the agent reported no probe for this feature".into()))
         }
         (None, Some(probe)) => match run.release.as_deref().map(str::parse::<KernelVersion>) {
-            Some(Ok(v)) => judge(f, v, probe),
+            Some(Ok(v)) => {
+                judge(f, m.config.kernel(&run.kernel).map_or(km_protocol::Arch::host(), |k| k.arch()), v, probe)
+            }
             _ => Verdict::Fail(format!("cannot tell the kernel version from release {:?}", run.release)),
         },
     };
     expected(m, run, &format!("features::{}", f.id), v)
 }
 
-/// A probe's result on a kernel of version `v`, against the declared minimum.
-pub fn judge(f: &Feature, v: KernelVersion, p: &Probe) -> Verdict {
-    let min = f.min_version();
+/// A probe's result on a kernel of version `v` and architecture `arch`, against
+/// the declared minimum for that architecture.
+pub fn judge(f: &Feature, arch: Arch, v: KernelVersion, p: &Probe) -> Verdict {
+    let since = f.min_version_on(arch);
+    let min = if f.since_arch.contains_key(&arch) { format!("{since} on {arch}") } else { since.to_string() };
     match p {
         Probe::Unavailable(why) => Verdict::Ignored(why.clone()),
-        Probe::Present(_) if v >= min => Verdict::Pass,
-        Probe::Absent(_) if v < min => Verdict::Pass,
+        Probe::Present(_) if v >= since => Verdict::Pass,
+        Probe::Absent(_) if v < since => Verdict::Pass,
         Probe::Present(d) => Verdict::Fail(format!(
             "{} is present on {v}, below its declared minimum {min} ({d}): the catalogue or the kernel (a backport?) disagrees",
             f.title
@@ -82,10 +86,14 @@ mod tests {
         let v = |s: &str| s.parse::<KernelVersion>().unwrap();
         let present = Probe::Present("x".into());
         let absent = Probe::Absent("y".into());
-        assert_eq!(judge(f, v("6.1"), &present), Verdict::Pass);
-        assert_eq!(judge(f, v("5.10"), &absent), Verdict::Pass);
-        assert!(matches!(judge(f, v("6.1"), &absent), Verdict::Fail(m) if m.contains("missing on 6.1.0")));
-        assert!(matches!(judge(f, v("5.10"), &present), Verdict::Fail(m) if m.contains("below its declared minimum")));
-        assert!(matches!(judge(f, v("6.1"), &Probe::Unavailable("no PMU".into())), Verdict::Ignored(_)));
+        assert_eq!(judge(f, Arch::X86_64, v("6.1"), &present), Verdict::Pass);
+        assert_eq!(judge(f, Arch::X86_64, v("5.10"), &absent), Verdict::Pass);
+        assert!(
+            matches!(judge(f, Arch::X86_64, v("6.1"), &absent), Verdict::Fail(m) if m.contains("missing on 6.1.0"))
+        );
+        assert!(
+            matches!(judge(f, Arch::X86_64, v("5.10"), &present), Verdict::Fail(m) if m.contains("below its declared minimum"))
+        );
+        assert!(matches!(judge(f, Arch::X86_64, v("6.1"), &Probe::Unavailable("no PMU".into())), Verdict::Ignored(_)));
     }
 }

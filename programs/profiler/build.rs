@@ -22,7 +22,7 @@ fn main() {
             src_dir.clone().into_os_string(),
             // asm/types.h for the UAPI headers.
             "-idirafter".into(),
-            "/usr/include/x86_64-linux-gnu".into(),
+            km_build_support::asm_include_dir().into(),
         ])
         .build_and_generate(&out)
         .expect("building the profiler BPF object (needs clang-22, or set BPF_CLANG)");

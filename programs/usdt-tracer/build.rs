@@ -22,7 +22,7 @@ fn main() {
             "-mcpu=v2",
             // asm/types.h and friends for the UAPI headers.
             "-idirafter",
-            "/usr/include/x86_64-linux-gnu",
+            km_build_support::asm_include_dir().as_str(),
         ])
         .build_and_generate(&out)
         .expect("building the USDT BPF object (needs clang-22, or set BPF_CLANG)");

@@ -1,9 +1,11 @@
 //! The kernel feature catalogue (`features.yaml`) as data: compiled into both
 //! sides, so the host lists trials and judges probes against the same table the
 //! guest probes from.
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::KernelVersion;
+use crate::{Arch, KernelVersion};
 
 /// One row of `features.yaml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -12,6 +14,10 @@ pub struct Feature {
     pub id: String,
     pub title: String,
     pub since: String,
+    /// Architectures that got the feature in another version than `since` (BPF
+    /// trampolines: x86_64 5.5, arm64 6.0): `since_arch: { arm64: "6.0" }`.
+    #[serde(default)]
+    pub since_arch: BTreeMap<Arch, String>,
     /// The name of the agent's probe for it (checked by the agent's tests).
     pub probe: String,
     /// What in a program's instructions or object needs this feature: helper
@@ -29,12 +35,23 @@ pub struct Feature {
 }
 
 impl Feature {
-    pub fn min_version(&self) -> KernelVersion {
-        self.since.parse().expect("validated in catalogue()")
+    /// The first version with the feature on `arch`.
+    pub fn since_on(&self, arch: Arch) -> &str {
+        self.since_arch.get(&arch).unwrap_or(&self.since)
     }
-    /// How a check skipped for lack of this feature says why.
+    pub fn min_version_on(&self, arch: Arch) -> KernelVersion {
+        self.since_on(arch).parse().expect("validated in catalogue()")
+    }
+    /// How a check skipped for lack of this feature says why, on the architecture
+    /// this program runs on (the guest agent's is the guest's).
     pub fn need_reason(&self) -> String {
-        format!("needs {}, {}", self.title, self.since)
+        self.need_reason_on(Arch::host())
+    }
+    pub fn need_reason_on(&self, arch: Arch) -> String {
+        match self.since_arch.get(&arch) {
+            Some(v) => format!("needs {}, {v} on {arch}", self.title),
+            None => format!("needs {}, {}", self.title, self.since),
+        }
     }
 }
 
@@ -51,7 +68,9 @@ pub fn catalogue() -> &'static [Feature] {
         let text = include_str!("../../features.yaml");
         let f: FeatureFile = serde_norway::from_str(text).unwrap_or_else(|e| panic!("features.yaml: {e}"));
         for feat in &f.features {
-            feat.since.parse::<KernelVersion>().unwrap_or_else(|e| panic!("features.yaml: {}: {e}", feat.id));
+            for v in std::iter::once(&feat.since).chain(feat.since_arch.values()) {
+                v.parse::<KernelVersion>().unwrap_or_else(|e| panic!("features.yaml: {}: {e}", feat.id));
+            }
         }
         f.features
     })

@@ -2,6 +2,7 @@
 //! the records on the agent's channel, verdicts, the check, benchmark and feature
 //! catalogues as data, the `km.*` kernel command-line switches and kernel versions.
 //! Serde only: no BPF, no QEMU.
+pub mod arch;
 pub mod byo;
 pub mod checks;
 pub mod features;
@@ -11,6 +12,7 @@ pub mod suites;
 pub mod switches;
 pub mod version;
 
+pub use arch::Arch;
 pub use checks::CheckId;
 pub use features::{Feature, Probe};
 pub use record::{Line, Record, Verdict};

@@ -156,7 +156,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let mirrors = Mirrors::discover(m.config.mirror.as_deref(), m.config.security_mirror.as_deref())?;
             for k in m.config.kernels.iter().filter(|k| names.contains(&k.name)) {
                 if let KernelSource::Debian(src) = k.source() {
-                    let locked = m.lock.get(&k.name, src, &m.lock_path)?;
+                    let locked = m.lock.get(&k.name, src, k.arch(), &m.lock_path)?;
                     let img = kernel_matrix::images::ensure_debian(&m.opts.cache_dir, &mirrors, locked, |msg| {
                         eprintln!("{}: {msg}", k.name)
                     })?;
@@ -231,15 +231,23 @@ fn lock(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
     let mut indices = std::collections::HashMap::new();
     for k in &config.kernels {
         let KernelSource::Debian(src) = k.source() else { continue };
-        if !update && lock.get(&k.name, src, &path).is_ok() {
+        let arch = k.arch();
+        if !update && lock.get(&k.name, src, arch, &path).is_ok() {
             continue;
         }
-        if !indices.contains_key(&src.suite) {
-            eprintln!("reading the package index of {}", src.suite);
-            indices.insert(src.suite.clone(), debian::fetch_index(mirrors.for_suite(&src.suite)?, &src.suite)?);
+        let key = (src.suite.clone(), arch);
+        if !indices.contains_key(&key) {
+            eprintln!("reading the {} package index of {}", arch.debian(), src.suite);
+            indices.insert(key.clone(), debian::fetch_index(mirrors.for_suite(&src.suite)?, &src.suite, arch)?);
         }
-        let r = debian::resolve(&indices[&src.suite], src).with_context(|| format!("kernel {}", k.name))?;
-        println!("{}: {} ({})", k.name, r.abi, r.version);
+        let index = &indices[&key];
+        let r = debian::resolve(index, src, arch).with_context(|| format!("kernel {}", k.name))?;
+        // A foreign architecture's guest root needs that architecture's static busybox.
+        let busybox = (arch != km_protocol::Arch::host())
+            .then(|| debian::resolve_package(index, "busybox-static", &src.suite))
+            .transpose()
+            .with_context(|| format!("kernel {}", k.name))?;
+        println!("{}: {} ({}, {arch})", k.name, r.abi, r.version);
         lock.kernels.insert(
             k.name.clone(),
             LockedKernel {
@@ -248,6 +256,8 @@ fn lock(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
                 flavour: src.flavour.clone(),
                 abi: r.abi,
                 files: r.files,
+                arch: (arch != km_protocol::Arch::X86_64).then_some(arch),
+                busybox,
             },
         );
     }

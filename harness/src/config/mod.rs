@@ -98,6 +98,10 @@ pub struct KernelSpec {
     /// Extra kernel command line for this kernel's VM.
     #[serde(default)]
     pub cmdline: Option<String>,
+    /// The kernel's architecture (`x86_64`/`amd64`, `arm64`/`aarch64`); default:
+    /// the host's. A foreign one runs under QEMU's TCG with a guest root of its own.
+    #[serde(default)]
+    pub arch: Option<String>,
 }
 
 /// A kernel from the Debian archive: the newest build of `series` in `suite` is
@@ -140,6 +144,13 @@ impl PartialEq for LocalSource {
 impl Eq for LocalSource {}
 
 impl KernelSpec {
+    /// The architecture (validated when the config was loaded).
+    pub fn arch(&self) -> km_protocol::Arch {
+        self.arch.as_deref().map_or(km_protocol::Arch::host(), |a| {
+            km_protocol::Arch::parse(a).expect("validated by MatrixConfig::validate")
+        })
+    }
+
     pub fn source(&self) -> KernelSource<'_> {
         match (&self.debian, &self.local, self.host) {
             (Some(d), None, false) => KernelSource::Debian(d),
@@ -293,6 +304,22 @@ impl MatrixConfig {
                     return Err(invalid(format!(
                         "kernel {:?}: series {:?} is not a version like 6.1",
                         k.name, d.series
+                    )));
+                }
+            }
+            if let Some(a) = &k.arch {
+                let Some(arch) = km_protocol::Arch::parse(a) else {
+                    return Err(invalid(format!(
+                        "kernel {:?}: arch {a:?} is not supported (supported: {})",
+                        k.name,
+                        km_protocol::Arch::ALL.map(|a| a.name()).join(", ")
+                    )));
+                };
+                if k.host && arch != km_protocol::Arch::host() {
+                    return Err(invalid(format!(
+                        "kernel {:?}: the host kernel is {}, not {arch}",
+                        k.name,
+                        km_protocol::Arch::host()
                     )));
                 }
             }

@@ -3,6 +3,7 @@
 //! goes in (see [`build_cached`]), so an unchanged root is built once.
 pub mod agent;
 pub mod exec;
+mod foreign;
 use std::{
     collections::BTreeSet,
     io::Write,
@@ -12,6 +13,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
+use km_protocol::Arch;
 
 /// `/init`: note when it started (the kernel's clock, for the boot breakdown),
 /// mount the pseudo file systems, run the agent with its output on the second
@@ -27,11 +29,12 @@ pub const INIT: &str = include_str!("../../../vm-images/init");
 /// agent, its libraries, `extra`), so a changed input makes a new root.
 pub fn build_cached(
     cache: &Path,
+    arch: Arch,
     agent: &Path,
     busybox: &Path,
     extra: &[(String, PathBuf)],
 ) -> anyhow::Result<PathBuf> {
-    cached(cache, INIT, &contents(agent, busybox, extra)?)
+    cached(cache, INIT, &contents(arch, agent, busybox, extra)?)
 }
 
 /// `/init` of the boot floor: the least a guest can do, note that /init runs
@@ -64,7 +67,12 @@ fn cached(cache: &Path, init: &str, files: &[(String, PathBuf, u32)]) -> anyhow:
 
 /// Every file of the root as (path inside the guest, host file, mode): `extra`
 /// files are (path inside the guest without leading '/', host file).
-fn contents(agent: &Path, busybox: &Path, extra: &[(String, PathBuf)]) -> anyhow::Result<Vec<(String, PathBuf, u32)>> {
+fn contents(
+    arch: Arch,
+    agent: &Path,
+    busybox: &Path,
+    extra: &[(String, PathBuf)],
+) -> anyhow::Result<Vec<(String, PathBuf, u32)>> {
     let mut files: Vec<(String, PathBuf, u32)> =
         vec![("bin/busybox".into(), busybox.to_path_buf(), 0o755), ("agent".into(), agent.to_path_buf(), 0o755)];
     // Executables (suites' programs, their libraries) stay executable.
@@ -76,9 +84,13 @@ fn contents(agent: &Path, busybox: &Path, extra: &[(String, PathBuf)]) -> anyhow
         }
     };
     files.extend(extra.iter().map(|(guest, host)| (guest.clone(), host.clone(), mode(host))));
-    for lib in shared_libraries(agent)? {
-        let name = lib.to_string_lossy().trim_start_matches('/').to_string();
-        files.push((name, lib, 0o755));
+    if arch == Arch::host() {
+        for lib in shared_libraries(agent)? {
+            let name = lib.to_string_lossy().trim_start_matches('/').to_string();
+            files.push((name, lib, 0o755));
+        }
+    } else {
+        files.extend(foreign::libraries(agent, arch)?.into_iter().map(|(guest, host)| (guest, host, 0o755)));
     }
     Ok(files)
 }

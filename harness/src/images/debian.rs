@@ -4,14 +4,16 @@ use std::{cmp::Ordering, collections::HashMap, io::Read as _};
 
 use anyhow::{bail, Context as _};
 
+use km_protocol::Arch;
+
 use crate::{config::DebianSource, images::lock::LockedFile};
 
 /// One stanza of a `Packages` index.
 pub type Stanza = HashMap<String, String>;
 
-/// Downloads and parses `dists/<suite>/main/binary-amd64/Packages.xz`.
-pub fn fetch_index(mirror: &str, suite: &str) -> anyhow::Result<Vec<Stanza>> {
-    let url = format!("{mirror}/dists/{suite}/main/binary-amd64/Packages.xz");
+/// Downloads and parses `dists/<suite>/main/binary-<arch>/Packages.xz`.
+pub fn fetch_index(mirror: &str, suite: &str, arch: Arch) -> anyhow::Result<Vec<Stanza>> {
+    let url = format!("{mirror}/dists/{suite}/main/binary-{}/Packages.xz", arch.debian());
     let xz = crate::images::fetch::http()
         .get(&url, |r| {
             let mut buf = Vec::new();
@@ -57,12 +59,13 @@ pub struct ResolvedKernel {
     pub files: Vec<LockedFile>,
 }
 
-/// Picks the newest real (non-meta, signed) image of `src.series` in the index.
+/// Picks the newest real (non-meta, signed) image of `src.series` in the index
+/// (an index of `arch`: the package names end in its Debian name).
 ///
 /// From 7.x Debian splits the kernel into `linux-binary-*` (vmlinuz) and
 /// `linux-modules-*`, with `linux-image-*` a meta-package; both shapes are handled.
-pub fn resolve(index: &[Stanza], src: &DebianSource) -> anyhow::Result<ResolvedKernel> {
-    let suffix = format!("-{}-amd64", src.flavour);
+pub fn resolve(index: &[Stanza], src: &DebianSource, arch: Arch) -> anyhow::Result<ResolvedKernel> {
+    let suffix = format!("-{}-{}", src.flavour, arch.debian());
     let by_name: HashMap<&str, &Stanza> = index.iter().filter_map(|s| Some((s.get("Package")?.as_str(), s))).collect();
     let mut best: Option<(&str, &Stanza)> = None;
     for s in index {
@@ -99,6 +102,16 @@ pub fn resolve(index: &[Stanza], src: &DebianSource) -> anyhow::Result<ResolvedK
         files.push(locked(image)?);
     }
     Ok(ResolvedKernel { abi: abi.to_string(), version, files })
+}
+
+/// The newest build of a plain package (the static busybox of a foreign
+/// architecture's guest root).
+pub fn resolve_package(index: &[Stanza], name: &str, suite: &str) -> anyhow::Result<LockedFile> {
+    let newest = index
+        .iter()
+        .filter(|s| s.get("Package").is_some_and(|p| p == name))
+        .max_by(|a, b| compare_versions(&a["Version"], &b["Version"]));
+    locked(newest.with_context(|| format!("no package {name} in suite {suite}"))?)
 }
 
 fn locked(s: &Stanza) -> anyhow::Result<LockedFile> {
@@ -214,13 +227,23 @@ Package: linux-modules-7.3-cloud-amd64\nVersion: 7.3~rc7-1~exp1\nFilename: pool/
     fn resolves_newest_real_image_and_split_packages() {
         let idx = parse_index(INDEX);
         let src = |series: &str| DebianSource { suite: "x".into(), series: series.into(), flavour: "cloud".into() };
-        let r = resolve(&idx, &src("6.12")).unwrap();
+        let r = resolve(&idx, &src("6.12"), Arch::X86_64).unwrap();
         assert_eq!(r.abi, "6.12.117+deb12");
         assert_eq!(r.files.len(), 1);
         assert_eq!(r.files[0].path, "pool/a.deb");
-        let r = resolve(&idx, &src("7.3")).unwrap();
+        let r = resolve(&idx, &src("7.3"), Arch::X86_64).unwrap();
         let names: Vec<_> = r.files.iter().map(|f| f.package.as_str()).collect();
         assert_eq!(names, ["linux-binary-7.3-cloud-amd64", "linux-modules-7.3-cloud-amd64"]);
-        assert!(resolve(&idx, &src("5.10")).unwrap_err().to_string().contains("no linux-image-5.10"));
+        assert!(resolve(&idx, &src("5.10"), Arch::X86_64).unwrap_err().to_string().contains("no linux-image-5.10"));
+        // The arm64 packages of an arm64 index; an amd64 index has none.
+        let arm = parse_index(&INDEX.replace("amd64", "arm64"));
+        let r = resolve(&arm, &src("6.12"), Arch::Arm64).unwrap();
+        assert_eq!(r.files[0].package, "linux-image-6.12.117+deb12-cloud-arm64");
+        let e = resolve(&idx, &src("6.12"), Arch::Arm64).unwrap_err().to_string();
+        assert!(e.contains("no linux-image-6.12*-cloud-arm64 package in suite x"), "{e}");
+        let bb = "Package: busybox-static\nVersion: 1:1.35.0-4\nFilename: pool/b1.deb\nSize: 5\nSHA256: 01\n\n\
+Package: busybox-static\nVersion: 1:1.35.0-4+deb12u1\nFilename: pool/b2.deb\nSize: 5\nSHA256: 02\n";
+        assert_eq!(resolve_package(&parse_index(bb), "busybox-static", "x").unwrap().path, "pool/b2.deb");
+        assert!(resolve_package(&idx, "busybox-static", "x").is_err());
     }
 }

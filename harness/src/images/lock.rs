@@ -10,6 +10,8 @@ use std::{
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
+use km_protocol::Arch;
+
 use crate::config::DebianSource;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -28,6 +30,20 @@ pub struct LockedKernel {
     pub flavour: String,
     pub abi: String,
     pub files: Vec<LockedFile>,
+    /// A kernel of another architecture than x86_64 (absent: x86_64, so locks
+    /// written before architectures existed stay valid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<Arch>,
+    /// A foreign architecture's guest root takes its static busybox from this
+    /// package (same suite as the kernel), pinned like the kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busybox: Option<LockedFile>,
+}
+
+impl LockedKernel {
+    pub fn arch(&self) -> Arch {
+        self.arch.unwrap_or(Arch::X86_64)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -74,10 +90,14 @@ impl Lock {
         crate::images::fetch::write_atomic(path, text.as_bytes())
     }
 
-    pub fn get(&self, name: &str, src: &DebianSource, path: &Path) -> Result<&LockedKernel, LockError> {
+    pub fn get(&self, name: &str, src: &DebianSource, arch: Arch, path: &Path) -> Result<&LockedKernel, LockError> {
         let k = self.kernels.get(name).ok_or_else(|| LockError::Missing(name.into(), path.into()))?;
-        if k.suite != src.suite || k.series != src.series || k.flavour != src.flavour {
-            return Err(LockError::Stale(name.into(), path.into(), format!("{} {} {}", k.suite, k.series, k.flavour)));
+        if k.suite != src.suite || k.series != src.series || k.flavour != src.flavour || k.arch() != arch {
+            return Err(LockError::Stale(
+                name.into(),
+                path.into(),
+                format!("{} {} {} {}", k.suite, k.series, k.flavour, k.arch()),
+            ));
         }
         Ok(k)
     }

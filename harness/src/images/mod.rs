@@ -162,6 +162,21 @@ fn make_entry(dir: &Path, release: &str, vmlinuz: &[u8]) -> anyhow::Result<Kerne
 
 /// Reads the kernel image out of a .deb (ar archive holding data.tar.{xz,zst,gz}).
 pub fn vmlinuz_from_deb(deb: &Path) -> anyhow::Result<(String, Vec<u8>)> {
+    // Up to 6.x: boot/vmlinuz-<release>; from 7.x: usr/lib/modules/<release>/vmlinuz.
+    let found = file_from_deb(deb, |path| {
+        path.strip_prefix("boot/vmlinuz-").map(str::to_string).or_else(|| {
+            let rest = path.strip_prefix("usr/lib/modules/")?;
+            Some(rest.strip_suffix("/vmlinuz")?.to_string())
+        })
+    })?;
+    found.with_context(|| {
+        format!("{}: no kernel image (boot/vmlinuz-* or usr/lib/modules/*/vmlinuz) inside", deb.display())
+    })
+}
+
+/// The first file of a .deb's data whose path (without `./`) `pick` accepts,
+/// with what `pick` made of the path.
+pub fn file_from_deb<T>(deb: &Path, mut pick: impl FnMut(&str) -> Option<T>) -> anyhow::Result<Option<(T, Vec<u8>)>> {
     let f = fs::File::open(deb).with_context(|| format!("opening {}", deb.display()))?;
     let mut ar = ar::Archive::new(f);
     while let Some(entry) = ar.next_entry() {
@@ -181,20 +196,32 @@ pub fn vmlinuz_from_deb(deb: &Path) -> anyhow::Result<(String, Vec<u8>)> {
         for file in tar.entries()? {
             let mut file = file?;
             let path = file.path()?.into_owned();
-            let path = path.to_string_lossy();
-            let path = path.trim_start_matches("./");
-            // Up to 6.x: boot/vmlinuz-<release>; from 7.x: usr/lib/modules/<release>/vmlinuz.
-            let release = path.strip_prefix("boot/vmlinuz-").map(str::to_string).or_else(|| {
-                let rest = path.strip_prefix("usr/lib/modules/")?;
-                Some(rest.strip_suffix("/vmlinuz")?.to_string())
-            });
-            if let Some(release) = release {
+            if let Some(t) = pick(path.to_string_lossy().trim_start_matches("./")) {
                 let mut data = Vec::new();
                 file.read_to_end(&mut data)?;
-                return Ok((release, data));
+                return Ok(Some((t, data)));
             }
         }
-        bail!("{}: no kernel image (boot/vmlinuz-* or usr/lib/modules/*/vmlinuz) inside", deb.display());
+        return Ok(None);
     }
     bail!("{}: not a Debian package (no data.tar member)", deb.display())
+}
+
+/// The static busybox of a foreign architecture's guest root, from its pinned
+/// package: `cache/busybox/<sha256 of the package>/busybox`, extracted once.
+pub fn ensure_busybox(cache: &Path, mirrors: &Mirrors, locked: &LockedKernel) -> anyhow::Result<PathBuf> {
+    let file = locked.busybox.as_ref().with_context(|| {
+        format!("no busybox-static for {} pinned in the lock; run `kernel-matrix lock --update`", locked.arch())
+    })?;
+    let dest = cache.join("busybox").join(&file.sha256).join("busybox");
+    if dest.exists() {
+        return Ok(dest);
+    }
+    let base = mirrors.for_suite(&locked.suite)?;
+    let deb = fetch_deb(cache, &format!("{base}/{}", file.path), &file.package, &file.sha256, |_| {})
+        .with_context(|| format!("downloading {} {}", file.package, file.version))?;
+    let (_, data) = file_from_deb(&deb, |p| (p == "bin/busybox").then_some(()))?
+        .with_context(|| format!("{}: no bin/busybox inside", deb.display()))?;
+    fetch::write_atomic_mode(&dest, &data, Some(0o755))?;
+    Ok(dest)
 }

@@ -33,8 +33,8 @@ pub fn boot_bench(m: Arc<Matrix>, a: &BootBenchArgs) -> anyhow::Result<ExitCode>
     let spec = m.config.kernel(&kernel).expect("one_kernel names a kernel of the config");
     let image =
         m.image(spec)?.with_context(|| format!("kernel {kernel:?} is the host kernel: it has no boot to measure"))?;
-    let floor = crate::guest_root::build_floor(&m.opts.cache_dir, &crate::guest_root::find_busybox()?)?;
-    let full = m.initramfs()?;
+    let floor = crate::guest_root::build_floor(&m.opts.cache_dir, &m.busybox(spec)?)?;
+    let full = m.initramfs(spec)?;
     let workdir = vm::workdir(&m.opts.run_dir, &format!("boot-bench-{kernel}"));
     let spec_for = |root: &std::path::Path| -> anyhow::Result<vm::VmSpec> {
         let mut s = m.vm_spec(spec, &image, &workdir)?;

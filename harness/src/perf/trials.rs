@@ -41,7 +41,9 @@ pub fn trials(matrix: Arc<Matrix>) -> Vec<libtest_mimic::Trial> {
                 KernelSource::Host => (km_protocol::KernelVersion::current().ok(), "host".to_string()),
             };
             let too_old = version.is_some_and(|v| {
-                b.needs.iter().any(|n| km_protocol::features::by_id(n).is_some_and(|f| v < f.min_version()))
+                b.needs
+                    .iter()
+                    .any(|n| km_protocol::features::by_id(n).is_some_and(|f| v < f.min_version_on(spec.arch())))
             });
             let m = matrix.clone();
             let id = *b;

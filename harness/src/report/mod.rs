@@ -121,7 +121,11 @@ pub fn feature_table(m: &Matrix, runs: &[Arc<KernelRun>]) -> String {
     s.push_str(&"|---".repeat(2 + runs.len()));
     s.push_str("|\n");
     for f in catalogue() {
-        let _ = write!(s, "| {} | {} |", f.title, f.since);
+        let since = std::iter::once(f.since.clone())
+            .chain(f.since_arch.iter().map(|(a, v)| format!("{v} on {a}")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = write!(s, "| {} | {since} |", f.title);
         for r in runs {
             let verdict = crate::verdict::feature(m, r, f);
             let found = match r.features.get(&f.id) {
@@ -131,7 +135,10 @@ pub fn feature_table(m: &Matrix, runs: &[Arc<KernelRun>]) -> String {
                 Some(Probe::Unavailable(_)) => "n/a",
             };
             let cell = match verdict {
-                Verdict::Fail(_) if found != "-" => format!("**{found} (disagrees with {})**", f.since),
+                Verdict::Fail(_) if found != "-" => {
+                    let arch = m.config.kernel(&r.kernel).map_or(km_protocol::Arch::host(), |k| k.arch());
+                    format!("**{found} (disagrees with {})**", f.since_on(arch))
+                }
                 Verdict::Ignored(reason) if reason.starts_with("expected failure") => format!("{found} (expected)"),
                 _ => found.to_string(),
             };

@@ -84,9 +84,10 @@ pub fn exec(m: &Matrix, kernel: &str, req: &ExecRequest, timeout: Option<u64>) -
     root::build(req, &crate::guest_root::find_busybox()?, &initramfs)?;
     let (out_path, err_path) = (workdir.join("stdout"), workdir.join("stderr"));
     let vm_spec = vm::VmSpec {
+        arch: spec.arch(),
         kernel: image.boot_file().to_path_buf(),
         initramfs,
-        accel: m.opts.accel.accel,
+        accel: m.accel(spec),
         memory_mb: m.config.memory_mb,
         cpus: 1,
         extra_cmdline: spec.cmdline.clone(),

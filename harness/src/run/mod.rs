@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::Context as _;
 
-use km_protocol::{checks::CATALOGUE, switches::Switches, CheckId, Line, Probe, Record, Verdict};
+use km_protocol::{checks::CATALOGUE, switches::Switches, Arch, CheckId, Line, Probe, Record, Verdict};
 
 use crate::{
     config::{manifest::ByoProgram, KernelSource, KernelSpec, MatrixConfig},
@@ -151,8 +151,10 @@ pub struct Matrix {
     pub lock_path: PathBuf,
     pub opts: Options,
     mirrors: OnceLock<Result<Mirrors, String>>,
-    initramfs: OnceLock<Result<PathBuf, String>>,
-    agent: OnceLock<Result<PathBuf, String>>,
+    /// Guest roots by the busybox that goes in (one per architecture, and per
+    /// pinned busybox package of a foreign one).
+    initramfs: Mutex<HashMap<PathBuf, Result<PathBuf, String>>>,
+    agents: Mutex<HashMap<Arch, Result<PathBuf, String>>>,
     runs: HashMap<String, OnceLock<Arc<KernelRun>>>,
     slots: Semaphore,
     /// Programs from the config's manifests.
@@ -198,8 +200,8 @@ impl Matrix {
             lock_path,
             opts,
             mirrors: OnceLock::new(),
-            initramfs: OnceLock::new(),
-            agent: OnceLock::new(),
+            initramfs: Mutex::new(HashMap::new()),
+            agents: Mutex::new(HashMap::new()),
             runs,
             slots,
             byo,
@@ -326,7 +328,7 @@ impl Matrix {
         Ok(match spec.source() {
             KernelSource::Host => None,
             KernelSource::Debian(src) => {
-                let locked = self.lock.get(&spec.name, src, &self.lock_path)?;
+                let locked = self.lock.get(&spec.name, src, spec.arch(), &self.lock_path)?;
                 let mirrors = self.mirrors()?;
                 Some(images::ensure_debian(&self.opts.cache_dir, &mirrors, locked, |msg| {
                     eprintln!("kernel-matrix: {}: {msg}", spec.name)
@@ -348,12 +350,33 @@ impl Matrix {
             .map_err(anyhow::Error::msg)
     }
 
-    /// The guest agent as a file (written into the cache once per agent build).
-    pub fn agent(&self) -> anyhow::Result<PathBuf> {
-        self.agent
-            .get_or_init(|| crate::guest_root::agent::path(&self.derived_dir()).map_err(|e| format!("{e:#}")))
+    /// The guest agent for `arch` as a file (written into the cache once per agent build).
+    pub fn agent(&self, arch: Arch) -> anyhow::Result<PathBuf> {
+        let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        agents
+            .entry(arch)
+            .or_insert_with(|| crate::guest_root::agent::path(&self.derived_dir(), arch).map_err(|e| format!("{e:#}")))
             .clone()
             .map_err(anyhow::Error::msg)
+    }
+
+    /// The static busybox of `spec`'s guest root: the host's for its own
+    /// architecture, else the one pinned with the kernel in the lock.
+    pub fn busybox(&self, spec: &KernelSpec) -> anyhow::Result<PathBuf> {
+        let arch = spec.arch();
+        if arch == Arch::host() {
+            return crate::guest_root::find_busybox();
+        }
+        match spec.source() {
+            KernelSource::Debian(src) => {
+                let locked = self.lock.get(&spec.name, src, arch, &self.lock_path)?;
+                images::ensure_busybox(&self.opts.cache_dir, &self.mirrors()?, locked)
+            }
+            _ => anyhow::bail!(
+                "kernel {:?}: a {arch} kernel of your own needs a {arch} busybox, which only `debian:` kernels bring (from their suite)",
+                spec.name
+            ),
+        }
     }
 
     /// Where what the harness makes itself (the agent file, guest roots) is kept:
@@ -367,23 +390,32 @@ impl Matrix {
         }
     }
 
-    /// The guest root for this run, from the cache when its inputs are unchanged.
-    pub fn initramfs(&self) -> anyhow::Result<PathBuf> {
-        self.initramfs
-            .get_or_init(|| {
-                let build = || -> anyhow::Result<PathBuf> {
+    /// The guest root of `spec`'s VM (its architecture's agent and busybox), from
+    /// the cache when its inputs are unchanged.
+    pub fn initramfs(&self, spec: &KernelSpec) -> anyhow::Result<PathBuf> {
+        let build = || -> anyhow::Result<PathBuf> {
+            let busybox = self.busybox(spec)?;
+            let mut roots = self.initramfs.lock().unwrap_or_else(|e| e.into_inner());
+            let root = roots.entry(busybox.clone()).or_insert_with(|| {
+                let root = || -> anyhow::Result<PathBuf> {
                     let files = [self.byo_files()?, self.opts.guest_files.clone()].concat();
-                    crate::guest_root::build_cached(
-                        &self.derived_dir(),
-                        &self.agent()?,
-                        &crate::guest_root::find_busybox()?,
-                        &files,
-                    )
+                    let agent = self.agent(spec.arch())?;
+                    crate::guest_root::build_cached(&self.derived_dir(), spec.arch(), &agent, &busybox, &files)
                 };
-                build().map_err(|e| format!("building the guest root: {e:#}"))
-            })
-            .clone()
-            .map_err(anyhow::Error::msg)
+                root().map_err(|e| format!("{e:#}"))
+            });
+            root.clone().map_err(anyhow::Error::msg)
+        };
+        build().map_err(|e| anyhow::anyhow!("building the guest root: {e:#}"))
+    }
+
+    /// The accelerator of `spec`'s VM: a foreign architecture is always emulated.
+    pub fn accel(&self, spec: &KernelSpec) -> vm::accel::Accel {
+        if spec.arch() == Arch::host() {
+            self.opts.accel.accel
+        } else {
+            vm::accel::Accel::Tcg
+        }
     }
 
     /// `-icount shift=0` for benchmark VMs under TCG (1 virtual ns per guest
@@ -400,9 +432,10 @@ impl Matrix {
         workdir: &Path,
     ) -> anyhow::Result<vm::VmSpec> {
         Ok(vm::VmSpec {
+            arch: spec.arch(),
             kernel: image.boot_file().to_path_buf(),
-            initramfs: self.initramfs()?,
-            accel: self.opts.accel.accel,
+            initramfs: self.initramfs(spec)?,
+            accel: self.accel(spec),
             memory_mb: self.config.memory_mb,
             cpus: 1,
             icount: self.icount(),
@@ -493,7 +526,7 @@ impl Matrix {
         let out = workdir.join("agent.jsonl");
         let _ = std::fs::remove_file(&out);
         self.byo_files()?;
-        let agent = self.agent()?;
+        let agent = self.agent(Arch::host())?;
         let mut child = std::process::Command::new(&agent)
             .args(self.opts.only_programs.iter().flat_map(|o| ["--only".to_string(), o.join(",")]))
             .arg("--byo")

@@ -13,12 +13,14 @@ use anyhow::Context as _;
 pub mod accel;
 pub mod console;
 
-use km_protocol::{record::parse_lines, Line, Record};
+use km_protocol::{record::parse_lines, Arch, Line, Record};
 
 use accel::Accel;
 
 #[derive(Debug, Clone)]
 pub struct VmSpec {
+    /// The guest's architecture: `qemu-system-<arch>` and its machine.
+    pub arch: Arch,
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
     pub accel: Accel,
@@ -77,41 +79,82 @@ impl VmSpec {
         self.workdir.join("agent.jsonl")
     }
 
+    /// The QEMU binary for the guest's architecture.
+    pub fn qemu_binary(&self) -> &'static str {
+        match self.arch {
+            Arch::X86_64 => "qemu-system-x86_64",
+            Arch::Arm64 => "qemu-system-aarch64",
+        }
+    }
+
+    /// The guest sees the same ports on both architectures: the console first,
+    /// then the agent's channel at ttyS1 and [`VmSpec::serials`] at ttyS2, ttyS3.
+    /// - x86_64: `-machine pc` with its ISA 16550 UARTs, ttyS0 the console.
+    /// - arm64: `-machine virt` has one PL011 UART (ttyAMA0, the console); the other
+    ///   ports are QEMU's PCI 16550 (`pci-serial`), which Debian's arm64 kernels
+    ///   drive built in (8250_PCI), numbered ttyS0.. in device order. ttyS0 is a
+    ///   placeholder (`null`) so the agent's channel is ttyS1 as on x86 and
+    ///   vm-images/ need no per-architecture paths. At most 4 (CONFIG_SERIAL_8250_NR_UARTS).
     pub fn command(&self) -> Command {
-        let mut c = Command::new("qemu-system-x86_64");
-        let cpu = match self.accel {
-            Accel::Kvm => "host",
-            Accel::Tcg => "max",
+        let mut c = Command::new(self.qemu_binary());
+        let cpu = match (self.accel, self.arch) {
+            (Accel::Kvm, _) => "host",
+            (Accel::Tcg, Arch::X86_64) => "max",
+            // QEMU's own pointer-authentication algorithm instead of the
+            // architected QARMA, which is slow to emulate.
+            (Accel::Tcg, Arch::Arm64) => "max,pauth-impdef=on",
+        };
+        let machine = match self.arch {
+            Arch::X86_64 => "pc",
+            Arch::Arm64 => "virt",
         };
         // `cryptomgr.notests`: the crypto self-tests were the slowest initcall
         // (crypto_algapi_init, 0.86 s of 3.1 s on 6.1 under TCG, `initcall_debug`)
         // and are not what the matrix tests.
-        let mut append =
-            "console=ttyS0 panic=-1 oops=panic quiet loglevel=5 8250.nr_uarts=2 cryptomgr.notests".to_string();
-        if !self.serials.is_empty() {
-            append = append.replace("8250.nr_uarts=2", &format!("8250.nr_uarts={}", 2 + self.serials.len()));
-        }
+        let mut append = match self.arch {
+            Arch::X86_64 => format!(
+                "console=ttyS0 panic=-1 oops=panic quiet loglevel=5 8250.nr_uarts={} cryptomgr.notests",
+                2 + self.serials.len()
+            ),
+            Arch::Arm64 => "console=ttyAMA0 panic=-1 oops=panic quiet loglevel=5 cryptomgr.notests".to_string(),
+        };
         if let Some(extra) = &self.extra_cmdline {
             append.push(' ');
             append.push_str(extra);
         }
-        c.args(["-machine", "pc", "-accel", &self.accel.to_string(), "-cpu", cpu]);
+        c.args(["-machine", machine, "-accel", &self.accel.to_string(), "-cpu", cpu]);
         if let (Accel::Tcg, Some(shift)) = (self.accel, self.icount) {
             c.args(["-icount", &format!("shift={shift}")]);
         }
         c.args(["-m", &format!("{}M", self.memory_mb), "-smp", &self.cpus.to_string()])
             .args(["-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults", "-no-user-config"])
             .arg("-serial")
-            .arg(format!("file:{}", self.console_path().display()))
-            .arg("-serial")
-            .arg(format!("file:{}", self.channel_path().display()))
-            .args(self.serials.iter().flat_map(|p| ["-serial".to_string(), format!("file:{}", p.display())]))
-            .arg("-kernel")
-            .arg(&self.kernel)
-            .arg("-initrd")
-            .arg(&self.initramfs)
-            .args(["-append", &append]);
+            .arg(format!("file:{}", self.console_path().display()));
+        let ports = std::iter::once(self.channel_path()).chain(self.serials.iter().cloned());
+        match self.arch {
+            Arch::X86_64 => {
+                c.args(ports.flat_map(|p| ["-serial".to_string(), format!("file:{}", p.display())]));
+            }
+            Arch::Arm64 => {
+                c.args(["-chardev", "null,id=km0", "-device", "pci-serial,chardev=km0"]);
+                for (i, p) in ports.enumerate() {
+                    // QEMU option values escape a comma by doubling it.
+                    let path = p.display().to_string().replace(',', ",,");
+                    c.args(["-chardev", &format!("file,id=km{},path={path}", i + 1)])
+                        .args(["-device", &format!("pci-serial,chardev=km{}", i + 1)]);
+                }
+            }
+        }
+        c.arg("-kernel").arg(&self.kernel).arg("-initrd").arg(&self.initramfs).args(["-append", &append]);
         c
+    }
+}
+
+/// The Debian package with the QEMU of `arch`.
+pub fn qemu_package(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "qemu-system-x86",
+        Arch::Arm64 => "qemu-system-arm",
     }
 }
 
@@ -172,7 +215,9 @@ pub fn run_watching(spec: &VmSpec, poll: &mut dyn FnMut()) -> anyhow::Result<VmR
         });
     }
     let start = Instant::now();
-    let mut child = cmd.spawn().context("starting qemu-system-x86_64 (is qemu-system-x86 installed?)")?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {} (is {} installed?)", spec.qemu_binary(), qemu_package(spec.arch)))?;
     let mut boot = None;
     let mut end = None;
     let mut panic_seen: Option<Instant> = None;
