@@ -28,13 +28,13 @@
 use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
-    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd},
     time::Instant,
 };
 
 use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
 use libbpf_log::RunStats;
-use libbpf_rs::{libbpf_sys as sys, ObjectBuilder, ProgramInput};
+use libbpf_rs::{ObjectBuilder, ProgramInput};
 use xdp_classifier::{packet, OBJECT};
 
 use km_protocol::{
@@ -182,9 +182,10 @@ enum StatsGuard {
 impl StatsGuard {
     fn on(features: &BTreeMap<String, Probe>) -> Result<Self, String> {
         if matches!(features.get("enable_stats"), Some(Probe::Present(_))) {
-            let fd = unsafe { sys::bpf_enable_stats(sys::BPF_STATS_RUN_TIME) };
-            if fd >= 0 {
-                return Ok(Self::Fd(unsafe { OwnedFd::from_raw_fd(fd) }));
+            // aya's BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): the same command libbpf's
+            // bpf_enable_stats issues; stats stay on while the fd is open.
+            if let Ok(fd) = aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+                return Ok(Self::Fd(fd));
             }
         }
         let path = "/proc/sys/kernel/bpf_stats_enabled";
@@ -241,10 +242,10 @@ fn fdinfo(program: &str, cfg: BenchConfig, features: &BTreeMap<String, Probe>) -
     // A private network namespace: the program only ever sees our packets, and a
     // host run never touches the machine's real `lo`. Namespaces are per thread.
     std::thread::spawn(move || -> Result<Samples, String> {
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
             return Err(format!(
                 "unshare(CLONE_NEWNET): {} (needed to keep the benchmark off the real lo)",
-                std::io::Error::last_os_error()
+                std::io::Error::from(e)
             ));
         }
         lo_up().map_err(|e| format!("bringing lo up in the private namespace: {e}"))?;
@@ -276,29 +277,32 @@ fn fdinfo(program: &str, cfg: BenchConfig, features: &BTreeMap<String, Probe>) -
 }
 
 fn lo_index() -> Result<u32, String> {
-    match unsafe { libc::if_nametoindex(c"lo".as_ptr()) } {
-        0 => Err("no lo interface".into()),
-        i => Ok(i),
-    }
+    nix::net::if_::if_nametoindex("lo").map_err(|_| "no lo interface".into())
 }
 
 fn lo_up() -> std::io::Result<()> {
     let sock = UdpSocket::bind("0.0.0.0:0").or_else(|_| {
         // A fresh namespace has no usable address yet; any AF_INET socket will do.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(unsafe { UdpSocket::from_raw_fd(fd) })
+        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+        socket(AddressFamily::Inet, SockType::Datagram, SockFlag::empty(), None)
+            .map(UdpSocket::from)
+            .map_err(std::io::Error::from)
     })?;
+    // SAFETY: ifreq is a plain C struct (a name array and a union of integers and
+    // addresses) for which all zero bytes are a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
         *d = *s as libc::c_char;
     }
+    // SAFETY: `sock` is an open socket; SIOCGIFFLAGS writes the flags of the
+    // interface named in `ifr` (NUL-terminated "lo") into `ifr`, which we own.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // SAFETY: after SIOCGIFFLAGS the union holds `ifru_flags`; every bit pattern
+    // of a c_short is valid.
     unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: `sock` is an open socket; SIOCSIFFLAGS only reads `ifr`, a valid ifreq.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -9,7 +9,11 @@ use std::{
 };
 
 use km_protocol::{features::catalogue, Probe};
-use libbpf_rs::libbpf_sys as sys;
+use libbpf_rs::{
+    btf::{types::Func, Btf},
+    libbpf_sys as sys, MapHandle, MapType, ProgramType,
+};
+use perf_event_open_sys as perf;
 
 /// Guest side: runs every probe of the catalogue.
 pub fn probe_all() -> BTreeMap<String, Probe> {
@@ -59,13 +63,14 @@ fn global_data() -> Probe {
         map_flags: sys::BPF_F_RDONLY_PROG,
         ..Default::default()
     };
-    // SAFETY: a null name is allowed; `opts` is a valid, sized options struct.
-    let fd = unsafe { sys::bpf_map_create(sys::BPF_MAP_TYPE_ARRAY, std::ptr::null(), 4, 8, 1, &opts) };
-    if fd >= 0 {
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
-        Probe::Present("array map with BPF_F_RDONLY_PROG created".into())
-    } else {
-        Probe::Absent(format!("array map with BPF_F_RDONLY_PROG: {}", errno_text(fd)))
+    // No name: libbpf-rs passes a null name, as older kernels want. The map is
+    // closed when the handle drops.
+    match MapHandle::create(MapType::Array, None::<&str>, 4, 8, 1, &opts) {
+        Ok(map) => {
+            drop(map);
+            Probe::Present("array map with BPF_F_RDONLY_PROG created".into())
+        }
+        Err(e) => Probe::Absent(format!("array map with BPF_F_RDONLY_PROG: {e}")),
     }
 }
 
@@ -80,14 +85,19 @@ pub fn kfunc(name: &str) -> Probe {
 }
 
 pub fn kfunc_in_vmlinux(name: &str) -> Result<bool, String> {
-    let btf = unsafe { sys::btf__load_vmlinux_btf() };
-    if btf.is_null() {
-        return Err("no kernel BTF (/sys/kernel/btf/vmlinux) to look kfuncs up in".into());
+    let btf = Btf::from_vmlinux().map_err(|_| "no kernel BTF (/sys/kernel/btf/vmlinux) to look kfuncs up in")?;
+    Ok(vmlinux_func_id(&btf, name).is_some_and(|id| id > 0))
+}
+
+/// The id of the first function (`BTF_KIND_FUNC`) named `name`, as libbpf's
+/// `btf__find_by_name_kind` answers. libbpf-rs's `type_by_name` takes the first
+/// type of that name whatever its kind: when that one is a function it is also the
+/// first function of the name; otherwise the functions are searched in id order.
+fn vmlinux_func_id(btf: &Btf<'_>, name: &str) -> Option<u32> {
+    if let Some(f) = btf.type_by_name::<Func<'_>>(name) {
+        return Some(f.type_id().into());
     }
-    let c = CString::new(name).unwrap();
-    let id = unsafe { sys::btf__find_by_name_kind(btf, c.as_ptr(), sys::BTF_KIND_FUNC) };
-    unsafe { sys::btf__free(btf) };
-    Ok(id > 0)
+    btf.type_by_kind::<Func<'_>>().find(|f| f.name() == Some(std::ffi::OsStr::new(name))).map(|f| f.type_id().into())
 }
 
 /// Generic probes for a user program's needs (`km_protocol::byo::Need`).
@@ -96,20 +106,20 @@ pub fn kfunc_in_vmlinux(name: &str) -> Result<bool, String> {
 /// helper is probed in kprobe, sched_cls and XDP programs instead and counts as
 /// present if any of them has it.
 pub fn helper_in(prog_type: u32, id: u32) -> Probe {
-    let rc = unsafe { sys::libbpf_probe_bpf_helper(prog_type, id, std::ptr::null()) };
-    match rc {
-        1 => return Probe::Present(format!("libbpf probe: helper {id} in program type {prog_type} supported")),
-        0 => return Probe::Absent(format!("libbpf probe: helper {id} not supported in program type {prog_type}")),
-        _ => {}
-    }
+    let rc = match probe_helper(prog_type, id) {
+        Ok(true) => return Probe::Present(format!("libbpf probe: helper {id} in program type {prog_type} supported")),
+        Ok(false) => {
+            return Probe::Absent(format!("libbpf probe: helper {id} not supported in program type {prog_type}"))
+        }
+        Err(e) => -os_errno(&e),
+    };
     let proxies = [sys::BPF_PROG_TYPE_KPROBE, sys::BPF_PROG_TYPE_SCHED_CLS, sys::BPF_PROG_TYPE_XDP];
-    let answers: Vec<i32> =
-        proxies.iter().map(|t| unsafe { sys::libbpf_probe_bpf_helper(*t, id, std::ptr::null()) }).collect();
-    if answers.contains(&1) {
+    let answers: Vec<_> = proxies.iter().map(|t| probe_helper(*t, id)).collect();
+    if answers.iter().any(|a| matches!(a, Ok(true))) {
         Probe::Present(format!(
             "helper {id} exists (probed in kprobe/sched_cls/xdp; type {prog_type} cannot be probed)"
         ))
-    } else if answers.iter().all(|a| *a == 0) {
+    } else if answers.iter().all(|a| matches!(a, Ok(false))) {
         Probe::Absent(format!("helper {id} unknown to kprobe, sched_cls and xdp programs"))
     } else {
         Probe::Unavailable(format!("helper {id} could not be probed ({rc})"))
@@ -134,38 +144,70 @@ fn path_probe(p: &str) -> Probe {
     }
 }
 
-fn libbpf_answer(rc: i32, what: &str) -> Probe {
-    match rc {
-        1 => Probe::Present(format!("libbpf probe: {what} supported")),
-        0 => Probe::Absent(format!("libbpf probe: {what} not supported")),
-        e => Probe::Absent(format!("libbpf probe of {what} failed: {}", errno_text(e))),
+/// The errno of a failed libbpf-rs probe. Its `is_supported`/`is_helper_supported`
+/// turn libbpf's `-errno` into `Error::from_raw_os_error(errno)` without context, so
+/// the error's text is the `io::Error`'s: "... (os error N)".
+fn os_errno(e: &libbpf_rs::Error) -> i32 {
+    let text = e.to_string();
+    text.rsplit_once("(os error ").and_then(|(_, n)| n.strip_suffix(')')?.parse().ok()).unwrap_or(libc::EIO)
+}
+
+/// libbpf's answer, as libbpf-rs gives it: supported, not supported, or the
+/// probe's own error (its text is `io::Error`'s, as `errno_text` writes it).
+fn libbpf_answer(answer: libbpf_rs::Result<bool>, what: &str) -> Probe {
+    match answer {
+        Ok(true) => Probe::Present(format!("libbpf probe: {what} supported")),
+        Ok(false) => Probe::Absent(format!("libbpf probe: {what} not supported")),
+        Err(e) => Probe::Absent(format!("libbpf probe of {what} failed: {e}")),
     }
 }
 
-fn map_type(t: sys::bpf_map_type) -> Probe {
-    libbpf_answer(unsafe { sys::libbpf_probe_bpf_map_type(t, std::ptr::null()) }, &format!("map type {t}"))
+/// `libbpf_probe_bpf_map_type` through libbpf-rs. Its `MapType` turns an id it does
+/// not know into `Unknown` (u32::MAX), which libbpf answers with EOPNOTSUPP even
+/// where libbpf itself knows the id (BPF_MAP_TYPE_INSN_ARRAY, newer than
+/// libbpf-rs 0.27.2): such ids go to libbpf directly, so every id gets libbpf's answer.
+fn probe_map_type(t: sys::bpf_map_type) -> libbpf_rs::Result<bool> {
+    let known = MapType::from(t);
+    if known as u32 == t {
+        return known.is_supported();
+    }
+    // SAFETY: libbpf_probe_bpf_map_type takes any map type id and a null options
+    // pointer (it rejects non-null ones); it reads no memory of ours.
+    let rc = unsafe { sys::libbpf_probe_bpf_map_type(t, std::ptr::null()) };
+    match rc {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(libbpf_rs::Error::from_raw_os_error(-rc)),
+    }
 }
 
+/// `libbpf_probe_bpf_helper` through libbpf-rs. A program type id that
+/// `ProgramType` does not know becomes `Unknown`; libbpf answers that, as every
+/// program type its probe does not know, with EOPNOTSUPP (and `ProgramType` knows
+/// every type libbpf 1.7's probe does), so the answer is libbpf's for every id.
+fn probe_helper(t: sys::bpf_prog_type, h: sys::bpf_func_id) -> libbpf_rs::Result<bool> {
+    ProgramType::from(t).is_helper_supported(h)
+}
+
+fn map_type(t: sys::bpf_map_type) -> Probe {
+    libbpf_answer(probe_map_type(t), &format!("map type {t}"))
+}
+
+/// `libbpf_probe_bpf_prog_type` through libbpf-rs (unknown ids: see `probe_helper`).
 fn prog_type(t: sys::bpf_prog_type) -> Probe {
-    libbpf_answer(unsafe { sys::libbpf_probe_bpf_prog_type(t, std::ptr::null()) }, &format!("program type {t}"))
+    libbpf_answer(ProgramType::from(t).is_supported(), &format!("program type {t}"))
 }
 
 fn helper(t: sys::bpf_prog_type, h: sys::bpf_func_id) -> Probe {
-    libbpf_answer(
-        unsafe { sys::libbpf_probe_bpf_helper(t, h, std::ptr::null()) },
-        &format!("helper {h} in program type {t}"),
-    )
+    libbpf_answer(probe_helper(t, h), &format!("helper {h} in program type {t}"))
 }
 
 /// Encodes one BPF instruction (struct bpf_insn is 8 bytes with 4-bit register fields).
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> sys::bpf_insn {
-    let mut b = [0u8; 8];
-    b[0] = code;
-    b[1] = (src << 4) | (dst & 0xf);
-    b[2..4].copy_from_slice(&off.to_le_bytes());
-    b[4..8].copy_from_slice(&imm.to_le_bytes());
-    // SAFETY: bpf_insn is a plain 8-byte C struct.
-    unsafe { std::mem::transmute::<[u8; 8], sys::bpf_insn>(b) }
+    let mut i = sys::bpf_insn { code, off, imm, ..Default::default() };
+    i.set_dst_reg(dst & 0xf);
+    i.set_src_reg(src & 0xf);
+    i
 }
 
 /// `r0 = ret; exit`
@@ -190,12 +232,16 @@ fn load_btf(
         attach_btf_id,
         ..Default::default()
     };
+    // SAFETY: a null name is allowed; the license is a NUL-terminated string and
+    // `insns` a slice of `insns.len()` instructions, both alive for the call; `opts`
+    // is a valid options struct whose `sz` is its size.
     let fd = unsafe {
         sys::bpf_prog_load(t, std::ptr::null(), license.as_ptr(), insns.as_ptr(), insns.len() as _, &mut opts)
     };
     if fd < 0 {
         Err(fd)
     } else {
+        // SAFETY: a non-negative return of bpf_prog_load is a new fd that only we own.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 }
@@ -211,6 +257,8 @@ fn test_run(fd: &OwnedFd, flags: u32, repeat: i32, batch_size: u32) -> Result<u3
         batch_size,
         ..Default::default()
     };
+    // SAFETY: `fd` is an open program fd; `opts` is a valid options struct (`sz` set)
+    // whose input points to `data`, alive for the call; no output buffers are given.
     let rc = unsafe { sys::bpf_prog_test_run_opts(fd.as_raw_fd(), &mut opts) };
     if rc < 0 {
         Err(rc)
@@ -245,12 +293,13 @@ fn xdp_live_frames() -> Probe {
 }
 
 fn enable_stats() -> Probe {
-    let fd = unsafe { sys::bpf_enable_stats(sys::BPF_STATS_RUN_TIME) };
-    if fd >= 0 {
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
-        Probe::Present("BPF_ENABLE_STATS returned an fd".into())
-    } else {
-        Probe::Absent(format!("BPF_ENABLE_STATS: {}", errno_text(fd)))
+    // aya's BPF_ENABLE_STATS(BPF_STATS_RUN_TIME); the fd closes when dropped.
+    match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+        Ok(fd) => {
+            drop(fd);
+            Probe::Present("BPF_ENABLE_STATS returned an fd".into())
+        }
+        Err(e) => Probe::Absent(format!("BPF_ENABLE_STATS: {}", e.io_error)),
     }
 }
 
@@ -261,6 +310,7 @@ fn verified_insns() -> Probe {
     };
     let mut info = sys::bpf_prog_info::default();
     let mut len = std::mem::size_of::<sys::bpf_prog_info>() as u32;
+    // SAFETY: `fd` is an open program fd; `info` is a bpf_prog_info of `len` bytes.
     let rc = unsafe { sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
     if rc < 0 {
         return Probe::Absent(format!("BPF_OBJ_GET_INFO_BY_FD: {}", errno_text(rc)));
@@ -289,8 +339,11 @@ fn uprobe_multi() -> Probe {
         cnt: 1,
         ..Default::default()
     };
+    // SAFETY: `fd` is an open program fd; `opts` is a valid options struct (`sz` set)
+    // whose path and offsets point to `path` and `offset`, alive for the call.
     let rc = unsafe { sys::bpf_link_create(fd.as_raw_fd(), -1, sys::BPF_TRACE_UPROBE_MULTI, &opts) };
     if rc >= 0 {
+        // SAFETY: a non-negative return of bpf_link_create is a new fd that only we own.
         drop(unsafe { OwnedFd::from_raw_fd(rc) });
         return Probe::Present("uprobe_multi link created".into());
     }
@@ -315,34 +368,37 @@ fn prog_profile() -> Probe {
 /// Loads an fentry program on `bpf_fentry_test1` (the kernel's own test target, 5.5+),
 /// found through the kernel's BTF the way libbpf resolves attach points.
 fn fentry() -> Result<(), String> {
-    let btf = unsafe { sys::btf__load_vmlinux_btf() };
-    if btf.is_null() {
-        return Err("no kernel BTF to resolve an fentry target".into());
-    }
-    let name = CString::new("bpf_fentry_test1").unwrap();
-    let id = unsafe { sys::btf__find_by_name_kind(btf, name.as_ptr(), sys::BTF_KIND_FUNC) };
-    unsafe { sys::btf__free(btf) };
-    if id < 0 {
+    let btf = Btf::from_vmlinux().map_err(|_| "no kernel BTF to resolve an fentry target")?;
+    let Some(id) = vmlinux_func_id(&btf, "bpf_fentry_test1") else {
         return Err("bpf_fentry_test1 not in the kernel BTF".into());
-    }
-    load_btf(sys::BPF_PROG_TYPE_TRACING, &return_prog(0), sys::BPF_TRACE_FENTRY, id as u32)
+    };
+    drop(btf);
+    load_btf(sys::BPF_PROG_TYPE_TRACING, &return_prog(0), sys::BPF_TRACE_FENTRY, id)
         .map(drop)
         .map_err(|e| format!("loading an fentry program: {}", errno_text(e)))
 }
 
 /// Opens (and closes) a hardware instructions counter on this thread.
 pub fn hardware_pmu() -> Result<(), String> {
-    // struct perf_event_attr, v5 layout (112 bytes): type, size, config; rest zero.
-    let mut attr = [0u8; 112];
-    attr[0..4].copy_from_slice(&0u32.to_le_bytes()); // PERF_TYPE_HARDWARE
-    attr[4..8].copy_from_slice(&112u32.to_le_bytes());
-    attr[8..16].copy_from_slice(&1u64.to_le_bytes()); // PERF_COUNT_HW_INSTRUCTIONS
-    attr[40] = 0b0110_0001; // disabled | exclude_kernel | exclude_hv
-    let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, 0) };
+    // type, size (the v5 layout, 112 bytes, as before), config; the rest zero.
+    let mut attr = perf::bindings::perf_event_attr {
+        type_: perf::bindings::PERF_TYPE_HARDWARE,
+        size: perf::bindings::PERF_ATTR_SIZE_VER5,
+        config: perf::bindings::PERF_COUNT_HW_INSTRUCTIONS as u64,
+        ..Default::default()
+    };
+    attr.set_disabled(1);
+    attr.set_exclude_kernel(1);
+    attr.set_exclude_hv(1);
+    // SAFETY: `attr` is an initialised perf_event_attr, alive for the call, whose
+    // `size` (112) is within the struct; it asks for a disabled user-space
+    // instructions counter on this thread (pid 0, any CPU, no group, no flags).
+    let fd = unsafe { perf::perf_event_open(&mut attr, 0, -1, -1, 0) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error().to_string());
     }
-    unsafe { libc::close(fd as i32) };
+    // SAFETY: a non-negative return of perf_event_open is a new fd that only we own.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
     Ok(())
 }
 

@@ -128,6 +128,9 @@ fn load(object: &[u8], program: &str, level: u32, size: usize) -> Result<(Insigh
         use std::os::fd::{AsFd as _, AsRawFd as _};
         let mut info = sys::bpf_prog_info::default();
         let mut len = std::mem::size_of::<sys::bpf_prog_info>() as u32;
+        // SAFETY: the fd is the loaded program's, open while `obj` lives; `info` is
+        // a bpf_prog_info of `len` bytes. (libbpf-rs 0.27.2 reads program info only
+        // while iterating every program of the system; aya's from-fd reader is private.)
         if unsafe { sys::bpf_prog_get_info_by_fd(p.as_fd().as_raw_fd(), &mut info, &mut len) } == 0 {
             insight.verified_insns = (info.verified_insns > 0).then_some(info.verified_insns);
             insight.xlated_bytes = Some(info.xlated_prog_len);

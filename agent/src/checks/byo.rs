@@ -90,12 +90,18 @@ pub fn run(p: &GuestProgram, dir: &Path, features: &BTreeMap<String, Probe>, emi
         use std::os::fd::{AsFd as _, AsRawFd as _};
         let mut info = sys::bpf_prog_info::default();
         let mut len = std::mem::size_of::<sys::bpf_prog_info>() as u32;
+        // SAFETY: the fd is the loaded program's, open while `obj` lives; `info` is
+        // a bpf_prog_info of `len` bytes. (libbpf-rs 0.27.2 reads program info only
+        // while iterating every program of the system; aya's from-fd reader is private.)
         if unsafe { sys::bpf_prog_get_info_by_fd(prog.as_fd().as_raw_fd(), &mut info, &mut len) } == 0 {
             insight.verified_insns = (info.verified_insns > 0).then_some(info.verified_insns);
             insight.xlated_bytes = Some(info.xlated_prog_len);
             insight.jited_bytes = Some(info.jited_prog_len);
             metrics.insert("prog_type".into(), info.type_ as f64);
         }
+        // SAFETY: the pointer is libbpf's bpf_program of `prog`, valid while `obj`
+        // lives. (libbpf-rs's `Program::attach_type` maps attach types its enum lacks,
+        // e.g. BPF_TRACE_UPROBE_SESSION, to `Unknown` = u32::MAX: not the number.)
         let attach_type = unsafe { sys::bpf_program__expected_attach_type(prog.as_libbpf_object().as_ptr()) };
         // 0 is both "none" and BPF_CGROUP_INET_INGRESS: only cgroup_skb means the latter.
         if attach_type != 0 || p.prog_type_id == sys::BPF_PROG_TYPE_CGROUP_SKB {

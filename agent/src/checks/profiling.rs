@@ -50,13 +50,11 @@ pub(crate) fn profile_busy_child(opts: ProfileOptions) -> anyhow::Result<(::prof
 }
 
 fn pin(pid: u32, cpu: u32) -> std::io::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes within it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    unsafe { libc::CPU_SET(cpu as usize, &mut set) };
-    match unsafe { libc::sched_setaffinity(pid as libc::pid_t, std::mem::size_of_val(&set), &set) } {
-        0 => Ok(()),
-        _ => Err(std::io::Error::last_os_error()),
-    }
+    use nix::{sched::CpuSet, unistd::Pid};
+    let mut set = CpuSet::new();
+    set.set(cpu as usize)?;
+    nix::sched::sched_setaffinity(Pid::from_raw(pid as libc::pid_t), &set)?;
+    Ok(())
 }
 
 fn samples() -> anyhow::Result<(Verdict, BTreeMap<String, f64>, String)> {
