@@ -36,6 +36,10 @@ const PROBES: &[(&str, ProbeFn)] = &[
     ("bpf_stats_sysctl", || path_probe("/proc/sys/kernel/bpf_stats_enabled")),
     ("enable_stats", enable_stats),
     ("prog_profile", prog_profile),
+    ("trampolines", || match fentry() {
+        Ok(()) => Probe::Present("an fentry program on bpf_fentry_test1 loaded and attached".into()),
+        Err(why) => Probe::Absent(why),
+    }),
     ("ringbuf", || map_type(sys::BPF_MAP_TYPE_RINGBUF)),
     ("btf_vmlinux", || path_probe("/sys/kernel/btf/vmlinux")),
     ("bpf_loop", || helper(sys::BPF_PROG_TYPE_XDP, sys::BPF_FUNC_loop)),
@@ -361,21 +365,35 @@ fn prog_profile() -> Probe {
     }
     match hardware_pmu() {
         Ok(()) => Probe::Present("tracing programs load and a hardware instructions counter opens".into()),
-        Err(e) => Probe::Unavailable(format!("no hardware PMU here ({e}); needs real hardware or KVM with a vPMU")),
+        Err(e) => Probe::Unavailable(format!(
+            "no hardware instructions counter here ({e}); needs real hardware, KVM with a vPMU, or (arm64 under TCG) -icount"
+        )),
     }
 }
 
 /// Loads an fentry program on `bpf_fentry_test1` (the kernel's own test target, 5.5+),
-/// found through the kernel's BTF the way libbpf resolves attach points.
+/// found through the kernel's BTF the way libbpf resolves attach points, and
+/// attaches it. Loading alone proves little: arm64 kernels before 6.0 load fentry
+/// programs but cannot build the trampoline, so attaching fails there (ENOTSUPP).
 fn fentry() -> Result<(), String> {
     let btf = Btf::from_vmlinux().map_err(|_| "no kernel BTF to resolve an fentry target")?;
     let Some(id) = vmlinux_func_id(&btf, "bpf_fentry_test1") else {
         return Err("bpf_fentry_test1 not in the kernel BTF".into());
     };
     drop(btf);
-    load_btf(sys::BPF_PROG_TYPE_TRACING, &return_prog(0), sys::BPF_TRACE_FENTRY, id)
-        .map(drop)
-        .map_err(|e| format!("loading an fentry program: {}", errno_text(e)))
+    let prog = load_btf(sys::BPF_PROG_TYPE_TRACING, &return_prog(0), sys::BPF_TRACE_FENTRY, id)
+        .map_err(|e| format!("loading an fentry program: {}", errno_text(e)))?;
+    // SAFETY: a null name is what tracing programs attach with; `prog` is an open
+    // program fd for the duration of the call.
+    let link = unsafe { sys::bpf_raw_tracepoint_open(std::ptr::null(), prog.as_raw_fd()) };
+    if link < 0 {
+        let why =
+            if -link == 524 { "ENOTSUPP (524): no trampoline on this architecture".into() } else { errno_text(link) };
+        return Err(format!("an fentry program loads, attaching it fails: {why}"));
+    }
+    // SAFETY: a non-negative return is a new link fd that only we own (closed here, detaching).
+    drop(unsafe { OwnedFd::from_raw_fd(link) });
+    Ok(())
 }
 
 /// Opens (and closes) a hardware instructions counter on this thread.

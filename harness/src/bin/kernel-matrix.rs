@@ -240,13 +240,30 @@ fn lock(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
             eprintln!("reading the {} package index of {}", arch.debian(), src.suite);
             indices.insert(key.clone(), debian::fetch_index(mirrors.for_suite(&src.suite)?, &src.suite, arch)?);
         }
-        let index = &indices[&key];
-        let r = debian::resolve(index, src, arch).with_context(|| format!("kernel {}", k.name))?;
+        let r = debian::resolve(&indices[&key], src, arch).with_context(|| format!("kernel {}", k.name))?;
         // A foreign architecture's guest root needs that architecture's static busybox.
-        let busybox = (arch != km_protocol::Arch::host())
-            .then(|| debian::resolve_package(index, "busybox-static", &src.suite))
-            .transpose()
-            .with_context(|| format!("kernel {}", k.name))?;
+        let mut busybox = None;
+        if arch != km_protocol::Arch::host() {
+            let mut tried = Vec::new();
+            for suite in debian::package_suites(&src.suite) {
+                let key = (suite.clone(), arch);
+                if !indices.contains_key(&key) {
+                    eprintln!("reading the {} package index of {suite}", arch.debian());
+                    indices.insert(key.clone(), debian::fetch_index(mirrors.for_suite(&suite)?, &suite, arch)?);
+                }
+                if let Ok(f) = debian::resolve_package(&indices[&key], "busybox-static", &suite) {
+                    busybox = Some((f, suite));
+                    break;
+                }
+                tried.push(suite);
+            }
+            anyhow::ensure!(
+                busybox.is_some(),
+                "kernel {}: no busybox-static for {arch} in {}",
+                k.name,
+                tried.join(" or ")
+            );
+        }
         println!("{}: {} ({}, {arch})", k.name, r.abi, r.version);
         lock.kernels.insert(
             k.name.clone(),
@@ -257,7 +274,8 @@ fn lock(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
                 abi: r.abi,
                 files: r.files,
                 arch: (arch != km_protocol::Arch::X86_64).then_some(arch),
-                busybox,
+                busybox_suite: busybox.as_ref().map(|(_, s)| s.clone()).filter(|s| *s != src.suite),
+                busybox: busybox.map(|(f, _)| f),
             },
         );
     }

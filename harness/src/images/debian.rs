@@ -104,6 +104,21 @@ pub fn resolve(index: &[Stanza], src: &DebianSource, arch: Arch) -> anyhow::Resu
     Ok(ResolvedKernel { abi: abi.to_string(), version, files })
 }
 
+/// Where a plain package of `suite`'s release is found: the suite itself, then
+/// its release's main suite (`bookworm-security` -> `bookworm`; `experimental`,
+/// which holds few packages, -> `sid`).
+pub fn package_suites(suite: &str) -> Vec<String> {
+    let base = match suite.split('-').next().unwrap_or(suite) {
+        "experimental" => "sid",
+        b => b,
+    };
+    let mut v = vec![suite.to_string()];
+    if base != suite {
+        v.push(base.to_string());
+    }
+    v
+}
+
 /// The newest build of a plain package (the static busybox of a foreign
 /// architecture's guest root).
 pub fn resolve_package(index: &[Stanza], name: &str, suite: &str) -> anyhow::Result<LockedFile> {
@@ -245,5 +260,8 @@ Package: linux-modules-7.3-cloud-amd64\nVersion: 7.3~rc7-1~exp1\nFilename: pool/
 Package: busybox-static\nVersion: 1:1.35.0-4+deb12u1\nFilename: pool/b2.deb\nSize: 5\nSHA256: 02\n";
         assert_eq!(resolve_package(&parse_index(bb), "busybox-static", "x").unwrap().path, "pool/b2.deb");
         assert!(resolve_package(&idx, "busybox-static", "x").is_err());
+        assert_eq!(package_suites("bookworm-security"), ["bookworm-security", "bookworm"]);
+        assert_eq!(package_suites("experimental"), ["experimental", "sid"]);
+        assert_eq!(package_suites("sid"), ["sid"]);
     }
 }

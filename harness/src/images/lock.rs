@@ -38,6 +38,10 @@ pub struct LockedKernel {
     /// package (same suite as the kernel), pinned like the kernel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub busybox: Option<LockedFile>,
+    /// The suite `busybox` came from (security suites carry no busybox: their
+    /// release's suite does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busybox_suite: Option<String>,
 }
 
 impl LockedKernel {

@@ -217,7 +217,7 @@ pub fn ensure_busybox(cache: &Path, mirrors: &Mirrors, locked: &LockedKernel) ->
     if dest.exists() {
         return Ok(dest);
     }
-    let base = mirrors.for_suite(&locked.suite)?;
+    let base = mirrors.for_suite(locked.busybox_suite.as_ref().unwrap_or(&locked.suite))?;
     let deb = fetch_deb(cache, &format!("{base}/{}", file.path), &file.package, &file.sha256, |_| {})
         .with_context(|| format!("downloading {} {}", file.package, file.version))?;
     let (_, data) = file_from_deb(&deb, |p| (p == "bin/busybox").then_some(()))?
