@@ -22,7 +22,19 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("gcc-12", "km_splat.ko (vm-images/splat) against Debian's bookworm kernel headers"),
     ("make", "km_splat.ko"),
     ("python3-pip", "actionlint comes as a PyPI wheel"),
+    // arm64 guests (kernels-arm64.yaml): their QEMU, and the agent cross-built by
+    // harness/build.rs against arm64 libelf and zlib (Debian multiarch).
+    ("qemu-system-arm", "arm64 guests (qemu-system-aarch64)"),
+    ("gcc-aarch64-linux-gnu", "links the arm64 agent, builds its libbpf"),
+    ("libelf-dev:arm64", "libbpf in the arm64 agent"),
+    ("zlib1g-dev:arm64", "libbpf in the arm64 agent"),
+    ("systemtap-sdt-dev:arm64", "<sys/sdt.h> for the arm64 USDT target"),
 ];
+
+/// Foreign architectures the packages above name (`name:arch`).
+const FOREIGN_ARCHES: &[&str] = &["arm64"];
+/// Rust targets of the guest agents (harness/build.rs builds one per architecture).
+const RUST_TARGETS: &[&str] = &["aarch64-unknown-linux-gnu"];
 
 const BPF_LINKER: &str = "0.13.0";
 /// actionlint checks .github/ (harness/tests/cli.rs). It is a Go program and Debian
@@ -40,6 +52,13 @@ pub fn setup(sh: &Shell) -> anyhow::Result<()> {
     }
     // The lint gates need rustfmt and clippy on the default toolchain (a `minimal`
     // rustup profile has neither).
+    let targets = cmd!(sh, "rustup target list --installed").read()?;
+    for t in RUST_TARGETS {
+        if !targets.lines().any(|l| l == *t) {
+            say(&format!("adding the Rust target {t} (the arm64 guest agent)"));
+            cmd!(sh, "rustup target add {t}").run()?;
+        }
+    }
     let installed = cmd!(sh, "rustup component list --installed").read()?;
     for c in ["rustfmt", "clippy"] {
         if !installed.lines().any(|l| l.starts_with(c)) {
@@ -77,7 +96,7 @@ pub fn setup(sh: &Shell) -> anyhow::Result<()> {
 /// Installs the missing Debian packages (through sudo unless already root).
 fn apt(sh: &Shell) -> anyhow::Result<()> {
     let names: Vec<&str> = APT_PACKAGES.iter().map(|(p, _)| *p).collect();
-    let format = "${Package} ${Status}\n";
+    let format = "${Package}:${Architecture} ${Status}\n";
     // Exits 1 when a package is unknown to dpkg: those are missing too.
     let query = &names;
     let out = cmd!(sh, "dpkg-query -W -f {format} {query...}").ignore_status().ignore_stderr().quiet().read()?;
@@ -89,22 +108,36 @@ fn apt(sh: &Shell) -> anyhow::Result<()> {
     // Root runs apt-get itself; anyone else through sudo (`env` carries the
     // variable through sudo).
     let sudo = if cmd!(sh, "id -u").read()? == "0" { "env" } else { "sudo" };
+    let foreign = cmd!(sh, "dpkg --print-foreign-architectures").read()?;
+    for a in FOREIGN_ARCHES {
+        if !foreign.lines().any(|l| l == *a) {
+            say(&format!("adding the {a} architecture to dpkg (multiarch, for the {a} libraries)"));
+            cmd!(sh, "{sudo} dpkg --add-architecture {a}").run()?;
+        }
+    }
     cmd!(sh, "{sudo} apt-get update -qq").run()?;
     cmd!(sh, "{sudo} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends {missing...}")
         .run()?;
     Ok(())
 }
 
-/// The packages `dpkg-query -W -f '${Package} ${Status}\n'` does not report as
-/// installed.
+/// The packages `dpkg-query -W -f '${Package}:${Architecture} ${Status}\n'` does
+/// not report as installed. A name may carry an architecture (`libelf-dev:arm64`);
+/// a plain name is satisfied by any.
 fn missing_packages<'a>(names: &[&'a str], dpkg_query: &str) -> Vec<&'a str> {
-    let installed: Vec<&str> = dpkg_query
+    let installed: Vec<(&str, &str)> = dpkg_query
         .lines()
         .filter(|l| l.ends_with("install ok installed"))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(|p| p.split(':').next().unwrap_or(p))
+        .filter_map(|l| l.split_whitespace().next()?.split_once(':'))
         .collect();
-    names.iter().copied().filter(|n| !installed.contains(n)).collect()
+    names
+        .iter()
+        .copied()
+        .filter(|n| {
+            let (name, arch) = n.split_once(':').map_or((*n, None), |(p, a)| (p, Some(a)));
+            !installed.iter().any(|(p, a)| *p == name && arch.is_none_or(|want| want == *a))
+        })
+        .collect()
 }
 
 fn say(what: &str) {
@@ -117,7 +150,10 @@ mod tests {
 
     #[test]
     fn missing_packages_are_those_not_installed() {
-        let out = "cpio install ok installed\nzstd deinstall ok config-files\nbpftool:amd64 install ok installed\n";
-        assert_eq!(missing_packages(&["cpio", "zstd", "bpftool", "make"], out), ["zstd", "make"]);
+        let out = "cpio:amd64 install ok installed\nzstd:amd64 deinstall ok config-files\nbpftool:amd64 install ok installed\nlibelf-dev:amd64 install ok installed\nzlib1g-dev:arm64 install ok installed\n";
+        assert_eq!(
+            missing_packages(&["cpio", "zstd", "bpftool", "make", "libelf-dev:arm64", "zlib1g-dev:arm64"], out),
+            ["zstd", "make", "libelf-dev:arm64"]
+        );
     }
 }

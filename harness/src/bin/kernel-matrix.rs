@@ -127,11 +127,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Report(a) => return kernel_matrix::perf::report(a),
         Cmd::Merge(a) => return kernel_matrix::report::results::merge_command(a),
         Cmd::Exec(a) => {
-            // The program, its libraries and files are checked before anything boots.
-            let req = kernel_matrix::run::exec::prepare(a)?;
             // As a cargo runner the working directory is the user's crate: KM_CONFIG names the matrix.
             let m = matrix(MatrixConfig::load(&cli.settings.config_path())?)?;
-            let code = kernel_matrix::run::exec::exec(&m, &m.one_kernel(&a.kernel)?, &req, a.timeout)?;
+            let kernel = m.one_kernel(&a.kernel)?;
+            let arch = m.config.kernel(&kernel).map_or(km_protocol::Arch::host(), |k| k.arch());
+            // The program (built for the kernel's architecture), its libraries and
+            // files are checked before anything boots.
+            let req = kernel_matrix::run::exec::prepare(a, arch)?;
+            let code = kernel_matrix::run::exec::exec(&m, &kernel, &req, a.timeout)?;
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)));
         }
         _ => {}

@@ -471,6 +471,19 @@ mod tests {
     }
 
     #[test]
+    fn architectures_parse_and_unsupported_ones_point_at_their_kernel() {
+        let c = parse("kernels:\n  - name: a\n    arch: aarch64\n    debian: { suite: sid, series: '6.1' }\n  - name: b\n    debian: { suite: sid, series: '6.1' }\n").unwrap();
+        assert_eq!(c.kernels[0].arch(), km_protocol::Arch::Arm64);
+        assert_eq!(c.kernels[1].arch(), km_protocol::Arch::host());
+        let e = parse("kernels:\n  - name: a\n    debian: { suite: sid, series: '6.1' }\n  - name: s\n    arch: s390x\n    debian: { suite: sid, series: '6.1' }\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "kernels.yaml:4:5: kernel \"s\": arch \"s390x\" is not supported (supported: x86_64, arm64)");
+        let e = parse("kernels:\n  - name: h\n    host: true\n    arch: arm64\n").unwrap_err().to_string();
+        assert!(e.contains("the host kernel is x86_64, not arm64"), "{e}");
+    }
+
+    #[test]
     fn oversized_file_is_refused_before_parsing() {
         let dir = std::env::temp_dir().join(format!("km-config-big-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -3,6 +3,7 @@
 //! copies, and `/km-exec/run.sh` (working directory, environment, argv). Built
 //! per invocation into the run directory (not cached: test binaries change on
 //! every build), and checked before anything boots.
+use km_protocol::Arch;
 use std::{
     ffi::OsString,
     os::unix::ffi::OsStrExt as _,
@@ -39,7 +40,7 @@ fn invalid(path: impl std::fmt::Display, message: impl Into<String>) -> ConfigEr
 
 /// `program` as a file: a path (relative to the working directory) when it has a
 /// `/`, else looked up on PATH like a shell does.
-pub fn resolve_program(program: &Path) -> Result<PathBuf, ConfigError> {
+pub fn resolve_program(program: &Path, arch: Arch) -> Result<PathBuf, ConfigError> {
     let found = if program.as_os_str().as_bytes().contains(&b'/') {
         Some(program.to_path_buf())
     } else {
@@ -50,12 +51,13 @@ pub fn resolve_program(program: &Path) -> Result<PathBuf, ConfigError> {
         return Err(invalid(program.display(), "no such program (give a path to a file, or a name on PATH)"));
     };
     let p = p.canonicalize().map_err(|source| ConfigError::Io { path: p.display().to_string(), source })?;
-    check_elf(&p)?;
+    check_elf(&p, arch)?;
     Ok(p)
 }
 
-/// An x86-64 ELF executable or shared object (what the guest can run).
-pub fn check_elf(p: &Path) -> Result<(), ConfigError> {
+/// A 64-bit little-endian ELF executable or shared object for `arch` (what its
+/// guest can run).
+pub fn check_elf(p: &Path, arch: Arch) -> Result<(), ConfigError> {
     use std::io::Read as _;
     let mut head = [0u8; 20];
     let n = std::fs::File::open(p)
@@ -67,13 +69,13 @@ pub fn check_elf(p: &Path) -> Result<(), ConfigError> {
         } else {
             "not an ELF file"
         };
-        return Err(invalid(p.display(), format!("{what}; the guest runs x86-64 Linux programs")));
+        return Err(invalid(p.display(), format!("{what}; the guest runs {arch} Linux programs")));
     }
     let machine = u16::from_le_bytes([head[18], head[19]]);
-    if head[4] != 2 || head[5] != 1 || machine != 0x3e {
+    if head[4] != 2 || head[5] != 1 || machine != arch.elf_machine() {
         return Err(invalid(
             p.display(),
-            format!("an ELF for another architecture (class {}, e_machine {machine:#x}); the guest is x86-64", head[4]),
+            format!("an ELF for another architecture (class {}, e_machine {machine:#x}); the guest is {arch}", head[4]),
         ));
     }
     if !matches!(u16::from_le_bytes([head[16], head[17]]), 2 | 3) {
@@ -117,14 +119,19 @@ pub fn run_script(req: &ExecRequest) -> String {
 
 /// Writes the guest root of `req` to `dest` (cpio newc, gzip). A library the
 /// program links that `ldd` cannot find is a [`ConfigError`].
-pub fn build(req: &ExecRequest, busybox: &Path, dest: &Path) -> anyhow::Result<()> {
+pub fn build(req: &ExecRequest, arch: Arch, busybox: &Path, dest: &Path) -> anyhow::Result<()> {
     let rel = |p: &str| p.trim_start_matches('/').to_string();
     let mut files: Vec<(String, PathBuf, u32)> = vec![("bin/busybox".into(), busybox.to_path_buf(), 0o755)];
     files.push((rel(&req.program.to_string_lossy()), req.program.clone(), 0));
-    let libs = super::shared_libraries(&req.program)
-        .map_err(|e| invalid(req.program.display(), format!("unresolved shared library: {e:#}")))?;
-    for lib in libs {
-        files.push((rel(&lib.to_string_lossy()), lib, 0o755));
+    let unresolved = |e: anyhow::Error| invalid(req.program.display(), format!("unresolved shared library: {e:#}"));
+    if arch == Arch::host() {
+        for lib in super::shared_libraries(&req.program).map_err(unresolved)? {
+            files.push((rel(&lib.to_string_lossy()), lib, 0o755));
+        }
+    } else {
+        for (guest, host) in super::foreign::libraries(&req.program, arch).map_err(unresolved)? {
+            files.push((guest, host, 0o755));
+        }
     }
     for (host, guest) in &req.files {
         add_tree(host, &rel(guest), &mut files)?;
@@ -171,17 +178,21 @@ mod tests {
 
     #[test]
     fn elf_checks() {
-        assert!(check_elf(Path::new("/bin/sh")).is_ok() || !Path::new("/bin/sh").exists());
+        assert!(check_elf(Path::new("/bin/sh"), Arch::X86_64).is_ok() || !Path::new("/bin/sh").exists());
         let dir = std::env::temp_dir().join(format!("km-exec-elf-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let script = dir.join("s");
         std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
-        assert!(check_elf(&script).unwrap_err().to_string().contains("script"));
+        assert!(check_elf(&script, Arch::X86_64).unwrap_err().to_string().contains("script"));
         let mut arm = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0\xb7\0".to_vec();
         arm.resize(64, 0);
         std::fs::write(dir.join("arm"), &arm).unwrap();
-        assert!(check_elf(&dir.join("arm")).unwrap_err().to_string().contains("another architecture"));
-        assert!(resolve_program(Path::new("./does-not-exist")).unwrap_err().to_string().contains("no such program"));
+        assert!(check_elf(&dir.join("arm"), Arch::X86_64).unwrap_err().to_string().contains("another architecture"));
+        assert!(check_elf(&dir.join("arm"), Arch::Arm64).is_ok());
+        assert!(resolve_program(Path::new("./does-not-exist"), Arch::X86_64)
+            .unwrap_err()
+            .to_string()
+            .contains("no such program"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -45,9 +45,9 @@ pub struct ExecArgs {
 
 /// Checks the program, its libraries and the files before anything boots: every
 /// problem here is a [`ConfigError`] (exit 2).
-pub fn prepare(a: &ExecArgs) -> Result<ExecRequest, ConfigError> {
+pub fn prepare(a: &ExecArgs, arch: km_protocol::Arch) -> Result<ExecRequest, ConfigError> {
     let cwd = std::env::current_dir().map_err(|source| ConfigError::Io { path: ".".into(), source })?;
-    let program = root::resolve_program(Path::new(&a.command[0]))?;
+    let program = root::resolve_program(Path::new(&a.command[0]), arch)?;
     let files = a.files.iter().map(|f| root::parse_file_arg(f, &cwd)).collect::<Result<Vec<_>, _>>()?;
     let mut env = root::passed_env();
     for e in &a.env {
@@ -81,7 +81,7 @@ pub fn exec(m: &Matrix, kernel: &str, req: &ExecRequest, timeout: Option<u64>) -
     let workdir = m.opts.run_dir.join("exec").join(format!("{kernel}-{}", std::process::id()));
     std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
     let initramfs = workdir.join("root.cpio.gz");
-    root::build(req, &crate::guest_root::find_busybox()?, &initramfs)?;
+    root::build(req, spec.arch(), &m.busybox(spec)?, &initramfs)?;
     let (out_path, err_path) = (workdir.join("stdout"), workdir.join("stderr"));
     let vm_spec = vm::VmSpec {
         arch: spec.arch(),

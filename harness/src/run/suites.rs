@@ -58,7 +58,8 @@ pub fn resolve(cfg: &MatrixConfig, s: &SuiteSpec) -> Result<Suite, ConfigError> 
     let program = find_program(cfg, s)?
         .canonicalize()
         .map_err(|source| ConfigError::Io { path: s.command[0].clone(), source })?;
-    crate::guest_root::exec::check_elf(&program).map_err(|e| invalid(cfg, s, e.to_string()))?;
+    crate::guest_root::exec::check_elf(&program, km_protocol::Arch::host())
+        .map_err(|e| invalid(cfg, s, e.to_string()))?;
     let cwd = cfg
         .resolve_path(Path::new("."))
         .canonicalize()

@@ -122,7 +122,7 @@ pub fn parse(data: &[u8], path: &Path) -> Result<BpfObject, String> {
     }
     if !file.is_little_endian() {
         return Err(format!(
-            "{} is big-endian BPF; the matrix's kernels are x86_64 (little-endian): build with -target bpfel",
+            "{} is big-endian BPF; the matrix's kernels (x86_64, arm64) are little-endian: build with -target bpfel",
             path.display()
         ));
     }
