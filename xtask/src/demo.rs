@@ -78,6 +78,20 @@ pub fn run(sh: &Shell, km: &Path, a: &Args) -> anyhow::Result<ExitCode> {
         let mut judge = |what: &str, expect: Expect, base: &km_bmf::Bmf, cur: &km_bmf::Bmf, slot: usize| {
             let cells = compare::compare(base, cur, a.threshold);
             let t = compare::tally(&cells);
+            // Per accelerator: guests under -icount count instructions, the host
+            // measures native time on a machine others share.
+            let by_accel: Vec<String> = ["tcg-icount", "tcg", "kvm", "host"]
+                .iter()
+                .filter_map(|accel| {
+                    let mine: Vec<compare::Cell> = cells
+                        .iter()
+                        .filter(|c| meta.accel_of(km_bmf::split_name(&c.bench).0) == *accel)
+                        .cloned()
+                        .collect();
+                    let t = compare::tally(&mine);
+                    (t.latency > 0).then(|| format!("{accel} {}/{} slower {} faster", t.slower, t.latency, t.faster))
+                })
+                .collect();
             let ok = expect.holds(t);
             held[slot] += usize::from(ok);
             failed |= !ok;
@@ -92,10 +106,11 @@ pub fn run(sh: &Shell, km: &Path, a: &Args) -> anyhow::Result<ExitCode> {
             line(
                 &mut summary,
                 format!(
-                    "run {i}: {what}: {} of {} latency cells slower, {} faster: {} ({})",
+                    "run {i}: {what}: {} of {} latency cells slower, {} faster [{}]: {} ({})",
                     t.slower,
                     t.latency,
                     t.faster,
+                    by_accel.join("; "),
                     if ok { "as expected" } else { "NOT as expected" },
                     if flagged.is_empty() || expect != Expect::NothingFlagged {
                         file.display().to_string()
