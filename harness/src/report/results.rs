@@ -95,12 +95,17 @@ impl Cell {
 /// `cargo test --test matrix -- --exact <kernel>::<trial>` (with `KM_CONFIG`
 /// when the matrix did not come from the workspace's kernels.yaml).
 pub fn reproduce_command(kernel: &str, trial: &str) -> String {
-    // The variable as the user set it (not `--config`): the line is for `cargo test`.
-    let env = match std::env::var("KM_CONFIG") {
-        Ok(c) => format!("KM_CONFIG={} ", crate::report::repro::shell_word(&c)),
-        Err(_) => String::new(),
-    };
+    let env = other_config().map(|c| format!("KM_CONFIG={c} ")).unwrap_or_default();
     format!("{env}cargo test --test matrix -- --exact {kernel}::{trial}")
+}
+
+/// The matrix file when it is not the default (`--config` or `KM_CONFIG`), as an
+/// absolute, shell-quoted path: `cargo test` runs in the crate's directory, not
+/// the user's, so a relative one would name another file there.
+fn other_config() -> Option<String> {
+    let c = crate::settings::try_get().ok()?.config.clone()?;
+    let abs = c.canonicalize().unwrap_or(c);
+    Some(crate::report::repro::shell_word(&abs.to_string_lossy()))
 }
 
 /// The end of a failure message: how to get into the VM, then the exact
@@ -110,8 +115,9 @@ pub fn rerun_hint(run: &KernelRun, trial: &str) -> String {
     if run.accel.is_some() {
         let _ = writeln!(
             s,
-            "debug: `cargo run -p kernel-matrix -- shell --kernel {k}` (root shell in this VM), `cargo run -p kernel-matrix -- qemu-cmd --kernel {k}` (its QEMU command)",
-            k = crate::report::repro::shell_word(&run.kernel)
+            "debug: `cargo run -p kernel-matrix -- {c}shell --kernel {k}` (root shell in this VM), `cargo run -p kernel-matrix -- {c}qemu-cmd --kernel {k}` (its QEMU command)",
+            k = crate::report::repro::shell_word(&run.kernel),
+            c = other_config().map(|c| format!("-c {c} ")).unwrap_or_default()
         );
     }
     let _ = write!(s, "reproduce: {}", reproduce_command(&run.kernel, trial));
