@@ -93,7 +93,7 @@ fn arm64_guest_benchmarks_are_measured_and_labelled() {
     let m = matrix("arm64-bench", true);
     let run = m.run_kernel("6.12-arm64");
     assert!(run.problem().is_none(), "{:?}", run.problem());
-    let (bmf, meta) = kernel_matrix::perf::bmf::from_runs(&[run.clone()]);
+    let (bmf, meta) = kernel_matrix::perf::bmf::from_runs(std::slice::from_ref(&run));
     assert_eq!(meta.accel_of("6.12-arm64"), "tcg-icount");
     for b in ["xdp_classifier::test_run", "xdp_classifier::fdinfo", "usdt_tracer::fdinfo", "profiler::fdinfo"] {
         let metric = bmf

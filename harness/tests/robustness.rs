@@ -191,7 +191,7 @@ fn splat_matrix() -> &'static (Arc<Matrix>, PathBuf) {
         opts.only_programs = Some(vec!["xdp_classifier".into()]);
         let m = Arc::new(Matrix::new(config, opts).unwrap());
         let t = Instant::now();
-        m.initramfs().unwrap();
+        m.initramfs(m.config.kernel("warn").expect("the warn kernel")).unwrap();
         eprintln!("guest root with km_splat.ko built in {:?}", t.elapsed());
         (m, run_dir)
     })

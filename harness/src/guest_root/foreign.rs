@@ -69,7 +69,7 @@ fn needs(path: &Path, arch: Arch) -> anyhow::Result<Needs> {
     let table = header.sections(endian, data)?.dynamic_table(endian, data)?;
     let mut needed = Vec::new();
     for d in table.iter() {
-        if d.tag == i64::from(object::elf::DT_NEEDED) {
+        if d.tag == object::elf::DT_NEEDED {
             needed.push(String::from_utf8_lossy(table.string(d)?).into_owned());
         }
     }

@@ -77,7 +77,7 @@ fn fetch_headers(cache: &Path, locked: &LockedKernel) -> anyhow::Result<Vec<Path
     let image = &locked.files[0];
     let mirrors = Mirrors::discover(None, None)?;
     let base = mirrors.for_suite(&locked.suite)?;
-    let index = kernel_matrix::images::debian::fetch_index(base, &locked.suite)?;
+    let index = kernel_matrix::images::debian::fetch_index(base, &locked.suite, locked.arch())?;
     let flavour_pkg = format!("linux-headers-{}-{}-amd64", locked.abi, locked.flavour);
     let wanted = [
         flavour_pkg.clone(),
