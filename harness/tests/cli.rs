@@ -233,7 +233,10 @@ fn shards_write_reports_and_merge_joins_them() {
         // Shard 2 fails (kernel not in the lock); shard 1 only fails if the host does.
         if shard == "2/2" {
             assert_eq!(code, Some(1), "{out}\n{err}");
-            assert!(out.contains("reproduce: cargo test --test matrix -- --exact unpinned::"), "{out}");
+            // The matrix is not the default kernels.yaml: the rerun line names it.
+            let rerun =
+                format!("reproduce: KM_CONFIG={} cargo test --test matrix -- --exact unpinned::", cfg.display());
+            assert!(out.contains(&rerun), "{out}");
         }
         let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         assert_eq!(r["shards"][0], shard);
@@ -248,7 +251,11 @@ fn shards_write_reports_and_merge_joins_them() {
     assert!(cell["reason"].as_str().unwrap().contains("kernel-matrix lock"), "{cell}");
     assert_eq!(
         cell["reproduce"],
-        format!("cargo test --test matrix -- --exact unpinned::{}", cell["trial"].as_str().unwrap())
+        format!(
+            "KM_CONFIG={} cargo test --test matrix -- --exact unpinned::{}",
+            cfg.display(),
+            cell["trial"].as_str().unwrap()
+        )
     );
 
     let merged = (dir.join("merged.json"), dir.join("merged.xml"), dir.join("merged.md"));
@@ -270,7 +277,10 @@ fn shards_write_reports_and_merge_joins_them() {
     let md = std::fs::read_to_string(&merged.2).unwrap();
     assert!(
         md.contains("| unpinned | - | - |")
-            && md.contains("Reproduce: `cargo test --test matrix -- --exact unpinned::"),
+            && md.contains(&format!(
+                "Reproduce: `KM_CONFIG={} cargo test --test matrix -- --exact unpinned::",
+                cfg.display()
+            )),
         "{md}"
     );
 
