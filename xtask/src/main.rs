@@ -10,13 +10,13 @@ use std::{
     process::ExitCode,
 };
 
-use clap::{Parser, Subcommand};
+use clap::{Parser as _, Subcommand};
 use xshell::{cmd, Shell};
 
 mod demo;
 mod setup;
 
-#[derive(Debug, Parser)]
+#[derive(Debug, clap::Parser)]
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
@@ -59,12 +59,24 @@ enum Task {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse().task) {
+    match run(parse(std::env::args().collect())) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("xtask: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The task. `run`, `test` and `bench` hand everything after their name on
+/// verbatim (clap would swallow a `--`, which `cargo test -- <filter>` needs).
+fn parse(argv: Vec<String>) -> Task {
+    let rest = || argv[2..].to_vec();
+    match argv.get(1).map(String::as_str) {
+        Some("run") => Task::Run { args: rest() },
+        Some("test") => Task::Test { args: rest() },
+        Some("bench") => Task::Bench { args: rest() },
+        _ => Cli::parse_from(argv).task,
     }
 }
 
@@ -133,4 +145,23 @@ fn status(c: xshell::Cmd<'_>) -> anyhow::Result<ExitCode> {
         Some(n) => ExitCode::from(u8::try_from(n).unwrap_or(1)),
         None => ExitCode::FAILURE,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_after_the_task_go_through_unchanged() {
+        let args = |v: &[&str]| match parse(v.iter().map(|s| s.to_string()).collect()) {
+            Task::Test { args } | Task::Run { args } | Task::Bench { args } => args,
+            t => panic!("{t:?}"),
+        };
+        assert_eq!(args(&["xtask", "test", "--", "6.1::"]), ["--", "6.1::"]);
+        assert_eq!(
+            args(&["xtask", "test", "-p", "kernel-matrix", "--test", "cli"]),
+            ["-p", "kernel-matrix", "--test", "cli"]
+        );
+        assert_eq!(args(&["xtask", "run", "-k", "6.*"]), ["-k", "6.*"]);
+    }
 }
