@@ -267,7 +267,8 @@ fn lock(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
                 tried.join(" or ")
             );
         }
-        println!("{}: {} ({}, {arch})", k.name, r.abi, r.version);
+        let foreign = if arch == km_protocol::Arch::host() { String::new() } else { format!(", {arch}") };
+        println!("{}: {} ({}{foreign})", k.name, r.abi, r.version);
         lock.kernels.insert(
             k.name.clone(),
             LockedKernel {
