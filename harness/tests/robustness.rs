@@ -123,8 +123,18 @@ fn rcu_stall_fails_the_trials_even_though_the_agent_finished() {
     // well within the stall detector's patience (at least the ~12 s it took to
     // get to the report, `vm::stuck_patience`).
     let yaml = "kernels:\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\n    cmdline: tsc=reliable rcupdate.rcu_cpu_stall_timeout=3 km.busy=14 km.action=busy\n    timeout_secs: 150\n";
-    let (m, run_dir) = scratch_matrix("rcu", yaml);
-    let (run, after) = starve(&m, &run_dir, "6.1", Duration::from_secs(8));
+    let (mut m, run_dir) = scratch_matrix("rcu", yaml);
+    let (mut run, mut after) = starve(&m, &run_dir, "6.1", Duration::from_secs(8));
+    // Under a full `cargo test` (other VMs of this binary beside it on 2 cores) the
+    // guest once came back from the stop with no stall reported at all; alone it
+    // reports one every time. One more attempt with a fresh VM; a detector that
+    // never fires still fails the test.
+    if run.problem().is_none() {
+        eprintln!("RCU stall: none reported on the first attempt (console: {}); trying once more", run_dir.display());
+        let (m2, run_dir2) = scratch_matrix("rcu-again", yaml);
+        (run, after) = starve(&m2, &run_dir2, "6.1", Duration::from_secs(8));
+        m = m2;
+    }
     let f = run.problem().unwrap_or_default().to_string();
     assert!(f.contains("reported a RCU stall") && f.contains("rcu: INFO: rcu_preempt "), "{f}");
     assert!(run.release.is_some(), "the agent ran after the stall");
