@@ -37,9 +37,7 @@ pub fn feature(m: &Matrix, run: &KernelRun, f: &Feature) -> Verdict {
             Verdict::Fail(run.failure.clone().unwrap_or_else(|| "the agent reported no probe for this feature".into()))
         }
         (None, Some(probe)) => match run.release.as_deref().map(str::parse::<KernelVersion>) {
-            Some(Ok(v)) => {
-                judge(f, m.config.kernel(&run.kernel).map_or(km_protocol::Arch::host(), |k| k.arch()), v, probe)
-            }
+            Some(Ok(v)) => judge(f, m.config.arch_of(&run.kernel), v, probe),
             _ => Verdict::Fail(format!("cannot tell the kernel version from release {:?}", run.release)),
         },
     };

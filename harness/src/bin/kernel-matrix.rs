@@ -130,7 +130,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             // As a cargo runner the working directory is the user's crate: KM_CONFIG names the matrix.
             let m = matrix(MatrixConfig::load(&cli.settings.config_path())?)?;
             let kernel = m.one_kernel(&a.kernel)?;
-            let arch = m.config.kernel(&kernel).map_or(km_protocol::Arch::host(), |k| k.arch());
+            let arch = m.config.arch_of(&kernel);
             // The program (built for the kernel's architecture), its libraries and
             // files are checked before anything boots.
             let req = kernel_matrix::run::exec::prepare(a, arch)?;

@@ -366,6 +366,11 @@ impl MatrixConfig {
         self.kernels.iter().find(|k| k.name == name)
     }
 
+    /// The architecture of kernel `name` (the host's for a name not in the file).
+    pub fn arch_of(&self, name: &str) -> km_protocol::Arch {
+        self.kernel(name).map_or(km_protocol::Arch::host(), KernelSpec::arch)
+    }
+
     /// Resolves a path from the config relative to the file's directory.
     pub fn resolve_path(&self, p: &Path) -> PathBuf {
         match self.path.parent() {

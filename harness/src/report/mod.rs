@@ -136,7 +136,7 @@ pub fn feature_table(m: &Matrix, runs: &[Arc<KernelRun>]) -> String {
             };
             let cell = match verdict {
                 Verdict::Fail(_) if found != "-" => {
-                    let arch = m.config.kernel(&r.kernel).map_or(km_protocol::Arch::host(), |k| k.arch());
+                    let arch = m.config.arch_of(&r.kernel);
                     format!("**{found} (disagrees with {})**", f.since_on(arch))
                 }
                 Verdict::Ignored(reason) if reason.starts_with("expected failure") => format!("{found} (expected)"),

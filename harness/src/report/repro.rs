@@ -84,7 +84,7 @@ pub fn shell(m: &Matrix, kernel: &str) -> anyhow::Result<i32> {
         c.pre_exec(|| nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from));
     }
     let program = c.get_program().to_string_lossy().into_owned();
-    let arch = m.config.kernel(kernel).map_or(km_protocol::Arch::host(), |k| k.arch());
+    let arch = m.config.arch_of(kernel);
     let status =
         c.status().with_context(|| format!("starting {program} (is {} installed?)", vm::qemu_package(arch)))?;
     Ok(status.code().unwrap_or(128 + 9))
