@@ -180,13 +180,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(shard) => shard.select(&names),
                 None => names,
             };
-            eprintln!(
-                "kernel-matrix: {} kernels, accelerator {} ({}), up to {} VMs at once",
-                names.len(),
-                m.opts.accel.accel,
-                m.opts.accel.reason,
-                m.opts.max_vms
-            );
+            m.announce("", &names);
             let runs = m.run_kernels(&names);
             let vrows = report::verifier::rows(&m, &runs);
             let mut table = format!(
@@ -227,6 +221,21 @@ fn matrix(config: MatrixConfig) -> anyhow::Result<Matrix> {
     Matrix::new(config, Options::from_env(run_dir)?)
 }
 
+/// The package index of `suite` for `arch`, downloaded once per lock run.
+fn index<'a>(
+    indices: &'a mut std::collections::HashMap<(String, km_protocol::Arch), Vec<debian::Stanza>>,
+    mirrors: &Mirrors,
+    suite: &str,
+    arch: km_protocol::Arch,
+) -> anyhow::Result<&'a [debian::Stanza]> {
+    let key = (suite.to_string(), arch);
+    if !indices.contains_key(&key) {
+        eprintln!("reading the {} package index of {suite}", arch.debian());
+        indices.insert(key.clone(), debian::fetch_index(mirrors.for_suite(suite)?, suite, arch)?);
+    }
+    Ok(&indices[&key])
+}
+
 fn lock(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
     let path = Lock::path_for(&config.path);
     let mut lock = Lock::load(&path)?;
@@ -238,23 +247,15 @@ fn lock(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
         if !update && lock.get(&k.name, src, arch, &path).is_ok() {
             continue;
         }
-        let key = (src.suite.clone(), arch);
-        if !indices.contains_key(&key) {
-            eprintln!("reading the {} package index of {}", arch.debian(), src.suite);
-            indices.insert(key.clone(), debian::fetch_index(mirrors.for_suite(&src.suite)?, &src.suite, arch)?);
-        }
-        let r = debian::resolve(&indices[&key], src, arch).with_context(|| format!("kernel {}", k.name))?;
+        let r = debian::resolve(index(&mut indices, &mirrors, &src.suite, arch)?, src, arch)
+            .with_context(|| format!("kernel {}", k.name))?;
         // A foreign architecture's guest root needs that architecture's static busybox.
         let mut busybox = None;
         if arch != km_protocol::Arch::host() {
             let mut tried = Vec::new();
             for suite in debian::package_suites(&src.suite) {
-                let key = (suite.clone(), arch);
-                if !indices.contains_key(&key) {
-                    eprintln!("reading the {} package index of {suite}", arch.debian());
-                    indices.insert(key.clone(), debian::fetch_index(mirrors.for_suite(&suite)?, &suite, arch)?);
-                }
-                if let Ok(f) = debian::resolve_package(&indices[&key], "busybox-static", &suite) {
+                let idx = index(&mut indices, &mirrors, &suite, arch)?;
+                if let Ok(f) = debian::resolve_package(idx, "busybox-static", &suite) {
                     busybox = Some((f, suite));
                     break;
                 }

@@ -68,13 +68,7 @@ pub struct ReportArgs {
 /// Runs the kernels with benchmarks on (in parallel, bounded by the VM slots).
 pub fn run_kernels(m: &Arc<Matrix>, kernels: &[String]) -> anyhow::Result<Vec<Arc<KernelRun>>> {
     let names = m.select_kernels(kernels)?;
-    eprintln!(
-        "kernel-matrix: benchmarking {} kernels, accelerator {} ({}), up to {} VMs at once",
-        names.len(),
-        m.opts.accel.accel,
-        m.opts.accel.reason,
-        m.opts.max_vms
-    );
+    m.announce("benchmarking ", &names);
     Ok(m.run_kernels(&names))
 }
 

@@ -280,6 +280,19 @@ impl Matrix {
         }
     }
 
+    /// The line `run` and `bench` print before booting: how many kernels, the
+    /// accelerator and why it was chosen, how many VMs at once (`doing`: what is
+    /// done to them, e.g. "benchmarking ", or nothing).
+    pub fn announce(&self, doing: &str, names: &[String]) {
+        eprintln!(
+            "kernel-matrix: {doing}{} kernels, accelerator {} ({}), up to {} VMs at once",
+            names.len(),
+            self.opts.accel.accel,
+            self.opts.accel.reason,
+            self.opts.max_vms
+        );
+    }
+
     /// Runs these kernels at once (each on a thread of its own, bounded by the VM
     /// slots) and returns their runs in the order given, noting each on stderr.
     pub fn run_kernels(self: &Arc<Self>, names: &[String]) -> Vec<Arc<KernelRun>> {
