@@ -45,6 +45,15 @@ enum Expect {
 }
 
 impl Expect {
+    /// The comparison's name (its table is `<name><run>.md`).
+    fn name(self) -> &'static str {
+        match self {
+            Expect::AllSlower => "slower",
+            Expect::AllFaster => "faster",
+            Expect::NothingFlagged => "rerun",
+        }
+    }
+
     fn holds(self, t: Tally) -> bool {
         t.latency > 0
             && match self {
@@ -74,8 +83,7 @@ pub fn run(sh: &Shell, km: &Path, a: &Args) -> anyhow::Result<ExitCode> {
         }
         line(&mut summary, format!("run {i}: {:.0} s", start.elapsed().as_secs_f64()));
         let (bmf, meta) = km_bmf::read(&json).with_context(|| format!("run {i} wrote no readable BMF"))?;
-        // `slot` is the comparison's kind: 0 slower, 1 faster, 2 rerun (its file's name too).
-        let mut judge = |what: &str, expect: Expect, base: &km_bmf::Bmf, cur: &km_bmf::Bmf, slot: usize| {
+        let mut judge = |what: &str, expect: Expect, base: &km_bmf::Bmf, cur: &km_bmf::Bmf| {
             let cells = compare::compare(base, cur, a.threshold);
             let t = compare::tally(&cells);
             // Per accelerator: guests under -icount count instructions, the host
@@ -93,10 +101,10 @@ pub fn run(sh: &Shell, km: &Path, a: &Args) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             let ok = expect.holds(t);
-            held[slot] += usize::from(ok);
+            held[expect as usize] += usize::from(ok);
             failed |= !ok;
             let table = compare::table(&cells, &meta, false);
-            let file = a.out.join(format!("{}{i}.md", ["slower", "faster", "rerun"][slot]));
+            let file = a.out.join(format!("{}{i}.md", expect.name()));
             let _ = std::fs::write(&file, &table);
             let flagged: Vec<&str> = cells
                 .iter()
@@ -122,10 +130,10 @@ pub fn run(sh: &Shell, km: &Path, a: &Args) -> anyhow::Result<ExitCode> {
         };
         let fixed = compare::map_program(&bmf, FIXED, FIXED);
         let slow = compare::map_program(&bmf, SLOW, FIXED);
-        judge("slower: slow variant vs classifier", Expect::AllSlower, &fixed, &slow, 0);
-        judge("faster: classifier vs slow variant as baseline", Expect::AllFaster, &slow, &fixed, 1);
+        judge("slower: slow variant vs classifier", Expect::AllSlower, &fixed, &slow);
+        judge("faster: classifier vs slow variant as baseline", Expect::AllFaster, &slow, &fixed);
         if !runs.is_empty() {
-            judge(&format!("rerun: vs runs 1-{}", i - 1), Expect::NothingFlagged, &compare::pool(&runs), &bmf, 2);
+            judge(&format!("rerun: vs runs 1-{}", i - 1), Expect::NothingFlagged, &compare::pool(&runs), &bmf);
         }
         runs.push(bmf);
     }
