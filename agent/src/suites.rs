@@ -13,7 +13,7 @@ use km_protocol::{
 fn record(suite: &str, test: &str, verdict: Verdict, note: String, secs: f64) -> Record {
     let mut metrics = BTreeMap::new();
     metrics.insert("suite_secs".to_string(), secs);
-    Record::Check { program: suite.into(), check: test.into(), verdict, metrics, note }
+    Record::Check { program: suite.into(), check: test.into(), verdict, metrics, note, cause: None }
 }
 
 /// The last `n` lines of `text`.

@@ -95,3 +95,66 @@ fn suites_run_inside_the_kernel_as_their_own_trials() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("suite \"not_tests\"") && err.contains("libtest"), "{err}");
 }
+
+/// A project where users really put them: under /tmp (where a guest /init once
+/// mounted a tmpfs that hid the run's files) and in a directory whose name has a
+/// space. Its suite and an `exec` of its own program both run in the 6.1 guest.
+#[test]
+fn suites_and_exec_work_from_a_project_under_tmp_with_a_space() {
+    let example = workspace().join("examples/bpf-user-tests");
+    let built =
+        Command::new(env!("CARGO")).args(["test", "--no-run", "--offline"]).current_dir(&example).status().unwrap();
+    assert!(built.success(), "building examples/bpf-user-tests");
+    let deps = example.join("target/debug/deps");
+    let program = std::fs::read_dir(&deps)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("port_filter-") && p.extension().is_none()
+        })
+        .max_by_key(|p| p.metadata().unwrap().modified().unwrap())
+        .expect("the port_filter test binary");
+    let project = PathBuf::from(format!("/tmp/km project {}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&project);
+    std::fs::create_dir_all(project.join("bin")).unwrap();
+    std::fs::copy(&program, project.join("bin/port filter")).unwrap();
+    std::fs::copy(workspace().join("kernels.lock"), project.join("kernels.lock")).unwrap();
+    // The test binary opens its object at the example's absolute path.
+    let data = example.join("tests/data");
+    let cfg = project.join("kernels.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "kernels:\n  - name: \"6.1\"\n    debian: {{ suite: bookworm, series: \"6.1\" }}\nsuites:\n  - name: port_filter\n    command: [\"bin/port filter\", --test-threads=1]\n    files: [\"{}\"]\n    format: libtest\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(km_with(&project, &cfg).args(["run", "-k", "6.1", "--json", "results.json"]));
+    assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
+    let results = std::fs::read_to_string(project.join("results.json")).unwrap();
+    for test in ["drops_telnet", "passes_https", "drops_tftp", "runs_in_the_kernel_it_says"] {
+        let trial = format!("port_filter::{test}");
+        assert!(out.contains(&trial), "{trial} missing:\n{out}");
+    }
+    let passed = results.matches("\"verdict\": \"pass\"").count() + results.matches("\"verdict\":\"pass\"").count();
+    assert!(passed >= 4, "fewer than 4 passing cells in results.json:\n{results}");
+
+    // exec: the project's own program, by a relative path with a space, in its own
+    // directory (the guest's working directory is the host's).
+    let (code, out, err) = run(km_with(&project, &cfg).args([
+        "exec",
+        "-k",
+        "6.1",
+        "--file",
+        &data.display().to_string(),
+        "--",
+        "./bin/port filter",
+        "--test-threads=1",
+    ]));
+    assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("test result: ok. 4 passed"), "{out}");
+    std::fs::remove_dir_all(&project).unwrap();
+}

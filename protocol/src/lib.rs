@@ -1,8 +1,9 @@
 //! What the kernel-matrix guest agent and the host share, and nothing else:
 //! the records on the agent's channel, verdicts, the check, benchmark and feature
 //! catalogues as data, the `km.*` kernel command-line switches and kernel versions.
-//! Serde only: no BPF, no QEMU.
+//! Serde only (and a BTF reader both sides use): no BPF, no QEMU.
 pub mod arch;
+pub mod btf;
 pub mod byo;
 pub mod checks;
 pub mod features;

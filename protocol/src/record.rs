@@ -40,6 +40,9 @@ pub enum Record {
         /// Free text shown with the trial (e.g. a verifier log excerpt).
         #[serde(default)]
         note: String,
+        /// A failed load's cause, by what happened.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<crate::byo::LoadCause>,
     },
     /// A kernel feature probe's result (see `features`).
     Feature { id: String, result: Probe },
@@ -77,7 +80,7 @@ pub fn parse_lines(text: &str) -> Vec<Line> {
 
 /// `Check` records from a runner are built with this.
 pub fn check(program: &str, check: &str, verdict: Verdict, metrics: BTreeMap<String, f64>, note: String) -> Record {
-    Record::Check { program: program.into(), check: check.into(), verdict, metrics, note }
+    Record::Check { program: program.into(), check: check.into(), verdict, metrics, note, cause: None }
 }
 
 #[cfg(test)]

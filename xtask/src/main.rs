@@ -13,6 +13,7 @@ use std::{
 use clap::{Parser as _, Subcommand};
 use xshell::{cmd, Shell};
 
+mod codegen;
 mod demo;
 mod setup;
 
@@ -56,6 +57,9 @@ enum Task {
     /// Set up, then the regression demo: N full benchmark runs, each judged by the
     /// same comparison `kernel-matrix compare` uses (see `cargo xtask regression-demo --help`).
     RegressionDemo(demo::Args),
+    /// Regenerate harness/src/config/object/tables.rs from the libbpf-sys sources in
+    /// the cargo registry (no set-up); `--check` fails when the committed file differs.
+    Codegen(codegen::Args),
 }
 
 fn main() -> ExitCode {
@@ -82,9 +86,13 @@ fn parse(argv: Vec<String>) -> Task {
 
 fn run(task: Task) -> anyhow::Result<ExitCode> {
     let sh = shell()?;
-    setup::setup(&sh)?;
+    // Codegen only reads sources and writes one file: it must work before set-up.
+    if !matches!(task, Task::Codegen(_)) {
+        setup::setup(&sh)?;
+    }
     Ok(match task {
         Task::Setup => ExitCode::SUCCESS,
+        Task::Codegen(args) => codegen::run(&sh.current_dir(), &args)?,
         Task::Run { args } => {
             cmd!(sh, "cargo build --quiet --package kernel-matrix").run()?;
             let km = harness_binary(&sh);
@@ -163,5 +171,12 @@ mod tests {
             ["-p", "kernel-matrix", "--test", "cli"]
         );
         assert_eq!(args(&["xtask", "run", "-k", "6.*"]), ["-k", "6.*"]);
+    }
+
+    #[test]
+    fn codegen_takes_check() {
+        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        assert!(matches!(parse(argv(&["xtask", "codegen", "--check"])), Task::Codegen(a) if a.check));
+        assert!(matches!(parse(argv(&["xtask", "codegen"])), Task::Codegen(a) if !a.check));
     }
 }

@@ -15,7 +15,7 @@ use libbpf_rs::{libbpf_sys as sys, AsRawLibbpf as _, ObjectBuilder, OpenObject, 
 use super::*;
 use crate::verifier::{failing_instruction, parse_stats, Insight, FULL_LOG, STATS_LOG};
 use km_protocol::{
-    byo::{GuestProgram, Need},
+    byo::{GuestProgram, LoadCause, Need},
     checks::byo_checks,
 };
 
@@ -68,8 +68,14 @@ pub fn run(p: &GuestProgram, dir: &Path, features: &BTreeMap<String, Probe>, emi
                 metrics.insert(k, v);
             }
             metrics.insert("accepted".into(), 0.0);
-            let v = Verdict::Fail(explain_failure(p, features, &format!("{e:#}"), &full_log, &libbpf_log));
-            emit(check(&p.name, "load", v, metrics, insight.summary()));
+            let error = format!("{e:#}");
+            let failure = Failure { object: &object, error: &error, verifier_log: &full_log, libbpf_log: &libbpf_log };
+            let (cause, message) = explain_failure(p, features, &failure);
+            let mut r = check(&p.name, "load", Verdict::Fail(message), metrics, insight.summary());
+            if let Record::Check { cause: c, .. } = &mut r {
+                *c = Some(cause);
+            }
+            emit(r);
             skip_rest(p, emit);
             return;
         }
@@ -154,7 +160,9 @@ pub fn run(p: &GuestProgram, dir: &Path, features: &BTreeMap<String, Probe>, emi
 }
 
 /// Opens the object with only `p.program` autoloaded, logging into `buf` at `level`,
-/// with the manifest's map sizes and `.rodata` applied.
+/// with what a real loader sets before load: the manifest's map sizes (and those
+/// the host filled in for maps the object leaves at 0), the attach target
+/// (`attach_to:`, as `bpf_program__set_attach_target`) and `.rodata`.
 fn open(p: &GuestProgram, object: &[u8], btf: Option<&Path>, level: u32, buf: &mut [u8]) -> anyhow::Result<OpenObject> {
     let mut b = ObjectBuilder::default();
     if let Some(btf) = btf {
@@ -163,10 +171,22 @@ fn open(p: &GuestProgram, object: &[u8], btf: Option<&Path>, level: u32, buf: &m
     let mut open = b.open_memory(object)?;
     let found = crate::verifier::only_program(&mut open, &p.program, level, buf);
     anyhow::ensure!(found, "no program {:?} in {}", p.program, p.object_file);
+    if let Some(target) = &p.attach_to {
+        let mut prog = open.progs_mut().find(|q| q.name() == p.program.as_str()).expect("found above");
+        prog.set_attach_target(0, Some(target.clone()))?;
+    }
     for mut m in open.maps_mut() {
         let name = m.name().to_string_lossy().into_owned();
-        if let Some(n) = p.max_entries.get(&name) {
-            m.set_max_entries(*n)?;
+        if let Some(sizes) = p.maps.get(&name) {
+            if let Some(n) = sizes.key_size {
+                m.set_key_size(n)?;
+            }
+            if let Some(n) = sizes.value_size {
+                m.set_value_size(n)?;
+            }
+            if let Some(n) = sizes.max_entries {
+                m.set_max_entries(n)?;
+            }
         }
         if !p.rodata.is_empty() && name.ends_with(".rodata") {
             let value = m.initial_value_mut().ok_or_else(|| anyhow::anyhow!("map {name} has no initial value"))?;
@@ -205,22 +225,47 @@ pub fn probe_need(n: &Need, prog_type: u32, features: &BTreeMap<String, Probe>) 
     }
 }
 
-/// The message of a failed load: missing needs first, then what libbpf and the
-/// verifier said.
-fn explain_failure(
-    p: &GuestProgram,
-    features: &BTreeMap<String, Probe>,
-    error: &str,
-    verifier_log: &str,
-    libbpf_log: &str,
-) -> String {
+/// What libbpf and the kernel said about a failed load.
+struct Failure<'a> {
+    /// The object's bytes (to read the failed map's sizes and the program's section).
+    object: &'a [u8],
+    /// libbpf's error (`{e:#}`).
+    error: &'a str,
+    /// The verifier's log (the kernel's, through our log buffer): empty when the
+    /// load never reached the verifier.
+    verifier_log: &'a str,
+    /// libbpf's own messages.
+    libbpf_log: &'a str,
+}
+
+/// The errno name in libbpf's words (`-EINVAL`, `-ESRCH`, ...), if it gave one.
+fn errno_in(text: &str) -> Option<&str> {
+    let i = text.find("-E")?;
+    let rest = &text[i + 1..];
+    let end = rest.find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit())).unwrap_or(rest.len());
+    (end > 1).then(|| &rest[..end])
+}
+
+/// The text between the quotes after `marker` in libbpf's log.
+fn quoted_after<'a>(log: &'a str, marker: &str) -> Option<&'a str> {
+    let rest = &log[log.find(marker)? + marker.len()..];
+    let rest = rest.strip_prefix('\'')?;
+    Some(&rest[..rest.find('\'')?])
+}
+
+/// A failed load's cause, by what happened, and its message: the kernel lacks a
+/// need; the attach target is not in its BTF (with the nearest names it has); a
+/// map could not be created (which, which parameter, how to set it); the
+/// verifier said no (log tail, failing instruction); anything else (errno, libbpf).
+fn explain_failure(p: &GuestProgram, features: &BTreeMap<String, Probe>, f: &Failure<'_>) -> (LoadCause, String) {
     let kernel = this_kernel();
     let mut missing = Vec::new();
     for n in &p.requires {
         if let Probe::Absent(_) = probe_need(n, p.prog_type_id, features) {
             let catalogue = match (&n.feature, &n.since) {
                 (Some(f), Some(s)) => format!("features.yaml: {f}, {s}"),
-                _ => "not in features.yaml".into(),
+                (None, Some(s)) => format!("{}: {s}", km_protocol::byo::VERSIONS_SOURCE),
+                _ => "no catalogued version".into(),
             };
             let since = n.since.as_deref().and_then(|s| s.parse::<km_protocol::KernelVersion>().ok());
             missing.push((since, format!("{}, which {kernel} lacks; {catalogue}", n.text)));
@@ -229,26 +274,92 @@ fn explain_failure(
     // The newest catalogued need first: it is the one that decides; uncatalogued last.
     missing.sort_by_key(|m| std::cmp::Reverse(m.0));
     let missing: Vec<String> = missing.into_iter().map(|m| m.1).collect();
-    let head = if missing.is_empty() {
-        format!(
-            "plain verifier rejection of {} on {kernel}: this kernel has every need the instructions show ({} probed)",
-            p.program,
-            p.requires.len()
-        )
+    let target = quoted_after(f.libbpf_log, "failed to find kernel BTF type ID of ");
+    let map = quoted_after(f.libbpf_log, "map ").filter(|_| f.libbpf_log.contains("failed to create"));
+    let (cause, head) = if !missing.is_empty() {
+        (LoadCause::MissingNeed, format!("{} cannot load on {kernel}: it {}", p.program, missing.join("; it ")))
+    } else if let Some(target) = target {
+        (LoadCause::AttachTarget, attach_target_absent(p, f.object, target, &kernel))
+    } else if let Some(map) = map {
+        (LoadCause::MapCreate, map_not_created(p, f.object, map, errno_in(f.libbpf_log).unwrap_or("an error"), &kernel))
+    } else if !f.verifier_log.trim().is_empty() {
+        (LoadCause::Verifier, format!("the verifier of {kernel} rejects {}", p.program))
     } else {
-        format!("{} cannot load on {kernel}: it {}", p.program, missing.join("; it "))
+        let errno = errno_in(f.error).or_else(|| errno_in(f.libbpf_log)).unwrap_or("no errno");
+        (
+            LoadCause::Other,
+            format!("{} does not load on {kernel} ({errno}), before the verifier said anything", p.program),
+        )
     };
-    let mut msg = format!("{head}\nlibbpf: {error}");
-    let log_tail = tail(verifier_log, LOG_TAIL_LINES);
+    let mut msg = format!("{head}\nlibbpf: {}", f.error);
+    let log_tail = tail(f.verifier_log, LOG_TAIL_LINES);
     if !log_tail.trim().is_empty() {
         msg.push_str(&format!("\n--- verifier log (tail) ---\n{log_tail}"));
     } else {
-        msg.push_str(&format!("\n--- libbpf log (tail) ---\n{}", tail(libbpf_log, 12)));
+        msg.push_str(&format!("\n--- libbpf log (tail) ---\n{}", tail(f.libbpf_log, 12)));
     }
-    if let Some(insn) = failing_instruction(verifier_log) {
+    if let Some(insn) = failing_instruction(f.verifier_log) {
         msg.push_str(&format!("\nfailing instruction: {insn}"));
     }
-    msg
+    (cause, msg)
+}
+
+/// `fentry/do_unlinkat` on a kernel without `do_unlinkat`: say so, and which
+/// names of that kind this kernel's BTF does have nearest it.
+fn attach_target_absent(p: &GuestProgram, object: &[u8], target: &str, kernel: &str) -> String {
+    let section = section_of(p, object).unwrap_or_default();
+    let wanted = km_protocol::btf::AttachTarget::of_section(&section)
+        .map(|t| t.renamed(p.attach_to.as_deref().unwrap_or(&t.name)))
+        .unwrap_or(km_protocol::btf::AttachTarget {
+            name: target.to_string(),
+            kind: km_protocol::btf::TargetKind::Function,
+        });
+    let how = if p.attach_to.is_some() { "attach_to:" } else { "its section" };
+    let nearest = std::fs::read("/sys/kernel/btf/vmlinux")
+        .map_err(|e| e.to_string())
+        .and_then(|b| km_protocol::btf::Btf::parse(&b))
+        .map(|btf| btf.nearest_targets(&wanted, 5));
+    let near = match nearest {
+        Ok(n) if !n.is_empty() => format!("; nearest in its BTF: {}", n.join(", ")),
+        Ok(_) => String::new(),
+        Err(e) => format!("; (could not read its BTF: {e})"),
+    };
+    format!(
+        "attach target {:?} ({} named by {how}) is not in {kernel}'s BTF{near}. Set the target with `attach_to:` if the SEC() name is a placeholder",
+        wanted.name,
+        wanted.kind.describe()
+    )
+}
+
+/// Which parameter of `map` the kernel refused, and how to set it.
+fn map_not_created(p: &GuestProgram, object: &[u8], map: &str, errno: &str, kernel: &str) -> String {
+    let mut buf = vec![0u8; 4096];
+    let sizes = open(p, object, None, 0, &mut buf).ok().and_then(|o| {
+        o.maps()
+            .find(|m| m.name().to_string_lossy() == map)
+            .map(|m| (u32::from(m.map_type()), m.key_size(), m.value_size(), m.max_entries()))
+    });
+    let (why, fix) = match sizes {
+        Some((t, k, v, n)) => match km_protocol::byo::map_size_problem(t, k, v, n) {
+            Some(why) => {
+                let param = why.split_whitespace().next().unwrap_or("max_entries").to_string();
+                (why, format!("set it with `maps: {{ {map}: {{ {param}: N }} }}`"))
+            }
+            None => (
+                format!("key_size {k}, value_size {v}, max_entries {n}: sizes this map type can take"),
+                "the kernel refuses something else (its flags or type: see the libbpf log)".into(),
+            ),
+        },
+        None => ("its sizes could not be read".into(), "see the libbpf log".into()),
+    };
+    format!("map '{map}' could not be created on {kernel} ({errno}): {why}; {fix}")
+}
+
+/// The program's section in the object, as libbpf reads it.
+fn section_of(p: &GuestProgram, object: &[u8]) -> Option<String> {
+    let open = ObjectBuilder::default().open_memory(object).ok()?;
+    let section = open.progs().find(|q| q.name() == p.program.as_str())?.section().to_string_lossy().into_owned();
+    Some(section)
 }
 
 fn skip_rest(p: &GuestProgram, emit: &mut dyn FnMut(Record)) {

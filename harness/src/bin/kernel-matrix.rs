@@ -49,9 +49,19 @@ enum Cmd {
     /// What each program of BPF objects needs from a kernel (helpers, kfuncs, map and
     /// program types, ...) and the lowest version and matrix kernel that can load it;
     /// boots nothing.
+    /// With kernels of the matrix in the cache, also predicts per program and kernel
+    /// whether it loads and why not (versions, attach targets and kfuncs against
+    /// each kernel's own BTF).
     Explain {
         #[arg(required = true)]
         objects: Vec<PathBuf>,
+        /// Only these kernels (names or globs; each must be in the cache).
+        #[arg(long = "kernel", short = 'k', value_name = "GLOB")]
+        kernels: Vec<String>,
+        /// Print the predictions as a JSON array of
+        /// {object, program, kernel, predicted: accept|reject, cause, reason}.
+        #[arg(long)]
+        json: bool,
     },
     /// Pin every Debian kernel to the newest build of its series (writes kernels.lock).
     Lock {
@@ -115,12 +125,38 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             return kernel_matrix::perf::veristat::compare(&a.files[0], &a.files[1], a.all)
         }
         Cmd::Compare(a) => return kernel_matrix::perf::compare(a),
-        Cmd::Explain { objects } => {
+        Cmd::Explain { objects, kernels, json } => {
+            use kernel_matrix::report::explain;
             // The matrix is optional: without it, only catalogue versions are shown.
             let path = cli.settings.config_path();
             let cfg = if path.exists() { Some(MatrixConfig::load(&path)?) } else { None };
+            let (views, uncached) = match &cfg {
+                Some(c) => explain::kernel_views(c, &kernel_matrix::images::default_cache_dir(), kernels)?,
+                None if !kernels.is_empty() => {
+                    return Err(ConfigError::Invalid {
+                        path: path.display().to_string(),
+                        message: "explain -k needs the matrix file (kernels.yaml or -c FILE)".into(),
+                    }
+                    .into())
+                }
+                None => Default::default(),
+            };
+            if *json {
+                let mut all = Vec::new();
+                for o in objects {
+                    all.extend(explain::predictions(o, &views)?);
+                }
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             for o in objects {
-                println!("{}", kernel_matrix::report::explain::explain(o, cfg.as_ref())?);
+                println!("{}", explain::explain(o, cfg.as_ref(), &views)?);
+            }
+            if !uncached.is_empty() {
+                println!(
+                    "not predicted (not in the cache): {}; `kernel-matrix fetch -k NAME` fetches one",
+                    uncached.join(", ")
+                );
             }
             return Ok(ExitCode::SUCCESS);
         }

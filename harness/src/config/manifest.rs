@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use km_protocol::byo::{GuestPacket, GuestProgram, ProgType, GUEST_DIR, MANIFEST_JSON};
+pub use km_protocol::byo::{GuestPacket, GuestProgram, MapSizes, ProgType, GUEST_DIR, MANIFEST_JSON};
 use serde::Deserialize;
 
 use crate::config::ConfigError;
@@ -43,10 +43,18 @@ pub struct ProgramSpec {
     /// Packets for BPF_PROG_TEST_RUN and the verdict each must get.
     #[serde(default)]
     pub test_run: Vec<PacketSpec>,
-    /// Map sizes the loader sets (`counts: { max_entries: 10240 }`); maps the
-    /// object leaves at 0 get 1 (a page for ring buffers) unless named here.
+    /// Map sizes the loader sets (`counts: { max_entries: 10240 }`, `stacks: {
+    /// value_size: 1016 }`), checked against what the map type can take. Unless
+    /// named here, maps the object leaves at `max_entries` 0 get 1 (a page for
+    /// ring buffers; local storage stays 0) and stack trace maps at `value_size` 0
+    /// get 127 frames (`STACK_TRACE_VALUE_SIZE`), as real loaders set them.
     #[serde(default)]
     pub maps: BTreeMap<String, MapSpec>,
+    /// The attach target to set before loading (`bpf_program__set_attach_target`)
+    /// for fentry/fexit/fmod_ret, lsm, tp_btf and iter programs whose SEC() name
+    /// is a placeholder (or bare): a name with `program:`, else `{ program: target }`.
+    #[serde(default)]
+    pub attach_to: Option<AttachTo>,
     /// `const volatile` globals to set before loading, by name (checked against
     /// the object's BTF `.rodata`): numbers, booleans or strings.
     #[serde(default)]
@@ -60,10 +68,24 @@ pub struct ProgramSpec {
     pub attach: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MapSpec {
-    pub max_entries: u32,
+    #[serde(default)]
+    pub key_size: Option<u32>,
+    #[serde(default)]
+    pub value_size: Option<u32>,
+    #[serde(default)]
+    pub max_entries: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum AttachTo {
+    /// The target of the one program `program:` picks.
+    One(String),
+    /// program name -> target.
+    Each(BTreeMap<String, String>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,85 +138,145 @@ pub struct ByoProgram {
 
 /// Reads a manifest; every error names the file (and line/column where it can tell).
 pub fn load(path: &Path) -> Result<Vec<ByoProgram>, ConfigError> {
-    let shown = path.display().to_string();
     let text = crate::config::read_limited(path)?;
     let file: ManifestFile = crate::config::parse_yaml(&text, path)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let invalid = |message: String| ConfigError::Invalid { path: shown.clone(), message };
-    // Semantic errors about a key of an entry point at that key's line.
-    let at = |entry: &str, key: &str, message: String| match locate_key(&text, entry, key) {
-        Some((line, column)) => ConfigError::Syntax { path: shown.clone(), line, column, message },
-        None => invalid(message),
-    };
+    let m = Manifest { path, text: &text, dir: path.parent().unwrap_or(Path::new(".")) };
     let mut out: Vec<ByoProgram> = Vec::new();
     for p in file.programs {
-        if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(at(&p.name, "name", format!("program name {:?} must be letters, digits and '_'", p.name)));
-        }
         if out.iter().any(|o| o.guest.name == p.name || o.guest.name.starts_with(&format!("{}::", p.name))) {
-            return Err(at(&p.name, "name", format!("entry {:?} is listed twice", p.name)));
+            return Err(m.at(&p.name, "name", format!("entry {:?} is listed twice", p.name)));
+        }
+        out.extend(m.entry(&p)?);
+    }
+    Ok(out)
+}
+
+/// The manifest being read: where errors point.
+struct Manifest<'a> {
+    path: &'a Path,
+    text: &'a str,
+    dir: &'a Path,
+}
+
+type Program<'o> = &'o crate::config::object::Program;
+
+impl Manifest<'_> {
+    fn invalid(&self, message: String) -> ConfigError {
+        ConfigError::Invalid { path: self.path.display().to_string(), message }
+    }
+
+    /// A semantic error about a key of an entry, pointing at that key's line.
+    fn at(&self, entry: &str, key: &str, message: String) -> ConfigError {
+        match locate_key(self.text, entry, key) {
+            Some((line, column)) => {
+                ConfigError::Syntax { path: self.path.display().to_string(), line, column, message }
+            }
+            None => self.invalid(message),
+        }
+    }
+
+    fn relative(&self, p: &Path) -> PathBuf {
+        if p.is_relative() {
+            self.dir.join(p)
+        } else {
+            p.to_path_buf()
+        }
+    }
+
+    /// One entry: its programs, each with what the loader sets before load.
+    fn entry(&self, p: &ProgramSpec) -> Result<Vec<ByoProgram>, ConfigError> {
+        if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(self.at(&p.name, "name", format!("program name {:?} must be letters, digits and '_'", p.name)));
         }
         for n in &p.needs {
             if km_protocol::features::by_id(n).is_none() {
-                return Err(at(
-                    &p.name,
-                    "needs",
-                    format!("entry {:?} needs unknown feature {n:?} (see features.yaml)", p.name),
-                ));
+                let message = format!("entry {:?} needs unknown feature {n:?} (see features.yaml)", p.name);
+                return Err(self.at(&p.name, "needs", message));
             }
         }
-        let object_path = if p.object.is_relative() { dir.join(&p.object) } else { p.object.clone() };
+        let object_path = self.relative(&p.object);
         if !object_path.exists() {
-            return Err(at(
-                &p.name,
-                "object",
-                format!("entry {:?}: object {} does not exist", p.name, object_path.display()),
-            ));
+            let message = format!("entry {:?}: object {} does not exist", p.name, object_path.display());
+            return Err(self.at(&p.name, "object", message));
         }
         let obj = crate::config::object::read(&object_path)
-            .map_err(|e| at(&p.name, "object", format!("entry {:?}: {e}", p.name)))?;
-        // Which programs: one, a list of names/globs, or all.
-        let (chosen, single): (Vec<&crate::config::object::Program>, bool) = match (&p.program, &p.programs) {
+            .map_err(|e| self.at(&p.name, "object", format!("entry {:?}: {e}", p.name)))?;
+        let (chosen, single) = self.select(p, &obj, &object_path)?;
+        let maps = self.map_sizes(p, &obj, &object_path)?;
+        let targets = self.attach_targets(p, &chosen, single, &object_path, &obj)?;
+        let rodata = self.rodata(p, &obj, &object_path)?;
+        let btf = self.btf(p)?;
+        let packets = self.packets(p, &chosen)?;
+        let mut out = Vec::new();
+        for prog in chosen {
+            let def = prog.sec_def.expect("checked in select");
+            let attach_to = targets.get(&prog.name).cloned();
+            // A bare `kprobe`/`uprobe`/`tp_btf`... names no target: libbpf cannot
+            // attach it on its own (EOPNOTSUPP), the loader must (or `attach_to:`).
+            let names_target = attach_to.is_some() || def.sec.strip_suffix('+').is_none_or(|bare| prog.section != bare);
+            out.push(ByoProgram {
+                guest: GuestProgram {
+                    name: if single { p.name.clone() } else { format!("{}::{}", p.name, prog.name) },
+                    program: prog.name.clone(),
+                    prog_type: p.prog_type,
+                    needs: p.needs.clone(),
+                    object_file: format!("{}.o", p.name),
+                    packets: packets.clone(),
+                    requires: obj.needs_with(prog, attach_to.as_deref(), &maps),
+                    prog_type_id: crate::config::object::prog_type_id(def.prog_type).unwrap_or(0),
+                    maps: maps.clone(),
+                    attach_to,
+                    rodata: rodata.clone(),
+                    btf_file: btf.as_ref().map(|b| b.0.clone()),
+                    attach: p.attach && def.auto_attach && names_target,
+                },
+                object_path: object_path.clone(),
+                btf: btf.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Which programs: one (`program:`, keeps the trial `<name>::load`), a list of
+    /// names/globs, or all; each in a section libbpf knows.
+    fn select<'o>(
+        &self,
+        p: &ProgramSpec,
+        obj: &'o crate::config::object::BpfObject,
+        object_path: &Path,
+    ) -> Result<(Vec<Program<'o>>, bool), ConfigError> {
+        let (chosen, single): (Vec<Program<'o>>, bool) = match (&p.program, &p.programs) {
             (Some(_), Some(_)) => {
-                return Err(at(
-                    &p.name,
-                    "programs",
-                    format!("entry {:?}: give `program:` or `programs:`, not both", p.name),
-                ))
+                let message = format!("entry {:?}: give `program:` or `programs:`, not both", p.name);
+                return Err(self.at(&p.name, "programs", message));
             }
             (Some(one), None) => match obj.program(one) {
                 Some(prog) => (vec![prog], true),
                 None => {
-                    return Err(at(
-                        &p.name,
-                        "program",
-                        format!(
-                            "entry {:?}: no program {one:?} in {} (it has: {})",
-                            p.name,
-                            object_path.display(),
-                            names(&obj)
-                        ),
-                    ))
+                    let message = format!(
+                        "entry {:?}: no program {one:?} in {} (it has: {})",
+                        p.name,
+                        object_path.display(),
+                        names(obj)
+                    );
+                    return Err(self.at(&p.name, "program", message));
                 }
             },
             (None, Some(globs)) => {
-                let mut v = Vec::new();
+                let mut v: Vec<Program<'o>> = Vec::new();
                 for g in globs {
                     let hits: Vec<_> = obj.programs.iter().filter(|q| glob(g, &q.name)).collect();
                     if hits.is_empty() {
-                        return Err(at(
-                            &p.name,
-                            "programs",
-                            format!(
-                                "entry {:?}: {g:?} matches no program in {} (it has: {})",
-                                p.name,
-                                object_path.display(),
-                                names(&obj)
-                            ),
-                        ));
+                        let message = format!(
+                            "entry {:?}: {g:?} matches no program in {} (it has: {})",
+                            p.name,
+                            object_path.display(),
+                            names(obj)
+                        );
+                        return Err(self.at(&p.name, "programs", message));
                     }
                     for h in hits {
-                        if !v.iter().any(|x: &&crate::config::object::Program| x.name == h.name) {
+                        if !v.iter().any(|x| x.name == h.name) {
                             v.push(h);
                         }
                     }
@@ -205,86 +287,155 @@ pub fn load(path: &Path) -> Result<Vec<ByoProgram>, ConfigError> {
         };
         for prog in &chosen {
             if prog.sec_def.is_none() {
-                return Err(at(&p.name, "object", format!(
+                return Err(self.at(&p.name, "object", format!(
                     "entry {:?}: program {:?} is in section {:?}, which libbpf 1.7 does not know (see libbpf's program types and ELF sections)",
                     p.name, prog.name, prog.section
                 )));
             }
         }
-        // Map sizes: the manifest's, then 1 (a page for ring buffers) for maps left at 0.
-        let mut max_entries = BTreeMap::new();
-        for (m, spec) in &p.maps {
-            if !obj.maps.iter().any(|x| &x.name == m) {
+        Ok((chosen, single))
+    }
+
+    /// The sizes the loader sets per map: the manifest's, each checked against
+    /// what the map type can take, then the loader's own (`loader_sizes`).
+    fn map_sizes(
+        &self,
+        p: &ProgramSpec,
+        obj: &crate::config::object::BpfObject,
+        object_path: &Path,
+    ) -> Result<BTreeMap<String, MapSizes>, ConfigError> {
+        let mut overrides = BTreeMap::new();
+        for (name, spec) in &p.maps {
+            let Some(m) = obj.maps.iter().find(|x| &x.name == name) else {
                 let have: Vec<_> = obj.maps.iter().map(|x| x.name.as_str()).collect();
-                return Err(at(
+                let message = format!(
+                    "entry {:?}: maps: no map {name:?} in {} (it has: {})",
+                    p.name,
+                    object_path.display(),
+                    have.join(", ")
+                );
+                return Err(self.at(&p.name, name, message));
+            };
+            let sizes =
+                MapSizes { key_size: spec.key_size, value_size: spec.value_size, max_entries: spec.max_entries };
+            overrides.insert(name.clone(), sizes);
+            let t = m.map_type.unwrap_or(0);
+            let (k, v, n) = m.created_with(obj.loader_sizes(&overrides).get(name));
+            if let Some(problem) = km_protocol::byo::map_size_problem(t, k, v, n) {
+                let message = format!(
+                    "entry {:?}: maps: {name} ({} map) cannot take {problem}",
+                    p.name,
+                    crate::config::object::map_type_name(t)
+                );
+                return Err(self.at(&p.name, name, message));
+            }
+        }
+        Ok(obj.loader_sizes(&overrides))
+    }
+
+    /// `attach_to:` as program -> target, each program's section one that takes
+    /// a BTF attach target.
+    fn attach_targets(
+        &self,
+        p: &ProgramSpec,
+        chosen: &[Program<'_>],
+        single: bool,
+        object_path: &Path,
+        obj: &crate::config::object::BpfObject,
+    ) -> Result<BTreeMap<String, String>, ConfigError> {
+        let wanted: BTreeMap<String, String> = match &p.attach_to {
+            None => return Ok(BTreeMap::new()),
+            Some(AttachTo::One(t)) if single => [(chosen[0].name.clone(), t.clone())].into(),
+            Some(AttachTo::One(_)) => {
+                let message = format!(
+                    "entry {:?}: attach_to: a single target needs `program:`; for several programs give {{ program: target }}",
+                    p.name
+                );
+                return Err(self.at(&p.name, "attach_to", message));
+            }
+            Some(AttachTo::Each(m)) => m.clone(),
+        };
+        for (prog, target) in &wanted {
+            let Some(q) = chosen.iter().find(|q| &q.name == prog) else {
+                let message = format!(
+                    "entry {:?}: attach_to: no program {prog:?} in {} among those this entry loads (it has: {})",
+                    p.name,
+                    object_path.display(),
+                    names(obj)
+                );
+                return Err(self.at(&p.name, "attach_to", message));
+            };
+            let prefix = q.section.split('/').next().unwrap_or_default();
+            if km_protocol::btf::TargetKind::of_prefix(prefix).is_none() {
+                let message = format!(
+                    "entry {:?}: attach_to: {prog} is in section {:?}, which takes no BTF attach target (fentry/fexit/fmod_ret, lsm, tp_btf, iter do){}",
+                    p.name,
+                    q.section,
+                    if prefix == "freplace" { "; freplace needs a target program, which manifests cannot name yet" } else { "" }
+                );
+                return Err(self.at(&p.name, "attach_to", message));
+            }
+            if target.is_empty() || target.contains(char::is_whitespace) {
+                return Err(self.at(
                     &p.name,
-                    m,
-                    format!(
-                        "entry {:?}: maps: no map {m:?} in {} (it has: {})",
-                        p.name,
-                        object_path.display(),
-                        have.join(", ")
-                    ),
+                    "attach_to",
+                    format!("entry {:?}: attach_to: {target:?} is not a name", p.name),
                 ));
             }
-            max_entries.insert(m.clone(), spec.max_entries);
         }
-        for m in &obj.maps {
-            // PERF_EVENT_ARRAY (4) is sized by libbpf itself (one slot per CPU).
-            if m.max_entries.unwrap_or(0) == 0 && m.map_type != Some(4) && !max_entries.contains_key(&m.name) {
-                let ring = matches!(m.map_type, Some(27) | Some(31));
-                max_entries.insert(m.name.clone(), if ring { 4096 } else { 1 });
-            }
-        }
+        Ok(wanted)
+    }
+
+    /// `.rodata` patches (offset, bytes) by global name, checked against the object's BTF.
+    fn rodata(
+        &self,
+        p: &ProgramSpec,
+        obj: &crate::config::object::BpfObject,
+        object_path: &Path,
+    ) -> Result<Vec<(u32, Vec<u8>)>, ConfigError> {
         let mut rodata = Vec::new();
         for (var, value) in &p.rodata {
             let Some(g) = obj.rodata.iter().find(|g| &g.name == var) else {
                 let have: Vec<_> = obj.rodata.iter().map(|g| g.name.as_str()).collect();
-                return Err(at(
-                    &p.name,
-                    var,
-                    format!(
-                        "entry {:?}: rodata: no const volatile global {var:?} in {} (it has: {})",
-                        p.name,
-                        object_path.display(),
-                        if have.is_empty() { "none".to_string() } else { have.join(", ") }
-                    ),
-                ));
+                let message = format!(
+                    "entry {:?}: rodata: no const volatile global {var:?} in {} (it has: {})",
+                    p.name,
+                    object_path.display(),
+                    if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                );
+                return Err(self.at(&p.name, var, message));
             };
-            let bytes = encode(value, g.size)
-                .map_err(|e| at(&p.name, var, format!("entry {:?}: rodata {var:?} ({} bytes): {e}", p.name, g.size)))?;
+            let bytes = encode(value, g.size).map_err(|e| {
+                self.at(&p.name, var, format!("entry {:?}: rodata {var:?} ({} bytes): {e}", p.name, g.size))
+            })?;
             rodata.push((g.offset, bytes));
         }
-        let btf = match &p.btf {
-            None => None,
-            Some(b) => {
-                let b = if b.is_relative() { dir.join(b) } else { b.clone() };
-                let head = std::fs::read(&b)
-                    .map_err(|e| at(&p.name, "btf", format!("entry {:?}: btf {}: {e}", p.name, b.display())))?;
-                if !(head.starts_with(&[0x9f, 0xeb]) || head.starts_with(b"\x7fELF")) {
-                    return Err(at(
-                        &p.name,
-                        "btf",
-                        format!("entry {:?}: btf {} is neither raw BTF nor an ELF file with .BTF", p.name, b.display()),
-                    ));
-                }
-                Some((format!("{}.btf", p.name), b))
-            }
-        };
+        Ok(rodata)
+    }
+
+    /// `btf:`: (file name in the guest's BYO directory, host path).
+    fn btf(&self, p: &ProgramSpec) -> Result<Option<(String, PathBuf)>, ConfigError> {
+        let Some(b) = &p.btf else { return Ok(None) };
+        let b = self.relative(b);
+        let head = std::fs::read(&b)
+            .map_err(|e| self.at(&p.name, "btf", format!("entry {:?}: btf {}: {e}", p.name, b.display())))?;
+        if !(head.starts_with(&[0x9f, 0xeb]) || head.starts_with(b"\x7fELF")) {
+            let message =
+                format!("entry {:?}: btf {} is neither raw BTF nor an ELF file with .BTF", p.name, b.display());
+            return Err(self.at(&p.name, "btf", message));
+        }
+        Ok(Some((format!("{}.btf", p.name), b)))
+    }
+
+    /// `test_run:` packets with the verdict number each must get.
+    fn packets(&self, p: &ProgramSpec, chosen: &[Program<'_>]) -> Result<Vec<GuestPacket>, ConfigError> {
         let mut packets = Vec::new();
         for pk in &p.test_run {
+            let bad = |e: String| self.invalid(format!("program {:?} packet {:?}: {e}", p.name, pk.name));
             let data = match (&pk.hex, &pk.ipv4) {
-                (Some(h), None) => hex::decode(h.replace([' ', '\n'], ""))
-                    .map_err(|e| invalid(format!("program {:?} packet {:?}: bad hex: {e}", p.name, pk.name)))?,
-                (None, Some(v4)) => {
-                    ipv4_frame(v4).map_err(|e| invalid(format!("program {:?} packet {:?}: {e}", p.name, pk.name)))?
-                }
-                _ => {
-                    return Err(invalid(format!(
-                        "program {:?} packet {:?}: give exactly one of hex: or ipv4:",
-                        p.name, pk.name
-                    )))
-                }
+                (Some(h), None) => hex::decode(h.replace([' ', '\n'], "")).map_err(|e| bad(format!("bad hex: {e}")))?,
+                (None, Some(v4)) => ipv4_frame(v4).map_err(bad)?,
+                _ => return Err(bad("give exactly one of hex: or ipv4:".into())),
             };
             let t = p.prog_type.or_else(|| match chosen[0].sec_def.map(|d| d.prog_type) {
                 Some("xdp") => Some(ProgType::Xdp),
@@ -292,44 +443,15 @@ pub fn load(path: &Path) -> Result<Vec<ByoProgram>, ConfigError> {
                 Some("socket_filter") => Some(ProgType::SocketFilter),
                 _ => None,
             });
-            let expect = verdict_value(&pk.expect, t)
-                .map_err(|e| invalid(format!("program {:?} packet {:?}: {e}", p.name, pk.name)))?;
+            let expect = verdict_value(&pk.expect, t).map_err(bad)?;
             packets.push(GuestPacket { name: pk.name.clone(), data, expect });
         }
         if !packets.is_empty() && chosen.len() != 1 {
-            return Err(at(
-                &p.name,
-                "test_run",
-                format!("entry {:?}: test_run needs one program (`program:`)", p.name),
-            ));
+            let message = format!("entry {:?}: test_run needs one program (`program:`)", p.name);
+            return Err(self.at(&p.name, "test_run", message));
         }
-        for prog in chosen {
-            let def = prog.sec_def.expect("checked above");
-            out.push(ByoProgram {
-                guest: GuestProgram {
-                    name: if single { p.name.clone() } else { format!("{}::{}", p.name, prog.name) },
-                    program: prog.name.clone(),
-                    prog_type: p.prog_type,
-                    needs: p.needs.clone(),
-                    object_file: format!("{}.o", p.name),
-                    packets: packets.clone(),
-                    requires: obj.needs(prog),
-                    prog_type_id: crate::config::object::prog_type_id(def.prog_type).unwrap_or(0),
-                    max_entries: max_entries.clone(),
-                    rodata: rodata.clone(),
-                    btf_file: btf.as_ref().map(|b| b.0.clone()),
-                    // A bare `kprobe`/`uprobe`/`tp_btf`... names no target: libbpf
-                    // cannot attach it on its own (EOPNOTSUPP), the loader must.
-                    attach: p.attach
-                        && def.auto_attach
-                        && def.sec.strip_suffix('+').is_none_or(|bare| prog.section != bare),
-                },
-                object_path: object_path.clone(),
-                btf: btf.clone(),
-            });
-        }
+        Ok(packets)
     }
-    Ok(out)
 }
 
 fn names(obj: &crate::config::object::BpfObject) -> String {
@@ -539,7 +661,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("km-byo-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/corpus/obj");
-        for o in ["tracing.bpf.o", "profile.bpf.o", "cookie.bpf.o"] {
+        for o in ["tracing.bpf.o", "profile.bpf.o", "cookie.bpf.o", "btf_tracing.bpf.o"] {
             std::fs::copy(corpus.join(o), dir.join(o)).unwrap();
         }
         std::fs::write(dir.join("notelf.o"), "just text\n").unwrap();
@@ -579,7 +701,7 @@ mod tests {
     #[test]
     fn loader_fixups_max_entries_and_rodata() {
         let p = scratch("fix", "programs:\n  - name: profile\n    object: profile.bpf.o\n    rodata: { targ_pid: -1, user_stacks_only: true }\n").unwrap();
-        assert_eq!(p[0].guest.max_entries.get("counts"), Some(&1), "a map left at 0 gets 1");
+        assert_eq!(p[0].guest.maps["counts"].max_entries, Some(1), "a map left at 0 gets 1");
         assert!(
             p[0].guest.rodata.contains(&(0, vec![0xff; 4]))
                 || p[0].guest.rodata.iter().any(|(_, b)| b == &vec![0xff; 4])
@@ -589,7 +711,7 @@ mod tests {
             "programs:\n  - name: profile\n    object: profile.bpf.o\n    maps: { counts: { max_entries: 10240 } }\n",
         )
         .unwrap();
-        assert_eq!(p[0].guest.max_entries.get("counts"), Some(&10240));
+        assert_eq!(p[0].guest.maps["counts"].max_entries, Some(10240));
     }
 
     #[test]
@@ -631,6 +753,21 @@ mod tests {
                 "programs:\n  - name: x\n    object: profile.bpf.o\n    maps:\n      countz: { max_entries: 4 }\n",
                 "m.yaml:5:7: ",
                 "no map \"countz\"",
+            ),
+            (
+                "programs:\n  - name: x\n    object: profile.bpf.o\n    maps:\n      counts: { key_size: 0 }\n",
+                "m.yaml:5:7: ",
+                "counts (hash map) cannot take key_size 0",
+            ),
+            (
+                "programs:\n  - name: x\n    object: btf_tracing.bpf.o\n    attach_to: { read_fentyr: vfs_write }\n",
+                "m.yaml:4:5: ",
+                "attach_to: no program \"read_fentyr\"",
+            ),
+            (
+                "programs:\n  - name: x\n    object: tracing.bpf.o\n    program: unlink_entry\n    attach_to: vfs_write\n",
+                "m.yaml:5:5: ",
+                "takes no BTF attach target",
             ),
         ];
         for (i, (yaml, at, want)) in cases.iter().enumerate() {

@@ -12,14 +12,15 @@ use std::{
 
 use crate::config::ConfigError;
 
-/// `/init` of an exec guest: mount what a BPF test needs (proc, sys, devtmpfs,
-/// tmpfs on /tmp, bpffs, debugfs, tracefs, lo up), then run `/km-exec/run.sh` as
+/// `/init` of an exec guest: vm-images/guest-mounts (proc, sys, devtmpfs, bpffs,
+/// debugfs, tracefs, lo up; nothing over /tmp), then run `/km-exec/run.sh` as
 /// root with stdin from /dev/null and stdout/stderr through pipes (FIFOs, so the
 /// program sees pipes as under `cargo test`, not a terminal) copied to ttyS2 and
 /// ttyS3, which the host streams to its own stdout and stderr. ttyS1 carries
 /// `km-exec start <uptime>` and `km-exec status <code>` (the shell's `$?`: the
 /// exit code, or 128+N for signal N).
-pub const EXEC_INIT: &str = include_str!("../../../vm-images/exec-init");
+pub const EXEC_INIT: &str =
+    concat!(include_str!("../../../vm-images/guest-mounts"), include_str!("../../../vm-images/exec-init"));
 
 /// What to run in the guest, checked on the host.
 #[derive(Debug, Clone)]

@@ -21,7 +21,12 @@ use km_protocol::Arch;
 /// the guest misbehave on purpose, to prove the host survives it; `km.splat=warn|bug|oops`
 /// loads `/km_splat.ko` (put there by the robustness tests, vm-images/splat) so
 /// the kernel prints a real WARN, BUG or oops, then (if it survives) runs the agent.
-pub const INIT: &str = include_str!("../../../vm-images/init");
+pub const INIT: &str =
+    concat!(include_str!("../../../vm-images/guest-mounts"), include_str!("../../../vm-images/init"));
+
+/// Where every guest /init mounts a file system at boot (vm-images/guest-mounts):
+/// a file the run put there would be hidden, so the guest root refuses it.
+pub const MOUNTED_OVER: &[&str] = &["proc", "sys", "dev"];
 
 /// The guest root for these inputs in `cache/guest-roots/<key>.cpio.gz`, built
 /// only when it is not there yet. The key hashes everything that goes in: the
@@ -96,6 +101,14 @@ fn contents(
 }
 
 pub(crate) fn write_archive(init: &str, files: &[(String, PathBuf, u32)], dest: &Path) -> anyhow::Result<()> {
+    if let Some((name, _, _)) =
+        files.iter().find(|(n, _, _)| MOUNTED_OVER.iter().any(|m| n == m || n.starts_with(&format!("{m}/"))))
+    {
+        bail!(
+            "/{name}: the guest mounts a file system over /{}, which would hide it; put it elsewhere",
+            name.split('/').next().unwrap_or("")
+        );
+    }
     let mut dirs = BTreeSet::new();
     for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "root", "etc"] {
         dirs.insert(d.to_string());

@@ -52,6 +52,12 @@ pub fn default_cache_dir() -> PathBuf {
     base.join("kernel-matrix")
 }
 
+/// The pinned kernel of `locked` if the cache already holds it extracted (touches
+/// nothing, fetches nothing).
+pub fn cached_debian(cache: &Path, locked: &LockedKernel) -> anyhow::Result<Option<KernelImage>> {
+    read_entry(&cache.join("kernels").join(&locked.files[0].sha256))
+}
+
 /// Makes sure the pinned files of `locked` are in the cache and extracted.
 /// Returns without touching the network when they already are.
 pub fn ensure_debian(

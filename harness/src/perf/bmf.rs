@@ -75,6 +75,7 @@ mod tests {
             metrics: pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             note: String::new(),
             secs: None,
+            cause: None,
         };
         let mut checks = BTreeMap::new();
         checks.insert(

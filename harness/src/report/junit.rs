@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite, XmlString};
 
-use crate::report::results::RunResults;
+use crate::report::results::{Outcome, RunResults};
 
 /// Text as XML 1.0 can carry it: quick-junit's [`XmlString`] drops ANSI escape
 /// sequences and C0 controls (console logs contain both, and NULs); U+FFFE and
@@ -40,14 +40,14 @@ pub fn report(r: &RunResults) -> Report {
         }
         for c in &k.cells {
             let reason = c.reason.as_deref().unwrap_or("");
-            let status = match c.verdict.as_str() {
-                "pass" => TestCaseStatus::success(),
-                "ignored" => {
+            let status = match c.verdict {
+                Outcome::Pass => TestCaseStatus::success(),
+                Outcome::Ignored => {
                     let mut s = TestCaseStatus::skipped();
                     s.set_message(text(reason));
                     s
                 }
-                _ => {
+                Outcome::Fail => {
                     let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
                     s.set_message(text(reason.lines().next().unwrap_or("failed")))
                         .set_type("failure")
@@ -117,12 +117,13 @@ mod tests {
     fn results(kernel: &str) -> RunResults {
         let cell = |trial: &str, verdict: &str, reason: Option<&str>| Cell {
             trial: trial.into(),
-            verdict: verdict.into(),
+            verdict: serde_json::from_value(serde_json::Value::String(verdict.into())).unwrap(),
             reason: reason.map(str::to_string),
             metrics: Default::default(),
             note: String::new(),
             reproduce: crate::report::results::reproduce_command(kernel, trial),
             secs: Some(0.5),
+            cause: None,
         };
         RunResults::new(vec![KernelResult {
             kernel: kernel.into(),

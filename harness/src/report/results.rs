@@ -61,12 +61,32 @@ pub struct GuestTimes {
     pub end: Option<f64>,
 }
 
+/// A cell's verdict in the results file: one of three words, nothing else (an
+/// unknown one is a parse error, never silently a failure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Pass,
+    Fail,
+    Ignored,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Ignored => "ignored",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
     /// `program::check` or `features::id` (the trial name without the kernel).
     pub trial: String,
     /// `pass`, `fail` or `ignored`.
-    pub verdict: String,
+    pub verdict: Outcome,
     /// The failure message or the reason for ignoring; absent on pass.
     pub reason: Option<String>,
     #[serde(default)]
@@ -79,15 +99,19 @@ pub struct Cell {
     /// one, by the guest's clock); absent for features, which are probed together.
     #[serde(default)]
     pub secs: Option<f64>,
+    /// A failed load's cause, by what happened (`attach_target`, `map_create`,
+    /// `missing_need`, `verifier`, `other`), as the agent classified it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<km_protocol::byo::LoadCause>,
 }
 
 impl Cell {
     pub fn verdict(&self) -> Verdict {
         let r = self.reason.clone().unwrap_or_default();
-        match self.verdict.as_str() {
-            "pass" => Verdict::Pass,
-            "ignored" => Verdict::Ignored(r),
-            _ => Verdict::Fail(r),
+        match self.verdict {
+            Outcome::Pass => Verdict::Pass,
+            Outcome::Ignored => Verdict::Ignored(r),
+            Outcome::Fail => Verdict::Fail(r),
         }
     }
 }
@@ -124,11 +148,11 @@ pub fn rerun_hint(run: &KernelRun, trial: &str) -> String {
     s
 }
 
-fn verdict_parts(v: &Verdict) -> (&'static str, Option<String>) {
+fn verdict_parts(v: &Verdict) -> (Outcome, Option<String>) {
     match v {
-        Verdict::Pass => ("pass", None),
-        Verdict::Fail(m) => ("fail", Some(m.clone())),
-        Verdict::Ignored(r) => ("ignored", Some(r.clone())),
+        Verdict::Pass => (Outcome::Pass, None),
+        Verdict::Fail(m) => (Outcome::Fail, Some(m.clone())),
+        Verdict::Ignored(r) => (Outcome::Ignored, Some(r.clone())),
     }
 }
 
@@ -177,9 +201,9 @@ impl RunResults {
                 let mut k = kernel_header(r);
                 for (trial, v) in crate::report::cells(m, r) {
                     let (verdict, reason) = verdict_parts(&v);
-                    let (metrics, note, secs) = outcome(r, &trial);
+                    let (metrics, note, secs, cause) = outcome(r, &trial);
                     let reproduce = reproduce_command(&r.kernel, &trial);
-                    k.cells.push(Cell { trial, verdict: verdict.into(), reason, metrics, note, reproduce, secs });
+                    k.cells.push(Cell { trial, verdict, reason, metrics, note, reproduce, secs, cause });
                 }
                 k
             })
@@ -205,10 +229,10 @@ impl RunResults {
     pub fn counts(&self) -> (usize, usize, usize) {
         let mut c = (0, 0, 0);
         for cell in self.kernels.iter().flat_map(|k| &k.cells) {
-            match cell.verdict.as_str() {
-                "pass" => c.0 += 1,
-                "ignored" => c.2 += 1,
-                _ => c.1 += 1,
+            match cell.verdict {
+                Outcome::Pass => c.0 += 1,
+                Outcome::Ignored => c.2 += 1,
+                Outcome::Fail => c.1 += 1,
             }
         }
         c
@@ -255,9 +279,9 @@ impl RunResults {
         let _ = writeln!(s, "| kernel | release | accel | boot s | wall s | pass | fail | ignored |");
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
         for k in &self.kernels {
-            let n = |v: &str| k.cells.iter().filter(|c| c.verdict == v).count();
+            let n = |v: Outcome| k.cells.iter().filter(|c| c.verdict == v).count();
             let boot = k.boot_secs.map(|b| format!("{b:.1}")).unwrap_or_else(|| "-".into());
-            let fails = n("fail");
+            let fails = n(Outcome::Fail);
             let fails = if fails > 0 { format!("**{fails}**") } else { "0".into() };
             let _ = writeln!(
                 s,
@@ -266,14 +290,14 @@ impl RunResults {
                 md_cell(k.release.as_deref().unwrap_or("-")),
                 k.accel,
                 k.wall_secs,
-                n("pass"),
-                n("ignored")
+                n(Outcome::Pass),
+                n(Outcome::Ignored)
             );
         }
         let failures: Vec<(&KernelResult, &Cell)> = self
             .kernels
             .iter()
-            .flat_map(|k| k.cells.iter().filter(|c| c.verdict == "fail").map(move |c| (k, c)))
+            .flat_map(|k| k.cells.iter().filter(|c| c.verdict == Outcome::Fail).map(move |c| (k, c)))
             .collect();
         if !failures.is_empty() {
             let _ = writeln!(s, "\n### Failures\n");
@@ -347,10 +371,14 @@ pub fn write_reports(
 static OBSERVED: Mutex<Vec<(KernelResult, Cell)>> = Mutex::new(Vec::new());
 
 /// What the agent recorded for `trial` (`program::check`) beside its verdict.
-fn outcome(run: &KernelRun, trial: &str) -> (BTreeMap<String, f64>, String, Option<f64>) {
-    let Some((program, check)) = trial.split_once("::") else { return Default::default() };
+type Measured = (BTreeMap<String, f64>, String, Option<f64>, Option<km_protocol::byo::LoadCause>);
+
+/// What the agent recorded for `trial` (`entry::program::check`, or a suite's
+/// `name` alone when it is one exit-status trial).
+fn outcome(run: &KernelRun, trial: &str) -> Measured {
+    let (program, check) = trial.rsplit_once("::").unwrap_or((trial, ""));
     match run.checks.get(&(program.to_string(), check.to_string())) {
-        Some(o) => (o.metrics.clone(), o.note.clone(), o.secs),
+        Some(o) => (o.metrics.clone(), o.note.clone(), o.secs, o.cause),
         None => Default::default(),
     }
 }
@@ -358,15 +386,16 @@ fn outcome(run: &KernelRun, trial: &str) -> (BTreeMap<String, f64>, String, Opti
 /// Records one trial's outcome (called by [`crate::report::trials`]).
 pub fn observe(run: &KernelRun, trial: &str, v: &Verdict) {
     let (verdict, reason) = verdict_parts(v);
-    let (metrics, note, secs) = outcome(run, trial);
+    let (metrics, note, secs, cause) = outcome(run, trial);
     let cell = Cell {
         trial: trial.into(),
-        verdict: verdict.into(),
+        verdict,
         reason,
         metrics,
         note,
         reproduce: reproduce_command(&run.kernel, trial),
         secs,
+        cause,
     };
     OBSERVED.lock().unwrap_or_else(|e| e.into_inner()).push((kernel_header(run), cell));
 }
@@ -408,30 +437,33 @@ mod tests {
             cells: vec![
                 Cell {
                     trial: "x::load".into(),
-                    verdict: "pass".into(),
+                    verdict: Outcome::Pass,
                     reason: None,
                     metrics: [("insns".to_string(), 12.0)].into(),
                     note: String::new(),
                     reproduce: reproduce_command(kernel, "x::load"),
                     secs: None,
+                    cause: None,
                 },
                 Cell {
                     trial: "x::run".into(),
-                    verdict: "fail".into(),
+                    verdict: Outcome::Fail,
                     reason: Some("bad <verdict> & | pipes\nline 2".into()),
                     metrics: BTreeMap::new(),
                     note: String::new(),
                     reproduce: reproduce_command(kernel, "x::run"),
                     secs: None,
+                    cause: None,
                 },
                 Cell {
                     trial: "features::y".into(),
-                    verdict: "ignored".into(),
+                    verdict: Outcome::Ignored,
                     reason: Some("needs PMU".into()),
                     metrics: BTreeMap::new(),
                     note: String::new(),
                     reproduce: reproduce_command(kernel, "features::y"),
                     secs: None,
+                    cause: None,
                 },
             ],
         }
@@ -543,7 +575,7 @@ pub fn github_annotations(r: &RunResults) -> String {
     let esc = |s: &str| s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A");
     let mut out = String::new();
     for k in &r.kernels {
-        for c in k.cells.iter().filter(|c| c.verdict == "fail") {
+        for c in k.cells.iter().filter(|c| c.verdict == Outcome::Fail) {
             let first = c.reason.as_deref().and_then(|m| m.lines().next()).unwrap_or("failed");
             // Property values also escape ':' and ','.
             let title = esc(&format!("{}::{}", k.kernel, c.trial)).replace(':', "%3A").replace(',', "%2C");

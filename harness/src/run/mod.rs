@@ -110,6 +110,8 @@ pub struct CheckOutcome {
     /// Guest seconds from the agent's previous record to this one: what the
     /// check cost (for the first check of a program, its load included).
     pub secs: Option<f64>,
+    /// A failed load's cause, as the agent classified it.
+    pub cause: Option<km_protocol::byo::LoadCause>,
 }
 
 impl KernelRun {
@@ -514,6 +516,7 @@ impl Matrix {
                         metrics: BTreeMap::new(),
                         note: String::new(),
                         secs: None,
+                        cause: None,
                     };
                     ((id.program.to_string(), id.check.to_string()), o)
                 })
@@ -598,8 +601,14 @@ fn collect(kernel: &str, lines: &[Line], failure: Option<String>) -> KernelRun {
                 t.init = *init_uptime_secs;
                 t.agent = Some(*uptime_secs);
             }
-            Record::Check { program, check, verdict, metrics, note } => {
-                let o = CheckOutcome { verdict: verdict.clone(), metrics: metrics.clone(), note: note.clone(), secs };
+            Record::Check { program, check, verdict, metrics, note, cause } => {
+                let o = CheckOutcome {
+                    verdict: verdict.clone(),
+                    metrics: metrics.clone(),
+                    note: note.clone(),
+                    secs,
+                    cause: *cause,
+                };
                 run.checks.insert((program.clone(), check.clone()), o);
             }
             Record::Feature { id, result } => {

@@ -12,8 +12,10 @@
 //! kernel boots, and `explain` must work on a machine where nothing may load BPF;
 //! ELF and BTF are stable formats, `object` is the crate the Rust toolchain itself
 //! reads ELF with, and the little BTF needed here is a page of code (`btf`).
-pub mod btf;
+pub use km_protocol::btf;
+use km_protocol::byo::MapSizes;
 pub mod tables;
+pub mod versions;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -52,6 +54,9 @@ pub struct Map {
     pub name: String,
     pub map_type: Option<u32>,
     pub max_entries: Option<u32>,
+    /// As the object defines them (absent: 0, for the loader to set).
+    pub key_size: Option<u32>,
+    pub value_size: Option<u32>,
 }
 
 /// A `const volatile` global (`.rodata`): name, offset and size in bytes.
@@ -143,6 +148,8 @@ pub fn parse(data: &[u8], path: &Path) -> Result<BpfObject, String> {
                 name,
                 map_type: fields.get("type").copied(),
                 max_entries: fields.get("max_entries").copied(),
+                key_size: fields.get("key_size").copied(),
+                value_size: fields.get("value_size").copied(),
             });
         }
     }
@@ -156,6 +163,8 @@ pub fn parse(data: &[u8], path: &Path) -> Result<BpfObject, String> {
                 name: sym.name().unwrap_or_default().to_string(),
                 map_type: word(0),
                 max_entries: word(3),
+                key_size: word(1),
+                value_size: word(2),
             });
         }
     }
@@ -292,7 +301,42 @@ pub fn parse(data: &[u8], path: &Path) -> Result<BpfObject, String> {
     Ok(BpfObject { path: path.to_path_buf(), programs, maps, rodata, global_data: !data_sections.is_empty() })
 }
 
+impl Map {
+    /// (key_size, value_size, max_entries) this map is created with when the
+    /// loader sets `set` (each size it gives wins over the object's).
+    pub fn created_with(&self, set: Option<&MapSizes>) -> (u32, u32, u32) {
+        let s = set.copied().unwrap_or_default();
+        (
+            s.key_size.or(self.key_size).unwrap_or(0),
+            s.value_size.or(self.value_size).unwrap_or(0),
+            s.max_entries.or(self.max_entries).unwrap_or(0),
+        )
+    }
+}
+
 impl BpfObject {
+    /// The sizes a real loader sets before load: the user's `overrides`, then for
+    /// what the object leaves at 0, `max_entries` 1 (4096 for ring buffers; local
+    /// storage and perf_event_array stay 0: the kernel wants 0, libbpf sizes the
+    /// latter) and a stack trace map's `value_size` 127 frames (libbpf-tools set
+    /// `perf_max_stack_depth * 8`). Maps with nothing to set are left out.
+    pub fn loader_sizes(&self, overrides: &BTreeMap<String, MapSizes>) -> BTreeMap<String, MapSizes> {
+        use km_protocol::byo::{MAX_ENTRIES_STAYS_0, STACK_TRACE_VALUE_SIZE};
+        let mut out = overrides.clone();
+        for m in &self.maps {
+            let t = m.map_type.unwrap_or(0);
+            let sizes = out.entry(m.name.clone()).or_default();
+            if m.max_entries.unwrap_or(0) == 0 && !MAX_ENTRIES_STAYS_0.contains(&t) && sizes.max_entries.is_none() {
+                sizes.max_entries = Some(if matches!(t, 27 | 31) { 4096 } else { 1 });
+            }
+            if t == 7 && m.value_size.unwrap_or(0) == 0 && sizes.value_size.is_none() {
+                sizes.value_size = Some(STACK_TRACE_VALUE_SIZE);
+            }
+        }
+        out.retain(|_, s| *s != MapSizes::default());
+        out
+    }
+
     pub fn program(&self, name: &str) -> Option<&Program> {
         self.programs.iter().find(|p| p.name == name)
     }
@@ -302,20 +346,59 @@ impl BpfObject {
     /// program type, helpers, kfuncs, map types (every map of the object: libbpf
     /// creates them all whatever is autoloaded), then the rest.
     pub fn needs(&self, p: &Program) -> Vec<Need> {
+        self.needs_with(p, None, &self.loader_sizes(&BTreeMap::new()))
+    }
+
+    /// [`Self::needs`] as a loader that sets the attach target `attach_to` and the
+    /// map sizes `sizes` (see [`Self::loader_sizes`]) loads it: the BTF attach
+    /// target as a need of its own (`kind: attach_target`, resolved against each
+    /// kernel's BTF by `explain`), and every map the kernel cannot create with
+    /// those sizes (`kind: map_size`; libbpf creates every map of the object).
+    pub fn needs_with(&self, p: &Program, attach_to: Option<&str>, sizes: &BTreeMap<String, MapSizes>) -> Vec<Need> {
+        let mut out = self.needs_of(p);
+        for m in &self.maps {
+            let (k, v, n) = m.created_with(sizes.get(&m.name));
+            let t = m.map_type.unwrap_or(0);
+            if let Some(problem) = km_protocol::byo::map_size_problem(t, k, v, n) {
+                out.push(Need {
+                    kind: "map_size".into(),
+                    id: t,
+                    name: m.name.clone(),
+                    text: format!("creates map '{}' ({}) with {problem}", m.name, map_type_name(t)),
+                    feature: None,
+                    since: None,
+                });
+            }
+        }
+        if let Some(t) = attach_target(p, attach_to) {
+            out.insert(
+                1.min(out.len()),
+                Need {
+                    kind: "attach_target".into(),
+                    id: 0,
+                    name: t.name.clone(),
+                    text: format!("attaches to the {} {}", t.kind.describe(), t.name),
+                    feature: None,
+                    since: None,
+                },
+            );
+        }
+        out
+    }
+
+    fn needs_of(&self, p: &Program) -> Vec<Need> {
         let mut out = Vec::new();
         let cat = km_protocol::features::catalogue();
         let feature_for = |pred: &dyn Fn(&km_protocol::Feature) -> bool| {
             cat.iter().find(|f| pred(f)).map(|f| (f.id.clone(), f.since.clone()))
         };
+        // features.yaml first (its entries are probed); else bcc's table.
         let mut push = |kind: &str, id: u32, name: String, text: String, f: Option<(String, String)>| {
-            out.push(Need {
-                kind: kind.into(),
-                id,
-                name,
-                text,
-                feature: f.as_ref().map(|f| f.0.clone()),
-                since: f.map(|f| f.1),
-            });
+            let since = match &f {
+                Some(f) => Some(f.1.clone()),
+                None => versions::since(kind, &name).map(|v| format!("{}.{}", v.major, v.minor)),
+            };
+            out.push(Need { kind: kind.into(), id, name, text, feature: f.map(|f| f.0), since });
         };
         if let Some(d) = p.sec_def {
             let id = prog_type_id(d.prog_type).unwrap_or(0);
@@ -389,6 +472,17 @@ impl BpfObject {
             );
         }
         out
+    }
+}
+
+/// The BTF attach target `p` needs at load: its section's (`fentry/vfs_read`), or
+/// `attach_to` for a section of that kind (a placeholder or a bare `fentry`).
+pub fn attach_target(p: &Program, attach_to: Option<&str>) -> Option<km_protocol::btf::AttachTarget> {
+    let prefix = p.section.split('/').next()?;
+    let kind = km_protocol::btf::TargetKind::of_prefix(prefix)?;
+    match attach_to {
+        Some(t) => Some(km_protocol::btf::AttachTarget { name: t.to_string(), kind }),
+        None => km_protocol::btf::AttachTarget::of_section(&p.section),
     }
 }
 
