@@ -38,7 +38,7 @@ const PROBES: &[(&str, ProbeFn)] = &[
     ("prog_profile", prog_profile),
     ("trampolines", || match fentry() {
         Ok(()) => Probe::Present("an fentry program on bpf_fentry_test1 loaded and attached".into()),
-        Err(why) => Probe::Absent(why),
+        Err(failed) => failed,
     }),
     ("ringbuf", || map_type(sys::BPF_MAP_TYPE_RINGBUF)),
     ("btf_vmlinux", || path_probe("/sys/kernel/btf/vmlinux")),
@@ -74,7 +74,7 @@ fn global_data() -> Probe {
             drop(map);
             Probe::Present("array map with BPF_F_RDONLY_PROG created".into())
         }
-        Err(e) => Probe::Absent(format!("array map with BPF_F_RDONLY_PROG: {e}")),
+        Err(e) => by_errno(os_errno(&e), "array map with BPF_F_RDONLY_PROG"),
     }
 }
 
@@ -126,7 +126,9 @@ pub fn helper_in(prog_type: u32, id: u32) -> Probe {
     } else if answers.iter().all(|a| matches!(a, Ok(false))) {
         Probe::Absent(format!("helper {id} unknown to kprobe, sched_cls and xdp programs"))
     } else {
-        Probe::Unavailable(format!("helper {id} could not be probed ({rc})"))
+        // The proxies' own error, else the first probe's.
+        let rc = answers.iter().find_map(|a| a.as_ref().err().map(|e| -os_errno(e))).unwrap_or(rc);
+        by_errno(rc, &format!("helper {id}"))
     }
 }
 pub fn map_type_probe(id: u32) -> Probe {
@@ -137,7 +139,22 @@ pub fn prog_type_probe(id: u32) -> Probe {
 }
 
 fn errno_text(rc: i32) -> String {
+    if rc.abs() == 524 {
+        return "ENOTSUPP (524)".into();
+    }
     std::io::Error::from_raw_os_error(rc.abs()).to_string()
+}
+
+/// A probe that failed with `rc` (a `-errno` or errno), read by cause: EINVAL,
+/// E2BIG, EOPNOTSUPP and ENOTSUPP (524) are how a kernel says it lacks something;
+/// any other errno (EPERM, EACCES, ENOMEM, EFAULT, EBUSY...) says nothing about
+/// the feature, so the probe could not tell (cilium/ebpf `features/` reads them so).
+fn by_errno(rc: i32, what: &str) -> Probe {
+    let text = format!("{what}: {}", errno_text(rc));
+    match rc.abs() {
+        libc::EINVAL | libc::E2BIG | libc::EOPNOTSUPP | 524 => Probe::Absent(text),
+        _ => Probe::Unprobed(format!("could not probe: {text}")),
+    }
 }
 
 fn path_probe(p: &str) -> Probe {
@@ -162,7 +179,7 @@ fn libbpf_answer(answer: libbpf_rs::Result<bool>, what: &str) -> Probe {
     match answer {
         Ok(true) => Probe::Present(format!("libbpf probe: {what} supported")),
         Ok(false) => Probe::Absent(format!("libbpf probe: {what} not supported")),
-        Err(e) => Probe::Absent(format!("libbpf probe of {what} failed: {e}")),
+        Err(e) => by_errno(os_errno(&e), &format!("libbpf probe of {what}")),
     }
 }
 
@@ -274,25 +291,25 @@ fn test_run(fd: &OwnedFd, flags: u32, repeat: i32, batch_size: u32) -> Result<u3
 fn prog_test_run() -> Probe {
     let fd = match load(sys::BPF_PROG_TYPE_XDP, &return_prog(2), 0) {
         Ok(fd) => fd,
-        Err(e) => return Probe::Absent(format!("loading a 2-instruction XDP program: {}", errno_text(e))),
+        Err(e) => return by_errno(e, "loading a 2-instruction XDP program"),
     };
     match test_run(&fd, 0, 1, 0) {
         Ok(2) => Probe::Present("test run returned XDP_PASS".into()),
         Ok(r) => Probe::Absent(format!("test run returned {r}, expected 2")),
-        Err(e) => Probe::Absent(format!("BPF_PROG_TEST_RUN: {}", errno_text(e))),
+        Err(e) => by_errno(e, "BPF_PROG_TEST_RUN"),
     }
 }
 
 fn xdp_live_frames() -> Probe {
     let fd = match load(sys::BPF_PROG_TYPE_XDP, &return_prog(1), 0) {
         Ok(fd) => fd,
-        Err(e) => return Probe::Absent(format!("loading an XDP program: {}", errno_text(e))),
+        Err(e) => return by_errno(e, "loading an XDP program"),
     };
     // Kernels before 5.18 ignore unknown test-run flags for XDP, but reject the
     // non-zero `batch_size` attribute that came with live frames.
     match test_run(&fd, sys::BPF_F_TEST_XDP_LIVE_FRAMES, 1, 1) {
         Ok(_) => Probe::Present("test run with BPF_F_TEST_XDP_LIVE_FRAMES accepted".into()),
-        Err(e) => Probe::Absent(format!("BPF_F_TEST_XDP_LIVE_FRAMES: {}", errno_text(e))),
+        Err(e) => by_errno(e, "BPF_F_TEST_XDP_LIVE_FRAMES"),
     }
 }
 
@@ -303,21 +320,21 @@ fn enable_stats() -> Probe {
             drop(fd);
             Probe::Present("BPF_ENABLE_STATS returned an fd".into())
         }
-        Err(e) => Probe::Absent(format!("BPF_ENABLE_STATS: {}", e.io_error)),
+        Err(e) => by_errno(e.io_error.raw_os_error().unwrap_or(libc::EIO), "BPF_ENABLE_STATS"),
     }
 }
 
 fn verified_insns() -> Probe {
     let fd = match load(sys::BPF_PROG_TYPE_SOCKET_FILTER, &return_prog(0), 0) {
         Ok(fd) => fd,
-        Err(e) => return Probe::Absent(format!("loading a socket filter: {}", errno_text(e))),
+        Err(e) => return by_errno(e, "loading a socket filter"),
     };
     let mut info = sys::bpf_prog_info::default();
     let mut len = std::mem::size_of::<sys::bpf_prog_info>() as u32;
     // SAFETY: `fd` is an open program fd; `info` is a bpf_prog_info of `len` bytes.
     let rc = unsafe { sys::bpf_prog_get_info_by_fd(fd.as_raw_fd(), &mut info, &mut len) };
     if rc < 0 {
-        return Probe::Absent(format!("BPF_OBJ_GET_INFO_BY_FD: {}", errno_text(rc)));
+        return by_errno(rc, "BPF_OBJ_GET_INFO_BY_FD");
     }
     if info.verified_insns > 0 {
         Probe::Present(format!("verified_insns = {}", info.verified_insns))
@@ -331,7 +348,7 @@ fn verified_insns() -> Probe {
 fn uprobe_multi() -> Probe {
     let fd = match load(sys::BPF_PROG_TYPE_KPROBE, &return_prog(0), sys::BPF_TRACE_UPROBE_MULTI) {
         Ok(fd) => fd,
-        Err(e) => return Probe::Absent(format!("loading a kprobe program for uprobe_multi: {}", errno_text(e))),
+        Err(e) => return by_errno(e, "loading a kprobe program for uprobe_multi"),
     };
     let path = CString::new("/").unwrap();
     let offset: std::os::raw::c_ulong = 0;
@@ -354,14 +371,14 @@ fn uprobe_multi() -> Probe {
     if -rc == libc::EBADF {
         Probe::Present("uprobe_multi link on \"/\" rejected with EBADF: the link type exists".into())
     } else {
-        Probe::Absent(format!("BPF_LINK_CREATE(uprobe_multi): {}", errno_text(rc)))
+        by_errno(rc, "BPF_LINK_CREATE(uprobe_multi)")
     }
 }
 
 /// `bpftool prog profile` needs fentry/fexit (BPF trampolines) and hardware counters.
 fn prog_profile() -> Probe {
-    if let Err(why) = fentry() {
-        return Probe::Absent(why);
+    if let Err(failed) = fentry() {
+        return failed;
     }
     match hardware_pmu() {
         Ok(()) => Probe::Present("tracing programs load and a hardware instructions counter opens".into()),
@@ -375,21 +392,24 @@ fn prog_profile() -> Probe {
 /// found through the kernel's BTF the way libbpf resolves attach points, and
 /// attaches it. Loading alone proves little: arm64 kernels before 6.0 load fentry
 /// programs but cannot build the trampoline, so attaching fails there (ENOTSUPP).
-fn fentry() -> Result<(), String> {
-    let btf = Btf::from_vmlinux().map_err(|_| "no kernel BTF to resolve an fentry target")?;
+fn fentry() -> Result<(), Probe> {
+    let btf = Btf::from_vmlinux().map_err(|_| Probe::Absent("no kernel BTF to resolve an fentry target".into()))?;
     let Some(id) = vmlinux_func_id(&btf, "bpf_fentry_test1") else {
-        return Err("bpf_fentry_test1 not in the kernel BTF".into());
+        return Err(Probe::Absent("bpf_fentry_test1 not in the kernel BTF".into()));
     };
     drop(btf);
     let prog = load_btf(sys::BPF_PROG_TYPE_TRACING, &return_prog(0), sys::BPF_TRACE_FENTRY, id)
-        .map_err(|e| format!("loading an fentry program: {}", errno_text(e)))?;
+        .map_err(|e| by_errno(e, "loading an fentry program"))?;
     // SAFETY: a null name is what tracing programs attach with; `prog` is an open
     // program fd for the duration of the call.
     let link = unsafe { sys::bpf_raw_tracepoint_open(std::ptr::null(), prog.as_raw_fd()) };
     if link < 0 {
-        let why =
-            if -link == 524 { "ENOTSUPP (524): no trampoline on this architecture".into() } else { errno_text(link) };
-        return Err(format!("an fentry program loads, attaching it fails: {why}"));
+        let what = if -link == 524 {
+            "an fentry program loads, attaching it fails (no trampoline on this architecture)"
+        } else {
+            "an fentry program loads, attaching it fails"
+        };
+        return Err(by_errno(link, what));
     }
     // SAFETY: a non-negative return is a new link fd that only we own (closed here, detaching).
     drop(unsafe { OwnedFd::from_raw_fd(link) });
@@ -423,6 +443,17 @@ pub fn hardware_pmu() -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_unsupported_errnos_mean_absent() {
+        for rc in [libc::EINVAL, libc::E2BIG, libc::EOPNOTSUPP, 524] {
+            assert!(matches!(by_errno(-rc, "x"), Probe::Absent(_)), "{rc}");
+        }
+        for rc in [libc::EPERM, libc::EACCES, libc::ENOMEM, libc::EFAULT] {
+            let p = by_errno(-rc, "loading");
+            assert!(matches!(&p, Probe::Unprobed(t) if t.starts_with("could not probe: loading: ")), "{p:?}");
+        }
+    }
 
     #[test]
     fn every_catalogued_feature_has_a_probe() {

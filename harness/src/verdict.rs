@@ -51,6 +51,9 @@ pub fn judge(f: &Feature, arch: Arch, v: KernelVersion, p: &Probe) -> Verdict {
     let min = if f.since_arch.contains_key(&arch) { format!("{since} on {arch}") } else { since.to_string() };
     match p {
         Probe::Unavailable(why) => Verdict::Ignored(why.clone()),
+        // Neither present nor absent: the probe failed here, which a guest (root,
+        // its own kernel) should never see; a failure to look into, not a skip.
+        Probe::Unprobed(why) => Verdict::Fail(format!("{}: {why}", f.title)),
         Probe::Present(_) if v >= since => Verdict::Pass,
         Probe::Absent(_) if v < since => Verdict::Pass,
         Probe::Present(d) => Verdict::Fail(format!(

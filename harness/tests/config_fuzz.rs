@@ -144,24 +144,35 @@ fn the_real_file_parses() {
     assert_eq!(check(&real_yaml()), None);
 }
 
-/// Errors that proptest found once, kept as plain cases too.
+/// Errors that proptest found once, kept as plain cases too: each with the place
+/// and words its error must have (`None`: it parses).
 #[test]
 fn known_nasty_inputs() {
-    for text in [
-        "kernels:\n---\n<<: *a    debian: { suite: sid, series: <<: *a",
-        "kernels: []\n---\n",
-        "---\n---\n",
-        "",
-        "\0",
-        "kernels:",
-        "kernels: ~",
-        "kernels: [",
-        "- a",
-        "kernels:\n  - name: \"\"\n    host: true\n",
-        "kernels:\n  - &a {name: x, host: true}\n  - *a\n",
-        "timeout_secs: 0\nkernels: []\n",
-        "timeout_secs: 99999999999999999999999\nkernels: []\n",
-    ] {
-        let _ = check(text);
+    let cases: &[(&str, Option<&str>)] = &[
+        (
+            "kernels:\n---\n<<: *a    debian: { suite: sid, series: <<: *a",
+            Some(":2:1: deserializing from YAML containing more than one document"),
+        ),
+        ("kernels: []\n---\n", Some(":2:1: deserializing from YAML containing more than one document")),
+        ("---\n---\n", Some(":2:1: missing field `kernels`")),
+        ("", Some(":1:1: missing field `kernels`")),
+        ("\0", Some(":1:1: control characters are not allowed")),
+        ("kernels:", None),
+        ("kernels: ~", Some(":1:10: kernels: invalid type: unit value, expected a sequence")),
+        ("kernels: [", Some(":2:1: did not find expected node content")),
+        ("- a", Some(":1:1: invalid type: sequence")),
+        ("kernels:\n  - name: \"\"\n    host: true\n", Some(":2:5: kernel name \"\" must be non-empty")),
+        ("kernels:\n  - &a {name: x, host: true}\n  - *a\n", Some(": kernel \"x\" is listed twice")),
+        ("timeout_secs: 0\nkernels: []\n", Some(": timeout_secs must be positive")),
+        ("timeout_secs: 99999999999999999999999\nkernels: []\n", Some(":1:15: timeout_secs: invalid type: integer")),
+    ];
+    for (text, want) in cases {
+        match (check(text), want) {
+            (None, None) => {}
+            (Some(got), Some(want)) => {
+                assert!(got.starts_with(&format!("fuzz/kernels.yaml{want}")), "{text:?}: got {got:?}, want {want:?}")
+            }
+            (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
+        }
     }
 }

@@ -78,14 +78,32 @@ fn suites_run_inside_the_kernel_as_their_own_trials() {
         Command::new(env!("CARGO")).args(["test", "--no-run", "--offline"]).current_dir(&example).status().unwrap();
     assert!(built.success(), "building examples/bpf-user-tests");
     let t = Instant::now();
-    let (code, out, err) = run(km_with(&dir, &workspace().join("kernels-suites.yaml")).args(["run", "-k", "6.1"]));
+    let json = dir.join("results.json");
+    let (code, out, err) = run(km_with(&dir, &workspace().join("kernels-suites.yaml")).args([
+        "run",
+        "-k",
+        "6.1",
+        "--json",
+        &json.display().to_string(),
+    ]));
     eprintln!("suites on 6.1: {:.1}s", t.elapsed().as_secs_f64());
     assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let cells = results["kernels"][0]["cells"].as_array().unwrap();
+    let verdict = |trial: &str| {
+        let c = cells.iter().find(|c| c["trial"] == trial).unwrap_or_else(|| panic!("no cell {trial}: {results}"));
+        c["verdict"].as_str().unwrap().to_string()
+    };
+    // Each libtest test is a trial of its own; the exit-status suite is one trial
+    // named by the suite alone (no trailing `::`), which its rerun line names.
     for test in ["drops_telnet", "passes_https", "drops_tftp", "runs_in_the_kernel_it_says"] {
-        assert!(out.contains(&format!("port_filter::{test}")), "{out}");
+        assert_eq!(verdict(&format!("port_filter::{test}")), "pass");
     }
+    assert_eq!(verdict("bpftool_prog_list"), "pass");
+    assert!(cells.iter().all(|c| !c["trial"].as_str().unwrap().ends_with("::")), "{results}");
+    assert!(cells.iter().all(|c| c["verdict"] != "fail"), "{results}");
     let row = out.lines().find(|l| l.starts_with("| 6.1 |")).unwrap();
-    assert!(!row.contains("fail"), "{row}");
+    assert!(!row.to_lowercase().contains("fail"), "{row}");
 
     // A libtest suite whose program is not a test binary: exit 2, naming the suite.
     std::fs::copy(workspace().join("kernels.lock"), dir.join("kernels.lock")).unwrap();

@@ -86,7 +86,7 @@ pub fn gate_needs<S: AsRef<str>>(needs: &[S], features: &BTreeMap<String, Probe>
         let f = crate::features::by_id(id).unwrap_or_else(|| panic!("{what} needs unknown feature {id}"));
         match features.get(id) {
             Some(Probe::Present(_)) => None,
-            Some(Probe::Unavailable(why)) => Some(format!("{} ({why})", f.need_reason())),
+            Some(Probe::Unavailable(why)) | Some(Probe::Unprobed(why)) => Some(format!("{} ({why})", f.need_reason())),
             _ => Some(f.need_reason()),
         }
     })

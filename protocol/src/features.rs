@@ -88,6 +88,23 @@ pub enum Probe {
     Absent(String),
     /// The kernel may have it, but this machine cannot show it (no hardware PMU...).
     Unavailable(String),
+    /// The probe itself failed for a reason that says nothing about the feature
+    /// (EPERM, EACCES, ENOMEM, EFAULT, ...): "could not probe: <errno>", never
+    /// "absent". Only EINVAL, E2BIG, EOPNOTSUPP and ENOTSUPP-class answers mean a
+    /// kernel lacks a feature (cilium/ebpf's `features/` reads errnos the same way).
+    Unprobed(String),
+}
+
+impl Probe {
+    /// How the feature table shows it.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Probe::Present(_) => "yes",
+            Probe::Absent(_) => "no",
+            Probe::Unavailable(_) => "n/a",
+            Probe::Unprobed(_) => "could not probe",
+        }
+    }
 }
 
 #[cfg(test)]

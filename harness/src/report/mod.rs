@@ -16,9 +16,8 @@ use crate::run::{KernelRun, Matrix};
 /// trial order: checks first, then features.
 pub fn cells(m: &Matrix, r: &KernelRun) -> Vec<(String, Verdict)> {
     let checks = m.checks().iter().map(|id| {
-        let name = format!("{}::{}", id.program, id.check);
         let v = crate::verdict::check(m, r, *id);
-        (name, v)
+        (id.trial(), v)
     });
     let features = catalogue().iter().map(|f| {
         let name = format!("features::{}", f.id);
@@ -33,7 +32,7 @@ pub fn cells(m: &Matrix, r: &KernelRun) -> Vec<(String, Verdict)> {
 pub fn summary_table(m: &Matrix, runs: &[Arc<KernelRun>]) -> String {
     let mut s = String::from("| kernel | release | accel | boot s | wall s |");
     for id in m.checks() {
-        let _ = write!(s, " {}::{} |", id.program, id.check);
+        let _ = write!(s, " {} |", id.trial());
     }
     s.push('\n');
     s.push_str(&"|---".repeat(5 + m.checks().len()));
@@ -128,12 +127,7 @@ pub fn feature_table(m: &Matrix, runs: &[Arc<KernelRun>]) -> String {
         let _ = write!(s, "| {} | {since} |", f.title);
         for r in runs {
             let verdict = crate::verdict::feature(m, r, f);
-            let found = match r.features.get(&f.id) {
-                None => "-",
-                Some(Probe::Present(_)) => "yes",
-                Some(Probe::Absent(_)) => "no",
-                Some(Probe::Unavailable(_)) => "n/a",
-            };
+            let found = r.features.get(&f.id).map(Probe::word).unwrap_or("-");
             let cell = match verdict {
                 Verdict::Fail(_) if found != "-" => {
                     let arch = m.config.arch_of(&r.kernel);
