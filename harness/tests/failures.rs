@@ -181,3 +181,73 @@ fn user_program_rejected_by_the_verifier_fails_with_its_log_on_every_kernel() {
         }
     }
 }
+
+/// The position of the PVH entry note's type field in an x86 vmlinux: a `Xen`
+/// note (namesz 4) of type XEN_ELFNOTE_PHYS32_ENTRY (18).
+fn pvh_note_type_at(elf: &[u8]) -> Option<usize> {
+    elf.windows(16)
+        .position(|w| w[0..4] == 4u32.to_le_bytes() && w[8..12] == 18u32.to_le_bytes() && &w[12..16] == b"Xen\0")
+        .map(|p| p + 8)
+}
+
+/// Kernels QEMU will not boot as given: what QEMU said is in the verdict (a
+/// kernel it cannot load prints only there, the console stays empty); a vmlinux
+/// without the PVH note (CONFIG_PVH off) is refused before booting with what to
+/// give instead; and an image whose extracted vmlinux has no PVH note boots from
+/// its compressed image.
+#[test]
+fn kernels_qemu_cannot_boot_fail_with_its_words_or_boot_their_bzimage() {
+    let (m0, _) = scratch_matrix(
+        "pvh-fetch",
+        "kernels:\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\n",
+        |_| {},
+    );
+    let image = m0.image(m0.config.kernel("6.1").unwrap()).unwrap().unwrap();
+    let elf = std::fs::read(image.vmlinux.as_ref().expect("6.1's vmlinux")).unwrap();
+    assert!(kernel_matrix::images::bzimage::has_pvh_note(&elf));
+    let at = pvh_note_type_at(&elf).expect("Debian's 6.1 has a PVH note");
+    let mut no_pvh = elf;
+    no_pvh[at] = 17; // another Xen note type: the entry point is gone
+    assert!(!kernel_matrix::images::bzimage::has_pvh_note(&no_pvh));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("failures-pvh-files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (junk, elf_path, bz) = (dir.join("junk"), dir.join("vmlinux-no-pvh"), dir.join("vmlinuz"));
+    std::fs::write(&junk, vec![0x5a; 64 << 10]).unwrap();
+    std::fs::write(&elf_path, &no_pvh).unwrap();
+    std::fs::copy(&image.bzimage, &bz).unwrap();
+    let local = |tag: &str, kernel: &Path| {
+        let yaml = format!(
+            "kernels:\n  - name: mine\n    local: {{ kernel: '{}' }}\n    timeout_secs: 120\n",
+            kernel.display()
+        );
+        scratch_matrix(tag, &yaml, |_| {})
+    };
+
+    // Not a kernel at all: QEMU refuses it, and says why.
+    let (m, run_dir) = local("pvh-junk", &junk);
+    let run = m.run_kernel("mine");
+    let problem = run.problem().expect("junk does not boot");
+    assert!(problem.contains("QEMU said: "), "{problem}");
+    assert_no_process_mentions(&run_dir);
+
+    // A vmlinux without the PVH note: refused before booting, naming the fix.
+    let (m, _) = local("pvh-elf", &elf_path);
+    let run = m.run_kernel("mine");
+    let problem = run.problem().expect("refused");
+    assert!(problem.contains("no PVH ELF note") && problem.contains("bzImage"), "{problem}");
+
+    // A bzImage whose extracted vmlinux has no PVH note: marked so in the cache,
+    // it boots from the bzImage and its checks run.
+    let (m, _) = local("pvh-bz", &bz);
+    let img = m.image(m.config.kernel("mine").unwrap()).unwrap().unwrap();
+    let entry = img.vmlinux.as_ref().unwrap().parent().unwrap().to_path_buf();
+    std::fs::write(entry.join("vmlinux.no-pvh"), "").unwrap();
+    let img = m.image(m.config.kernel("mine").unwrap()).unwrap().unwrap();
+    assert_eq!(img.boot_file(), img.bzimage.as_path(), "no PVH: boot the compressed image");
+    let run = m.run_kernel("mine");
+    let _ = std::fs::remove_file(entry.join("vmlinux.no-pvh"));
+    assert!(run.problem().is_none(), "{:?}", run.problem());
+    assert!(run.command_line.as_deref().unwrap_or("").contains("vmlinuz"), "{:?}", run.command_line);
+    let load = verdict::check(&m, &run, CATALOGUE[0]);
+    assert_eq!(load, Verdict::Pass, "{}", CATALOGUE[0].trial());
+}

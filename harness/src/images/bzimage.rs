@@ -28,6 +28,27 @@ pub fn extract_vmlinux(bzimage: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(elf)
 }
 
+/// Whether an x86 ELF kernel carries the PVH entry point note (`Xen` note of type
+/// XEN_ELFNOTE_PHYS32_ENTRY, 18; CONFIG_PVH), without which QEMU will not boot it
+/// as an uncompressed kernel. Other ELF files (and non-x86 ones) count as bootable.
+pub fn has_pvh_note(elf: &[u8]) -> bool {
+    use object::{read::elf::ProgramHeader as _, Endianness};
+    let Ok(file) = object::read::elf::ElfFile64::<Endianness>::parse(elf) else { return true };
+    if file.elf_header().e_machine.get(file.endian()) != object::elf::EM_X86_64 {
+        return true;
+    }
+    let endian = file.endian();
+    file.elf_program_headers().iter().any(|ph| {
+        let Ok(Some(mut notes)) = ph.notes(endian, elf) else { return false };
+        while let Ok(Some(note)) = notes.next() {
+            if note.name() == b"Xen" && note.n_type(endian) == 18 {
+                return true;
+            }
+        }
+        false
+    })
+}
+
 fn decompress(p: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(p.len() * 4);
     if p.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {

@@ -30,6 +30,10 @@ pub struct KernelImage {
     pub bzimage: PathBuf,
     /// The uncompressed ELF, when extraction worked (faster under TCG).
     pub vmlinux: Option<PathBuf>,
+    /// Whether QEMU can boot `vmlinux` itself: an x86 ELF needs the PVH entry
+    /// note (CONFIG_PVH); without it QEMU refuses it ("Error loading uncompressed
+    /// kernel without PVH ELF Note") and the compressed image boots instead.
+    pub vmlinux_boots: bool,
     /// `uname -r` of the kernel, from the package's file names.
     pub release: String,
 }
@@ -37,9 +41,15 @@ pub struct KernelImage {
 impl KernelImage {
     /// What to hand to QEMU's `-kernel`.
     pub fn boot_file(&self) -> &Path {
-        self.vmlinux.as_deref().unwrap_or(&self.bzimage)
+        match &self.vmlinux {
+            Some(v) if self.vmlinux_boots => v,
+            _ => &self.bzimage,
+        }
     }
 }
+
+/// The marker a cache entry holds when its `vmlinux` has no PVH note.
+const NO_PVH: &str = "vmlinux.no-pvh";
 
 pub fn default_cache_dir() -> PathBuf {
     if let Some(d) = &crate::settings::get().cache_dir {
@@ -114,7 +124,18 @@ pub fn ensure_local(
     let path = resolve(&local.kernel);
     let data = fs::read(&path).with_context(|| format!("reading local kernel {}", path.display()))?;
     if data.starts_with(b"\x7fELF") {
-        return Ok(KernelImage { bzimage: path.clone(), vmlinux: Some(path), release: "local".into() });
+        if !crate::images::bzimage::has_pvh_note(&data) {
+            anyhow::bail!(
+                "local kernel {}: this vmlinux has no PVH ELF note (built without CONFIG_PVH), so QEMU cannot boot it directly; give its bzImage (arch/x86/boot/bzImage) instead",
+                path.display()
+            );
+        }
+        return Ok(KernelImage {
+            bzimage: path.clone(),
+            vmlinux: Some(path),
+            vmlinux_boots: true,
+            release: "local".into(),
+        });
     }
     let sha = fetch::sha256_file(&path)?;
     let dir = cache.join("kernels").join(&sha);
@@ -133,6 +154,7 @@ fn read_entry(dir: &Path) -> anyhow::Result<Option<KernelImage>> {
     Ok(Some(KernelImage {
         bzimage: dir.join("vmlinuz"),
         vmlinux: vmlinux.exists().then_some(vmlinux),
+        vmlinux_boots: !dir.join(NO_PVH).exists(),
         release: fs::read_to_string(release)?.trim().to_string(),
     }))
 }
@@ -146,6 +168,10 @@ fn make_entry(dir: &Path, release: &str, vmlinuz: &[u8]) -> anyhow::Result<Kerne
         fs::write(tmp.join("vmlinuz"), vmlinuz)?;
         // A kernel whose payload we cannot unpack still boots, only slower.
         if let Ok(elf) = crate::images::bzimage::extract_vmlinux(vmlinuz) {
+            // Kept for its BTF (`explain`) even where QEMU cannot boot it.
+            if !crate::images::bzimage::has_pvh_note(&elf) {
+                fs::write(tmp.join(NO_PVH), "")?;
+            }
             fs::write(tmp.join("vmlinux"), elf)?;
         }
         fs::write(tmp.join("release"), release)

@@ -475,10 +475,18 @@ impl Matrix {
         let step = crate::progress::Step::spinner(&spec.name, &format!("booting under QEMU/{}", vm_spec.accel));
         let run = vm::run(&vm_spec)?;
         step.done(&format!("VM ended: {}", describe(&run.end)));
+        // QEMU's own words lead when it failed (a kernel it cannot load says so
+        // only on its stderr, with an empty console).
+        let qemu_said = match (&run.end, run.qemu_stderr.trim()) {
+            (vm::VmEnd::Exited(code), said) if *code != Some(0) && !said.is_empty() => {
+                format!("; QEMU said: {}", crate::vm::console::tail(said, 5))
+            }
+            _ => String::new(),
+        };
         let failure = match &run.end {
             vm::VmEnd::Finished => None,
             end => Some(format!(
-                "{}: {}\n--- console (last 40 lines, full log {}) ---\n{}",
+                "{}: {}{qemu_said}\n--- console (last 40 lines, full log {}) ---\n{}",
                 spec.name,
                 describe(end),
                 vm_spec.console_path().display(),
@@ -543,7 +551,10 @@ impl Matrix {
         let _ = std::fs::remove_file(&out);
         self.byo_files()?;
         let agent = self.agent(Arch::host())?;
-        let mut child = std::process::Command::new(&agent)
+        let mut cmd = std::process::Command::new(&agent);
+        // Like QEMU: the host agent never outlives a killed harness.
+        vm::die_with_parent(&mut cmd);
+        let mut child = cmd
             .args(self.opts.only_programs.iter().flat_map(|o| ["--only".to_string(), o.join(",")]))
             .arg("--byo")
             .arg(self.opts.run_dir.join("byo"))

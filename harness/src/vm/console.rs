@@ -156,11 +156,13 @@ pub fn all_splats(console: &str) -> Vec<Splat> {
     out
 }
 
-/// Incremental scanning of a growing console file: only new complete lines are
-/// looked at on each call, so polling a large console stays cheap.
+/// Incremental scanning of a growing console: fed only the bytes appended since
+/// the last call (the caller reads the file from where it left off), it looks at
+/// each complete line once, so polling a large console stays cheap.
 #[derive(Debug, Default)]
 pub struct Watcher {
-    offset: usize,
+    /// The start of a line whose end has not arrived yet.
+    partial: Vec<u8>,
     line_no: usize,
     pub first: Option<Splat>,
     /// The first fatal splat (panic, stall, lockup).
@@ -168,14 +170,11 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn feed(&mut self, console: &[u8]) {
-        if console.len() < self.offset {
-            *self = Self::default();
-        }
-        let new = &console[self.offset..];
-        let Some(end) = new.iter().rposition(|&b| b == b'\n') else { return };
-        let text = String::from_utf8_lossy(&new[..=end]);
-        for line in text.lines() {
+    pub fn feed(&mut self, appended: &[u8]) {
+        self.partial.extend_from_slice(appended);
+        let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else { return };
+        let complete: Vec<u8> = self.partial.drain(..=end).collect();
+        for line in String::from_utf8_lossy(&complete).lines() {
             self.line_no += 1;
             if let Some(kind) = classify_line(line) {
                 let s = Splat { kind, line_no: self.line_no, line: strip_timestamp(line).trim().to_string() };
@@ -187,7 +186,6 @@ impl Watcher {
                 }
             }
         }
-        self.offset += end + 1;
     }
 }
 
@@ -365,10 +363,9 @@ mod tests {
         let (a, b) = full.as_bytes().split_at(12);
         w.feed(a);
         assert!(w.first.is_none());
-        w.feed(full.as_bytes());
+        w.feed(b);
         assert_eq!(w.fatal.as_ref().map(|s| s.kind), Some(RcuStall));
         assert_eq!(w.fatal.as_ref().map(|s| s.line_no), Some(2));
-        let _ = b;
         let mut w = Watcher::default();
         w.feed(WARN.as_bytes());
         assert_eq!(w.first.as_ref().map(|s| s.kind), Some(Warning));

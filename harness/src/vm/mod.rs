@@ -66,6 +66,9 @@ pub struct VmRun {
     pub boot: Option<Duration>,
     pub wall: Duration,
     pub command_line: String,
+    /// What QEMU itself printed on stderr (its errors: a kernel it cannot load, an
+    /// option it refuses), shown whenever QEMU fails.
+    pub qemu_stderr: String,
     /// The first oops/BUG/WARNING/stall/lockup/panic the console showed, if any:
     /// a kernel that printed one fails all its trials even if the agent finished.
     pub splat: Option<console::Splat>,
@@ -77,6 +80,11 @@ impl VmSpec {
     }
     pub fn channel_path(&self) -> PathBuf {
         self.workdir.join("agent.jsonl")
+    }
+    /// QEMU's own stderr, written to a file as it comes (a pipe nobody reads while
+    /// QEMU runs would stall a chatty QEMU once full).
+    pub fn qemu_stderr_path(&self) -> PathBuf {
+        self.workdir.join("qemu-stderr.log")
     }
 
     /// The QEMU binary for the guest's architecture.
@@ -204,16 +212,10 @@ pub fn run_watching(spec: &VmSpec, poll: &mut dyn FnMut()) -> anyhow::Result<VmR
     }
     let mut cmd = spec.command();
     let command_line = shell_line(&cmd);
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    // If the harness dies (even by SIGKILL), the kernel kills QEMU with it: no VM
-    // outlives the run. std has no safe way to run code between fork and exec.
-    // SAFETY: the closure makes one prctl(2) call (async-signal-safe) and builds an
-    // io::Error from the errno without allocating; it touches no shared state.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
-        });
-    }
+    let stderr_file = fs::File::create(spec.qemu_stderr_path())
+        .with_context(|| format!("creating {}", spec.qemu_stderr_path().display()))?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr_file);
+    die_with_parent(&mut cmd);
     let start = Instant::now();
     let mut child = cmd
         .spawn()
@@ -222,6 +224,8 @@ pub fn run_watching(spec: &VmSpec, poll: &mut dyn FnMut()) -> anyhow::Result<VmR
     let mut end = None;
     let mut panic_seen: Option<Instant> = None;
     let mut watcher = console::Watcher::default();
+    // Read as it grows: each poll reads only what was appended.
+    let mut console_file: Option<fs::File> = None;
     let mut stuck_seen: Option<(Instant, Duration)> = None;
     let (mut channel_len, mut last_progress) = (0u64, Instant::now());
     loop {
@@ -235,8 +239,15 @@ pub fn run_watching(spec: &VmSpec, poll: &mut dyn FnMut()) -> anyhow::Result<VmR
             break;
         }
         if panic_seen.is_none() {
-            let console = fs::read(spec.console_path()).unwrap_or_default();
-            watcher.feed(&console);
+            if console_file.is_none() {
+                console_file = fs::File::open(spec.console_path()).ok();
+            }
+            if let Some(f) = &mut console_file {
+                use std::io::Read as _;
+                let mut new = Vec::new();
+                let _ = f.read_to_end(&mut new);
+                watcher.feed(&new);
+            }
             if watcher.fatal.as_ref().is_some_and(|s| s.kind == console::SplatKind::Panic) {
                 panic_seen = Some(Instant::now());
             } else if watcher.fatal.is_some() && stuck_seen.is_none() {
@@ -273,11 +284,7 @@ pub fn run_watching(spec: &VmSpec, poll: &mut dyn FnMut()) -> anyhow::Result<VmR
     let status = child.wait()?;
     poll();
     let wall = start.elapsed();
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read as _;
-        let _ = e.read_to_string(&mut stderr);
-    }
+    let stderr = String::from_utf8_lossy(&fs::read(spec.qemu_stderr_path()).unwrap_or_default()).into_owned();
     let mut console = String::from_utf8_lossy(&fs::read(spec.console_path()).unwrap_or_default()).into_owned();
     if !stderr.trim().is_empty() {
         console.push_str("\n--- qemu stderr ---\n");
@@ -293,7 +300,20 @@ pub fn run_watching(spec: &VmSpec, poll: &mut dyn FnMut()) -> anyhow::Result<VmR
     } else if end == VmEnd::Exited(Some(0)) && records.last().map(|l| &l.record) == Some(&Record::Done) {
         end = VmEnd::Finished;
     }
-    Ok(VmRun { end, records, console, boot, wall, command_line, splat })
+    Ok(VmRun { end, records, console, boot, wall, command_line, qemu_stderr: stderr, splat })
+}
+
+/// Has the kernel kill `cmd`'s process when the harness dies (even by SIGKILL):
+/// no QEMU or host agent outlives the run. std has no safe way to run code
+/// between fork and exec.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure makes one prctl(2) call (async-signal-safe) and builds an
+    // io::Error from the errno without allocating; it touches no shared state.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+        });
+    }
 }
 
 /// Where a kernel's VM files go for this run.
