@@ -53,6 +53,7 @@ fn main() {
     };
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     emit(Record::Hello {
+        protocol: km_protocol::record::PROTOCOL_VERSION,
         kernel_release: release,
         uptime_secs: uptime(),
         init_uptime_secs: flag("--init-uptime").and_then(|s| s.parse().ok()),

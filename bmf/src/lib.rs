@@ -16,7 +16,8 @@
 //!
 //! A crate of its own (serde only, no BPF, no VM) so `cargo xtask`'s regression demo
 //! judges runs with the same [`compare`] the `kernel-matrix compare` command uses,
-//! without building the harness.
+//! without building the harness. The harness also takes its one atomic file write
+//! from here ([`write_atomic`]): the lowest crate that writes files.
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -25,7 +26,10 @@ use std::{
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
+pub mod atomic;
 pub mod compare;
+
+pub use atomic::{write_atomic, write_atomic_mode};
 
 /// One measure of one benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -232,14 +236,6 @@ pub fn validate(v: &serde_json::Value) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Writes through a temporary file and a rename: readers see all or nothing.
-fn write_atomic(dest: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dest.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, dest).with_context(|| format!("renaming into {}", dest.display()))
 }
 
 #[cfg(test)]

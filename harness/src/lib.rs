@@ -7,9 +7,17 @@
 //! Debian index, mirror, fetch, vmlinux, cache) -> [`guest_root`] (the agent and
 //! the initramfs) -> [`vm`] (QEMU, accelerator, console parsing) -> [`run`]
 //! (kernels over VM slots, the host target) -> [`verdict`] (the one place a
-//! trial's verdict is decided) -> [`report`] (trials, results, JUnit, tables) and
-//! [`perf`] (BMF, compare, HTML report, bench trials).
+//! trial's verdict is decided) -> [`report`] (trials and bench trials, results,
+//! JUnit, tables) -> [`perf`] (BMF, compare, HTML report). The engine ([`run`])
+//! prints nothing: it emits [`run::events::Event`]s, which [`ui`] (beside
+//! [`progress`], both leaf utilities) renders.
+//!
+//! More leaf modules, which use nothing of the crate so any folder may use them:
+//! [`glob`] (the one name matcher) and [`escape`] (the one shell quoter and HTML
+//! escaper).
 pub mod config;
+pub mod escape;
+pub mod glob;
 pub mod guest_root;
 pub mod images;
 pub mod perf;
@@ -17,6 +25,7 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod settings;
+pub mod ui;
 pub mod verdict;
 pub mod vm;
 

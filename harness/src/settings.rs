@@ -73,7 +73,50 @@ pub struct Env {
     #[command(flatten)]
     pub settings: Settings,
     #[command(flatten)]
-    pub out: crate::report::results::RunOutputs,
+    pub out: RunOutputs,
+}
+
+/// Report options of `kernel-matrix run` (and, from the environment, of the `cargo
+/// test` matrix). Declared here with the other `KM_*` variables; `report::results`
+/// writes the reports (`RunOutputs::write`) and re-exports it.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RunOutputs {
+    /// Only this CI shard of the kernels, `i/n` numbered from 1, dealt round-robin
+    /// in kernels.yaml order.
+    #[arg(long, env = "KM_SHARD")]
+    pub shard: Option<crate::run::shard::Shard>,
+    /// Write every cell (verdict, reason, metrics, release, accelerator) as JSON
+    /// (KM_RESULTS, deprecated, also works).
+    #[arg(long, env = "KM_JSON", value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write a JUnit XML report.
+    #[arg(long, env = "KM_JUNIT", value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Append a Markdown summary, e.g. `--markdown "$GITHUB_STEP_SUMMARY"`
+    /// (KM_SUMMARY, deprecated, also works).
+    #[arg(long, env = "KM_MARKDOWN", value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+}
+
+impl RunOutputs {
+    /// The shard from `--shard` or `KM_SHARD`.
+    pub fn shard(&self) -> anyhow::Result<Option<crate::run::shard::Shard>> {
+        Ok(self.shard)
+    }
+
+    /// The old names of the report variables, with a note: `KM_RESULTS` is now
+    /// `KM_JSON`, `KM_SUMMARY` is now `KM_MARKDOWN`.
+    pub fn apply_deprecated(&mut self) {
+        for (old, new, slot) in [
+            ("KM_RESULTS", "KM_JSON (--json)", &mut self.json),
+            ("KM_SUMMARY", "KM_MARKDOWN (--markdown)", &mut self.markdown),
+        ] {
+            if let Some(v) = std::env::var_os(old).filter(|v| !v.is_empty()) {
+                deprecated(old, new);
+                slot.get_or_insert_with(|| v.into());
+            }
+        }
+    }
 }
 
 impl Env {

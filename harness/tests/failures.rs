@@ -96,7 +96,18 @@ fn missing_package_names_the_package() {
 fn kernel_missing_from_the_lock_says_how_to_fix_it() {
     let yaml = "kernels:\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\n";
     let (m, _) = scratch_matrix("unlocked", yaml, |lock| lock.kernels.clear());
-    all_failed_with(&m, &m.run_kernel("6.1"), "kernel-matrix lock --update");
+    // The engine prints nothing itself: what happened arrives as events.
+    let events = Arc::new(kernel_matrix::run::events::Collect::default());
+    let m = Arc::new(Arc::into_inner(m).unwrap().with_events(events.clone()));
+    m.announce("", &["6.1".to_string()]);
+    let runs = m.run_kernels(&["6.1".to_string()]);
+    all_failed_with(&m, &runs[0], "kernel-matrix lock --update");
+    let seen = events.0.lock().unwrap().clone();
+    use kernel_matrix::run::events::Event;
+    assert!(
+        matches!(&seen[..], [Event::Starting { kernels: 1, .. }, Event::KernelDone { kernel, .. }] if kernel == "6.1"),
+        "{seen:?}"
+    );
 }
 
 #[test]

@@ -17,12 +17,20 @@ pub enum Verdict {
     Ignored(String),
 }
 
+/// The version of this channel's records: bumped whenever a record changes shape,
+/// so a harness and an agent from different builds (`--agent`/`KM_AGENT`) notice
+/// at the first line instead of misreading the rest.
+pub const PROTOCOL_VERSION: u32 = 2;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
     /// First line: proves the agent started, says where it runs and how long the
     /// kernel took to get there (seconds since the kernel started, its own clock).
     Hello {
+        /// [`PROTOCOL_VERSION`] of the agent's build (0: an agent older than the field).
+        #[serde(default)]
+        protocol: u32,
         kernel_release: String,
         /// When the agent started.
         uptime_secs: f64,

@@ -28,59 +28,9 @@ pub fn run(p: &GuestProgram, dir: &Path, features: &BTreeMap<String, Probe>, emi
         }
         return;
     }
-    let object = match std::fs::read(dir.join(&p.object_file)) {
-        Ok(o) => o,
-        Err(e) => {
-            for c in &ids {
-                emit(check(
-                    &p.name,
-                    c.check,
-                    Verdict::Fail(format!("reading the object: {e}")),
-                    BTreeMap::new(),
-                    String::new(),
-                ));
-            }
-            return;
-        }
-    };
+    let Some(object) = read_object(p, dir, &ids, emit) else { return };
     let btf = p.btf_file.as_ref().map(|b| dir.join(b));
-    let start = Instant::now();
-    let mut buf = vec![0u8; 256 << 10];
-    let (loaded, libbpf_log) =
-        capture_libbpf_log(|| open(p, &object, btf.as_deref(), STATS_LOG, &mut buf).and_then(|o| Ok(o.load()?)));
-    let load_secs = start.elapsed().as_secs_f64();
-    let log = c_string(&buf);
-    let mut insight = Insight::default();
-    parse_stats(&log, &mut insight);
-    let mut metrics = BTreeMap::new();
-    metrics.insert("load_secs".to_string(), load_secs);
-    let obj = match loaded {
-        Ok(obj) => obj,
-        Err(e) => {
-            // Again with the full log, to show why; then what this kernel lacks.
-            let mut full = vec![0u8; 16 << 20];
-            let (again, _) = capture_libbpf_log(|| {
-                open(p, &object, btf.as_deref(), FULL_LOG | STATS_LOG, &mut full).and_then(|o| Ok(o.load()?))
-            });
-            let full_log = if again.is_err() { c_string(&full) } else { log.clone() };
-            parse_stats(&full_log, &mut insight);
-            for (k, v) in insight.metrics() {
-                metrics.insert(k, v);
-            }
-            metrics.insert("accepted".into(), 0.0);
-            let error = format!("{e:#}");
-            let failure = Failure { object: &object, error: &error, verifier_log: &full_log, libbpf_log: &libbpf_log };
-            let (cause, message) = explain_failure(p, features, &failure);
-            let mut r = check(&p.name, "load", Verdict::Fail(message), metrics, insight.summary());
-            if let Record::Check { cause: c, .. } = &mut r {
-                *c = Some(cause);
-            }
-            emit(r);
-            skip_rest(p, emit);
-            return;
-        }
-    };
-    insight.accepted = true;
+    let Some((obj, mut insight, mut metrics)) = load(p, &object, btf.as_deref(), features, emit) else { return };
     let Some(prog) = obj.progs_mut().find(|q| q.name() == p.program.as_str()) else {
         emit(check(
             &p.name,
@@ -92,51 +42,155 @@ pub fn run(p: &GuestProgram, dir: &Path, features: &BTreeMap<String, Probe>, emi
         skip_rest(p, emit);
         return;
     };
-    {
-        use std::os::fd::{AsFd as _, AsRawFd as _};
-        let mut info = sys::bpf_prog_info::default();
-        let mut len = std::mem::size_of::<sys::bpf_prog_info>() as u32;
-        // SAFETY: the fd is the loaded program's, open while `obj` lives; `info` is
-        // a bpf_prog_info of `len` bytes. (libbpf-rs 0.27.2 reads program info only
-        // while iterating every program of the system; aya's from-fd reader is private.)
-        if unsafe { sys::bpf_prog_get_info_by_fd(prog.as_fd().as_raw_fd(), &mut info, &mut len) } == 0 {
-            insight.verified_insns = (info.verified_insns > 0).then_some(info.verified_insns);
-            insight.xlated_bytes = Some(info.xlated_prog_len);
-            insight.jited_bytes = Some(info.jited_prog_len);
-            metrics.insert("prog_type".into(), info.type_ as f64);
-        }
-        // SAFETY: the pointer is libbpf's bpf_program of `prog`, valid while `obj`
-        // lives. (libbpf-rs's `Program::attach_type` maps attach types its enum lacks,
-        // e.g. BPF_TRACE_UPROBE_SESSION, to `Unknown` = u32::MAX: not the number.)
-        let attach_type = unsafe { sys::bpf_program__expected_attach_type(prog.as_libbpf_object().as_ptr()) };
-        // 0 is both "none" and BPF_CGROUP_INET_INGRESS: only cgroup_skb means the latter.
-        if attach_type != 0 || p.prog_type_id == sys::BPF_PROG_TYPE_CGROUP_SKB {
-            metrics.insert("attach_type".into(), attach_type as f64);
-        }
-    }
+    program_info(p, &prog, &mut insight, &mut metrics);
     for (k, v) in insight.metrics() {
         metrics.insert(k, v);
     }
     metrics.insert("accepted".into(), 1.0);
     emit(check(&p.name, "load", Verdict::Pass, metrics, insight.summary()));
     if p.attach {
-        let start = Instant::now();
-        let (link, log) = capture_libbpf_log(|| prog.attach());
-        let secs = start.elapsed().as_secs_f64();
-        let v = match &link {
-            Ok(_) => Verdict::Pass,
-            Err(e) => Verdict::Fail(format!(
-                "{} loads but does not attach here: {e}\n--- libbpf log (tail) ---\n{}",
-                p.program,
-                tail(&log, 8)
-            )),
-        };
-        drop(link);
-        emit(check(&p.name, "attach", v, [("attach_secs".to_string(), secs)].into(), String::new()));
+        emit(attach_trial(p, &prog));
     }
-    if p.packets.is_empty() {
-        return;
+    if !p.packets.is_empty() {
+        emit(test_run_trial(p, &prog));
     }
+}
+
+/// The object's bytes; when they cannot be read, every check of `ids` fails
+/// with why, and `None`.
+fn read_object(p: &GuestProgram, dir: &Path, ids: &[CheckId], emit: &mut dyn FnMut(Record)) -> Option<Vec<u8>> {
+    match std::fs::read(dir.join(&p.object_file)) {
+        Ok(o) => Some(o),
+        Err(e) => {
+            for c in ids {
+                emit(check(
+                    &p.name,
+                    c.check,
+                    Verdict::Fail(format!("reading the object: {e}")),
+                    BTreeMap::new(),
+                    String::new(),
+                ));
+            }
+            None
+        }
+    }
+}
+
+/// Loads the object with the verifier's stats log: the loaded object, what the
+/// log said and `load_secs`. When it does not load, emits the failed `load`
+/// (explained: see [`failed_load`]) and the trials it skips, and `None`.
+fn load(
+    p: &GuestProgram,
+    object: &[u8],
+    btf: Option<&Path>,
+    features: &BTreeMap<String, Probe>,
+    emit: &mut dyn FnMut(Record),
+) -> Option<(libbpf_rs::Object, Insight, Metrics)> {
+    let start = Instant::now();
+    let mut buf = vec![0u8; 256 << 10];
+    let (loaded, libbpf_log) =
+        capture_libbpf_log(|| open(p, object, btf, STATS_LOG, &mut buf).and_then(|o| Ok(o.load()?)));
+    let load_secs = start.elapsed().as_secs_f64();
+    let log = c_string(&buf);
+    let mut insight = Insight::default();
+    parse_stats(&log, &mut insight);
+    let mut metrics = BTreeMap::new();
+    metrics.insert("load_secs".to_string(), load_secs);
+    match loaded {
+        Ok(obj) => {
+            insight.accepted = true;
+            Some((obj, insight, metrics))
+        }
+        Err(e) => {
+            let full_log = full_log(p, object, btf, log);
+            parse_stats(&full_log, &mut insight);
+            let error = format!("{e:#}");
+            let failure = Failure { object, error: &error, verifier_log: &full_log, libbpf_log: &libbpf_log };
+            emit(failed_load(p, features, &failure, &insight, metrics));
+            skip_rest(p, emit);
+            None
+        }
+    }
+}
+
+/// The verifier's full log of a load that failed: loads again at `FULL_LOG`, to
+/// show why (`log`, the stats-only one, if this time it loads).
+fn full_log(p: &GuestProgram, object: &[u8], btf: Option<&Path>, log: String) -> String {
+    let mut full = vec![0u8; 16 << 20];
+    let (again, _) =
+        capture_libbpf_log(|| open(p, object, btf, FULL_LOG | STATS_LOG, &mut full).and_then(|o| Ok(o.load()?)));
+    if again.is_err() {
+        c_string(&full)
+    } else {
+        log
+    }
+}
+
+/// The failed `load` record: the verifier's numbers, `accepted` 0, and what this
+/// kernel lacks or refused (its message and `cause`).
+fn failed_load(
+    p: &GuestProgram,
+    features: &BTreeMap<String, Probe>,
+    f: &Failure<'_>,
+    insight: &Insight,
+    mut metrics: Metrics,
+) -> Record {
+    for (k, v) in insight.metrics() {
+        metrics.insert(k, v);
+    }
+    metrics.insert("accepted".into(), 0.0);
+    let (cause, message) = explain_failure(p, features, f);
+    let mut r = check(&p.name, "load", Verdict::Fail(message), metrics, insight.summary());
+    if let Record::Check { cause: c, .. } = &mut r {
+        *c = Some(cause);
+    }
+    r
+}
+
+/// What the kernel says of the loaded program: verified instructions,
+/// translated and JITed sizes, its program type and expected attach type.
+fn program_info(p: &GuestProgram, prog: &libbpf_rs::ProgramMut<'_>, insight: &mut Insight, metrics: &mut Metrics) {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let mut info = sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of::<sys::bpf_prog_info>() as u32;
+    // SAFETY: the fd is the loaded program's, open while `obj` lives; `info` is
+    // a bpf_prog_info of `len` bytes. (libbpf-rs 0.27.2 reads program info only
+    // while iterating every program of the system; aya's from-fd reader is private.)
+    if unsafe { sys::bpf_prog_get_info_by_fd(prog.as_fd().as_raw_fd(), &mut info, &mut len) } == 0 {
+        insight.verified_insns = (info.verified_insns > 0).then_some(info.verified_insns);
+        insight.xlated_bytes = Some(info.xlated_prog_len);
+        insight.jited_bytes = Some(info.jited_prog_len);
+        metrics.insert("prog_type".into(), info.type_ as f64);
+    }
+    // SAFETY: the pointer is libbpf's bpf_program of `prog`, valid while `obj`
+    // lives. (libbpf-rs's `Program::attach_type` maps attach types its enum lacks,
+    // e.g. BPF_TRACE_UPROBE_SESSION, to `Unknown` = u32::MAX: not the number.)
+    let attach_type = unsafe { sys::bpf_program__expected_attach_type(prog.as_libbpf_object().as_ptr()) };
+    // 0 is both "none" and BPF_CGROUP_INET_INGRESS: only cgroup_skb means the latter.
+    if attach_type != 0 || p.prog_type_id == sys::BPF_PROG_TYPE_CGROUP_SKB {
+        metrics.insert("attach_type".into(), attach_type as f64);
+    }
+}
+
+/// The `attach` trial: libbpf's auto-attach by section, detached at once.
+fn attach_trial(p: &GuestProgram, prog: &libbpf_rs::ProgramMut<'_>) -> Record {
+    let start = Instant::now();
+    let (link, log) = capture_libbpf_log(|| prog.attach());
+    let secs = start.elapsed().as_secs_f64();
+    let v = match &link {
+        Ok(_) => Verdict::Pass,
+        Err(e) => Verdict::Fail(format!(
+            "{} loads but does not attach here: {e}\n--- libbpf log (tail) ---\n{}",
+            p.program,
+            tail(&log, 8)
+        )),
+    };
+    drop(link);
+    check(&p.name, "attach", v, [("attach_secs".to_string(), secs)].into(), String::new())
+}
+
+/// The `test_run` trial: each packet through BPF_PROG_TEST_RUN, for its verdict.
+fn test_run_trial(p: &GuestProgram, prog: &libbpf_rs::ProgramMut<'_>) -> Record {
     let mut wrong = Vec::new();
     for pk in &p.packets {
         let input = ProgramInput { data_in: Some(&pk.data), repeat: 1, ..Default::default() };
@@ -156,7 +210,7 @@ pub fn run(p: &GuestProgram, dir: &Path, features: &BTreeMap<String, Probe>, emi
             wrong.join("\n")
         ))
     };
-    emit(check(&p.name, "test_run", v, BTreeMap::new(), format!("{} packets", p.packets.len())));
+    check(&p.name, "test_run", v, BTreeMap::new(), format!("{} packets", p.packets.len()))
 }
 
 /// Opens the object with only `p.program` autoloaded, logging into `buf` at `level`,

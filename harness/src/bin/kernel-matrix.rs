@@ -51,7 +51,8 @@ enum Cmd {
     /// boots nothing.
     /// With kernels of the matrix in the cache, also predicts per program and kernel
     /// whether it loads and why not (versions, attach targets and kfuncs against
-    /// each kernel's own BTF).
+    /// each kernel's own BTF). A manifest (`.yaml`) in place of an object predicts
+    /// its programs as `run` loads them (its `attach_to:` and map sizes).
     Explain {
         #[arg(required = true)]
         objects: Vec<PathBuf>,

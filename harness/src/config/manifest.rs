@@ -265,7 +265,7 @@ impl Manifest<'_> {
             (None, Some(globs)) => {
                 let mut v: Vec<Program<'o>> = Vec::new();
                 for g in globs {
-                    let hits: Vec<_> = obj.programs.iter().filter(|q| glob(g, &q.name)).collect();
+                    let hits: Vec<_> = obj.programs.iter().filter(|q| crate::glob::matches(g, &q.name)).collect();
                     if hits.is_empty() {
                         let message = format!(
                             "entry {:?}: {g:?} matches no program in {} (it has: {})",
@@ -456,19 +456,6 @@ impl Manifest<'_> {
 
 fn names(obj: &crate::config::object::BpfObject) -> String {
     obj.programs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
-}
-
-/// `*` matches any run of characters, `?` one; everything else itself.
-pub fn glob(pattern: &str, s: &str) -> bool {
-    fn go(p: &[char], s: &[char]) -> bool {
-        match p.split_first() {
-            None => s.is_empty(),
-            Some(('*', rest)) => (0..=s.len()).any(|i| go(rest, &s[i..])),
-            Some(('?', rest)) => !s.is_empty() && go(rest, &s[1..]),
-            Some((c, rest)) => s.first() == Some(c) && go(rest, &s[1..]),
-        }
-    }
-    go(&pattern.chars().collect::<Vec<_>>(), &s.chars().collect::<Vec<_>>())
 }
 
 /// A `const volatile` value as the bytes of a global of `size` bytes

@@ -97,13 +97,10 @@ pub fn parse_file_arg(arg: &str, cwd: &Path) -> Result<(PathBuf, String), Config
     Ok((host_path, guest.to_string_lossy().into_owned()))
 }
 
-/// Quotes `s` for the guest's shell.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-/// `/km-exec/run.sh`: working directory, environment, then `exec` the program.
+/// `/km-exec/run.sh`: working directory, environment, then `exec` the program
+/// (every word quoted by [`crate::escape::shell_word`]).
 pub fn run_script(req: &ExecRequest) -> String {
+    use crate::escape::shell_word as quote;
     let cwd = req.cwd.to_string_lossy();
     let mut s = format!("mkdir -p {0} && cd {0} || exit 126\nexport HOME=/root\n", quote(&cwd));
     for (k, v) in &req.env {
@@ -198,7 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn script_quotes_everything() {
+    fn script_quotes_what_needs_it() {
         let req = ExecRequest {
             program: "/t/prog".into(),
             args: vec!["a b".into(), "it's".into()],
@@ -206,6 +203,7 @@ mod tests {
             env: vec![("RUST_BACKTRACE".into(), "1".into())],
             cwd: "/w d".into(),
         };
-        assert_eq!(run_script(&req), "mkdir -p '/w d' && cd '/w d' || exit 126\nexport HOME=/root\nexport RUST_BACKTRACE='1'\nexec '/t/prog' 'a b' 'it'\\''s'\n");
+        // Words the shell takes literally stay bare (`1`, `/t/prog`); the rest is quoted.
+        assert_eq!(run_script(&req), "mkdir -p '/w d' && cd '/w d' || exit 126\nexport HOME=/root\nexport RUST_BACKTRACE=1\nexec /t/prog 'a b' 'it'\\''s'\n");
     }
 }

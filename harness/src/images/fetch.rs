@@ -5,7 +5,7 @@
 use std::{
     fs,
     io::{Read, Write},
-    path::{Path, PathBuf},
+    path::Path,
     time::Duration,
 };
 
@@ -348,34 +348,9 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// A unique sibling path, so concurrent runs never write the same temporary file.
-pub fn tmp_path(dest: &Path) -> PathBuf {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    dest.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
-}
-
-/// Writes through a temporary file and a rename: readers see all or nothing.
-pub fn write_atomic(dest: &Path, data: &[u8]) -> anyhow::Result<()> {
-    write_atomic_mode(dest, data, None)
-}
-
-/// [`write_atomic`] with the file's mode set before it appears under its name (an
-/// executable is never seen half-written or not yet executable).
-pub fn write_atomic_mode(dest: &Path, data: &[u8], mode: Option<u32>) -> anyhow::Result<()> {
-    if let Some(dir) = dest.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = tmp_path(dest);
-    fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
-    if let Some(mode) = mode {
-        use std::os::unix::fs::PermissionsExt as _;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
-            .with_context(|| format!("chmod {}", tmp.display()))?;
-    }
-    fs::rename(&tmp, dest).with_context(|| format!("renaming into {}", dest.display()))
-}
+/// The one atomic write (temporary sibling, then rename) and its temporary paths,
+/// shared with the BMF files of `km-bmf`.
+pub use km_bmf::atomic::{tmp_path, write_atomic, write_atomic_mode};
 
 #[cfg(test)]
 mod tests {

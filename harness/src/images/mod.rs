@@ -36,6 +36,9 @@ pub struct KernelImage {
     pub vmlinux_boots: bool,
     /// `uname -r` of the kernel, from the package's file names.
     pub release: String,
+    /// The kernel's build configuration (`/boot/config-*` of its package), when
+    /// the package carries one (Debian's 7.x image packages do not).
+    pub config: Option<PathBuf>,
 }
 
 impl KernelImage {
@@ -94,7 +97,8 @@ pub fn ensure_debian(
     bar.done("downloaded, sha256 verified");
     progress(&format!("extracting {}", image_file.package));
     let (release, vmlinuz) = vmlinuz_from_deb(&deb)?;
-    make_entry(&dir, &release, &vmlinuz)
+    let config = file_from_deb(&deb, |p| p.starts_with("boot/config-").then_some(()))?.map(|(_, c)| c);
+    make_entry(&dir, &release, &vmlinuz, config.as_deref())
 }
 
 /// The package at `url` in the cache as `debs/<sha256>.deb`, downloaded only if it
@@ -135,6 +139,7 @@ pub fn ensure_local(
             vmlinux: Some(path),
             vmlinux_boots: true,
             release: "local".into(),
+            config: None,
         });
     }
     let sha = fetch::sha256_file(&path)?;
@@ -142,7 +147,7 @@ pub fn ensure_local(
     if let Some(img) = read_entry(&dir)? {
         return Ok(img);
     }
-    make_entry(&dir, "local", &data)
+    make_entry(&dir, "local", &data, None)
 }
 
 fn read_entry(dir: &Path) -> anyhow::Result<Option<KernelImage>> {
@@ -156,10 +161,11 @@ fn read_entry(dir: &Path) -> anyhow::Result<Option<KernelImage>> {
         vmlinux: vmlinux.exists().then_some(vmlinux),
         vmlinux_boots: !dir.join(NO_PVH).exists(),
         release: fs::read_to_string(release)?.trim().to_string(),
+        config: Some(dir.join("config")).filter(|c| c.exists()),
     }))
 }
 
-fn make_entry(dir: &Path, release: &str, vmlinuz: &[u8]) -> anyhow::Result<KernelImage> {
+fn make_entry(dir: &Path, release: &str, vmlinuz: &[u8], config: Option<&[u8]>) -> anyhow::Result<KernelImage> {
     let parent = dir.parent().context("cache entry without parent")?;
     fs::create_dir_all(parent)?;
     let tmp = fetch::tmp_path(dir);
@@ -173,6 +179,9 @@ fn make_entry(dir: &Path, release: &str, vmlinuz: &[u8]) -> anyhow::Result<Kerne
                 fs::write(tmp.join(NO_PVH), "")?;
             }
             fs::write(tmp.join("vmlinux"), elf)?;
+        }
+        if let Some(c) = config {
+            fs::write(tmp.join("config"), c)?;
         }
         fs::write(tmp.join("release"), release)
     })();

@@ -8,7 +8,10 @@
 //! own linear scale starting at zero and every bar carries its value.
 use std::{collections::BTreeSet, fmt::Write as _};
 
-use crate::perf::bmf::{describe_accel, split_name, Bmf, Meta, LATENCY, VERIFIER_MEASURES};
+use crate::{
+    escape::html as esc,
+    perf::bmf::{describe_accel, split_name, Bmf, Meta, LATENCY, VERIFIER_MEASURES},
+};
 
 /// An input: a label (usually the file name), its BMF and its sidecar.
 pub struct Input {
@@ -18,10 +21,6 @@ pub struct Input {
 }
 
 const COLOURS: &[&str] = &["#2f6db5", "#d9822b", "#3a9a5b", "#9b4dca", "#c23b3b"];
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
 
 /// Kernels in matrix order as they appear in the inputs (names sort oddly: 5.10 < 6.1).
 fn kernels(inputs: &[Input]) -> Vec<String> {

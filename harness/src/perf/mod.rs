@@ -10,7 +10,6 @@ pub mod bmf;
 pub mod boot;
 pub use km_bmf::compare;
 pub mod html;
-pub mod trials;
 pub mod veristat;
 
 use km_protocol::Verdict;

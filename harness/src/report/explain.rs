@@ -9,8 +9,10 @@
 //! `vmlinux`, or the host's `/sys/kernel/btf/vmlinux`).
 use std::{fmt::Write as _, path::Path};
 
+use std::collections::BTreeMap;
+
 use km_protocol::{
-    btf::{AttachTarget, Btf},
+    btf::{AttachTarget, Btf, TargetKind},
     byo::{LoadCause, Need},
     KernelVersion,
 };
@@ -40,6 +42,42 @@ pub struct KernelView {
     pub version: Option<KernelVersion>,
     /// `None`: a kernel without BTF (CONFIG_DEBUG_INFO_BTF off).
     pub btf: Option<Btf>,
+    /// Its build configuration (`CONFIG_X` -> `y`/`m`/value), when known: the
+    /// package's `/boot/config-*`, the host's `/proc/config.gz`.
+    pub config: Option<BTreeMap<String, String>>,
+}
+
+impl KernelView {
+    /// Whether the kernel is known to be built without `option` (unknown: false).
+    fn lacks(&self, option: &str) -> bool {
+        self.config.as_ref().is_some_and(|c| !matches!(c.get(option).map(String::as_str), Some("y")))
+    }
+}
+
+/// `CONFIG_X=value` lines of a kernel config.
+pub fn parse_config(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.starts_with("CONFIG_"))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
+/// The running kernel's configuration: /proc/config.gz, else /boot/config-RELEASE.
+fn host_config() -> Option<BTreeMap<String, String>> {
+    use std::io::Read as _;
+    let text = match std::fs::read("/proc/config.gz") {
+        Ok(gz) => {
+            let mut s = String::new();
+            flate2::read::GzDecoder::new(&gz[..]).read_to_string(&mut s).ok()?;
+            s
+        }
+        Err(_) => {
+            let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+            std::fs::read_to_string(format!("/boot/config-{}", release.trim())).ok()?
+        }
+    };
+    Some(parse_config(&text))
 }
 
 /// The matrix kernels `patterns` name (all when empty) whose image is in the
@@ -57,30 +95,28 @@ pub fn kernel_views(
         .map_err(|e| invalid(format!("{e:#}")))?;
     let (mut views, mut uncached) = (Vec::new(), Vec::new());
     for k in cfg.kernels.iter().filter(|k| chosen.contains(&k.name)) {
-        let btf_bytes: Option<Vec<u8>> = match k.source() {
-            KernelSource::Host => std::fs::read("/sys/kernel/btf/vmlinux").ok(),
+        let (btf_bytes, config): (Option<Vec<u8>>, _) = match k.source() {
+            KernelSource::Host => (std::fs::read("/sys/kernel/btf/vmlinux").ok(), host_config()),
             KernelSource::Debian(src) => {
                 let image = lock
                     .get(&k.name, src, k.arch(), &crate::images::lock::Lock::path_for(&cfg.path))
                     .ok()
                     .and_then(|locked| crate::images::cached_debian(cache, locked).ok().flatten());
-                match image.and_then(|i| i.vmlinux) {
-                    Some(v) => Some(
-                        std::fs::read(&v)
-                            .map_err(|source| ConfigError::Io { path: v.display().to_string(), source })?,
-                    ),
-                    None => {
-                        uncached.push(k.name.clone());
-                        continue;
-                    }
-                }
+                let Some((vmlinux, config)) = image.and_then(|i| Some((i.vmlinux?, i.config))) else {
+                    uncached.push(k.name.clone());
+                    continue;
+                };
+                let bytes = std::fs::read(&vmlinux)
+                    .map_err(|source| ConfigError::Io { path: vmlinux.display().to_string(), source })?;
+                let config = config.and_then(|c| std::fs::read_to_string(c).ok()).map(|t| parse_config(&t));
+                (Some(bytes), config)
             }
             KernelSource::Local(l) => {
-                std::fs::read(cfg.resolve_path(&l.kernel)).ok().filter(|d| d.starts_with(b"\x7fELF"))
+                (std::fs::read(cfg.resolve_path(&l.kernel)).ok().filter(|d| d.starts_with(b"\x7fELF")), None)
             }
         };
         let btf = btf_bytes.and_then(|b| Btf::parse(km_protocol::btf::btf_of(&b).ok()?).ok());
-        views.push(KernelView { name: k.name.clone(), version: version_of(k), btf });
+        views.push(KernelView { name: k.name.clone(), version: version_of(k), btf, config });
     }
     if !patterns.is_empty() && !uncached.is_empty() {
         return Err(invalid(format!(
@@ -126,11 +162,17 @@ pub fn predict(needs: &[Need], k: &KernelView) -> (Predicted, Option<LoadCause>,
         match n.kind.as_str() {
             "map_size" => map = map.or(Some(n.text.clone())),
             "attach_target" => {
+                let t = attach_target_of(n);
+                // BPF_PROG_TYPE_LSM exists only in kernels built with CONFIG_BPF_LSM
+                // (include/linux/bpf_types.h).
+                if t.kind == TargetKind::LsmHook && k.lacks("CONFIG_BPF_LSM") {
+                    missing.push(format!("{}: {} is built without CONFIG_BPF_LSM", n.text, k.name));
+                    continue;
+                }
                 let Some(btf) = &k.btf else {
                     missing.push(format!("{}: this kernel has no BTF", n.text));
                     continue;
                 };
-                let t = attach_target_of(n);
                 if !btf.has_target(&t) {
                     let near = btf.nearest_targets(&t, 5);
                     let near = if near.is_empty() { String::new() } else { format!("; nearest: {}", near.join(", ")) };
@@ -165,7 +207,6 @@ pub fn predict(needs: &[Need], k: &KernelView) -> (Predicted, Option<LoadCause>,
 }
 
 fn attach_target_of(n: &Need) -> AttachTarget {
-    use km_protocol::btf::TargetKind;
     let kind = [TargetKind::Function, TargetKind::LsmHook, TargetKind::BtfTracepoint, TargetKind::Iterator]
         .into_iter()
         .find(|k| n.text.starts_with(&format!("attaches to the {}", k.describe())))
@@ -173,8 +214,36 @@ fn attach_target_of(n: &Need) -> AttachTarget {
     AttachTarget { name: n.name.clone(), kind }
 }
 
-/// Every program of the object at `path` on every kernel of `kernels`.
+/// Whether `path` is a program manifest (YAML) rather than a BPF object.
+pub fn is_manifest(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+}
+
+/// Every program of a manifest on every kernel, as the run loads them: with the
+/// manifest's `attach_to:` and map sizes (what `run` would do, predicted).
+pub fn manifest_predictions(path: &Path, kernels: &[KernelView]) -> Result<Vec<Prediction>, ConfigError> {
+    let mut out = Vec::new();
+    for p in crate::config::manifest::load(path)? {
+        for k in kernels {
+            let (predicted, cause, reason) = predict(&p.guest.requires, k);
+            out.push(Prediction {
+                object: p.object_path.display().to_string(),
+                program: p.guest.name.clone(),
+                kernel: k.name.clone(),
+                predicted,
+                cause,
+                reason,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Every program of the object (or manifest) at `path` on every kernel of `kernels`.
 pub fn predictions(path: &Path, kernels: &[KernelView]) -> Result<Vec<Prediction>, ConfigError> {
+    if is_manifest(path) {
+        return manifest_predictions(path, kernels);
+    }
     let obj =
         object::read(path).map_err(|message| ConfigError::Invalid { path: path.display().to_string(), message })?;
     let mut out = Vec::new();
@@ -199,6 +268,9 @@ pub fn predictions(path: &Path, kernels: &[KernelView]) -> Result<Vec<Prediction
 /// needs with their versions, the lowest version and matrix kernel that has them
 /// all, and the prediction on each cached kernel.
 pub fn explain(path: &Path, matrix: Option<&MatrixConfig>, kernels: &[KernelView]) -> Result<String, ConfigError> {
+    if is_manifest(path) {
+        return Ok(render_manifest(path, &manifest_predictions(path, kernels)?));
+    }
     let obj =
         object::read(path).map_err(|message| ConfigError::Invalid { path: path.display().to_string(), message })?;
     let mut s = String::new();
@@ -282,6 +354,24 @@ pub fn explain(path: &Path, matrix: Option<&MatrixConfig>, kernels: &[KernelView
     Ok(s)
 }
 
+/// A manifest's predictions: one line per program and kernel.
+fn render_manifest(path: &Path, predictions: &[Prediction]) -> String {
+    let mut s =
+        format!("{}: {} program x kernel prediction(s), as `run` loads them\n", path.display(), predictions.len());
+    let width = predictions.iter().map(|p| p.program.len() + p.kernel.len() + 2).max().unwrap_or(0);
+    for p in predictions {
+        let name = format!("{}::{}", p.kernel, p.program);
+        let line = match (p.predicted, p.cause) {
+            (Predicted::Accept, _) => "accept".to_string(),
+            (Predicted::Reject, cause) => {
+                format!("reject ({}): {}", cause.map(LoadCause::as_str).unwrap_or("?"), p.reason)
+            }
+        };
+        let _ = writeln!(s, "  {name:<width$}  {line}");
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,12 +391,29 @@ mod tests {
     #[test]
     fn predicts_by_version_and_by_btf() {
         let v = |s: &str| Some(s.parse::<KernelVersion>().unwrap());
-        let old = KernelView { name: "5.10".into(), version: v("5.10"), btf: None };
-        let new = KernelView { name: "6.12".into(), version: v("6.12"), btf: None };
+        let old = KernelView { name: "5.10".into(), version: v("5.10"), btf: None, config: None };
+        let new = KernelView { name: "6.12".into(), version: v("6.12"), btf: None, config: None };
         let p = predictions(&corpus("loop.bpf.o"), &[old, new]).unwrap();
         assert_eq!(p[0].predicted, Predicted::Reject);
         assert_eq!(p[0].cause, Some(LoadCause::MissingNeed));
         assert!(p[0].reason.contains("bpf_loop"), "{}", p[0].reason);
         assert_eq!(p[1].predicted, Predicted::Accept);
+    }
+
+    #[test]
+    fn lsm_programs_need_bpf_lsm_in_the_config() {
+        let k = |config: &str| KernelView {
+            name: "k".into(),
+            version: "6.18".parse().ok(),
+            btf: None,
+            config: Some(parse_config(config)),
+        };
+        let p =
+            predictions(&corpus("btf_tracing.bpf.o"), &[k("# CONFIG_BPF_LSM is not set\n"), k("CONFIG_BPF_LSM=y\n")])
+                .unwrap();
+        let lsm: Vec<_> = p.iter().filter(|x| x.program == "lsm_file_open").collect();
+        assert!(lsm[0].reason.contains("built without CONFIG_BPF_LSM"), "{}", lsm[0].reason);
+        // With BPF_LSM, what decides next is the (here absent) BTF.
+        assert!(lsm[1].reason.contains("has no BTF"), "{}", lsm[1].reason);
     }
 }

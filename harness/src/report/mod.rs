@@ -1,6 +1,7 @@
 //! Human-readable summaries of a matrix run.
 use std::{fmt::Write as _, sync::Arc};
 
+pub mod benches;
 pub mod explain;
 pub mod junit;
 pub mod repro;

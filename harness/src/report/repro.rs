@@ -7,15 +7,6 @@ use anyhow::{bail, Context as _};
 
 use crate::{run::Matrix, vm};
 
-/// Quotes `s` for a POSIX shell when it needs it.
-pub fn shell_word(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
-
 /// Appended to the kernel command line of an interactive VM (see `initramfs::INIT`).
 pub const SHELL_ACTION: &str = "km.action=shell";
 
@@ -88,19 +79,6 @@ pub fn shell(m: &Matrix, kernel: &str) -> anyhow::Result<i32> {
     let status =
         c.status().with_context(|| format!("starting {program} (is {} installed?)", vm::qemu_package(arch)))?;
     Ok(status.code().unwrap_or(128 + 9))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quoting() {
-        assert_eq!(shell_word("6.1::x::load"), "6.1::x::load");
-        assert_eq!(shell_word("a b"), "'a b'");
-        assert_eq!(shell_word("it's"), "'it'\\''s'");
-        assert_eq!(shell_word(""), "''");
-    }
 }
 
 /// `kernel-matrix shell` / `kernel-matrix qemu-cmd`.

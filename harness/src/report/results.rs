@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use km_protocol::Verdict;
 
-use crate::run::{KernelRun, Matrix};
+use crate::{
+    escape::html,
+    run::{KernelRun, Matrix},
+};
 
 /// Identifies the format; bumped on incompatible changes.
 pub const SCHEMA: &str = "kernel-matrix-results/1";
@@ -129,7 +132,7 @@ pub fn reproduce_command(kernel: &str, trial: &str) -> String {
 fn other_config() -> Option<String> {
     let c = crate::settings::try_get().ok()?.config.clone()?;
     let abs = c.canonicalize().unwrap_or(c);
-    Some(crate::report::repro::shell_word(&abs.to_string_lossy()))
+    Some(crate::escape::shell_word(&abs.to_string_lossy()))
 }
 
 /// The end of a failure message: how to get into the VM, then the exact
@@ -140,7 +143,7 @@ pub fn rerun_hint(run: &KernelRun, trial: &str) -> String {
         let _ = writeln!(
             s,
             "debug: `cargo run -p kernel-matrix -- {c}shell --kernel {k}` (root shell in this VM), `cargo run -p kernel-matrix -- {c}qemu-cmd --kernel {k}` (its QEMU command)",
-            k = crate::report::repro::shell_word(&run.kernel),
+            k = crate::escape::shell_word(&run.kernel),
             c = other_config().map(|c| format!("-c {c} ")).unwrap_or_default()
         );
     }
@@ -321,10 +324,6 @@ impl RunResults {
 
 fn md_cell(s: &str) -> String {
     s.replace('|', "\\|")
-}
-
-fn html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// Writes the reports named by `KM_JSON`, `KM_JUNIT` and `KM_MARKDOWN` (appended,
@@ -515,46 +514,11 @@ mod tests {
     }
 }
 
-/// Report options of `kernel-matrix run` (and, from the environment, of the `cargo test` matrix).
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct RunOutputs {
-    /// Only this CI shard of the kernels, `i/n` numbered from 1, dealt round-robin
-    /// in kernels.yaml order.
-    #[arg(long, env = "KM_SHARD")]
-    pub shard: Option<crate::run::shard::Shard>,
-    /// Write every cell (verdict, reason, metrics, release, accelerator) as JSON
-    /// (KM_RESULTS, deprecated, also works).
-    #[arg(long, env = "KM_JSON", value_name = "FILE")]
-    pub json: Option<std::path::PathBuf>,
-    /// Write a JUnit XML report.
-    #[arg(long, env = "KM_JUNIT", value_name = "FILE")]
-    pub junit: Option<std::path::PathBuf>,
-    /// Append a Markdown summary, e.g. `--markdown "$GITHUB_STEP_SUMMARY"`
-    /// (KM_SUMMARY, deprecated, also works).
-    #[arg(long, env = "KM_MARKDOWN", value_name = "FILE")]
-    pub markdown: Option<std::path::PathBuf>,
-}
+/// Declared with the other settings (so [`crate::settings`] needs nothing from
+/// here); the writing of the reports it names is below.
+pub use crate::settings::RunOutputs;
 
 impl RunOutputs {
-    /// The shard from `--shard` or `KM_SHARD`.
-    pub fn shard(&self) -> anyhow::Result<Option<crate::run::shard::Shard>> {
-        Ok(self.shard)
-    }
-
-    /// The old names of the report variables, with a note: `KM_RESULTS` is now
-    /// `KM_JSON`, `KM_SUMMARY` is now `KM_MARKDOWN`.
-    pub fn apply_deprecated(&mut self) {
-        for (old, new, slot) in [
-            ("KM_RESULTS", "KM_JSON (--json)", &mut self.json),
-            ("KM_SUMMARY", "KM_MARKDOWN (--markdown)", &mut self.markdown),
-        ] {
-            if let Some(v) = std::env::var_os(old).filter(|v| !v.is_empty()) {
-                crate::settings::deprecated(old, new);
-                slot.get_or_insert_with(|| v.into());
-            }
-        }
-    }
-
     /// Writes the requested reports of a finished run.
     pub fn write(&self, m: &Matrix, runs: &[Arc<KernelRun>]) -> anyhow::Result<()> {
         let mut r = RunResults::from_runs(m, runs);

@@ -34,7 +34,7 @@ pub fn trials(matrix: Arc<Matrix>) -> Vec<Trial> {
             }));
         }
     }
-    out.extend(crate::perf::trials::trials(matrix));
+    out.extend(crate::report::benches::trials(matrix));
     out
 }
 

@@ -11,6 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 
+use super::events::Event;
 use crate::{
     config::ConfigError,
     guest_root::exec::{self as root, ExecRequest},
@@ -106,27 +107,33 @@ pub fn exec(m: &Matrix, kernel: &str, req: &ExecRequest, timeout: Option<u64>) -
     let status =
         channel.lines().find_map(|l| l.strip_prefix("km-exec status ")).and_then(|s| s.trim().parse::<i32>().ok());
     if let Some(splat) = &run.splat {
-        eprintln!(
-            "kernel-matrix exec: {kernel}: the guest kernel reported {} while the program ran (console: {})",
-            splat,
-            vm_spec.console_path().display()
-        );
+        m.emit(Event::ExecSplat {
+            kernel: kernel.to_string(),
+            splat: splat.to_string(),
+            console: vm_spec.console_path(),
+        });
     }
     let code = match status {
         Some(code) => code,
         None => {
-            eprintln!(
-                "kernel-matrix exec: {kernel}: {}\n--- console (last 40 lines, full log {}) ---\n{}",
-                super::describe(&run.end).replace("the agent", "the program"),
-                vm_spec.console_path().display(),
-                vm::console::tail(&run.console, 40)
-            );
+            m.emit(Event::ExecNoStatus {
+                kernel: kernel.to_string(),
+                how: super::describe(&run.end).replace("the agent", "the program"),
+                console: vm_spec.console_path(),
+                tail: vm::console::tail(&run.console, 40),
+            });
             NO_STATUS
         }
     };
     if crate::settings::get().exec_times {
         let start = channel.lines().find_map(|l| l.strip_prefix("km-exec start ")).unwrap_or("?").trim().to_string();
-        eprintln!("kernel-matrix exec: {kernel}: wall {:.2}s, host boot to first guest line {:.2}s, guest uptime at program start {start}s ({})", run.wall.as_secs_f64(), run.boot.unwrap_or_default().as_secs_f64(), vm_spec.accel);
+        m.emit(Event::ExecTimes {
+            kernel: kernel.to_string(),
+            wall: run.wall,
+            boot: run.boot.unwrap_or_default(),
+            guest_start: start,
+            accel: vm_spec.accel.to_string(),
+        });
     }
     if code != NO_STATUS {
         let _ = std::fs::remove_dir_all(&workdir);

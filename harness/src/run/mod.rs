@@ -2,6 +2,7 @@
 //! collect what its agent reported. Each kernel runs at most once per process, on
 //! first demand, with at most `max_vms` VMs at a time. Verdicts are decided from
 //! what this collects in `verdict`.
+pub mod events;
 pub mod exec;
 pub mod shard;
 pub mod suites;
@@ -166,6 +167,8 @@ pub struct Matrix {
     checks: Vec<CheckId>,
     /// `suites:` of the config, resolved (tests listed) before anything boots.
     pub suites: Vec<suites::Suite>,
+    /// Where progress goes (the terminal unless [`Matrix::with_events`] says otherwise).
+    events: Arc<dyn events::Events>,
 }
 
 impl Matrix {
@@ -202,6 +205,7 @@ impl Matrix {
             lock_path,
             opts,
             mirrors: OnceLock::new(),
+            events: Arc::new(crate::ui::Terminal::default()),
             initramfs: Mutex::new(HashMap::new()),
             agents: Mutex::new(HashMap::new()),
             runs,
@@ -260,7 +264,7 @@ impl Matrix {
         self.config.kernels.iter().map(|k| k.name.clone()).collect()
     }
 
-    /// The kernels `patterns` select (names or globs, see [`glob_match`]), in
+    /// The kernels `patterns` select (names or globs, see [`crate::glob`]), in
     /// kernels.yaml order; none means all. A pattern matching no kernel is an error
     /// listing them.
     pub fn select_kernels(&self, patterns: &[String]) -> anyhow::Result<Vec<String>> {
@@ -282,17 +286,27 @@ impl Matrix {
         }
     }
 
-    /// The line `run` and `bench` print before booting: how many kernels, the
+    /// Sends this matrix's events to `events` instead of the terminal.
+    pub fn with_events(mut self, events: Arc<dyn events::Events>) -> Self {
+        self.events = events;
+        self
+    }
+
+    pub(crate) fn emit(&self, e: events::Event) {
+        self.events.event(e);
+    }
+
+    /// What `run` and `bench` say before booting: how many kernels, the
     /// accelerator and why it was chosen, how many VMs at once (`doing`: what is
     /// done to them, e.g. "benchmarking ", or nothing).
     pub fn announce(&self, doing: &str, names: &[String]) {
-        eprintln!(
-            "kernel-matrix: {doing}{} kernels, accelerator {} ({}), up to {} VMs at once",
-            names.len(),
-            self.opts.accel.accel,
-            self.opts.accel.reason,
-            self.opts.max_vms
-        );
+        self.emit(events::Event::Starting {
+            doing: doing.into(),
+            kernels: names.len(),
+            accel: self.opts.accel.accel.to_string(),
+            reason: self.opts.accel.reason.to_string(),
+            max_vms: self.opts.max_vms,
+        });
     }
 
     /// Runs these kernels at once (each on a thread of its own, bounded by the VM
@@ -304,7 +318,7 @@ impl Matrix {
                 let (m, n) = (self.clone(), n.clone());
                 std::thread::spawn(move || {
                     let r = m.run_kernel(&n);
-                    eprintln!("kernel-matrix: {n}: done in {:.1}s", r.wall.as_secs_f64());
+                    m.emit(events::Event::KernelDone { kernel: n, wall: r.wall });
                     r
                 })
             })
@@ -346,7 +360,7 @@ impl Matrix {
                 let locked = self.lock.get(&spec.name, src, spec.arch(), &self.lock_path)?;
                 let mirrors = self.mirrors()?;
                 Some(images::ensure_debian(&self.opts.cache_dir, &mirrors, locked, |msg| {
-                    eprintln!("kernel-matrix: {}: {msg}", spec.name)
+                    self.emit(events::Event::Image { kernel: spec.name.clone(), message: msg.to_string() })
                 })?)
             }
             KernelSource::Local(local) => {
@@ -472,9 +486,11 @@ impl Matrix {
     fn run_vm(&self, spec: &KernelSpec, image: &images::KernelImage, workdir: &Path) -> anyhow::Result<KernelRun> {
         let vm_spec = self.vm_spec(spec, image, workdir)?;
         let _slot = self.slots.acquire();
-        let step = crate::progress::Step::spinner(&spec.name, &format!("booting under QEMU/{}", vm_spec.accel));
-        let run = vm::run(&vm_spec)?;
-        step.done(&format!("VM ended: {}", describe(&run.end)));
+        self.emit(events::Event::Booting { kernel: spec.name.clone(), accel: vm_spec.accel.to_string() });
+        let run = vm::run(&vm_spec);
+        let how = run.as_ref().map(|r| describe(&r.end)).unwrap_or_else(|e| format!("QEMU did not start: {e:#}"));
+        self.emit(events::Event::VmEnded { kernel: spec.name.clone(), how });
+        let run = run?;
         // QEMU's own words lead when it failed (a kernel it cannot load says so
         // only on its stderr, with an empty console).
         let qemu_said = match (&run.end, run.qemu_stderr.trim()) {
@@ -600,6 +616,7 @@ fn describe(end: &vm::VmEnd) -> String {
 
 fn collect(kernel: &str, lines: &[Line], failure: Option<String>) -> KernelRun {
     let mut run = KernelRun { failure, ..KernelRun::failed(kernel, String::new()) };
+    // (After a protocol mismatch nothing else is read: the records cannot be trusted.)
     let t = &mut run.timeline;
     let mut previous: Option<f64> = None;
     for Line { at, record } in lines {
@@ -607,7 +624,15 @@ fn collect(kernel: &str, lines: &[Line], failure: Option<String>) -> KernelRun {
         let secs = at.zip(previous).map(|(a, p)| (a - p).max(0.0));
         previous = at.or(previous);
         match record {
-            Record::Hello { kernel_release, uptime_secs, init_uptime_secs } => {
+            Record::Hello { protocol, .. } if *protocol != km_protocol::record::PROTOCOL_VERSION => {
+                run.failure = Some(format!(
+                    "the agent speaks protocol {protocol}, this kernel-matrix {}: --agent/KM_AGENT names an agent from another build (build both from one checkout, or drop --agent to use the embedded one)",
+                    km_protocol::record::PROTOCOL_VERSION
+                ));
+                run.release = None;
+                break;
+            }
+            Record::Hello { kernel_release, uptime_secs, init_uptime_secs, .. } => {
                 run.release = Some(kernel_release.clone());
                 t.init = *init_uptime_secs;
                 t.agent = Some(*uptime_secs);
@@ -687,40 +712,34 @@ pub fn select_kernels(names: &[String], patterns: &[String]) -> anyhow::Result<V
     }
     for p in patterns {
         anyhow::ensure!(
-            names.iter().any(|n| glob_match(p, n)),
+            names.iter().any(|n| crate::glob::matches(p, n)),
             "no kernel matches {p:?} (kernels: {})",
             names.join(", ")
         );
     }
-    Ok(names.iter().filter(|n| patterns.iter().any(|p| glob_match(p, n))).cloned().collect())
-}
-
-/// Shell-style glob: `*` any run of characters, `?` one character, the rest literal.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ni;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
+    Ok(names.iter().filter(|n| patterns.iter().any(|p| crate::glob::matches(p, n))).cloned().collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agent_of_another_protocol_is_a_clear_failure() {
+        let hello = |protocol| Line {
+            at: Some(1.0),
+            record: Record::Hello { protocol, kernel_release: "6.1".into(), uptime_secs: 1.0, init_uptime_secs: None },
+        };
+        let check = Line {
+            at: Some(2.0),
+            record: km_protocol::record::check("p", "load", Verdict::Pass, Default::default(), String::new()),
+        };
+        let run = collect("6.1", &[hello(0), check.clone(), Line { at: None, record: Record::Done }], None);
+        assert!(run.problem().unwrap().contains("the agent speaks protocol 0"), "{:?}", run.problem());
+        assert!(run.checks.is_empty(), "nothing after a mismatched hello is read");
+        let run = collect("6.1", &[hello(km_protocol::record::PROTOCOL_VERSION), check], None);
+        assert!(run.problem().is_none() && run.checks.len() == 1);
+    }
 
     #[test]
     fn acquire_all_waits_for_every_slot() {
@@ -751,6 +770,5 @@ mod tests {
         assert_eq!(sel(&["*"]).unwrap(), names);
         let err = sel(&["6.1", "7.*"]).unwrap_err().to_string();
         assert!(err.contains("\"7.*\"") && err.contains("5.10, 6.1, 6.12, host"), "{err}");
-        assert!(glob_match("a*b*c", "aXbYbZc") && !glob_match("a*b", "ab_") && glob_match("**", ""));
     }
 }

@@ -19,27 +19,24 @@ fn invalid(cfg: &MatrixConfig, s: &SuiteSpec, message: String) -> ConfigError {
     ConfigError::Invalid { path: cfg.path.display().to_string(), message: format!("suite {:?}: {message}", s.name) }
 }
 
-/// The program of `pattern` (relative to the config): itself, or with one `*` in
-/// its file name the newest executable file that matches.
+/// The program of `pattern` (relative to the config): itself, or with a glob in
+/// its file name (`*`, `?`: `crate::glob`) the newest executable file that matches.
 fn find_program(cfg: &MatrixConfig, s: &SuiteSpec) -> Result<PathBuf, ConfigError> {
     let p = cfg.resolve_path(Path::new(&s.command[0]));
     let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let Some((pre, post)) = name.split_once('*') else {
+    if !name.contains('*') {
         if !p.is_file() {
             return Err(invalid(cfg, s, format!("program {} does not exist", p.display())));
         }
         return Ok(p);
-    };
+    }
     use std::os::unix::fs::PermissionsExt as _;
     let dir = p.parent().unwrap_or(Path::new("."));
     let newest = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.len() >= pre.len() + post.len() && n.starts_with(pre) && n.ends_with(post)
-        })
+        .filter(|e| crate::glob::matches(&name, &e.file_name().to_string_lossy()))
         .filter_map(|e| {
             let m = e.metadata().ok()?;
             (m.is_file() && m.permissions().mode() & 0o111 != 0).then(|| (m.modified().ok(), e.path()))

@@ -168,16 +168,9 @@ pub fn qemu_package(arch: Arch) -> &'static str {
 
 /// Renders a command so a person can paste it into a shell.
 pub fn shell_line(c: &Command) -> String {
-    let quote = |s: &str| {
-        if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+".contains(c)) {
-            s.to_string()
-        } else {
-            format!("'{}'", s.replace('\'', "'\\''"))
-        }
-    };
     std::iter::once(c.get_program())
         .chain(c.get_args())
-        .map(|a| quote(&a.to_string_lossy()))
+        .map(|a| crate::escape::shell_word(&a.to_string_lossy()))
         .collect::<Vec<_>>()
         .join(" ")
 }

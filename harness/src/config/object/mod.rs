@@ -113,6 +113,32 @@ pub fn read(path: &Path) -> Result<BpfObject, String> {
 }
 
 pub fn parse(data: &[u8], path: &Path) -> Result<BpfObject, String> {
+    let file = check_elf(data, path)?;
+    let btf_raw = section_data(&file, ".BTF");
+    let btf = if btf_raw.is_empty() {
+        None
+    } else {
+        Some(btf::Btf::parse(btf_raw).map_err(|e| format!("{}: {e}", path.display()))?)
+    };
+    let relos = btf::core_relos(section_data(&file, ".BTF.ext"), btf::strings(btf_raw));
+    let maps = maps(&file, btf.as_ref());
+    let data_sections = data_sections(&file);
+    let rodata = rodata(btf.as_ref());
+    let programs = programs(&file, &relos, &data_sections);
+    if programs.is_empty() {
+        return Err(format!(
+            "{} holds no BPF programs (no global functions in an executable section other than .text)",
+            path.display()
+        ));
+    }
+    // Kfuncs declared in BTF but reached only through .text are covered by
+    // `merge_text`; a weak kfunc that is never called needs nothing.
+    let _ = btf.as_ref().map(|b| b.extern_funcs());
+    Ok(BpfObject { path: path.to_path_buf(), programs, maps, rodata, global_data: !data_sections.is_empty() })
+}
+
+/// `data` as an ELF object for little-endian BPF; the error says what it is instead.
+fn check_elf<'d>(data: &'d [u8], path: &Path) -> Result<object::File<'d>, String> {
     if !data.starts_with(b"\x7fELF") {
         return Err(format!("{} is not an ELF file (a compiled BPF object starts with \\x7fELF)", path.display()));
     }
@@ -131,18 +157,18 @@ pub fn parse(data: &[u8], path: &Path) -> Result<BpfObject, String> {
             path.display()
         ));
     }
-    let section_data = |name: &str| file.section_by_name(name).and_then(|s| s.data().ok()).unwrap_or_default();
-    let btf_raw = section_data(".BTF");
-    let btf = if btf_raw.is_empty() {
-        None
-    } else {
-        Some(btf::Btf::parse(btf_raw).map_err(|e| format!("{}: {e}", path.display()))?)
-    };
-    let relos = btf::core_relos(section_data(".BTF.ext"), btf::strings(btf_raw));
+    Ok(file)
+}
 
-    // Maps: BTF-defined first, then legacy `struct bpf_map_def` in `maps`.
+/// The bytes of section `name` (empty when it is absent or unreadable).
+fn section_data<'d>(file: &object::File<'d>, name: &str) -> &'d [u8] {
+    file.section_by_name(name).and_then(|s| s.data().ok()).unwrap_or_default()
+}
+
+/// Maps: BTF-defined first, then legacy `struct bpf_map_def` in `maps`.
+fn maps(file: &object::File, btf: Option<&btf::Btf>) -> Vec<Map> {
     let mut maps = Vec::new();
-    if let Some(b) = &btf {
+    if let Some(b) = btf {
         for (name, fields) in b.btf_maps() {
             maps.push(Map {
                 name,
@@ -168,137 +194,163 @@ pub fn parse(data: &[u8], path: &Path) -> Result<BpfObject, String> {
             });
         }
     }
-    let data_sections: Vec<String> = file
-        .sections()
+    maps
+}
+
+/// The global data sections (`.rodata`, `.data`, `.bss` and their `.name`
+/// variants; not the compiler's string and constant pools).
+fn data_sections(file: &object::File) -> Vec<String> {
+    file.sections()
         .filter_map(|s| s.name().ok().map(str::to_string))
         .filter(|n| [".rodata", ".data", ".bss"].iter().any(|p| n == p || n.starts_with(&format!("{p}."))))
         .filter(|n| !n.starts_with(".rodata.str") && !n.starts_with(".rodata.cst"))
-        .collect();
-    let rodata = btf
-        .as_ref()
-        .map(|b| {
-            b.datasec_vars(".rodata").into_iter().map(|(name, offset, size)| Global { name, offset, size }).collect()
-        })
-        .unwrap_or_default();
+        .collect()
+}
 
-    // What each executable section's instructions use, by instruction offset.
+/// The `.rodata` variables BTF describes (none without BTF).
+fn rodata(btf: Option<&btf::Btf>) -> Vec<Global> {
+    btf.map(|b| {
+        b.datasec_vars(".rodata").into_iter().map(|(name, offset, size)| Global { name, offset, size }).collect()
+    })
+    .unwrap_or_default()
+}
+
+/// What each executable section's instructions use, by instruction offset: one
+/// program per global function outside `.text`, with `.text`'s needs merged into
+/// the programs that call into it.
+fn programs(file: &object::File, relos: &BTreeMap<String, Vec<u32>>, data_sections: &[String]) -> Vec<Program> {
     let mut programs = Vec::new();
     let mut text_needs: Option<Program> = None;
     let exec = |s: &object::Section| matches!(s.flags(), SectionFlags::Elf { sh_flags } if sh_flags & 4 != 0);
     for section in file.sections().filter(|s| exec(s)) {
         let sname = section.name().unwrap_or_default().to_string();
         let bytes = section.data().unwrap_or_default();
-        // Relocations: instruction offset -> (symbol name, symbol section, undefined?)
-        let mut rel: BTreeMap<u64, (String, Option<String>, bool)> = BTreeMap::new();
-        for (off, r) in section.relocations() {
-            if let RelocationTarget::Symbol(i) = r.target() {
-                if let Ok(sym) = file.symbol_by_index(i) {
-                    let sec = sym
-                        .section_index()
-                        .and_then(|si: SectionIndex| file.section_by_index(si).ok())
-                        .and_then(|s| s.name().ok().map(str::to_string));
-                    let name = sym.name().unwrap_or_default().to_string();
-                    rel.insert(off, (name, sec, sym.is_undefined()));
-                }
-            }
-        }
-        let section_relos = relos.get(&sname).cloned().unwrap_or_default();
-        let scan = |name: String, start: u64, size: u64| -> Program {
-            let mut p = Program {
-                name,
-                section: sname.clone(),
-                sec_def: sec_def(&sname),
-                insns: (size / 8) as usize,
-                helpers: BTreeSet::new(),
-                kfuncs: BTreeSet::new(),
-                ksyms: BTreeSet::new(),
-                maps: BTreeSet::new(),
-                core_relos: section_relos
-                    .iter()
-                    .filter(|o| (**o as u64) >= start && (**o as u64) < start + size)
-                    .count(),
-                callbacks: false,
-                global_data: false,
-                subprogs: false,
-            };
-            let end = (start + size).min(bytes.len() as u64);
-            let mut off = start;
-            while off + 8 <= end {
-                let i = &bytes[off as usize..off as usize + 8];
-                let (code, src) = (i[0], i[1] >> 4);
-                let imm = i32::from_le_bytes(i[4..8].try_into().unwrap());
-                let r = rel.get(&off);
-                match (code, src) {
-                    (BPF_CALL, _) if r.is_some_and(|r| r.2) => {
-                        p.kfuncs.insert(r.unwrap().0.clone());
-                    }
-                    (BPF_CALL, 0) if r.is_none() => {
-                        p.helpers.insert(imm as u32);
-                    }
-                    (BPF_CALL, 1) => p.subprogs = true,
-                    (BPF_CALL, 2) => {
-                        if let Some(r) = r {
-                            p.kfuncs.insert(r.0.clone());
-                        }
-                    }
-                    (BPF_LD_IMM64, s) => {
-                        if s == 4 {
-                            p.callbacks = true;
-                        }
-                        if let Some((sym, sec, undefined)) = r {
-                            match sec.as_deref() {
-                                Some(".maps") | Some("maps") => {
-                                    p.maps.insert(sym.clone());
-                                }
-                                Some(s) if data_sections.iter().any(|d| d == s) => p.global_data = true,
-                                Some(".text") if code == BPF_LD_IMM64 => p.callbacks = true,
-                                _ if *undefined => {
-                                    p.ksyms.insert(sym.clone());
-                                }
-                                _ => {}
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-                // ld_imm64 takes two slots.
-                off += if code == BPF_LD_IMM64 { 16 } else { 8 };
-            }
+        let rel = relocations(file, &section);
+        let section_relos = relos.get(&sname).map(Vec::as_slice).unwrap_or_default();
+        let scan_one = |name: String, start: u64, size: u64| {
+            let mut p = program(name, &sname, section_relos, start, size);
+            scan(&mut p, bytes, &rel, data_sections, start, size);
             p
         };
         if sname == ".text" {
-            let mut all = scan(".text".into(), 0, bytes.len() as u64);
-            all.section = ".text".into();
-            text_needs = Some(all);
+            text_needs = Some(scan_one(".text".into(), 0, bytes.len() as u64));
             continue;
         }
         for sym in file.symbols().filter(|s| {
             s.section_index() == Some(section.index()) && s.kind() == object::SymbolKind::Text && s.is_global()
         }) {
-            programs.push(scan(sym.name().unwrap_or_default().to_string(), sym.address(), sym.size()));
+            programs.push(scan_one(sym.name().unwrap_or_default().to_string(), sym.address(), sym.size()));
         }
     }
-    // Subprograms in .text: a program that calls into them needs what they use.
     if let Some(t) = text_needs {
-        for p in programs.iter_mut().filter(|p| p.subprogs || p.callbacks) {
-            p.helpers.extend(t.helpers.iter().copied());
-            p.kfuncs.extend(t.kfuncs.iter().cloned());
-            p.ksyms.extend(t.ksyms.iter().cloned());
-            p.maps.extend(t.maps.iter().cloned());
-            p.global_data |= t.global_data;
-            p.core_relos += t.core_relos;
+        merge_text(&mut programs, &t);
+    }
+    programs
+}
+
+/// A section's relocations: instruction offset -> (symbol name, symbol section, undefined?)
+fn relocations(file: &object::File, section: &object::Section) -> BTreeMap<u64, (String, Option<String>, bool)> {
+    let mut rel = BTreeMap::new();
+    for (off, r) in section.relocations() {
+        if let RelocationTarget::Symbol(i) = r.target() {
+            if let Ok(sym) = file.symbol_by_index(i) {
+                let sec = sym
+                    .section_index()
+                    .and_then(|si: SectionIndex| file.section_by_index(si).ok())
+                    .and_then(|s| s.name().ok().map(str::to_string));
+                let name = sym.name().unwrap_or_default().to_string();
+                rel.insert(off, (name, sec, sym.is_undefined()));
+            }
         }
     }
-    if programs.is_empty() {
-        return Err(format!(
-            "{} holds no BPF programs (no global functions in an executable section other than .text)",
-            path.display()
-        ));
+    rel
+}
+
+/// The program `name` at `start`, `size` bytes long, in `section`, before its
+/// instructions are read: its CO-RE relocations are those of its byte range.
+fn program(name: String, section: &str, core_relos: &[u32], start: u64, size: u64) -> Program {
+    Program {
+        name,
+        section: section.to_string(),
+        sec_def: sec_def(section),
+        insns: (size / 8) as usize,
+        helpers: BTreeSet::new(),
+        kfuncs: BTreeSet::new(),
+        ksyms: BTreeSet::new(),
+        maps: BTreeSet::new(),
+        core_relos: core_relos.iter().filter(|o| (**o as u64) >= start && (**o as u64) < start + size).count(),
+        callbacks: false,
+        global_data: false,
+        subprogs: false,
     }
-    // Kfuncs declared in BTF but reached only through .text are covered above;
-    // a weak kfunc that is never called needs nothing.
-    let _ = btf.as_ref().map(|b| b.extern_funcs());
-    Ok(BpfObject { path: path.to_path_buf(), programs, maps, rodata, global_data: !data_sections.is_empty() })
+}
+
+/// Reads the instructions of `bytes[start..start + size]` into `p`: helper and
+/// kfunc calls, subprogram calls, and what `ld_imm64` loads (maps, global data,
+/// callbacks, ksyms), by the relocation at each instruction.
+fn scan(
+    p: &mut Program,
+    bytes: &[u8],
+    rel: &BTreeMap<u64, (String, Option<String>, bool)>,
+    data_sections: &[String],
+    start: u64,
+    size: u64,
+) {
+    let end = (start + size).min(bytes.len() as u64);
+    let mut off = start;
+    while off + 8 <= end {
+        let i = &bytes[off as usize..off as usize + 8];
+        let (code, src) = (i[0], i[1] >> 4);
+        let imm = i32::from_le_bytes(i[4..8].try_into().unwrap());
+        let r = rel.get(&off);
+        match (code, src) {
+            (BPF_CALL, _) if r.is_some_and(|r| r.2) => {
+                p.kfuncs.insert(r.unwrap().0.clone());
+            }
+            (BPF_CALL, 0) if r.is_none() => {
+                p.helpers.insert(imm as u32);
+            }
+            (BPF_CALL, 1) => p.subprogs = true,
+            (BPF_CALL, 2) => {
+                if let Some(r) = r {
+                    p.kfuncs.insert(r.0.clone());
+                }
+            }
+            (BPF_LD_IMM64, s) => {
+                if s == 4 {
+                    p.callbacks = true;
+                }
+                if let Some((sym, sec, undefined)) = r {
+                    match sec.as_deref() {
+                        Some(".maps") | Some("maps") => {
+                            p.maps.insert(sym.clone());
+                        }
+                        Some(s) if data_sections.iter().any(|d| d == s) => p.global_data = true,
+                        Some(".text") if code == BPF_LD_IMM64 => p.callbacks = true,
+                        _ if *undefined => {
+                            p.ksyms.insert(sym.clone());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        // ld_imm64 takes two slots.
+        off += if code == BPF_LD_IMM64 { 16 } else { 8 };
+    }
+}
+
+/// Subprograms in .text: a program that calls into them needs what they use.
+fn merge_text(programs: &mut [Program], t: &Program) {
+    for p in programs.iter_mut().filter(|p| p.subprogs || p.callbacks) {
+        p.helpers.extend(t.helpers.iter().copied());
+        p.kfuncs.extend(t.kfuncs.iter().cloned());
+        p.ksyms.extend(t.ksyms.iter().cloned());
+        p.maps.extend(t.maps.iter().cloned());
+        p.global_data |= t.global_data;
+        p.core_relos += t.core_relos;
+    }
 }
 
 impl Map {

@@ -1,4 +1,6 @@
-//! The benchmark cells as libtest bench trials (`cargo test --test matrix -- --bench`).
+//! The benchmark cells as libtest bench trials (`cargo test --test matrix -- --bench`),
+//! listed by [`super::trials::trials`] after the checks. Here rather than in `perf`
+//! (which writes their numbers as BMF) so that `report` needs nothing of `perf`.
 use std::sync::Arc;
 
 use km_protocol::Verdict;

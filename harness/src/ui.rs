@@ -1,0 +1,52 @@
+//! The one place the engine's events ([`crate::run::events::Event`]) become
+//! terminal output: plain lines on stderr, or spinners for running VMs where
+//! bars are drawn (see [`crate::progress`]).
+use std::{collections::HashMap, sync::Mutex};
+
+use crate::{
+    progress::Step,
+    run::events::{Event, Events},
+};
+
+/// Renders events on stderr as they come.
+#[derive(Default)]
+pub struct Terminal {
+    /// The spinner of each kernel whose VM runs.
+    booting: Mutex<HashMap<String, Step>>,
+}
+
+impl Events for Terminal {
+    fn event(&self, e: Event) {
+        match e {
+            Event::Starting { doing, kernels, accel, reason, max_vms } => eprintln!(
+                "kernel-matrix: {doing}{kernels} kernels, accelerator {accel} ({reason}), up to {max_vms} VMs at once"
+            ),
+            Event::Image { kernel, message } => eprintln!("kernel-matrix: {kernel}: {message}"),
+            Event::Booting { kernel, accel } => {
+                let step = Step::spinner(&kernel, &format!("booting under QEMU/{accel}"));
+                self.booting.lock().unwrap_or_else(|p| p.into_inner()).insert(kernel, step);
+            }
+            Event::VmEnded { kernel, how } => {
+                if let Some(step) = self.booting.lock().unwrap_or_else(|p| p.into_inner()).remove(&kernel) {
+                    step.done(&format!("VM ended: {how}"));
+                }
+            }
+            Event::KernelDone { kernel, wall } => {
+                eprintln!("kernel-matrix: {kernel}: done in {:.1}s", wall.as_secs_f64())
+            }
+            Event::ExecSplat { kernel, splat, console } => eprintln!(
+                "kernel-matrix exec: {kernel}: the guest kernel reported {splat} while the program ran (console: {})",
+                console.display()
+            ),
+            Event::ExecNoStatus { kernel, how, console, tail } => eprintln!(
+                "kernel-matrix exec: {kernel}: {how}\n--- console (last 40 lines, full log {}) ---\n{tail}",
+                console.display()
+            ),
+            Event::ExecTimes { kernel, wall, boot, guest_start, accel } => eprintln!(
+                "kernel-matrix exec: {kernel}: wall {:.2}s, host boot to first guest line {:.2}s, guest uptime at program start {guest_start}s ({accel})",
+                wall.as_secs_f64(),
+                boot.as_secs_f64()
+            ),
+        }
+    }
+}
