@@ -624,3 +624,47 @@ fn the_action_is_well_formed_and_used_by_ci() {
         assert!(!out.status.success() && text.contains("input \"nope\" is not defined"), "{text}");
     }
 }
+
+/// `explain` predicts without booting: `-k` with a kernel that is not in the cache
+/// is exit 2 naming the fetch command; `--json` gives one record per program and
+/// kernel (here the host, whose BTF is its own `/sys/kernel/btf/vmlinux`).
+#[test]
+fn explain_predicts_per_kernel_and_says_how_to_fetch_a_missing_one() {
+    let dir = scratch("explain");
+    let cfg = config_with_lock(
+        &dir,
+        "kernels:\n  - name: host\n    host: true\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\n",
+    );
+    let obj = workspace().join("examples/corpus/obj/loader.bpf.o");
+    let empty = dir.join("empty-cache");
+    let (code, _, err) = run(km(&dir, &cfg).env("KM_CACHE_DIR", &empty).args(["explain", "-k", "6.1"]).arg(&obj));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not in the cache") && err.contains("kernel-matrix fetch -k 6.1"), "{err}");
+
+    let (code, out, err) =
+        run(km(&dir, &cfg).env("KM_CACHE_DIR", &empty).args(["explain", "--json", "-k", "host"]).arg(&obj));
+    assert_eq!(code, Some(0), "{err}");
+    let records: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(records.len(), 4, "one per program of loader.bpf.o on the one kernel: {out}");
+    for r in &records {
+        assert_eq!(r["object"], obj.display().to_string());
+        assert_eq!(r["kernel"], "host");
+        assert!(r["predicted"] == "accept" || r["predicted"] == "reject", "{r}");
+    }
+    // The placeholder target is not in any kernel: rejected for its attach target,
+    // and the host's BTF is what says so.
+    let placeholder = records.iter().find(|r| r["program"] == "placeholder_read").unwrap();
+    assert_eq!((&placeholder["predicted"], &placeholder["cause"]), (&"reject".into(), &"attach_target".into()));
+    assert!(placeholder["reason"].as_str().unwrap().contains("dummy_kprobe_target"), "{placeholder}");
+
+    // A manifest with attach_to: names a program that is not there: exit 2, the entry named.
+    let m = dir.join("m.yaml");
+    std::fs::write(
+        &m,
+        format!("programs:\n  - name: l\n    object: {}\n    attach_to: {{ nope: vfs_read }}\n", obj.display()),
+    )
+    .unwrap();
+    let (code, _, err) = run(km(&dir, &cfg).env("KM_CACHE_DIR", &empty).args(["explain"]).arg(&m));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("m.yaml:4:") && err.contains("attach_to: no program \"nope\""), "{err}");
+}

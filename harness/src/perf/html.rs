@@ -40,7 +40,22 @@ fn kernels(inputs: &[Input]) -> Vec<String> {
     seen
 }
 
+/// The whole report: the page head, where the numbers come from (kernels and
+/// accelerators), a latency chart per program::check, the verifier numbers and
+/// the userspace micro-benchmarks, each a section of its own.
 pub fn render(inputs: &[Input], title: &str) -> String {
+    let mut h = page_head(title);
+    let ks = kernels(inputs);
+    kernels_table(&mut h, inputs, &ks);
+    latency_charts(&mut h, inputs, &ks);
+    verifier_table(&mut h, inputs, &ks);
+    userspace_table(&mut h, inputs);
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// `<head>` with the page's style, and the title.
+fn page_head(title: &str) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
@@ -54,14 +69,18 @@ svg text{{font:12px system-ui,sans-serif}}
 </style></head><body><h1>{t}</h1>"#,
         t = esc(title)
     );
-    // Where the numbers come from.
-    let ks = kernels(inputs);
+    h
+}
+
+/// Where the numbers come from: per kernel and input, release, accelerator, boot
+/// and guest times; then how to read the numbers and the legend.
+fn kernels_table(h: &mut String, inputs: &[Input], ks: &[String]) {
     h.push_str("<h2>Kernels and accelerators</h2><table><tr><th>kernel</th>");
     for i in inputs {
         let _ = write!(h, "<th>{l} release</th><th>{l} accelerator</th><th>{l} boot s (QEMU to agent)</th><th>{l} guest clock at /init</th><th>{l} agent s</th>", l = esc(&i.label));
     }
     h.push_str("</tr>");
-    for k in &ks {
+    for k in ks {
         let _ = write!(h, "<tr><td>{}</td>", esc(k));
         for i in inputs {
             let km = i.meta.kernels.get(k);
@@ -96,7 +115,11 @@ svg text{{font:12px system-ui,sans-serif}}
         }
         h.push_str("</p>");
     }
-    // One chart per program::check with a latency.
+}
+
+/// One chart per program::check with a latency: BPF_PROG_TEST_RUN first, then
+/// real events; programs alphabetically within.
+fn latency_charts(h: &mut String, inputs: &[Input], ks: &[String]) {
     let cells: BTreeSet<(String, String)> = inputs
         .iter()
         .flat_map(|i| i.bmf.iter())
@@ -114,9 +137,12 @@ svg text{{font:12px system-ui,sans-serif}}
     });
     for (program, check) in &cells {
         let _ = write!(h, "<h2>{}::{} latency (ns per run)</h2>", esc(program), esc(check));
-        h.push_str(&chart(inputs, &ks, program, check));
+        h.push_str(&chart(inputs, ks, program, check));
     }
-    // Verifier numbers.
+}
+
+/// The verifier's numbers per program, kernel and input.
+fn verifier_table(h: &mut String, inputs: &[Input], ks: &[String]) {
     let programs: BTreeSet<String> = inputs
         .iter()
         .flat_map(|i| i.bmf.iter())
@@ -133,7 +159,7 @@ svg text{{font:12px system-ui,sans-serif}}
         }
         h.push_str("</tr>");
         for p in &programs {
-            for k in &ks {
+            for k in ks {
                 for i in inputs {
                     let Some(ms) = i.bmf.get(&format!("{k}::{p}::load")) else { continue };
                     let _ = write!(h, "<tr><td>{}</td><td>{}</td>", esc(p), esc(k));
@@ -150,7 +176,10 @@ svg text{{font:12px system-ui,sans-serif}}
         }
         h.push_str("</table>");
     }
-    // Userspace criterion benchmarks.
+}
+
+/// Userspace criterion benchmarks (native).
+fn userspace_table(h: &mut String, inputs: &[Input]) {
     let user: Vec<(&String, &String, f64, f64, f64)> = inputs
         .iter()
         .flat_map(|i| i.bmf.iter().map(move |(b, ms)| (i, b, ms)))
@@ -169,8 +198,6 @@ svg text{{font:12px system-ui,sans-serif}}
         }
         h.push_str("</table>");
     }
-    h.push_str("</body></html>\n");
-    h
 }
 
 fn chart(inputs: &[Input], kernels: &[String], program: &str, check: &str) -> String {

@@ -4,7 +4,7 @@
 //! and rejected now is a regression (exit 1); so is one that disappeared.
 use std::{fmt::Write as _, path::Path, process::ExitCode};
 
-use crate::report::verifier::{read_json, Row, NUMBERS};
+use crate::report::verifier::{read_json, LoadVerdict, Row, NUMBERS};
 
 /// The comparison as text, and whether anything regressed.
 pub fn diff(base: &[Row], cur: &[Row], all: bool) -> (String, usize) {
@@ -27,15 +27,16 @@ pub fn diff(base: &[Row], cur: &[Row], all: bool) -> (String, usize) {
     for (p, k) in keys {
         let a = base.iter().find(|r| r.program == p && r.kernel == k);
         let b = cur.iter().find(|r| r.program == p && r.kernel == k);
+        let accepted = |r: Option<&Row>| r.is_some_and(|r| r.verdict == LoadVerdict::Accepted);
+        let regressed = accepted(a) && !accepted(b);
         let va = a.map(|r| r.verdict.as_str()).unwrap_or("absent");
         let vb = b.map(|r| r.verdict.as_str()).unwrap_or("absent");
-        let regressed = va == "accepted" && vb != "accepted";
         let verdict_diff = if va == vb {
             "MATCH".to_string()
         } else if regressed {
             regressions += 1;
             "REGRESSION".to_string()
-        } else if vb == "accepted" {
+        } else if accepted(b) {
             "FIXED".to_string()
         } else {
             "MISMATCH".to_string()
@@ -87,7 +88,7 @@ mod tests {
             kernel: "6.1".into(),
             release: None,
             accel: "tcg".into(),
-            verdict: v.into(),
+            verdict: serde_json::from_value(serde_json::Value::String(v.into())).unwrap(),
             reason: String::new(),
             prog_type: None,
             attach_type: None,

@@ -25,6 +25,32 @@ pub const NUMBERS: &[(&str, &str)] = &[
     ("load_secs", "Load s"),
 ];
 
+/// What a program's load did on a kernel, as the verifier table says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadVerdict {
+    /// The verifier accepted it.
+    Accepted,
+    /// The load failed and the verifier's numbers came with it.
+    Rejected,
+    /// The load failed before the verifier (no numbers).
+    Failed,
+    /// The kernel did not report it.
+    #[serde(rename = "not run")]
+    NotRun,
+}
+
+impl LoadVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadVerdict::Accepted => "accepted",
+            LoadVerdict::Rejected => "rejected",
+            LoadVerdict::Failed => "failed",
+            LoadVerdict::NotRun => "not run",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     /// `entry::program` (the trial without kernel and check).
@@ -35,8 +61,8 @@ pub struct Row {
     /// `tcg`, `kvm` or `host`.
     #[serde(default)]
     pub accel: String,
-    /// `accepted`, `rejected` or `not run` (the kernel did not report it).
-    pub verdict: String,
+    /// `accepted`, `rejected`, `failed` or `not run`.
+    pub verdict: LoadVerdict,
     /// The final trial verdict's first line when not a pass (expected failures included).
     #[serde(default)]
     pub reason: String,
@@ -64,10 +90,10 @@ pub fn rows(m: &Matrix, runs: &[Arc<KernelRun>]) -> Vec<Row> {
             let final_verdict = crate::verdict::check(m, r, *id);
             let metrics = outcome.map(|o| o.metrics.clone()).unwrap_or_default();
             let verdict = match (outcome.map(|o| &o.verdict), metrics.get("accepted")) {
-                (Some(Verdict::Pass), _) => "accepted",
-                (Some(Verdict::Fail(_)), Some(_)) => "rejected",
-                (Some(Verdict::Fail(_)), None) => "failed",
-                _ => "not run",
+                (Some(Verdict::Pass), _) => LoadVerdict::Accepted,
+                (Some(Verdict::Fail(_)), Some(_)) => LoadVerdict::Rejected,
+                (Some(Verdict::Fail(_)), None) => LoadVerdict::Failed,
+                _ => LoadVerdict::NotRun,
             };
             let reason = match &final_verdict {
                 Verdict::Pass => String::new(),
@@ -79,7 +105,7 @@ pub fn rows(m: &Matrix, runs: &[Arc<KernelRun>]) -> Vec<Row> {
                 kernel: r.kernel.clone(),
                 release: r.release.clone(),
                 accel: r.accel.map(|a| a.to_string()).unwrap_or_else(|| "host".into()),
-                verdict: verdict.into(),
+                verdict,
                 reason,
                 prog_type: metrics.get("prog_type").map(|v| crate::config::object::prog_type_name(*v as u32)),
                 attach_type: metrics.get("attach_type").map(|v| crate::config::object::attach_type_name(*v as u32)),
@@ -122,10 +148,10 @@ pub fn markdown(rows: &[Row]) -> String {
         let _ = write!(s, "| {p} | {ty} |");
         for k in &kernels {
             let cell = match rows.iter().find(|r| r.program == p && r.kernel == *k) {
-                Some(r) if r.verdict == "accepted" => {
+                Some(r) if r.verdict == LoadVerdict::Accepted => {
                     format!("✓ {}/{}/{}", num(r, "processed_insns"), num(r, "peak_states"), num(r, "verification_usec"))
                 }
-                Some(r) if r.verdict == "rejected" || r.verdict == "failed" => "✗".to_string(),
+                Some(r) if matches!(r.verdict, LoadVerdict::Rejected | LoadVerdict::Failed) => "✗".to_string(),
                 _ => "-".to_string(),
             };
             let _ = write!(s, " {cell} |");
@@ -156,7 +182,7 @@ pub fn csv(rows: &[Row]) -> String {
             q(&r.kernel),
             q(r.release.as_deref().unwrap_or("")),
             q(&r.accel),
-            r.verdict,
+            r.verdict.as_str(),
             r.prog_type.as_deref().unwrap_or(""),
             r.attach_type.as_deref().unwrap_or("")
         );
@@ -198,7 +224,7 @@ mod tests {
             kernel: k.into(),
             release: None,
             accel: "tcg".into(),
-            verdict: v.into(),
+            verdict: serde_json::from_value(serde_json::Value::String(v.into())).unwrap(),
             reason: String::new(),
             prog_type: Some("xdp".into()),
             attach_type: None,
