@@ -13,8 +13,8 @@
 //! [`progress`], both leaf utilities) renders.
 //!
 //! More leaf modules, which use nothing of the crate so any folder may use them:
-//! [`glob`] (the one name matcher) and [`escape`] (the one shell quoter and HTML
-//! escaper).
+//! [`glob`] (the one name matcher), [`escape`] (the one shell quoter and HTML
+//! escaper) and [`shard`] (`--shard i/n`).
 pub mod config;
 pub mod escape;
 pub mod glob;
@@ -25,6 +25,7 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod settings;
+pub mod shard;
 pub mod ui;
 pub mod verdict;
 pub mod vm;

@@ -84,7 +84,7 @@ pub struct RunOutputs {
     /// Only this CI shard of the kernels, `i/n` numbered from 1, dealt round-robin
     /// in kernels.yaml order.
     #[arg(long, env = "KM_SHARD")]
-    pub shard: Option<crate::run::shard::Shard>,
+    pub shard: Option<crate::shard::Shard>,
     /// Write every cell (verdict, reason, metrics, release, accelerator) as JSON
     /// (KM_RESULTS, deprecated, also works).
     #[arg(long, env = "KM_JSON", value_name = "FILE")]
@@ -100,7 +100,7 @@ pub struct RunOutputs {
 
 impl RunOutputs {
     /// The shard from `--shard` or `KM_SHARD`.
-    pub fn shard(&self) -> anyhow::Result<Option<crate::run::shard::Shard>> {
+    pub fn shard(&self) -> anyhow::Result<Option<crate::shard::Shard>> {
         Ok(self.shard)
     }
 

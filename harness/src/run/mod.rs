@@ -4,7 +4,7 @@
 //! what this collects in `verdict`.
 pub mod events;
 pub mod exec;
-pub mod shard;
+pub use crate::shard;
 pub mod suites;
 use std::{
     collections::{BTreeMap, HashMap},
