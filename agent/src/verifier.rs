@@ -125,19 +125,27 @@ fn load(object: &[u8], program: &str, level: u32, size: usize) -> Result<(Insigh
     let mut insight = Insight { accepted: true, ..Default::default() };
     parse_stats(&log, &mut insight);
     if let Some(p) = obj.progs().find(|p| p.name() == program) {
-        use std::os::fd::{AsFd as _, AsRawFd as _};
-        let mut info = sys::bpf_prog_info::default();
-        let mut len = std::mem::size_of::<sys::bpf_prog_info>() as u32;
-        // SAFETY: the fd is the loaded program's, open while `obj` lives; `info` is
-        // a bpf_prog_info of `len` bytes. (libbpf-rs 0.27.2 reads program info only
-        // while iterating every program of the system; aya's from-fd reader is private.)
-        if unsafe { sys::bpf_prog_get_info_by_fd(p.as_fd().as_raw_fd(), &mut info, &mut len) } == 0 {
-            insight.verified_insns = (info.verified_insns > 0).then_some(info.verified_insns);
-            insight.xlated_bytes = Some(info.xlated_prog_len);
-            insight.jited_bytes = Some(info.jited_prog_len);
-        }
+        prog_info(&p, &mut insight);
     }
     Ok((insight, log))
+}
+
+/// The kernel's `bpf_prog_info` of a loaded program, its verifier and size numbers
+/// noted in `insight` (`None` when the kernel would not say).
+pub(crate) fn prog_info(p: &impl std::os::fd::AsFd, insight: &mut Insight) -> Option<sys::bpf_prog_info> {
+    use std::os::fd::AsRawFd as _;
+    let mut info = sys::bpf_prog_info::default();
+    let mut len = std::mem::size_of::<sys::bpf_prog_info>() as u32;
+    // SAFETY: the fd is a loaded program's, open while `p` lives; `info` is a
+    // bpf_prog_info of `len` bytes. (libbpf-rs 0.27.2 reads program info only while
+    // iterating every program of the system; aya's from-fd reader is private.)
+    if unsafe { sys::bpf_prog_get_info_by_fd(p.as_fd().as_raw_fd(), &mut info, &mut len) } != 0 {
+        return None;
+    }
+    insight.verified_insns = (info.verified_insns > 0).then_some(info.verified_insns);
+    insight.xlated_bytes = Some(info.xlated_prog_len);
+    insight.jited_bytes = Some(info.jited_prog_len);
+    Some(info)
 }
 
 /// `processed 27 insns (limit 1000000) max_states_per_insn 0 total_states 2 peak_states 2 mark_read 1`

@@ -58,8 +58,10 @@ pub struct GuestProgram {
 /// Where a need's version comes from when features.yaml has no entry for it.
 pub const VERSIONS_SOURCE: &str = "bcc docs/kernel-versions.md";
 
-/// Sizes of one map that the loader sets (each only when given).
+/// Sizes of one map that the loader sets (each only when given); also what a
+/// manifest's `maps: { NAME: { key_size, value_size, max_entries } }` says.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MapSizes {
     #[serde(default)]
     pub key_size: Option<u32>,

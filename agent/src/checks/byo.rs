@@ -150,16 +150,7 @@ fn failed_load(
 /// What the kernel says of the loaded program: verified instructions,
 /// translated and JITed sizes, its program type and expected attach type.
 fn program_info(p: &GuestProgram, prog: &libbpf_rs::ProgramMut<'_>, insight: &mut Insight, metrics: &mut Metrics) {
-    use std::os::fd::{AsFd as _, AsRawFd as _};
-    let mut info = sys::bpf_prog_info::default();
-    let mut len = std::mem::size_of::<sys::bpf_prog_info>() as u32;
-    // SAFETY: the fd is the loaded program's, open while `obj` lives; `info` is
-    // a bpf_prog_info of `len` bytes. (libbpf-rs 0.27.2 reads program info only
-    // while iterating every program of the system; aya's from-fd reader is private.)
-    if unsafe { sys::bpf_prog_get_info_by_fd(prog.as_fd().as_raw_fd(), &mut info, &mut len) } == 0 {
-        insight.verified_insns = (info.verified_insns > 0).then_some(info.verified_insns);
-        insight.xlated_bytes = Some(info.xlated_prog_len);
-        insight.jited_bytes = Some(info.jited_prog_len);
+    if let Some(info) = crate::verifier::prog_info(prog, insight) {
         metrics.insert("prog_type".into(), info.type_ as f64);
     }
     // SAFETY: the pointer is libbpf's bpf_program of `prog`, valid while `obj`

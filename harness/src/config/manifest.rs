@@ -49,7 +49,7 @@ pub struct ProgramSpec {
     /// ring buffers; local storage stays 0) and stack trace maps at `value_size` 0
     /// get 127 frames (`STACK_TRACE_VALUE_SIZE`), as real loaders set them.
     #[serde(default)]
-    pub maps: BTreeMap<String, MapSpec>,
+    pub maps: BTreeMap<String, MapSizes>,
     /// The attach target to set before loading (`bpf_program__set_attach_target`)
     /// for fentry/fexit/fmod_ret, lsm, tp_btf and iter programs whose SEC() name
     /// is a placeholder (or bare): a name with `program:`, else `{ program: target }`.
@@ -66,17 +66,6 @@ pub struct ProgramSpec {
     /// auto-attach): a trial `::attach` per program whose section libbpf can attach.
     #[serde(default)]
     pub attach: bool,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MapSpec {
-    #[serde(default)]
-    pub key_size: Option<u32>,
-    #[serde(default)]
-    pub value_size: Option<u32>,
-    #[serde(default)]
-    pub max_entries: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
