@@ -1,13 +1,17 @@
 //! Programs users bring (see `km_protocol::byo`), one program of an object at a
 //! time, the way veristat and real loaders do it: the object's other programs'
-//! autoload off, maps left at `max_entries` 0 sized, `.rodata` set, a custom BTF
-//! for CO-RE where given. Trials: `load` (with the verifier's numbers in its
+//! autoload off, the map sizes and attach target a loader sets (decided on the
+//! host: `GuestProgram::maps`, `attach_to`), `.rodata` set, a custom BTF for
+//! CO-RE where given. Trials: `load` (with the verifier's numbers in its
 //! metrics), `attach` (libbpf auto-attach by section) and `test_run` (packets).
 //!
-//! A failed load is explained: each of the program's needs (decoded on the host
-//! from its instructions) is probed in this kernel, and the missing ones lead the
-//! message (`calls bpf_loop (helper 181), which 5.10 lacks; features.yaml: 5.17`),
-//! before the verifier log's tail and the instruction it stopped at.
+//! A failed load names its cause by what happened ([`LoadCause`]): a need the
+//! kernel lacks (each need decoded on the host is probed here; the missing ones
+//! lead, `calls bpf_loop (helper 181), which 5.10 lacks; features.yaml: bpf_loop,
+//! 5.17`), an attach target absent from the kernel's BTF (with the nearest names it
+//! has), a map the kernel would not create (which parameter, how to set it), the
+//! verifier (its log's tail and the instruction it stopped at), or anything else
+//! with its errno; libbpf's words follow.
 use std::{path::Path, time::Instant};
 
 use libbpf_rs::{libbpf_sys as sys, AsRawLibbpf as _, ObjectBuilder, OpenObject, ProgramInput};
