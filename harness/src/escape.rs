@@ -1,5 +1,5 @@
-//! Text made safe for where it goes: one shell quoter ([`shell_word`]) and one HTML
-//! escaper ([`html`]).
+//! Text made fit for where it goes: one shell quoter ([`shell_word`]), one HTML
+//! escaper ([`html`]) and the last lines of a log ([`tail`]).
 //!
 //! A leaf module: it uses nothing of the crate, so every folder may use it (the
 //! guest root's `/km-exec/run.sh` as well as the reports' rerun lines).
@@ -19,6 +19,12 @@ pub fn shell_word(s: &str) -> String {
 /// entities (`&` first, so nothing is escaped twice); everything else as it is.
 pub fn html(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The last `n` lines of `text` (a console, a build log).
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[cfg(test)]

@@ -22,6 +22,13 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("gcc-12", "km_splat.ko (vm-images/splat) against Debian's bookworm kernel headers"),
     ("make", "km_splat.ko"),
     ("python3-pip", "actionlint comes as a PyPI wheel"),
+    // `build:` kernels (images/build.rs) and kernels-build.yaml's source.
+    ("flex", "building kernels (`build:`)"),
+    ("bison", "building kernels (`build:`)"),
+    ("bc", "building kernels (`build:`)"),
+    ("libssl-dev", "building kernels (`build:`): the kernel's host tools"),
+    ("dwarves", "building kernels (`build:`): pahole makes the BTF"),
+    ("linux-source-6.1", "kernels-build.yaml builds Debian's 6.1 source"),
     // arm64 guests (kernels-arm64.yaml): their QEMU, and the agent cross-built by
     // harness/build.rs against arm64 libelf and zlib (Debian multiarch).
     ("qemu-system-arm", "arm64 guests (qemu-system-aarch64)"),

@@ -70,7 +70,8 @@ enum Cmd {
         #[arg(long)]
         update: bool,
     },
-    /// Download and extract the pinned kernels without running anything.
+    /// Put the kernels into the cache without running anything: download and extract
+    /// the pinned ones, build the `build:` ones.
     Fetch {
         /// Only the kernels these names or globs match (`-k '6.*'`; repeatable).
         #[arg(long = "kernel", short = 'k', value_name = "GLOB")]
@@ -191,15 +192,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::BootBench(a) => kernel_matrix::perf::boot::boot_bench(Arc::new(matrix(config)?), &a),
         Cmd::Lock { update } => lock(&config, update).map(|()| ExitCode::SUCCESS),
         Cmd::Fetch { kernels } => {
+            // Every kernel's image into the cache: Debian's downloaded and verified,
+            // `build:` kernels built, `local:` ones extracted (the host needs none).
             let m = matrix(config)?;
             let names = m.select_kernels(&kernels)?;
-            let mirrors = Mirrors::discover(m.config.mirror.as_deref(), m.config.security_mirror.as_deref())?;
             for k in m.config.kernels.iter().filter(|k| names.contains(&k.name)) {
-                if let KernelSource::Debian(src) = k.source() {
-                    let locked = m.lock.get(&k.name, src, k.arch(), &m.lock_path)?;
-                    let img = kernel_matrix::images::ensure_debian(&m.opts.cache_dir, &mirrors, locked, |msg| {
-                        eprintln!("{}: {msg}", k.name)
-                    })?;
+                if let Some(img) = m.image(k)? {
                     println!("{}: {} ({})", k.name, img.boot_file().display(), img.release);
                 }
             }

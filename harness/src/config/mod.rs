@@ -90,6 +90,9 @@ pub struct KernelSpec {
     pub debian: Option<DebianSource>,
     #[serde(default)]
     pub local: Option<LocalSource>,
+    /// A kernel built from source by the harness (see [`BuildSource`]).
+    #[serde(default)]
+    pub build: Option<BuildSource>,
     /// The running kernel, no VM; runs only where the user may load BPF.
     #[serde(default)]
     pub host: bool,
@@ -128,11 +131,29 @@ pub struct LocalSource {
     pub modules: Option<PathBuf>,
 }
 
+/// A kernel built from source: a tarball (`.tar.xz`, `.tar.gz`, `.tar.bz2`,
+/// `.tar.zst`, like Debian's `/usr/src/linux-source-6.1.tar.xz`) or a kernel tree
+/// (a developer's checkout, built out of tree), configured as `tinyconfig` plus
+/// the repository's BPF-ready fragment (`vm-images/bpf.config`) plus the user's
+/// `config:` fragments, and cached by (source digest, configuration, compiler), so
+/// a second run builds nothing.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSource {
+    /// The tarball or directory (relative to kernels.yaml).
+    pub source: PathBuf,
+    /// More config fragments (`CONFIG_X=y` lines, e.g. a debug kernel with KASAN),
+    /// merged after the BPF-ready one (relative to kernels.yaml).
+    #[serde(default)]
+    pub config: Vec<PathBuf>,
+}
+
 /// Where a kernel comes from, once validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelSource<'a> {
     Debian(&'a DebianSource),
     Local(&'a LocalSource),
+    Build(&'a BuildSource),
     Host,
 }
 
@@ -152,10 +173,11 @@ impl KernelSpec {
     }
 
     pub fn source(&self) -> KernelSource<'_> {
-        match (&self.debian, &self.local, self.host) {
-            (Some(d), None, false) => KernelSource::Debian(d),
-            (None, Some(l), false) => KernelSource::Local(l),
-            (None, None, true) => KernelSource::Host,
+        match (&self.debian, &self.local, &self.build, self.host) {
+            (Some(d), None, None, false) => KernelSource::Debian(d),
+            (None, Some(l), None, false) => KernelSource::Local(l),
+            (None, None, Some(b), false) => KernelSource::Build(b),
+            (None, None, None, true) => KernelSource::Host,
             _ => unreachable!("validated by MatrixConfig::validate"),
         }
     }
@@ -292,10 +314,10 @@ impl MatrixConfig {
                     locate(text, &k.name, 0).0.map(|(line, _)| format!(" (first at line {line})")).unwrap_or_default();
                 return Err(invalid(format!("kernel {:?} is listed twice{first}", k.name)));
             }
-            let sources = k.debian.is_some() as u8 + k.local.is_some() as u8 + k.host as u8;
+            let sources = k.debian.is_some() as u8 + k.local.is_some() as u8 + k.build.is_some() as u8 + k.host as u8;
             if sources != 1 {
                 return Err(invalid(format!(
-                    "kernel {:?} needs exactly one of `debian:`, `local:` or `host: true`",
+                    "kernel {:?} needs exactly one of `debian:`, `local:`, `build:` or `host: true`",
                     k.name
                 )));
             }
@@ -429,12 +451,13 @@ mod tests {
     }
 
     #[test]
-    fn parses_all_three_sources() {
+    fn parses_every_source() {
         let c = parse(
-            "kernels:\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\n  - name: host\n    host: true\n  - name: mine\n    local: { kernel: /boot/vmlinuz }\n",
+            "kernels:\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\n  - name: host\n    host: true\n  - name: mine\n    local: { kernel: /boot/vmlinuz }\n  - name: built\n    build: { source: linux.tar.xz, config: [debug.config] }\n",
         )
         .unwrap();
-        assert_eq!(c.kernels.len(), 3);
+        assert_eq!(c.kernels.len(), 4);
+        assert!(matches!(c.kernels[3].source(), KernelSource::Build(b) if b.config.len() == 1));
         assert!(matches!(c.kernels[0].source(), KernelSource::Debian(d) if d.flavour == "cloud"));
         assert_eq!(c.kernels[1].source(), KernelSource::Host);
         assert!(matches!(c.kernels[2].source(), KernelSource::Local(_)));

@@ -12,10 +12,12 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
+pub mod build;
 pub mod bzimage;
 pub mod cache_gc;
 pub mod debian;
 pub mod fetch;
+pub mod kconfig;
 pub mod lock;
 pub mod mirror;
 
@@ -150,7 +152,7 @@ pub fn ensure_local(
     make_entry(&dir, "local", &data, None)
 }
 
-fn read_entry(dir: &Path) -> anyhow::Result<Option<KernelImage>> {
+pub(crate) fn read_entry(dir: &Path) -> anyhow::Result<Option<KernelImage>> {
     let release = dir.join("release");
     if !release.exists() {
         return Ok(None);
@@ -165,7 +167,12 @@ fn read_entry(dir: &Path) -> anyhow::Result<Option<KernelImage>> {
     }))
 }
 
-fn make_entry(dir: &Path, release: &str, vmlinuz: &[u8], config: Option<&[u8]>) -> anyhow::Result<KernelImage> {
+pub(crate) fn make_entry(
+    dir: &Path,
+    release: &str,
+    vmlinuz: &[u8],
+    config: Option<&[u8]>,
+) -> anyhow::Result<KernelImage> {
     let parent = dir.parent().context("cache entry without parent")?;
     fs::create_dir_all(parent)?;
     let tmp = fetch::tmp_path(dir);

@@ -39,7 +39,7 @@ pub fn trials(matrix: Arc<Matrix>) -> Vec<libtest_mimic::Trial> {
             let spec = matrix.config.kernel(&kernel).expect("kernel from the config");
             let (version, kind) = match spec.source() {
                 KernelSource::Debian(src) => (src.series.parse::<km_protocol::KernelVersion>().ok(), vm_kind(&matrix)),
-                KernelSource::Local(_) => (None, vm_kind(&matrix)),
+                KernelSource::Local(_) | KernelSource::Build(_) => (None, vm_kind(&matrix)),
                 KernelSource::Host => (km_protocol::KernelVersion::current().ok(), "host".to_string()),
             };
             let too_old = version.is_some_and(|v| {

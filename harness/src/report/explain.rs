@@ -32,7 +32,7 @@ fn version_of(k: &crate::config::KernelSpec) -> Option<KernelVersion> {
     match k.source() {
         KernelSource::Debian(d) => d.series.parse().ok(),
         KernelSource::Host => std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?.trim().parse().ok(),
-        KernelSource::Local(_) => None,
+        KernelSource::Local(_) | KernelSource::Build(_) => None,
     }
 }
 
@@ -54,14 +54,7 @@ impl KernelView {
     }
 }
 
-/// `CONFIG_X=value` lines of a kernel config.
-pub fn parse_config(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .filter(|(k, _)| k.starts_with("CONFIG_"))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
-        .collect()
-}
+pub use crate::images::kconfig::parse as parse_config;
 
 /// The running kernel's configuration: /proc/config.gz, else /boot/config-RELEASE.
 fn host_config() -> Option<BTreeMap<String, String>> {
@@ -113,6 +106,15 @@ pub fn kernel_views(
             }
             KernelSource::Local(l) => {
                 (std::fs::read(cfg.resolve_path(&l.kernel)).ok().filter(|d| d.starts_with(b"\x7fELF")), None)
+            }
+            KernelSource::Build(b) => {
+                let image = crate::images::build::cached(cache, b, |p| cfg.resolve_path(p)).ok().flatten();
+                let Some((vmlinux, config)) = image.and_then(|i| Some((i.vmlinux?, i.config))) else {
+                    uncached.push(k.name.clone());
+                    continue;
+                };
+                let config = config.and_then(|c| std::fs::read_to_string(c).ok()).map(|t| parse_config(&t));
+                (std::fs::read(vmlinux).ok(), config)
             }
         };
         let btf = btf_bytes.and_then(|b| Btf::parse(km_protocol::btf::btf_of(&b).ok()?).ok());

@@ -366,6 +366,19 @@ impl Matrix {
             KernelSource::Local(local) => {
                 Some(images::ensure_local(&self.opts.cache_dir, local, |p| self.config.resolve_path(p))?)
             }
+            KernelSource::Build(b) => {
+                anyhow::ensure!(
+                    spec.arch() == Arch::host() && Arch::host() == Arch::X86_64,
+                    "kernel {:?}: `build:` builds x86_64 kernels on an x86_64 host (no cross builds yet)",
+                    spec.name
+                );
+                Some(images::build::ensure_built(
+                    &self.opts.cache_dir,
+                    b,
+                    |p| self.config.resolve_path(p),
+                    |msg| self.emit(events::Event::Image { kernel: spec.name.clone(), message: msg.to_string() }),
+                )?)
+            }
         })
     }
 

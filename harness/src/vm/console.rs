@@ -244,11 +244,7 @@ pub fn untrusted_message(
     }
 }
 
-/// The last `n` lines of a console.
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
+pub use crate::escape::tail;
 
 #[cfg(test)]
 mod tests {

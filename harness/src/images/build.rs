@@ -1,0 +1,287 @@
+//! `build:` kernels: built from a source tarball or a kernel tree by the harness,
+//! with `make tinyconfig` + the BPF-ready fragment (`vm-images/bpf.config`) + the
+//! user's fragments, then cached like any other kernel image.
+//!
+//! The cache key is the source's digest (a tarball's sha256; a tree's file names,
+//! sizes and modification times), every fragment's text and the compiler's
+//! version: a second run with the same inputs builds nothing. The build runs out
+//! of tree (`O=`) in `cache/builds/<key>/`, its output in `build.log` there.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{bail, Context as _};
+use sha2::{Digest as _, Sha256};
+
+use crate::{config::BuildSource, images::KernelImage};
+
+/// The fragment every `build:` kernel gets (see its comments).
+pub const BPF_CONFIG: &str = include_str!("../../../vm-images/bpf.config");
+
+/// What building a kernel needs on the host, by the Debian package that has it.
+pub const BUILD_TOOLS: &[(&str, &str)] =
+    &[("make", "make"), ("gcc", "gcc"), ("flex", "flex"), ("bison", "bison"), ("bc", "bc"), ("pahole", "dwarves")];
+
+/// The image of `b` if the cache holds it (builds nothing).
+pub fn cached(
+    cache: &Path,
+    b: &BuildSource,
+    resolve: impl Fn(&Path) -> PathBuf,
+) -> anyhow::Result<Option<KernelImage>> {
+    let key = cache_key(&resolve(&b.source), &fragments(b, &resolve)?)?;
+    super::read_entry(&cache.join("kernels").join(format!("build-{key}")))
+}
+
+/// The image of `b` from the cache, built first if it is not there.
+pub fn ensure_built(
+    cache: &Path,
+    b: &BuildSource,
+    resolve: impl Fn(&Path) -> PathBuf,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<KernelImage> {
+    let source = resolve(&b.source);
+    let fragments = fragments(b, &resolve)?;
+    let key = cache_key(&source, &fragments)?;
+    let entry = cache.join("kernels").join(format!("build-{key}"));
+    if let Some(img) = super::read_entry(&entry)? {
+        return Ok(img);
+    }
+    missing_tools()?;
+    let work = cache.join("builds").join(&key);
+    let (src, obj) = (work.join("src"), work.join("obj"));
+    fs::create_dir_all(&obj).with_context(|| format!("creating {}", obj.display()))?;
+    let tree = if source.is_dir() {
+        source.clone()
+    } else {
+        progress(&format!("unpacking {}", source.display()));
+        unpack(&source, &src)?;
+        src
+    };
+    let log = work.join("build.log");
+    let start = Instant::now();
+    progress(&format!("configuring (tinyconfig + vm-images/bpf.config{})", user_note(b)));
+    configure(&tree, &obj, &fragments, &log)?;
+    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    progress(&format!("building bzImage with {jobs} jobs (log: {})", log.display()));
+    make(&tree, &obj, &[&format!("-j{jobs}"), "bzImage"], &log)?;
+    let release = make_output(&tree, &obj, "kernelrelease")?;
+    let bzimage = fs::read(obj.join("arch/x86/boot/bzImage")).context("reading the built bzImage")?;
+    let config = fs::read(obj.join(".config")).context("reading the built .config")?;
+    progress(&format!("built {release} in {:.0} s", start.elapsed().as_secs_f64()));
+    let img = super::make_entry(&entry, &release, &bzimage, Some(&config))?;
+    // The tree and objects are large (GBs with debug info); the image is kept.
+    let _ = fs::remove_dir_all(&work);
+    Ok(img)
+}
+
+fn user_note(b: &BuildSource) -> String {
+    if b.config.is_empty() {
+        String::new()
+    } else {
+        format!(" + {} fragment(s) of yours", b.config.len())
+    }
+}
+
+/// Ours first, then the user's, each as (name, text).
+fn fragments(b: &BuildSource, resolve: &impl Fn(&Path) -> PathBuf) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = vec![("vm-images/bpf.config".to_string(), BPF_CONFIG.to_string())];
+    for f in &b.config {
+        let p = resolve(f);
+        let text = fs::read_to_string(&p).with_context(|| format!("reading config fragment {}", p.display()))?;
+        out.push((p.display().to_string(), text));
+    }
+    Ok(out)
+}
+
+/// (source digest, fragments, compiler) as 32 hex digits.
+fn cache_key(source: &Path, fragments: &[(String, String)]) -> anyhow::Result<String> {
+    let mut h = Sha256::new();
+    h.update(source_digest(source)?.as_bytes());
+    for (_, text) in fragments {
+        h.update(b"\0fragment\0");
+        h.update(text.as_bytes());
+    }
+    let cc = Command::new("gcc").arg("--version").output().context("running gcc --version")?;
+    h.update(&cc.stdout);
+    Ok(hex::encode(h.finalize())[..32].to_string())
+}
+
+/// A tarball's sha256, or for a tree every file's path, size and modification
+/// time (cheap on a kernel tree, and changed by any edit), `.git` and build
+/// output left out.
+fn source_digest(source: &Path) -> anyhow::Result<String> {
+    if source.is_file() {
+        return crate::images::fetch::sha256_file(source).with_context(|| format!("reading {}", source.display()));
+    }
+    if !source.join("Makefile").is_file() || !source.join("Kconfig").is_file() {
+        bail!("build source {}: neither a tarball nor a kernel tree (no Makefile and Kconfig)", source.display());
+    }
+    let mut h = Sha256::new();
+    let mut stack = vec![source.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?.flatten() {
+            let name = e.file_name();
+            if name == ".git" || name.to_string_lossy().ends_with(".o") {
+                continue;
+            }
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+                files.push((e.path(), m.len(), mtime.map(|d| d.as_nanos()).unwrap_or(0)));
+            }
+        }
+    }
+    files.sort();
+    for (p, len, mtime) in files {
+        h.update(format!("{}\0{len}\0{mtime}\n", p.strip_prefix(source).unwrap_or(&p).display()).as_bytes());
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn missing_tools() -> anyhow::Result<()> {
+    let missing: Vec<String> = BUILD_TOOLS
+        .iter()
+        .filter(|(tool, _)| Command::new(tool).arg("--version").output().is_err())
+        .map(|(tool, package)| format!("{tool} (package {package})"))
+        .collect();
+    if !missing.is_empty() {
+        bail!("building a kernel needs {} (`cargo xtask setup` installs them)", missing.join(", "));
+    }
+    Ok(())
+}
+
+/// Unpacks a kernel tarball into `dest` (its top directory stripped).
+fn unpack(tarball: &Path, dest: &Path) -> anyhow::Result<()> {
+    let _ = fs::remove_dir_all(dest);
+    fs::create_dir_all(dest)?;
+    // tar picks the decompressor (xz, gzip, bzip2, zstd) from the file itself.
+    let out = Command::new("tar")
+        .arg("-xf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(dest)
+        .arg("--strip-components=1")
+        .output()
+        .context("running tar")?;
+    if !out.status.success() {
+        bail!("unpacking {}: {}", tarball.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// tinyconfig, the fragments merged (the kernel's own merge_config.sh), then
+/// olddefconfig; every option a fragment asks for must be in the result.
+fn configure(tree: &Path, obj: &Path, fragments: &[(String, String)], log: &Path) -> anyhow::Result<()> {
+    make(tree, obj, &["tinyconfig"], log)?;
+    let mut paths = Vec::new();
+    for (i, (_, text)) in fragments.iter().enumerate() {
+        let p = obj.join(format!("km-fragment-{i}.config"));
+        fs::write(&p, text)?;
+        paths.push(p);
+    }
+    let merge = tree.join("scripts/kconfig/merge_config.sh");
+    let out = Command::new("sh")
+        .arg(&merge)
+        .args(["-m", "-O"])
+        .arg(obj)
+        .arg(obj.join(".config"))
+        .args(&paths)
+        .output()
+        .with_context(|| format!("running {}", merge.display()))?;
+    append_log(log, &out.stdout, &out.stderr);
+    if !out.status.success() {
+        bail!("merging the config fragments failed; log: {}", log.display());
+    }
+    make(tree, obj, &["olddefconfig"], log)?;
+    let got = super::kconfig::parse(&fs::read_to_string(obj.join(".config"))?);
+    let mut unmet = Vec::new();
+    for (name, text) in fragments {
+        for (k, v) in super::kconfig::parse(text) {
+            if got.get(&k) != Some(&v) {
+                let now = got.get(&k).map(|g| format!("{k}={g}")).unwrap_or_else(|| format!("{k} unset"));
+                unmet.push(format!(
+                    "{k}={v} ({name}; the config has {now}: a dependency is missing or this kernel has no such option)"
+                ));
+            }
+        }
+    }
+    if !unmet.is_empty() {
+        bail!("the kernel's configuration lacks what was asked for:\n  {}", unmet.join("\n  "));
+    }
+    Ok(())
+}
+
+fn append_log(log: &Path, out: &[u8], err: &[u8]) {
+    use std::io::Write as _;
+    if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(log) {
+        let _ = f.write_all(out);
+        let _ = f.write_all(err);
+    }
+}
+
+/// `make -C tree O=obj ARGS`, its output appended to `log`; a failure shows the
+/// log's tail and where the whole log is.
+fn make(tree: &Path, obj: &Path, args: &[&str], log: &Path) -> anyhow::Result<()> {
+    let out = Command::new("make")
+        .arg("-C")
+        .arg(tree)
+        .arg(format!("O={}", obj.display()))
+        .args(args)
+        .output()
+        .context("running make")?;
+    append_log(log, &out.stdout, &out.stderr);
+    if !out.status.success() {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        bail!(
+            "make {} failed; the log's tail ({}):\n{}",
+            args.join(" "),
+            log.display(),
+            crate::escape::tail(&text, 30)
+        );
+    }
+    Ok(())
+}
+
+fn make_output(tree: &Path, obj: &Path, target: &str) -> anyhow::Result<String> {
+    let out = Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(tree)
+        .arg(format!("O={}", obj.display()))
+        .arg(target)
+        .output()
+        .context("running make")?;
+    if !out.status.success() {
+        bail!("make {target}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bpf_fragment_asks_for_btf_pvh_and_trampolines() {
+        let c = crate::images::kconfig::parse(BPF_CONFIG);
+        for k in ["CONFIG_DEBUG_INFO_BTF", "CONFIG_PVH", "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS", "CONFIG_BPF_JIT"] {
+            assert_eq!(c.get(k).map(String::as_str), Some("y"), "{k}");
+        }
+        assert_eq!(c.get("CONFIG_SERIAL_8250_NR_UARTS").map(String::as_str), Some("4"));
+    }
+
+    #[test]
+    fn a_tree_that_is_no_kernel_is_refused() {
+        let d = std::env::temp_dir().join(format!("km-build-notree-{}", std::process::id()));
+        fs::create_dir_all(&d).unwrap();
+        let e = source_digest(&d).unwrap_err().to_string();
+        assert!(e.contains("neither a tarball nor a kernel tree"), "{e}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+}

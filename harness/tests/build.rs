@@ -1,0 +1,71 @@
+//! `build:` for real: Debian's kernel source (linux-source-6.1) built by the
+//! harness with vm-images/bpf.config (kernels-build.yaml), booted beside Debian's
+//! own 6.1 build: every default check and every feature probe gives the same
+//! verdict on both, and a second look at the cache builds nothing.
+use std::{path::PathBuf, sync::Arc, time::Instant};
+
+use kernel_matrix::{
+    config::{KernelSource, MatrixConfig},
+    run::{Matrix, Options},
+    verdict,
+};
+use km_protocol::{features::catalogue, Verdict};
+
+fn kind(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Fail(_) => "fail",
+        Verdict::Ignored(_) => "ignored",
+    }
+}
+
+#[test]
+fn a_kernel_built_from_debian_source_passes_what_debians_build_passes() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let config = MatrixConfig::load(&root.join("kernels-build.yaml")).unwrap();
+    let run_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("build-runs");
+    let m = Arc::new(Matrix::new(config, Options::from_env(run_dir).unwrap()).unwrap());
+    let spec = m.config.kernel("6.1-built").unwrap().clone();
+    let KernelSource::Build(b) = spec.source() else { panic!("6.1-built is a build: kernel") };
+    let cold =
+        kernel_matrix::images::build::cached(&m.opts.cache_dir, b, |p| m.config.resolve_path(p)).unwrap().is_none();
+    let t = Instant::now();
+    let image = m.image(&spec).unwrap().expect("an image");
+    eprintln!(
+        "6.1-built: {} in {:.0} s ({})",
+        image.release,
+        t.elapsed().as_secs_f64(),
+        if cold { "cold build" } else { "cached" }
+    );
+    assert!(image.release.starts_with("6.1."), "{}", image.release);
+    assert!(image.vmlinux_boots, "bpf.config has PVH: the vmlinux boots directly");
+    let t = Instant::now();
+    let again = kernel_matrix::images::build::cached(&m.opts.cache_dir, b, |p| m.config.resolve_path(p)).unwrap();
+    assert!(again.is_some() && t.elapsed().as_secs() < 30, "the second look finds it in the cache");
+
+    let runs = m.run_kernels(&["6.1".to_string(), "6.1-built".to_string()]);
+    let (debian, built) = (&runs[0], &runs[1]);
+    assert!(debian.problem().is_none(), "{:?}", debian.problem());
+    assert!(built.problem().is_none(), "{:?}", built.problem());
+    let mut differ = Vec::new();
+    for id in m.checks() {
+        let (a, b) = (verdict::check(&m, debian, *id), verdict::check(&m, built, *id));
+        if kind(&a) != kind(&b) {
+            differ.push(format!("{}: Debian {a:?}, built {b:?}", id.trial()));
+        }
+    }
+    for f in catalogue() {
+        let (a, b) = (debian.features.get(&f.id), built.features.get(&f.id));
+        if a.map(|p| p.word()) != b.map(|p| p.word()) {
+            differ.push(format!("features::{}: Debian {a:?}, built {b:?}", f.id));
+        }
+    }
+    assert!(differ.is_empty(), "the built 6.1 differs from Debian's:\n{}", differ.join("\n"));
+    let passed = m.checks().iter().filter(|id| verdict::check(&m, built, **id) == Verdict::Pass).count();
+    assert!(passed >= 10, "only {passed} checks passed on the built kernel");
+    eprintln!(
+        "6.1-built: {passed} checks pass as on Debian's 6.1; boot {:.1} s (Debian's {:.1} s)",
+        built.boot.unwrap_or_default().as_secs_f64(),
+        debian.boot.unwrap_or_default().as_secs_f64()
+    );
+}
