@@ -225,18 +225,26 @@ fn append_log(log: &Path, out: &[u8], err: &[u8]) {
     }
 }
 
-/// `make -C tree O=obj ARGS`, its output appended to `log`; a failure shows the
-/// log's tail and where the whole log is.
+/// `make -C tree O=obj ARGS`, its output appended to `log` as it comes (follow it
+/// with `tail -f` during a long build); a failure shows the log's tail and where
+/// the whole log is.
 fn make(tree: &Path, obj: &Path, args: &[&str], log: &Path) -> anyhow::Result<()> {
-    let out = Command::new("make")
+    let out = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let status = Command::new("make")
         .arg("-C")
         .arg(tree)
         .arg(format!("O={}", obj.display()))
         .args(args)
-        .output()
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .status()
         .context("running make")?;
-    append_log(log, &out.stdout, &out.stderr);
-    if !out.status.success() {
+    if !status.success() {
         let text = fs::read_to_string(log).unwrap_or_default();
         bail!(
             "make {} failed; the log's tail ({}):\n{}",
