@@ -32,6 +32,15 @@ pub struct Settings {
     /// Debian security mirror where kernels.yaml has no `security_mirror:` [default: apt's].
     #[arg(long, global = true, env = "KM_SECURITY_MIRROR", value_name = "URL")]
     pub security_mirror: Option<String>,
+    /// Ubuntu archive where kernels.yaml has no `ubuntu_mirror:` (no default).
+    #[arg(long, global = true, env = "KM_UBUNTU_MIRROR", value_name = "URL")]
+    pub ubuntu_mirror: Option<String>,
+    /// Ubuntu ports archive (arm64) where kernels.yaml has no `ubuntu_ports_mirror:`.
+    #[arg(long, global = true, env = "KM_UBUNTU_PORTS_MIRROR", value_name = "URL")]
+    pub ubuntu_ports_mirror: Option<String>,
+    /// Ubuntu's mainline builds where kernels.yaml has no `ubuntu_mainline_url:`.
+    #[arg(long, global = true, env = "KM_UBUNTU_MAINLINE_URL", value_name = "URL")]
+    pub ubuntu_mainline_url: Option<String>,
     /// Progress display: bars, plain [default: bars on a terminal outside CI].
     #[arg(long, global = true, env = "KM_PROGRESS", value_name = "bars|plain")]
     pub progress: Option<String>,

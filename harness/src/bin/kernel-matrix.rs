@@ -4,12 +4,7 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kernel_matrix::{
-    config::{ConfigError, KernelSource, MatrixConfig},
-    images::{
-        debian,
-        lock::{Lock, LockedKernel},
-        mirror::Mirrors,
-    },
+    config::{ConfigError, MatrixConfig},
     report,
     run::{Matrix, Options},
 };
@@ -190,7 +185,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             kernel_matrix::perf::bench(Arc::new(m), &a)
         }
         Cmd::BootBench(a) => kernel_matrix::perf::boot::boot_bench(Arc::new(matrix(config)?), &a),
-        Cmd::Lock { update } => lock(&config, update).map(|()| ExitCode::SUCCESS),
+        Cmd::Lock { update } => kernel_matrix::images::pin::pin(&config, update).map(|()| ExitCode::SUCCESS),
         Cmd::Fetch { kernels } => {
             // Every kernel's image into the cache: Debian's downloaded and verified,
             // `build:` kernels built, `local:` ones extracted (the host needs none).
@@ -254,73 +249,4 @@ fn matrix(config: MatrixConfig) -> anyhow::Result<Matrix> {
         .clone()
         .unwrap_or_else(|| exe.parent().unwrap().join("kernel-matrix-runs"));
     Matrix::new(config, Options::from_env(run_dir)?)
-}
-
-/// The package index of `suite` for `arch`, downloaded once per lock run.
-fn index<'a>(
-    indices: &'a mut std::collections::HashMap<(String, km_protocol::Arch), Vec<debian::Stanza>>,
-    mirrors: &Mirrors,
-    suite: &str,
-    arch: km_protocol::Arch,
-) -> anyhow::Result<&'a [debian::Stanza]> {
-    let key = (suite.to_string(), arch);
-    if !indices.contains_key(&key) {
-        eprintln!("reading the {} package index of {suite}", arch.debian());
-        indices.insert(key.clone(), debian::fetch_index(mirrors.for_suite(suite)?, suite, arch)?);
-    }
-    Ok(&indices[&key])
-}
-
-fn lock(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
-    let path = Lock::path_for(&config.path);
-    let mut lock = Lock::load(&path)?;
-    let mirrors = Mirrors::discover(config.mirror.as_deref(), config.security_mirror.as_deref())?;
-    let mut indices = std::collections::HashMap::new();
-    for k in &config.kernels {
-        let KernelSource::Debian(src) = k.source() else { continue };
-        let arch = k.arch();
-        if !update && lock.get(&k.name, src, arch, &path).is_ok() {
-            continue;
-        }
-        let r = debian::resolve(index(&mut indices, &mirrors, &src.suite, arch)?, src, arch)
-            .with_context(|| format!("kernel {}", k.name))?;
-        // A foreign architecture's guest root needs that architecture's static busybox.
-        let mut busybox = None;
-        if arch != km_protocol::Arch::host() {
-            let mut tried = Vec::new();
-            for suite in debian::package_suites(&src.suite) {
-                let idx = index(&mut indices, &mirrors, &suite, arch)?;
-                if let Ok(f) = debian::resolve_package(idx, "busybox-static", &suite) {
-                    busybox = Some((f, suite));
-                    break;
-                }
-                tried.push(suite);
-            }
-            anyhow::ensure!(
-                busybox.is_some(),
-                "kernel {}: no busybox-static for {arch} in {}",
-                k.name,
-                tried.join(" or ")
-            );
-        }
-        let foreign = if arch == km_protocol::Arch::host() { String::new() } else { format!(", {arch}") };
-        println!("{}: {} ({}{foreign})", k.name, r.abi, r.version);
-        lock.kernels.insert(
-            k.name.clone(),
-            LockedKernel {
-                suite: src.suite.clone(),
-                series: src.series.clone(),
-                flavour: src.flavour.clone(),
-                abi: r.abi,
-                files: r.files,
-                arch: (arch != km_protocol::Arch::X86_64).then_some(arch),
-                busybox_suite: busybox.as_ref().map(|(_, s)| s.clone()).filter(|s| *s != src.suite),
-                busybox: busybox.map(|(f, _)| f),
-            },
-        );
-    }
-    lock.kernels.retain(|name, _| config.kernel(name).is_some_and(|k| k.debian.is_some()));
-    lock.save(&path)?;
-    eprintln!("wrote {}", path.display());
-    Ok(())
 }

@@ -26,6 +26,16 @@ pub struct MatrixConfig {
     /// Debian security archive (for `*-security` suites); default: apt configuration.
     #[serde(default)]
     pub security_mirror: Option<String>,
+    /// Ubuntu archive for `ubuntu:` kernels of amd64 (`KM_UBUNTU_MIRROR`); no default.
+    #[serde(default)]
+    pub ubuntu_mirror: Option<String>,
+    /// Ubuntu's archive of the other architectures (arm64), `KM_UBUNTU_PORTS_MIRROR`.
+    #[serde(default)]
+    pub ubuntu_ports_mirror: Option<String>,
+    /// Where Ubuntu's mainline kernel builds are (`KM_UBUNTU_MAINLINE_URL`): a
+    /// directory of `v<version>/` directories, each with `<arch>/CHECKSUMS`.
+    #[serde(default)]
+    pub ubuntu_mainline_url: Option<String>,
     /// Seconds a VM may run before it is killed (per kernel override: `timeout_secs`).
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
@@ -88,6 +98,12 @@ pub struct KernelSpec {
     pub name: String,
     #[serde(default)]
     pub debian: Option<DebianSource>,
+    /// A kernel from Ubuntu's archive (see [`UbuntuSource`]).
+    #[serde(default)]
+    pub ubuntu: Option<UbuntuSource>,
+    /// One of Ubuntu's mainline builds (see [`MainlineSource`]).
+    #[serde(default)]
+    pub ubuntu_mainline: Option<MainlineSource>,
     #[serde(default)]
     pub local: Option<LocalSource>,
     /// A kernel built from source by the harness (see [`BuildSource`]).
@@ -122,6 +138,81 @@ fn default_flavour() -> String {
     "cloud".into()
 }
 
+/// A kernel from Ubuntu's archive (the same `Packages` format as Debian's): the
+/// newest `linux-image-unsigned-<abi>-<flavour>` of `series` in `suite` (`jammy`,
+/// `jammy-updates`, `noble-security`, ...; HWE kernels are simply newer series in
+/// an older suite), with its `linux-modules-*` package, pinned in the lock.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UbuntuSource {
+    pub suite: String,
+    pub series: String,
+    #[serde(default = "default_ubuntu_flavour")]
+    pub flavour: String,
+}
+
+fn default_ubuntu_flavour() -> String {
+    "generic".into()
+}
+
+/// One of Ubuntu's mainline builds of upstream kernels: `series: "6.6"` is the
+/// newest 6.6.y point release there, `series: "6.6.60"` or `"6.13-rc3"` one build;
+/// the files are verified against the build's published `CHECKSUMS`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MainlineSource {
+    pub series: String,
+    #[serde(default = "default_ubuntu_flavour")]
+    pub flavour: String,
+}
+
+/// Which package archive a pinned kernel comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    #[default]
+    Debian,
+    Ubuntu,
+    UbuntuMainline,
+}
+
+impl Origin {
+    /// The config key that names this origin.
+    pub fn key(self) -> &'static str {
+        match self {
+            Origin::Debian => "debian",
+            Origin::Ubuntu => "ubuntu",
+            Origin::UbuntuMainline => "ubuntu_mainline",
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+/// A kernel resolved from a package archive and pinned in the lock: Debian's,
+/// Ubuntu's, or Ubuntu's mainline builds (whose `suite` is `mainline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArchiveSource<'a> {
+    pub origin: Origin,
+    pub suite: &'a str,
+    pub series: &'a str,
+    pub flavour: &'a str,
+}
+
+impl ArchiveSource<'_> {
+    /// The kernel version the series names (`6.1`, `6.13-rc3` -> 6.13), if any.
+    pub fn version(&self) -> Option<km_protocol::KernelVersion> {
+        self.series.split("-rc").next()?.parse().ok()
+    }
+}
+
+/// The `suite` of every mainline kernel in the lock.
+pub const MAINLINE_SUITE: &str = "mainline";
+
 /// A kernel the user built: a `bzImage` or an uncompressed `vmlinux`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,7 +242,8 @@ pub struct BuildSource {
 /// Where a kernel comes from, once validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelSource<'a> {
-    Debian(&'a DebianSource),
+    /// Debian, Ubuntu or Ubuntu mainline: resolved by `lock --update`.
+    Archive(ArchiveSource<'a>),
     Local(&'a LocalSource),
     Build(&'a BuildSource),
     Host,
@@ -165,6 +257,14 @@ impl PartialEq for LocalSource {
 impl Eq for LocalSource {}
 
 impl KernelSpec {
+    /// The archive this kernel is pinned from, if it is one.
+    pub fn archive(&self) -> Option<ArchiveSource<'_>> {
+        match self.source() {
+            KernelSource::Archive(a) => Some(a),
+            _ => None,
+        }
+    }
+
     /// The architecture (validated when the config was loaded).
     pub fn arch(&self) -> km_protocol::Arch {
         self.arch.as_deref().map_or(km_protocol::Arch::host(), |a| {
@@ -173,11 +273,34 @@ impl KernelSpec {
     }
 
     pub fn source(&self) -> KernelSource<'_> {
-        match (&self.debian, &self.local, &self.build, self.host) {
-            (Some(d), None, None, false) => KernelSource::Debian(d),
-            (None, Some(l), None, false) => KernelSource::Local(l),
-            (None, None, Some(b), false) => KernelSource::Build(b),
-            (None, None, None, true) => KernelSource::Host,
+        if let Some(d) = &self.debian {
+            return KernelSource::Archive(ArchiveSource {
+                origin: Origin::Debian,
+                suite: &d.suite,
+                series: &d.series,
+                flavour: &d.flavour,
+            });
+        }
+        if let Some(u) = &self.ubuntu {
+            return KernelSource::Archive(ArchiveSource {
+                origin: Origin::Ubuntu,
+                suite: &u.suite,
+                series: &u.series,
+                flavour: &u.flavour,
+            });
+        }
+        if let Some(m) = &self.ubuntu_mainline {
+            return KernelSource::Archive(ArchiveSource {
+                origin: Origin::UbuntuMainline,
+                suite: MAINLINE_SUITE,
+                series: &m.series,
+                flavour: &m.flavour,
+            });
+        }
+        match (&self.local, &self.build, self.host) {
+            (Some(l), None, false) => KernelSource::Local(l),
+            (None, Some(b), false) => KernelSource::Build(b),
+            (None, None, true) => KernelSource::Host,
             _ => unreachable!("validated by MatrixConfig::validate"),
         }
     }
@@ -314,15 +437,20 @@ impl MatrixConfig {
                     locate(text, &k.name, 0).0.map(|(line, _)| format!(" (first at line {line})")).unwrap_or_default();
                 return Err(invalid(format!("kernel {:?} is listed twice{first}", k.name)));
             }
-            let sources = k.debian.is_some() as u8 + k.local.is_some() as u8 + k.build.is_some() as u8 + k.host as u8;
+            let sources = k.debian.is_some() as u8
+                + k.ubuntu.is_some() as u8
+                + k.ubuntu_mainline.is_some() as u8
+                + k.local.is_some() as u8
+                + k.build.is_some() as u8
+                + k.host as u8;
             if sources != 1 {
                 return Err(invalid(format!(
-                    "kernel {:?} needs exactly one of `debian:`, `local:`, `build:` or `host: true`",
+                    "kernel {:?} needs exactly one of `debian:`, `ubuntu:`, `ubuntu_mainline:`, `local:`, `build:` or `host: true`",
                     k.name
                 )));
             }
-            if let Some(d) = &k.debian {
-                if d.series.parse::<km_protocol::KernelVersion>().is_err() {
+            if let Some(d) = k.archive() {
+                if d.version().is_none() {
                     return Err(invalid(format!(
                         "kernel {:?}: series {:?} is not a version like 6.1",
                         k.name, d.series
@@ -458,7 +586,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.kernels.len(), 4);
         assert!(matches!(c.kernels[3].source(), KernelSource::Build(b) if b.config.len() == 1));
-        assert!(matches!(c.kernels[0].source(), KernelSource::Debian(d) if d.flavour == "cloud"));
+        assert!(matches!(c.kernels[0].source(), KernelSource::Archive(d) if d.flavour == "cloud"));
         assert_eq!(c.kernels[1].source(), KernelSource::Host);
         assert!(matches!(c.kernels[2].source(), KernelSource::Local(_)));
     }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context as _};
 
 use km_protocol::Arch;
 
-use crate::{config::DebianSource, images::lock::LockedFile};
+use crate::{config::ArchiveSource, images::lock::LockedFile};
 
 /// One stanza of a `Packages` index.
 pub type Stanza = HashMap<String, String>;
@@ -15,11 +15,7 @@ pub type Stanza = HashMap<String, String>;
 pub fn fetch_index(mirror: &str, suite: &str, arch: Arch) -> anyhow::Result<Vec<Stanza>> {
     let url = format!("{mirror}/dists/{suite}/main/binary-{}/Packages.xz", arch.debian());
     let xz = crate::images::fetch::http()
-        .get(&url, |r| {
-            let mut buf = Vec::new();
-            r.read_to_end(&mut buf).map_err(crate::images::fetch::BodyError::Network)?;
-            Ok(buf)
-        })
+        .bytes(&url)
         .with_context(|| format!("fetching the package index of suite {suite}: {url}"))?;
     let mut text = String::new();
     liblzma::read::XzDecoder::new(&xz[..])
@@ -64,18 +60,23 @@ pub struct ResolvedKernel {
 ///
 /// From 7.x Debian splits the kernel into `linux-binary-*` (vmlinuz) and
 /// `linux-modules-*`, with `linux-image-*` a meta-package; both shapes are handled.
-pub fn resolve(index: &[Stanza], src: &DebianSource, arch: Arch) -> anyhow::Result<ResolvedKernel> {
+pub fn resolve(index: &[Stanza], src: &ArchiveSource, arch: Arch) -> anyhow::Result<ResolvedKernel> {
     let suffix = format!("-{}-{}", src.flavour, arch.debian());
     let by_name: HashMap<&str, &Stanza> = index.iter().filter_map(|s| Some((s.get("Package")?.as_str(), s))).collect();
     let mut best: Option<(&str, &Stanza)> = None;
+    let mut have = Vec::new();
     for s in index {
         let Some(name) = s.get("Package") else { continue };
         let Some(abi) = name.strip_prefix("linux-image-").and_then(|r| r.strip_suffix(&suffix)) else { continue };
-        if abi.contains("unsigned") || !abi_in_series(abi, &src.series) {
+        if abi.contains("unsigned") || !abi.starts_with(|c: char| c.is_ascii_digit()) {
             continue;
         }
         // A meta-package (`linux-image-6.12-cloud-amd64`) depends on the real image.
         if s.get("Depends").is_some_and(|d| d.contains("linux-image-")) {
+            continue;
+        }
+        if !abi_in_series(abi, src.series) {
+            have.push(abi);
             continue;
         }
         let newer = match best {
@@ -87,7 +88,12 @@ pub fn resolve(index: &[Stanza], src: &DebianSource, arch: Arch) -> anyhow::Resu
         }
     }
     let Some((abi, image)) = best else {
-        bail!("no linux-image-{}*{suffix} package in suite {}", src.series, src.suite)
+        bail!(
+            "no linux-image-{}*{suffix} package in suite {}{}",
+            src.series,
+            src.suite,
+            crate::images::nearest::said(src.series, have)
+        )
     };
     let version = image["Version"].clone();
     let mut files = Vec::new();
@@ -129,7 +135,7 @@ pub fn resolve_package(index: &[Stanza], name: &str, suite: &str) -> anyhow::Res
     locked(newest.with_context(|| format!("no package {name} in suite {suite}"))?)
 }
 
-fn locked(s: &Stanza) -> anyhow::Result<LockedFile> {
+pub(crate) fn locked(s: &Stanza) -> anyhow::Result<LockedFile> {
     let get = |k: &str| s.get(k).with_context(|| format!("package stanza without {k}"));
     Ok(LockedFile {
         package: get("Package")?.clone(),
@@ -141,7 +147,7 @@ fn locked(s: &Stanza) -> anyhow::Result<LockedFile> {
 }
 
 /// `6.1` matches `6.1.0-47` but not `6.12.117+deb12`; `7.3` matches `7.3`.
-fn abi_in_series(abi: &str, series: &str) -> bool {
+pub(crate) fn abi_in_series(abi: &str, series: &str) -> bool {
     match abi.strip_prefix(series) {
         Some(rest) => rest.is_empty() || rest.starts_with(['.', '-', '+', '~']) && !rest.starts_with(".0-0."),
         None => false,
@@ -241,7 +247,12 @@ Package: linux-modules-7.3-cloud-amd64\nVersion: 7.3~rc7-1~exp1\nFilename: pool/
     #[test]
     fn resolves_newest_real_image_and_split_packages() {
         let idx = parse_index(INDEX);
-        let src = |series: &str| DebianSource { suite: "x".into(), series: series.into(), flavour: "cloud".into() };
+        let src = |series: &'static str| ArchiveSource {
+            origin: crate::config::Origin::Debian,
+            suite: "x",
+            series,
+            flavour: "cloud",
+        };
         let r = resolve(&idx, &src("6.12"), Arch::X86_64).unwrap();
         assert_eq!(r.abi, "6.12.117+deb12");
         assert_eq!(r.files.len(), 1);
@@ -249,7 +260,11 @@ Package: linux-modules-7.3-cloud-amd64\nVersion: 7.3~rc7-1~exp1\nFilename: pool/
         let r = resolve(&idx, &src("7.3"), Arch::X86_64).unwrap();
         let names: Vec<_> = r.files.iter().map(|f| f.package.as_str()).collect();
         assert_eq!(names, ["linux-binary-7.3-cloud-amd64", "linux-modules-7.3-cloud-amd64"]);
-        assert!(resolve(&idx, &src("5.10"), Arch::X86_64).unwrap_err().to_string().contains("no linux-image-5.10"));
+        let e = resolve(&idx, &src("5.10"), Arch::X86_64).unwrap_err().to_string();
+        assert!(
+            e.contains("no linux-image-5.10") && e.contains("nearest there: 6.12.115+deb12, 6.12.117+deb12, 7.3"),
+            "{e}"
+        );
         // The arm64 packages of an arm64 index; an amd64 index has none.
         let arm = parse_index(&INDEX.replace("amd64", "arm64"));
         let r = resolve(&arm, &src("6.12"), Arch::Arm64).unwrap();

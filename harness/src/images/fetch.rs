@@ -181,6 +181,24 @@ impl Http {
     }
 }
 
+impl Http {
+    /// The whole body of `url` (indices, listings, checksum files: small).
+    pub fn bytes(&self, url: &str) -> Result<Vec<u8>, HttpError> {
+        self.get(url, |r| {
+            let mut buf = Vec::new();
+            r.read_to_end(&mut buf).map_err(BodyError::Network)?;
+            Ok(buf)
+        })
+    }
+
+    /// The size a `HEAD` of `url` announces (`Content-Length`), where it does.
+    pub fn content_length(&self, url: &str) -> Option<u64> {
+        let resp = self.client.as_ref().ok()?.head(url).send().ok()?;
+        resp.status().is_success().then_some(())?;
+        resp.headers().get(reqwest::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    }
+}
+
 fn client(proxies: &ProxyEnv) -> anyhow::Result<reqwest::blocking::Client> {
     // reqwest is built without a default crypto provider (aws-lc needs a long C
     // build); rustls's ring one serves. Already installed is fine.

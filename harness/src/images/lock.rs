@@ -1,4 +1,5 @@
-//! `kernels.lock`: every Debian kernel of the matrix pinned to exact files by sha256.
+//! `kernels.lock`: every archive kernel of the matrix (Debian, Ubuntu, Ubuntu
+//! mainline) pinned to exact files by sha256.
 //!
 //! Written only by `kernel-matrix lock --update` (an explicit step, because sid and
 //! experimental move daily); read and enforced by every run.
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use km_protocol::Arch;
 
-use crate::config::DebianSource;
+use crate::config::{ArchiveSource, Origin};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +24,9 @@ pub struct Lock {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LockedKernel {
+    /// The archive (absent: Debian, so earlier locks stay valid).
+    #[serde(default, skip_serializing_if = "is_debian")]
+    pub origin: Origin,
     /// The kernels.yaml source this entry was resolved from; a changed source makes
     /// the entry stale rather than silently wrong.
     pub suite: String,
@@ -44,6 +48,10 @@ pub struct LockedKernel {
     pub busybox_suite: Option<String>,
 }
 
+fn is_debian(o: &Origin) -> bool {
+    *o == Origin::Debian
+}
+
 impl LockedKernel {
     pub fn arch(&self) -> Arch {
         self.arch.unwrap_or(Arch::X86_64)
@@ -55,7 +63,7 @@ impl LockedKernel {
 pub struct LockedFile {
     pub package: String,
     pub version: String,
-    /// Path inside the archive (`pool/...`).
+    /// Path inside the archive (`pool/...`; for mainline builds `v<version>/<arch>/...`).
     pub path: String,
     pub size: u64,
     pub sha256: String,
@@ -89,18 +97,23 @@ impl Lock {
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         let body = serde_norway::to_string(self)?;
         let text = format!(
-            "# Written by `kernel-matrix lock --update`: every Debian kernel pinned by sha256.\n# Do not edit by hand.\n{body}"
+            "# Written by `kernel-matrix lock --update`: every archive kernel pinned by sha256.\n# Do not edit by hand.\n{body}"
         );
         crate::images::fetch::write_atomic(path, text.as_bytes())
     }
 
-    pub fn get(&self, name: &str, src: &DebianSource, arch: Arch, path: &Path) -> Result<&LockedKernel, LockError> {
+    pub fn get(&self, name: &str, src: &ArchiveSource, arch: Arch, path: &Path) -> Result<&LockedKernel, LockError> {
         let k = self.kernels.get(name).ok_or_else(|| LockError::Missing(name.into(), path.into()))?;
-        if k.suite != src.suite || k.series != src.series || k.flavour != src.flavour || k.arch() != arch {
+        if k.origin != src.origin
+            || k.suite != src.suite
+            || k.series != src.series
+            || k.flavour != src.flavour
+            || k.arch() != arch
+        {
             return Err(LockError::Stale(
                 name.into(),
                 path.into(),
-                format!("{} {} {} {}", k.suite, k.series, k.flavour, k.arch()),
+                format!("{} {} {} {} {}", k.origin, k.suite, k.series, k.flavour, k.arch()),
             ));
         }
         Ok(k)

@@ -6,36 +6,79 @@ use std::path::Path;
 
 use anyhow::{bail, Context as _};
 
-/// The Debian archive and its security counterpart (for `*-security` suites).
-#[derive(Debug, Clone, PartialEq, Eq)]
+use km_protocol::Arch;
+
+use crate::config::{MatrixConfig, Origin};
+
+/// The archives kernels come from: Debian's and its security counterpart (for
+/// `*-security` suites), Ubuntu's (amd64, and the ports of other architectures),
+/// and Ubuntu's mainline builds. Each is needed only by kernels of its kind, so a
+/// missing one is an error when such a kernel asks for it, naming the setting.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Mirrors {
-    pub main: String,
+    pub main: Option<String>,
     pub security: Option<String>,
+    pub ubuntu: Option<String>,
+    pub ubuntu_ports: Option<String>,
+    pub mainline: Option<String>,
 }
 
 impl Mirrors {
-    /// Option > environment > apt configuration.
-    pub fn discover(main: Option<&str>, security: Option<&str>) -> anyhow::Result<Self> {
-        let settings = crate::settings::try_get()?;
-        let env_main = settings.mirror.clone();
-        let env_sec = settings.security_mirror.clone();
+    /// kernels.yaml > environment (and options) > apt configuration (Debian's only:
+    /// no other archive has a default).
+    pub fn discover(config: Option<&MatrixConfig>) -> anyhow::Result<Self> {
+        let s = crate::settings::try_get()?;
         let apt = from_apt_config(Path::new("/etc/apt")).ok();
-        let main = main.map(str::to_string).or(env_main).or_else(|| apt.as_ref().map(|a| a.main.clone())).context(
-            "no Debian mirror: set `mirror:` in kernels.yaml or KM_MIRROR (the apt configuration names none)",
-        )?;
-        let security = security.map(str::to_string).or(env_sec).or_else(|| apt.and_then(|a| a.security));
-        Ok(Self { main: trim(&main), security: security.map(|s| trim(&s)) })
+        let pick = |from_config: Option<&Option<String>>, env: &Option<String>| {
+            from_config.and_then(|c| c.clone()).or_else(|| env.clone()).map(|u| trim(&u))
+        };
+        let (main_apt, sec_apt) = apt.map_or((None, None), |a| (a.main, a.security));
+        Ok(Self {
+            main: pick(config.map(|c| &c.mirror), &s.mirror).or(main_apt),
+            security: pick(config.map(|c| &c.security_mirror), &s.security_mirror).or(sec_apt),
+            ubuntu: pick(config.map(|c| &c.ubuntu_mirror), &s.ubuntu_mirror),
+            ubuntu_ports: pick(config.map(|c| &c.ubuntu_ports_mirror), &s.ubuntu_ports_mirror),
+            mainline: pick(config.map(|c| &c.ubuntu_mainline_url), &s.ubuntu_mainline_url),
+        })
     }
 
-    /// Base URL of the archive that carries `suite`.
+    /// Base URL of the Debian archive that carries `suite`.
     pub fn for_suite(&self, suite: &str) -> anyhow::Result<&str> {
         if suite.ends_with("-security") {
             self.security.as_deref().with_context(|| {
                 format!("suite {suite} needs a security mirror (security_mirror: or KM_SECURITY_MIRROR)")
             })
         } else {
-            Ok(&self.main)
+            self.main.as_deref().context(
+                "no Debian mirror: set `mirror:` in kernels.yaml or KM_MIRROR (the apt configuration names none)",
+            )
         }
+    }
+
+    /// Base URL of the archive that holds a kernel of `origin`, `suite` and `arch`.
+    pub fn base(&self, origin: Origin, suite: &str, arch: Arch) -> anyhow::Result<&str> {
+        match origin {
+            Origin::Debian => self.for_suite(suite),
+            Origin::Ubuntu if arch == Arch::X86_64 => self.ubuntu.as_deref().context(
+                "`ubuntu:` kernels need Ubuntu's archive: set `ubuntu_mirror:` in kernels.yaml or KM_UBUNTU_MIRROR",
+            ),
+            Origin::Ubuntu => self.ubuntu_ports.as_deref().with_context(|| {
+                format!("`ubuntu:` {arch} kernels need Ubuntu's ports archive: set `ubuntu_ports_mirror:` in kernels.yaml or KM_UBUNTU_PORTS_MIRROR")
+            }),
+            Origin::UbuntuMainline => self.mainline.as_deref().context(
+                "`ubuntu_mainline:` kernels need the address of Ubuntu's mainline builds: set `ubuntu_mainline_url:` in kernels.yaml or KM_UBUNTU_MAINLINE_URL",
+            ),
+        }
+    }
+}
+
+/// The setting that changes where `origin`'s kernels come from (for errors that
+/// name an unreachable archive).
+pub fn setting_of(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Debian => "`mirror:` / KM_MIRROR",
+        Origin::Ubuntu => "`ubuntu_mirror:` / KM_UBUNTU_MIRROR",
+        Origin::UbuntuMainline => "`ubuntu_mainline_url:` / KM_UBUNTU_MAINLINE_URL",
     }
 }
 
@@ -43,8 +86,15 @@ fn trim(s: &str) -> String {
     s.trim_end_matches('/').to_string()
 }
 
+/// Debian's archive and security archive named by an apt configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AptMirrors {
+    pub main: Option<String>,
+    pub security: Option<String>,
+}
+
 /// Reads `sources.list` and `sources.list.d/*.{list,sources}` (one-line and deb822).
-pub fn from_apt_config(apt_dir: &Path) -> anyhow::Result<Mirrors> {
+pub fn from_apt_config(apt_dir: &Path) -> anyhow::Result<AptMirrors> {
     let mut entries: Vec<(String, Vec<String>)> = Vec::new();
     let mut files = vec![apt_dir.join("sources.list")];
     if let Ok(dir) = std::fs::read_dir(apt_dir.join("sources.list.d")) {
@@ -65,7 +115,7 @@ pub fn from_apt_config(apt_dir: &Path) -> anyhow::Result<Mirrors> {
 
 /// Chooses the archive whose suites are plain Debian releases, and the one that
 /// carries `*-security` suites.
-fn pick(entries: &[(String, Vec<String>)]) -> anyhow::Result<Mirrors> {
+fn pick(entries: &[(String, Vec<String>)]) -> anyhow::Result<AptMirrors> {
     let is_debian = |suites: &[String]| {
         suites.iter().any(|s| {
             let base = s.split('-').next().unwrap_or(s);
@@ -82,7 +132,7 @@ fn pick(entries: &[(String, Vec<String>)]) -> anyhow::Result<Mirrors> {
         .find(|(_, s)| is_debian(s) && s.iter().any(|x| x.ends_with("-security")))
         .map(|(u, _)| u.clone());
     match main {
-        Some(main) => Ok(Mirrors { main: trim(&main), security: security.map(|s| trim(&s)) }),
+        Some(main) => Ok(AptMirrors { main: Some(trim(&main)), security: security.map(|s| trim(&s)) }),
         None => bail!("no Debian archive found in the apt configuration"),
     }
 }
@@ -145,13 +195,13 @@ mod tests {
             "Types: deb\nURIs: http://example.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\nTypes: deb\nURIs: http://example.org/debian-security\nSuites: bookworm-security\n",
         );
         let m = pick(&d).unwrap();
-        assert_eq!(m.main, "http://example.org/debian");
+        assert_eq!(m.main.as_deref(), Some("http://example.org/debian"));
         assert_eq!(m.security.as_deref(), Some("http://example.org/debian-security"));
         let l = parse_one_line(
             "# x\ndeb [arch=amd64 signed-by=/k.gpg] http://example.org/d/ bookworm main\ndeb-src http://x y z\n",
         );
         assert_eq!(l, vec![("http://example.org/d/".to_string(), vec!["bookworm".to_string()])]);
-        assert_eq!(pick(&l).unwrap().main, "http://example.org/d");
+        assert_eq!(pick(&l).unwrap().main.as_deref(), Some("http://example.org/d"));
     }
 
     #[test]
@@ -162,8 +212,17 @@ mod tests {
 
     #[test]
     fn security_suites_use_the_security_archive() {
-        let m = Mirrors { main: "a".into(), security: Some("b".into()) };
+        let m = Mirrors { main: Some("a".into()), security: Some("b".into()), ..Default::default() };
         assert_eq!(m.for_suite("bullseye-security").unwrap(), "b");
         assert_eq!(m.for_suite("sid").unwrap(), "a");
+        assert_eq!(m.base(Origin::Debian, "sid", Arch::Arm64).unwrap(), "a");
+        let e = m.base(Origin::Ubuntu, "jammy", Arch::X86_64).unwrap_err().to_string();
+        assert!(e.contains("ubuntu_mirror:") && e.contains("KM_UBUNTU_MIRROR"), "{e}");
+        let e = m.base(Origin::Ubuntu, "jammy", Arch::Arm64).unwrap_err().to_string();
+        assert!(e.contains("KM_UBUNTU_PORTS_MIRROR"), "{e}");
+        let m = Mirrors { ubuntu: Some("u".into()), mainline: Some("m".into()), ..Default::default() };
+        assert_eq!(m.base(Origin::Ubuntu, "jammy-updates", Arch::X86_64).unwrap(), "u");
+        assert_eq!(m.base(Origin::UbuntuMainline, "mainline", Arch::X86_64).unwrap(), "m");
+        assert!(m.for_suite("sid").unwrap_err().to_string().contains("KM_MIRROR"));
     }
 }

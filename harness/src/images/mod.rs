@@ -19,7 +19,11 @@ pub mod debian;
 pub mod fetch;
 pub mod kconfig;
 pub mod lock;
+pub mod mainline;
 pub mod mirror;
+pub mod nearest;
+pub mod pin;
+pub mod ubuntu;
 
 use crate::config::LocalSource;
 use lock::LockedKernel;
@@ -69,13 +73,13 @@ pub fn default_cache_dir() -> PathBuf {
 
 /// The pinned kernel of `locked` if the cache already holds it extracted (touches
 /// nothing, fetches nothing).
-pub fn cached_debian(cache: &Path, locked: &LockedKernel) -> anyhow::Result<Option<KernelImage>> {
+pub fn cached_archive(cache: &Path, locked: &LockedKernel) -> anyhow::Result<Option<KernelImage>> {
     read_entry(&cache.join("kernels").join(&locked.files[0].sha256))
 }
 
 /// Makes sure the pinned files of `locked` are in the cache and extracted.
 /// Returns without touching the network when they already are.
-pub fn ensure_debian(
+pub fn ensure_archive(
     cache: &Path,
     mirrors: &Mirrors,
     locked: &LockedKernel,
@@ -86,7 +90,7 @@ pub fn ensure_debian(
     if let Some(img) = read_entry(&dir)? {
         return Ok(img);
     }
-    let base = mirrors.for_suite(&locked.suite)?;
+    let base = mirrors.base(locked.origin, &locked.suite, locked.arch())?;
     crate::images::cache_gc::remove_stale(&cache.join("kernels"));
     // Only the package carrying /boot/vmlinuz is needed to boot; modules packages
     // stay pinned in the lock for the checks that will need them.
@@ -265,7 +269,7 @@ pub fn ensure_busybox(cache: &Path, mirrors: &Mirrors, locked: &LockedKernel) ->
     if dest.exists() {
         return Ok(dest);
     }
-    let base = mirrors.for_suite(locked.busybox_suite.as_ref().unwrap_or(&locked.suite))?;
+    let base = mirrors.base(locked.origin, locked.busybox_suite.as_ref().unwrap_or(&locked.suite), locked.arch())?;
     let deb = fetch_deb(cache, &format!("{base}/{}", file.path), &file.package, &file.sha256, |_| {})
         .with_context(|| format!("downloading {} {}", file.package, file.version))?;
     let (_, data) = file_from_deb(&deb, |p| (p == "bin/busybox").then_some(()))?

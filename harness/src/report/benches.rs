@@ -38,7 +38,7 @@ pub fn trials(matrix: Arc<Matrix>) -> Vec<libtest_mimic::Trial> {
         for kernel in matrix.kernel_names() {
             let spec = matrix.config.kernel(&kernel).expect("kernel from the config");
             let (version, kind) = match spec.source() {
-                KernelSource::Debian(src) => (src.series.parse::<km_protocol::KernelVersion>().ok(), vm_kind(&matrix)),
+                KernelSource::Archive(src) => (src.version(), vm_kind(&matrix)),
                 KernelSource::Local(_) | KernelSource::Build(_) => (None, vm_kind(&matrix)),
                 KernelSource::Host => (km_protocol::KernelVersion::current().ok(), "host".to_string()),
             };

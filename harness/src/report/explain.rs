@@ -30,7 +30,7 @@ pub fn matrix_versions(cfg: &MatrixConfig) -> Vec<(String, KernelVersion)> {
 
 fn version_of(k: &crate::config::KernelSpec) -> Option<KernelVersion> {
     match k.source() {
-        KernelSource::Debian(d) => d.series.parse().ok(),
+        KernelSource::Archive(d) => d.version(),
         KernelSource::Host => std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?.trim().parse().ok(),
         KernelSource::Local(_) | KernelSource::Build(_) => None,
     }
@@ -90,11 +90,11 @@ pub fn kernel_views(
     for k in cfg.kernels.iter().filter(|k| chosen.contains(&k.name)) {
         let (btf_bytes, config): (Option<Vec<u8>>, _) = match k.source() {
             KernelSource::Host => (std::fs::read("/sys/kernel/btf/vmlinux").ok(), host_config()),
-            KernelSource::Debian(src) => {
+            KernelSource::Archive(src) => {
                 let image = lock
-                    .get(&k.name, src, k.arch(), &crate::images::lock::Lock::path_for(&cfg.path))
+                    .get(&k.name, &src, k.arch(), &crate::images::lock::Lock::path_for(&cfg.path))
                     .ok()
-                    .and_then(|locked| crate::images::cached_debian(cache, locked).ok().flatten());
+                    .and_then(|locked| crate::images::cached_archive(cache, locked).ok().flatten());
                 let Some((vmlinux, config)) = image.and_then(|i| Some((i.vmlinux?, i.config))) else {
                     uncached.push(k.name.clone());
                     continue;

@@ -356,10 +356,10 @@ impl Matrix {
     pub fn image(&self, spec: &KernelSpec) -> anyhow::Result<Option<images::KernelImage>> {
         Ok(match spec.source() {
             KernelSource::Host => None,
-            KernelSource::Debian(src) => {
-                let locked = self.lock.get(&spec.name, src, spec.arch(), &self.lock_path)?;
+            KernelSource::Archive(src) => {
+                let locked = self.lock.get(&spec.name, &src, spec.arch(), &self.lock_path)?;
                 let mirrors = self.mirrors()?;
-                Some(images::ensure_debian(&self.opts.cache_dir, &mirrors, locked, |msg| {
+                Some(images::ensure_archive(&self.opts.cache_dir, &mirrors, locked, |msg| {
                     self.emit(events::Event::Image { kernel: spec.name.clone(), message: msg.to_string() })
                 })?)
             }
@@ -384,10 +384,7 @@ impl Matrix {
 
     fn mirrors(&self) -> anyhow::Result<Mirrors> {
         self.mirrors
-            .get_or_init(|| {
-                Mirrors::discover(self.config.mirror.as_deref(), self.config.security_mirror.as_deref())
-                    .map_err(|e| format!("{e:#}"))
-            })
+            .get_or_init(|| Mirrors::discover(Some(&self.config)).map_err(|e| format!("{e:#}")))
             .clone()
             .map_err(anyhow::Error::msg)
     }
@@ -410,12 +407,12 @@ impl Matrix {
             return crate::guest_root::find_busybox();
         }
         match spec.source() {
-            KernelSource::Debian(src) => {
-                let locked = self.lock.get(&spec.name, src, arch, &self.lock_path)?;
+            KernelSource::Archive(src) => {
+                let locked = self.lock.get(&spec.name, &src, arch, &self.lock_path)?;
                 images::ensure_busybox(&self.opts.cache_dir, &self.mirrors()?, locked)
             }
             _ => anyhow::bail!(
-                "kernel {:?}: a {arch} kernel of your own needs a {arch} busybox, which only `debian:` kernels bring (from their suite)",
+                "kernel {:?}: a {arch} kernel of your own needs a {arch} busybox, which only `debian:` and `ubuntu:` kernels bring (from their suite)",
                 spec.name
             ),
         }

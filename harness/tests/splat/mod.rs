@@ -75,7 +75,7 @@ pub fn km_splat_ko(cache: &Path, locked: &LockedKernel) -> anyhow::Result<Built>
 /// The header packages of exactly the pinned build, verified, in `cache/debs`.
 fn fetch_headers(cache: &Path, locked: &LockedKernel) -> anyhow::Result<Vec<PathBuf>> {
     let image = &locked.files[0];
-    let mirrors = Mirrors::discover(None, None)?;
+    let mirrors = Mirrors::discover(None)?;
     let base = mirrors.for_suite(&locked.suite)?;
     let index = kernel_matrix::images::debian::fetch_index(base, &locked.suite, locked.arch())?;
     let flavour_pkg = format!("linux-headers-{}-{}-amd64", locked.abi, locked.flavour);

@@ -1,0 +1,101 @@
+//! `lock --update`: every archive kernel of a matrix resolved to one exact build
+//! (Debian's and Ubuntu's package indices, Ubuntu's mainline builds) and pinned by
+//! sha256 in the lock beside the matrix file.
+use anyhow::Context as _;
+
+use crate::{
+    config::{MatrixConfig, Origin},
+    images::{
+        debian,
+        lock::{Lock, LockedKernel},
+        mainline,
+        mirror::{self, Mirrors},
+        ubuntu,
+    },
+};
+
+/// The package index of `suite` for `arch` in `origin`'s archive, downloaded once
+/// per lock run.
+fn index<'a>(
+    indices: &'a mut std::collections::HashMap<(Origin, String, km_protocol::Arch), Vec<debian::Stanza>>,
+    mirrors: &Mirrors,
+    origin: Origin,
+    suite: &str,
+    arch: km_protocol::Arch,
+) -> anyhow::Result<&'a [debian::Stanza]> {
+    let key = (origin, suite.to_string(), arch);
+    if !indices.contains_key(&key) {
+        eprintln!("reading the {} package index of {origin} {suite}", arch.debian());
+        let base = mirrors.base(origin, suite, arch)?;
+        let idx = debian::fetch_index(base, suite, arch)
+            .with_context(|| format!("(the {origin} archive is set by {})", mirror::setting_of(origin)))?;
+        indices.insert(key.clone(), idx);
+    }
+    Ok(&indices[&key])
+}
+
+/// Pins every archive kernel of `config` that the lock lacks (all of them with
+/// `update`), drops entries of kernels no longer in the matrix, and saves the lock.
+pub fn pin(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
+    let path = Lock::path_for(&config.path);
+    let mut lock = Lock::load(&path)?;
+    let mirrors = Mirrors::discover(Some(config))?;
+    let mut indices = std::collections::HashMap::new();
+    for k in &config.kernels {
+        let Some(src) = k.archive() else { continue };
+        let arch = k.arch();
+        if !update && lock.get(&k.name, &src, arch, &path).is_ok() {
+            continue;
+        }
+        let r = match src.origin {
+            Origin::Debian => debian::resolve(index(&mut indices, &mirrors, src.origin, src.suite, arch)?, &src, arch),
+            Origin::Ubuntu => ubuntu::resolve(index(&mut indices, &mirrors, src.origin, src.suite, arch)?, &src),
+            Origin::UbuntuMainline => mainline::resolve(mirrors.base(src.origin, src.suite, arch)?, &src, arch),
+        }
+        .with_context(|| format!("kernel {}", k.name))?;
+        // A foreign architecture's guest root needs that architecture's static busybox.
+        let mut busybox = None;
+        if arch != km_protocol::Arch::host() {
+            anyhow::ensure!(
+                src.origin != Origin::UbuntuMainline,
+                "kernel {}: a {arch} `ubuntu_mainline:` kernel needs a {arch} busybox, which mainline builds do not carry; use a `debian:` or `ubuntu:` kernel for {arch}",
+                k.name
+            );
+            let mut tried = Vec::new();
+            for suite in debian::package_suites(src.suite) {
+                let idx = index(&mut indices, &mirrors, src.origin, &suite, arch)?;
+                if let Ok(f) = debian::resolve_package(idx, "busybox-static", &suite) {
+                    busybox = Some((f, suite));
+                    break;
+                }
+                tried.push(suite);
+            }
+            anyhow::ensure!(
+                busybox.is_some(),
+                "kernel {}: no busybox-static for {arch} in {}",
+                k.name,
+                tried.join(" or ")
+            );
+        }
+        let foreign = if arch == km_protocol::Arch::host() { String::new() } else { format!(", {arch}") };
+        println!("{}: {} ({}{foreign}, {})", k.name, r.abi, r.version, src.origin);
+        lock.kernels.insert(
+            k.name.clone(),
+            LockedKernel {
+                origin: src.origin,
+                suite: src.suite.to_string(),
+                series: src.series.to_string(),
+                flavour: src.flavour.to_string(),
+                abi: r.abi,
+                files: r.files,
+                arch: (arch != km_protocol::Arch::X86_64).then_some(arch),
+                busybox_suite: busybox.as_ref().map(|(_, s)| s.clone()).filter(|s| s != src.suite),
+                busybox: busybox.map(|(f, _)| f),
+            },
+        );
+    }
+    lock.kernels.retain(|name, _| config.kernel(name).is_some_and(|k| k.archive().is_some()));
+    lock.save(&path)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
