@@ -1,0 +1,270 @@
+//! `ubuntu:` and `ubuntu_mainline:` for real, over a local archive (this machine
+//! reaches no Ubuntu archive): Debian's pinned 6.1 build repackaged the way Ubuntu
+//! ships kernels (`linux-image-unsigned-<abi>-generic` with the vmlinuz,
+//! `linux-modules-<abi>-generic` with the config), indexed by `apt-ftparchive`
+//! into an Ubuntu-layout archive (`dists/jammy-updates/main/binary-amd64/`), and
+//! laid out as a mainline build (`v<version>/amd64/` with its `CHECKSUMS`), both
+//! served by Python's HTTP server. `lock` pins both from there (origin, sha256,
+//! sizes), the run fetches, verifies, extracts and boots them, and each gives the
+//! verdicts Debian's own 6.1 gives. Bad input: a series the archive lacks is
+//! refused with the versions it has, an unreachable archive names its setting,
+//! and a package that no longer matches its pinned checksum is refused.
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+};
+
+use kernel_matrix::{
+    config::{MatrixConfig, Origin},
+    images::{
+        self,
+        lock::{Lock, LockedKernel},
+        mirror::Mirrors,
+    },
+    run::{Matrix, Options},
+    verdict,
+};
+use km_protocol::{features::catalogue, Verdict};
+
+fn kind(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Fail(_) => "fail",
+        Verdict::Ignored(_) => "ignored",
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Python's `http.server` on a free loopback port, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Self {
+        let mut child = Command::new("python3")
+            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg("0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server");
+        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.split(" port ").nth(1).and_then(|r| r.split(' ').next()).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("http.server said {line:?}")
+        });
+        Self { base: format!("http://127.0.0.1:{port}"), child }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A package `name` `version` holding `files` (path in the package, content),
+/// built by dpkg-deb into `out` (reproducibly: the same inputs give the same
+/// bytes, so reruns find their kernels in the cache).
+fn deb(scratch: &Path, name: &str, version: &str, files: &[(&str, &[u8])], out: &Path) {
+    let root = scratch.join(name);
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        format!(
+            "Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: kernel-matrix tests <nobody@invalid>\nDescription: Debian's 6.1 kernel in Ubuntu's packaging\n"
+        ),
+    )
+    .unwrap();
+    for (path, data) in files {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, data).unwrap();
+    }
+    run(Command::new("find").arg(&root).args(["-exec", "touch", "-h", "-d", "@1700000000", "{}", "+"]));
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    run(Command::new("dpkg-deb")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["--root-owner-group", "-Zxz", "--build"])
+        .arg(&root)
+        .arg(out));
+}
+
+fn sha256(path: &Path) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The matrix file of this test: Debian's 6.1 and the two repackaged ones.
+fn write_config(dir: &Path, server: &str, ubuntu_series: &str, mainline_url: &str) -> MatrixConfig {
+    let programs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/byo/programs.yaml");
+    let yaml = format!(
+        "timeout_secs: 300\nmemory_mb: 1024\nubuntu_mirror: {server}/ubuntu\nubuntu_mainline_url: {mainline_url}\nkernels:\n  \
+- name: \"6.1\"\n    debian: {{ suite: bookworm, series: \"6.1\" }}\n  \
+- name: \"6.1-ubuntu\"\n    ubuntu: {{ suite: jammy-updates, series: \"{ubuntu_series}\" }}\n  \
+- name: \"6.1-mainline\"\n    ubuntu_mainline: {{ series: \"6.1\" }}\n\
+programs:\n  - {}\n",
+        programs.display()
+    );
+    let path = dir.join("kernels.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    MatrixConfig::load(&path).unwrap()
+}
+
+#[test]
+fn ubuntu_and_mainline_kernels_are_pinned_fetched_and_pass_what_debians_build_passes() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ubuntu");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (archive, scratch) = (tmp.join("archive"), tmp.join("scratch"));
+    let opts = Options::from_env(tmp.join("runs")).unwrap();
+
+    // Debian's pinned 6.1, from the cache (or its mirror), verified.
+    let repo_lock = Lock::load(&root.join("kernels.lock")).unwrap();
+    let debian: LockedKernel = repo_lock.kernels["6.1"].clone();
+    let file = &debian.files[0];
+    let base = Mirrors::discover(None).unwrap().for_suite(&debian.suite).unwrap().to_string();
+    let debian_deb =
+        images::fetch_deb(&opts.cache_dir, &format!("{base}/{}", file.path), &file.package, &file.sha256, |_| {})
+            .unwrap();
+    let (release, vmlinuz) = images::vmlinuz_from_deb(&debian_deb).unwrap();
+    let (_, config) = images::file_from_deb(&debian_deb, |p| p.starts_with("boot/config-").then_some(()))
+        .unwrap()
+        .expect("Debian's 6.1 image package carries its config");
+    assert!(release.starts_with("6.1.0-"), "{release}");
+    let upstream = file.version.split('-').next().unwrap().to_string(); // 6.1.176
+
+    // Ubuntu's archive: the image without a config, the config in the modules package.
+    let abi = format!("{}-generic", debian.abi); // 6.1.0-50-generic
+    let version = format!("{}.{}~22.04.1", debian.abi, 100);
+    let pool = archive.join("ubuntu/pool/main/l/linux");
+    let ubuntu_image = pool.join(format!("linux-image-unsigned-{abi}_{version}_amd64.deb"));
+    let ubuntu_modules = pool.join(format!("linux-modules-{abi}_{version}_amd64.deb"));
+    let vmlinuz_path = format!("boot/vmlinuz-{abi}");
+    let config_path = format!("boot/config-{abi}");
+    deb(&scratch, &format!("linux-image-unsigned-{abi}"), &version, &[(&vmlinuz_path, &vmlinuz)], &ubuntu_image);
+    deb(&scratch, &format!("linux-modules-{abi}"), &version, &[(&config_path, &config)], &ubuntu_modules);
+    let packages = archive.join("ubuntu/dists/jammy-updates/main/binary-amd64/Packages");
+    std::fs::create_dir_all(packages.parent().unwrap()).unwrap();
+    let index = Command::new("apt-ftparchive")
+        .args(["packages", "pool"])
+        .current_dir(archive.join("ubuntu"))
+        .output()
+        .expect("apt-ftparchive (apt-utils, installed by cargo xtask setup)");
+    assert!(index.status.success(), "{}", String::from_utf8_lossy(&index.stderr));
+    std::fs::write(&packages, &index.stdout).unwrap();
+    run(Command::new("xz").arg("-kf").arg(&packages));
+
+    // A mainline build: `v<version>/amd64/` with the packages and their CHECKSUMS.
+    let mabi = format!("{upstream}-060100");
+    let mversion = format!("{mabi}.202411220740");
+    let mdir = archive.join(format!("mainline/v{upstream}/amd64"));
+    let mimage = mdir.join(format!("linux-image-unsigned-{mabi}-generic_{mversion}_amd64.deb"));
+    let mmodules = mdir.join(format!("linux-modules-{mabi}-generic_{mversion}_amd64.deb"));
+    let mvmlinuz = format!("boot/vmlinuz-{mabi}-generic");
+    let mconfig = format!("boot/config-{mabi}-generic");
+    deb(&scratch, &format!("linux-image-unsigned-{mabi}-generic"), &mversion, &[(&mvmlinuz, &vmlinuz)], &mimage);
+    deb(&scratch, &format!("linux-modules-{mabi}-generic"), &mversion, &[(&mconfig, &config)], &mmodules);
+    std::fs::create_dir_all(archive.join("mainline/v6.0.19")).unwrap(); // another build in the listing
+    let sums: String = [&mimage, &mmodules]
+        .iter()
+        .map(|p| format!("{}  {}\n", sha256(p), p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    std::fs::write(mdir.join("CHECKSUMS"), format!("# Checksums-Sha256:\n{sums}")).unwrap();
+
+    let server = Server::start(&archive);
+    let mainline_url = format!("{}/mainline", server.base);
+    let config = write_config(&tmp, &server.base, "6.1", &mainline_url);
+    // The lock starts with Debian's pin; `lock` adds the two others from the server.
+    let lock_path = Lock::path_for(&config.path);
+    Lock { kernels: [("6.1".to_string(), debian.clone())].into() }.save(&lock_path).unwrap();
+    images::pin::pin(&config, false).unwrap();
+    let lock = Lock::load(&lock_path).unwrap();
+    assert_eq!(lock.kernels["6.1"], debian, "a pinned Debian kernel is left as it was");
+    let u = &lock.kernels["6.1-ubuntu"];
+    assert_eq!((u.origin, u.suite.as_str(), u.abi.as_str()), (Origin::Ubuntu, "jammy-updates", debian.abi.as_str()));
+    let names: Vec<_> = u.files.iter().map(|f| f.package.clone()).collect();
+    assert_eq!(names, [format!("linux-image-unsigned-{abi}"), format!("linux-modules-{abi}")]);
+    assert_eq!(u.files[0].sha256, sha256(&ubuntu_image));
+    let m = &lock.kernels["6.1-mainline"];
+    assert_eq!((m.origin, m.abi.as_str()), (Origin::UbuntuMainline, mabi.as_str()));
+    assert_eq!(m.files[0].sha256, sha256(&mimage));
+    assert_eq!(m.files[0].size, std::fs::metadata(&mimage).unwrap().len(), "size from the server");
+    assert_eq!(m.files.len(), 2, "the modules package is pinned beside the image");
+    let text = std::fs::read_to_string(&lock_path).unwrap();
+    assert!(text.contains("origin: ubuntu-mainline") && !text.contains("origin: debian"), "{text}");
+
+    // Fetched, verified, extracted and booted: the same verdicts as Debian's 6.1.
+    let matrix = Arc::new(Matrix::new(config.clone(), Options::from_env(tmp.join("runs")).unwrap()).unwrap());
+    for name in ["6.1-ubuntu", "6.1-mainline"] {
+        let image = matrix.image(matrix.config.kernel(name).unwrap()).unwrap().expect("an image");
+        assert!(image.release.ends_with("-generic"), "{name}: {}", image.release);
+    }
+    let names = ["6.1", "6.1-ubuntu", "6.1-mainline"].map(String::from);
+    let runs = matrix.run_kernels(&names);
+    for r in &runs {
+        assert!(r.problem().is_none(), "{:?}", r.problem());
+    }
+    let mut differ = Vec::new();
+    for other in &runs[1..] {
+        for id in matrix.checks() {
+            let (a, b) = (verdict::check(&matrix, &runs[0], *id), verdict::check(&matrix, other, *id));
+            if kind(&a) != kind(&b) {
+                differ.push(format!("{} on {}: Debian {a:?}, here {b:?}", id.trial(), other.kernel));
+            }
+        }
+        for f in catalogue() {
+            let (a, b) = (runs[0].features.get(&f.id), other.features.get(&f.id));
+            if a.map(|p| p.word()) != b.map(|p| p.word()) {
+                differ.push(format!("features::{} on {}: Debian {a:?}, here {b:?}", f.id, other.kernel));
+            }
+        }
+        let passed = matrix.checks().iter().filter(|id| verdict::check(&matrix, other, **id) == Verdict::Pass).count();
+        assert!(passed >= 10, "only {passed} checks passed on {}", other.kernel);
+    }
+    assert!(differ.is_empty(), "differs from Debian's 6.1:\n{}", differ.join("\n"));
+
+    // A package that no longer matches its pinned checksum is refused (fresh cache).
+    let fresh = tmp.join("fresh-cache");
+    let mirrors = Mirrors::discover(Some(&config)).unwrap();
+    std::fs::write(&mimage, b"not the pinned package").unwrap();
+    let e = images::ensure_archive(&fresh, &mirrors, m, |_| {}).unwrap_err();
+    assert!(format!("{e:#}").contains("sha256"), "{e:#}");
+
+    // A series the archive lacks: refused with what it has (Debian's 6.1 stays
+    // pinned, so only the others are resolved).
+    let bad = tmp.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    let debian_only = || Lock { kernels: [("6.1".to_string(), debian.clone())].into() };
+    debian_only().save(&bad.join("kernels.lock")).unwrap();
+    let config = write_config(&bad, &server.base, "5.15", &mainline_url);
+    let e = format!("{:#}", images::pin::pin(&config, false).unwrap_err());
+    assert!(
+        e.contains("6.1-ubuntu") && e.contains("5.15") && e.contains(&format!("nearest there: {}", debian.abi)),
+        "{e}"
+    );
+
+    // An archive that does not answer: the error names the setting that moves it.
+    drop(server);
+    debian_only().save(&bad.join("kernels.lock")).unwrap();
+    let config = write_config(&bad, "http://127.0.0.1:9", "6.1", "http://127.0.0.1:9/mainline");
+    let e = format!("{:#}", images::pin::pin(&config, false).unwrap_err());
+    assert!(e.contains("KM_UBUNTU_MIRROR") || e.contains("KM_UBUNTU_MAINLINE_URL"), "{e}");
+}
