@@ -29,7 +29,10 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("libssl-dev", "building kernels (`build:`): the kernel's host tools"),
     ("dwarves", "building kernels (`build:`): pahole makes the BTF"),
     ("linux-source-6.1", "kernels-build.yaml builds Debian's 6.1 source"),
-    ("apt-utils", "apt-ftparchive indexes the local Ubuntu archive of harness/tests/ubuntu.rs"),
+    // harness/tests/archives.rs builds each archive kind with its real tools.
+    ("apt-utils", "apt-ftparchive indexes the local Ubuntu archive (harness/tests/archives.rs)"),
+    ("rpm", "rpmbuild packs the local yum repository's kernels (harness/tests/archives.rs)"),
+    ("createrepo-c", "createrepo_c indexes the local yum repository (harness/tests/archives.rs)"),
     // arm64 guests (kernels-arm64.yaml): their QEMU, and the agent cross-built by
     // harness/build.rs against arm64 libelf and zlib (Debian multiarch).
     ("qemu-system-arm", "arm64 guests (qemu-system-aarch64)"),

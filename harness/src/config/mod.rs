@@ -36,6 +36,10 @@ pub struct MatrixConfig {
     /// directory of `v<version>/` directories, each with `<arch>/CHECKSUMS`.
     #[serde(default)]
     pub ubuntu_mainline_url: Option<String>,
+    /// yum/dnf repositories of `rpm:` kernels by name (`alma9: URL`, the directory
+    /// holding `repodata/`); `KM_RPM_REPO_<NAME>` where the file names none.
+    #[serde(default)]
+    pub rpm_repos: std::collections::BTreeMap<String, String>,
     /// Seconds a VM may run before it is killed (per kernel override: `timeout_secs`).
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
@@ -104,6 +108,9 @@ pub struct KernelSpec {
     /// One of Ubuntu's mainline builds (see [`MainlineSource`]).
     #[serde(default)]
     pub ubuntu_mainline: Option<MainlineSource>,
+    /// A kernel package from a yum/dnf repository (see [`RpmSource`]).
+    #[serde(default)]
+    pub rpm: Option<RpmSource>,
     #[serde(default)]
     pub local: Option<LocalSource>,
     /// A kernel built from source by the harness (see [`BuildSource`]).
@@ -166,6 +173,24 @@ pub struct MainlineSource {
     pub flavour: String,
 }
 
+/// A kernel package from a yum/dnf repository: the newest `package` whose
+/// version-release matches `version` (`5.14` -> the newest 5.14.x build;
+/// `4.18.0-553` one build series; `6.1.*.amzn2023` a glob).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RpmSource {
+    /// The repository's name in `rpm_repos:` (or `KM_RPM_REPO_<NAME>`).
+    pub repo: String,
+    pub version: String,
+    /// `kernel-core` (RHEL 8+, its rebuilds, Fedora) or `kernel` (Amazon Linux 2, CentOS 7).
+    #[serde(default = "default_rpm_package")]
+    pub package: String,
+}
+
+fn default_rpm_package() -> String {
+    "kernel-core".into()
+}
+
 /// Which package archive a pinned kernel comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -174,6 +199,7 @@ pub enum Origin {
     Debian,
     Ubuntu,
     UbuntuMainline,
+    Rpm,
 }
 
 impl Origin {
@@ -183,6 +209,7 @@ impl Origin {
             Origin::Debian => "debian",
             Origin::Ubuntu => "ubuntu",
             Origin::UbuntuMainline => "ubuntu_mainline",
+            Origin::Rpm => "rpm",
         }
     }
 }
@@ -194,7 +221,9 @@ impl fmt::Display for Origin {
 }
 
 /// A kernel resolved from a package archive and pinned in the lock: Debian's,
-/// Ubuntu's, or Ubuntu's mainline builds (whose `suite` is `mainline`).
+/// Ubuntu's, Ubuntu's mainline builds (whose `suite` is `mainline`), or a yum/dnf
+/// repository's (`suite`: the repository's name, `series`: the version asked
+/// for, `flavour`: the package name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArchiveSource<'a> {
     pub origin: Origin,
@@ -206,7 +235,7 @@ pub struct ArchiveSource<'a> {
 impl ArchiveSource<'_> {
     /// The kernel version the series names (`6.1`, `6.13-rc3` -> 6.13), if any.
     pub fn version(&self) -> Option<km_protocol::KernelVersion> {
-        self.series.split("-rc").next()?.parse().ok()
+        self.series.parse().ok()
     }
 }
 
@@ -295,6 +324,14 @@ impl KernelSpec {
                 suite: MAINLINE_SUITE,
                 series: &m.series,
                 flavour: &m.flavour,
+            });
+        }
+        if let Some(r) = &self.rpm {
+            return KernelSource::Archive(ArchiveSource {
+                origin: Origin::Rpm,
+                suite: &r.repo,
+                series: &r.version,
+                flavour: &r.package,
             });
         }
         match (&self.local, &self.build, self.host) {
@@ -440,12 +477,13 @@ impl MatrixConfig {
             let sources = k.debian.is_some() as u8
                 + k.ubuntu.is_some() as u8
                 + k.ubuntu_mainline.is_some() as u8
+                + k.rpm.is_some() as u8
                 + k.local.is_some() as u8
                 + k.build.is_some() as u8
                 + k.host as u8;
             if sources != 1 {
                 return Err(invalid(format!(
-                    "kernel {:?} needs exactly one of `debian:`, `ubuntu:`, `ubuntu_mainline:`, `local:`, `build:` or `host: true`",
+                    "kernel {:?} needs exactly one of `debian:`, `ubuntu:`, `ubuntu_mainline:`, `rpm:`, `local:`, `build:` or `host: true`",
                     k.name
                 )));
             }

@@ -21,6 +21,8 @@ pub struct Mirrors {
     pub ubuntu: Option<String>,
     pub ubuntu_ports: Option<String>,
     pub mainline: Option<String>,
+    /// yum/dnf repositories by [`rpm_repo_variable`] name.
+    pub rpm_repos: std::collections::BTreeMap<String, String>,
 }
 
 impl Mirrors {
@@ -39,6 +41,7 @@ impl Mirrors {
             ubuntu: pick(config.map(|c| &c.ubuntu_mirror), &s.ubuntu_mirror),
             ubuntu_ports: pick(config.map(|c| &c.ubuntu_ports_mirror), &s.ubuntu_ports_mirror),
             mainline: pick(config.map(|c| &c.ubuntu_mainline_url), &s.ubuntu_mainline_url),
+            rpm_repos: rpm_repos(config.map(|c| &c.rpm_repos), std::env::vars()),
         })
     }
 
@@ -68,6 +71,12 @@ impl Mirrors {
             Origin::UbuntuMainline => self.mainline.as_deref().context(
                 "`ubuntu_mainline:` kernels need the address of Ubuntu's mainline builds: set `ubuntu_mainline_url:` in kernels.yaml or KM_UBUNTU_MAINLINE_URL",
             ),
+            Origin::Rpm => self.rpm_repos.get(&rpm_repo_variable(suite)).map(String::as_str).with_context(|| {
+                format!(
+                    "`rpm:` repository {suite:?} has no address: set `rpm_repos: {{ {suite}: URL }}` in kernels.yaml or {}",
+                    rpm_repo_variable(suite)
+                )
+            }),
         }
     }
 }
@@ -79,7 +88,29 @@ pub fn setting_of(origin: Origin) -> &'static str {
         Origin::Debian => "`mirror:` / KM_MIRROR",
         Origin::Ubuntu => "`ubuntu_mirror:` / KM_UBUNTU_MIRROR",
         Origin::UbuntuMainline => "`ubuntu_mainline_url:` / KM_UBUNTU_MAINLINE_URL",
+        Origin::Rpm => "`rpm_repos:` / KM_RPM_REPO_<NAME>",
     }
+}
+
+/// The variable that gives repository `name`'s address: `KM_RPM_REPO_` and the
+/// name in capitals, every other character an underscore (`alma-9` -> `KM_RPM_REPO_ALMA_9`).
+pub fn rpm_repo_variable(name: &str) -> String {
+    let tail: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    format!("KM_RPM_REPO_{tail}")
+}
+
+/// yum/dnf repositories by variable name: the matrix file's, then the environment's.
+fn rpm_repos(
+    config: Option<&std::collections::BTreeMap<String, String>>,
+    env: impl Iterator<Item = (String, String)>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut out: std::collections::BTreeMap<String, String> =
+        env.filter(|(k, _)| k.starts_with("KM_RPM_REPO_")).map(|(k, v)| (k, trim(&v))).collect();
+    for (name, url) in config.into_iter().flatten() {
+        out.insert(rpm_repo_variable(name), trim(url));
+    }
+    out
 }
 
 fn trim(s: &str) -> String {
@@ -224,5 +255,17 @@ mod tests {
         assert_eq!(m.base(Origin::Ubuntu, "jammy-updates", Arch::X86_64).unwrap(), "u");
         assert_eq!(m.base(Origin::UbuntuMainline, "mainline", Arch::X86_64).unwrap(), "m");
         assert!(m.for_suite("sid").unwrap_err().to_string().contains("KM_MIRROR"));
+    }
+
+    #[test]
+    fn rpm_repositories_from_the_file_then_the_environment() {
+        let file = [("alma-9".to_string(), "http://f/9/".to_string())].into();
+        let env = [("KM_RPM_REPO_ALMA_9", "http://e/9"), ("KM_RPM_REPO_AL2", "http://e/al2"), ("HOME", "/root")];
+        let repos = rpm_repos(Some(&file), env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let m = Mirrors { rpm_repos: repos, ..Default::default() };
+        assert_eq!(m.base(Origin::Rpm, "alma-9", Arch::X86_64).unwrap(), "http://f/9");
+        assert_eq!(m.base(Origin::Rpm, "al2", Arch::X86_64).unwrap(), "http://e/al2");
+        let e = m.base(Origin::Rpm, "rocky8", Arch::X86_64).unwrap_err().to_string();
+        assert!(e.contains("rpm_repos: { rocky8: URL }") && e.contains("KM_RPM_REPO_ROCKY8"), "{e}");
     }
 }

@@ -1,7 +1,7 @@
 //! Kernel images on disk: fetched, verified, extracted and cached.
 //!
 //! Cache layout (under `KM_CACHE_DIR`, default `$XDG_CACHE_HOME/kernel-matrix`):
-//! `debs/<sha256>.deb` (content-addressed downloads) and `kernels/<sha256>/`
+//! `debs/<sha256>.deb` and `rpms/<sha256>.rpm` (content-addressed downloads) and `kernels/<sha256>/`
 //! (`vmlinuz`, `vmlinux`, `release`), each directory made under a temporary name
 //! and renamed into place, so an interrupted run never leaves half an entry.
 use std::{
@@ -23,9 +23,10 @@ pub mod mainline;
 pub mod mirror;
 pub mod nearest;
 pub mod pin;
+pub mod rpm;
 pub mod ubuntu;
 
-use crate::config::LocalSource;
+use crate::config::{LocalSource, Origin};
 use lock::LockedKernel;
 use mirror::Mirrors;
 
@@ -96,14 +97,19 @@ pub fn ensure_archive(
     // stay pinned in the lock for the checks that will need them.
     progress(&format!("downloading {} ({:.1} MB)", image_file.package, image_file.size as f64 / 1e6));
     let bar = crate::progress::Step::download(&image_file.package, image_file.size);
-    let deb = fetch_deb(cache, &format!("{base}/{}", image_file.path), &image_file.package, &image_file.sha256, |n| {
-        bar.set_position(n)
-    })
-    .with_context(|| format!("downloading {} {}", image_file.package, image_file.version))?;
+    let kind = if locked.origin == Origin::Rpm { "rpm" } else { "deb" };
+    let url = format!("{base}/{}", image_file.path);
+    let deb = fetch_package(cache, kind, &url, &image_file.package, &image_file.sha256, |n| bar.set_position(n))
+        .with_context(|| format!("downloading {} {}", image_file.package, image_file.version))?;
     bar.done("downloaded, sha256 verified");
     progress(&format!("extracting {}", image_file.package));
-    let (release, vmlinuz) = vmlinuz_from_deb(&deb)?;
-    let config = file_from_deb(&deb, |p| p.starts_with("boot/config-").then_some(()))?.map(|(_, c)| c);
+    let (release, vmlinuz, config) = if locked.origin == Origin::Rpm {
+        rpm::kernel_from_rpm(&deb)?
+    } else {
+        let (release, vmlinuz) = vmlinuz_from_deb(&deb)?;
+        let config = file_from_deb(&deb, |p| p.starts_with("boot/config-").then_some(()))?.map(|(_, c)| c);
+        (release, vmlinuz, config)
+    };
     make_entry(&dir, &release, &vmlinuz, config.as_deref())
 }
 
@@ -117,12 +123,25 @@ pub fn fetch_deb(
     sha256: &str,
     progress: impl FnMut(u64),
 ) -> anyhow::Result<PathBuf> {
-    let debs = cache.join("debs");
-    fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
-    crate::images::cache_gc::remove_stale(&debs);
-    let deb = debs.join(format!("{sha256}.deb"));
-    fetch::fetch_verified(url, package, sha256, &deb, progress)?;
-    Ok(deb)
+    fetch_package(cache, "deb", url, package, sha256, progress)
+}
+
+/// The package at `url` in the cache as `<kind>s/<sha256>.<kind>` (`deb`, `rpm`),
+/// downloaded only if it is not there yet with that hash.
+pub fn fetch_package(
+    cache: &Path,
+    kind: &str,
+    url: &str,
+    package: &str,
+    sha256: &str,
+    progress: impl FnMut(u64),
+) -> anyhow::Result<PathBuf> {
+    let dir = cache.join(format!("{kind}s"));
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::images::cache_gc::remove_stale(&dir);
+    let file = dir.join(format!("{sha256}.{kind}"));
+    fetch::fetch_verified(url, package, sha256, &file, progress)?;
+    Ok(file)
 }
 
 /// A user's own kernel: used in place; the ELF is extracted into the cache once.

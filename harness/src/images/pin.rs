@@ -10,7 +10,7 @@ use crate::{
         lock::{Lock, LockedKernel},
         mainline,
         mirror::{self, Mirrors},
-        ubuntu,
+        rpm, ubuntu,
     },
 };
 
@@ -47,19 +47,21 @@ pub fn pin(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
         if !update && lock.get(&k.name, &src, arch, &path).is_ok() {
             continue;
         }
-        let r = match src.origin {
+        let mut resolve = || match src.origin {
             Origin::Debian => debian::resolve(index(&mut indices, &mirrors, src.origin, src.suite, arch)?, &src, arch),
             Origin::Ubuntu => ubuntu::resolve(index(&mut indices, &mirrors, src.origin, src.suite, arch)?, &src),
             Origin::UbuntuMainline => mainline::resolve(mirrors.base(src.origin, src.suite, arch)?, &src, arch),
-        }
-        .with_context(|| format!("kernel {}", k.name))?;
+            Origin::Rpm => rpm::resolve(mirrors.base(src.origin, src.suite, arch)?, &src, arch),
+        };
+        let r = resolve().with_context(|| format!("kernel {}", k.name))?;
         // A foreign architecture's guest root needs that architecture's static busybox.
         let mut busybox = None;
         if arch != km_protocol::Arch::host() {
             anyhow::ensure!(
-                src.origin != Origin::UbuntuMainline,
-                "kernel {}: a {arch} `ubuntu_mainline:` kernel needs a {arch} busybox, which mainline builds do not carry; use a `debian:` or `ubuntu:` kernel for {arch}",
-                k.name
+                matches!(src.origin, Origin::Debian | Origin::Ubuntu),
+                "kernel {}: a {arch} `{}:` kernel needs a {arch} busybox, which that source does not carry; use a `debian:` or `ubuntu:` kernel for {arch}",
+                k.name,
+                src.origin
             );
             let mut tried = Vec::new();
             for suite in debian::package_suites(src.suite) {

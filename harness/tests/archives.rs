@@ -1,14 +1,20 @@
-//! `ubuntu:` and `ubuntu_mainline:` for real, over a local archive (this machine
-//! reaches no Ubuntu archive): Debian's pinned 6.1 build repackaged the way Ubuntu
-//! ships kernels (`linux-image-unsigned-<abi>-generic` with the vmlinuz,
-//! `linux-modules-<abi>-generic` with the config), indexed by `apt-ftparchive`
-//! into an Ubuntu-layout archive (`dists/jammy-updates/main/binary-amd64/`), and
-//! laid out as a mainline build (`v<version>/amd64/` with its `CHECKSUMS`), both
-//! served by Python's HTTP server. `lock` pins both from there (origin, sha256,
-//! sizes), the run fetches, verifies, extracts and boots them, and each gives the
-//! verdicts Debian's own 6.1 gives. Bad input: a series the archive lacks is
-//! refused with the versions it has, an unreachable archive names its setting,
-//! and a package that no longer matches its pinned checksum is refused.
+//! Kernels from every package archive kind, for real, over local servers (this
+//! machine reaches no archive but Debian's): Debian's pinned 6.1 build repackaged
+//! the way each source ships kernels, with that source's real tools:
+//! - `ubuntu:` an Ubuntu-layout archive (`linux-image-unsigned-<abi>-generic` with
+//!   the vmlinuz, `linux-modules-<abi>-generic` with the config; dpkg-deb, indexed
+//!   by `apt-ftparchive` into `dists/jammy-updates/main/binary-amd64/`);
+//! - `ubuntu_mainline:` a mainline build directory (`v<version>/amd64/` with its
+//!   `CHECKSUMS`);
+//! - `rpm:` a yum repository (`rpmbuild` with a zstd payload, `createrepo_c`):
+//!   RHEL's `kernel-core` layout (`lib/modules/<release>/vmlinuz`) and Amazon Linux
+//!   2's `kernel` layout (`boot/vmlinuz-<release>`).
+//!
+//! Python's HTTP server serves them; `lock` pins each (origin, sha256, sizes), the
+//! run fetches, verifies, extracts and boots them, and each gives the verdicts
+//! Debian's own 6.1 gives. Bad input: a version a source lacks is refused with the
+//! versions it has, an unreachable source names its setting, and a package that no
+//! longer matches its pinned checksum is refused.
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -103,6 +109,43 @@ fn deb(scratch: &Path, name: &str, version: &str, files: &[(&str, &[u8])], out: 
         .arg(out));
 }
 
+/// An RPM package `name`-`version`-`release`.x86_64 holding `files`, built by
+/// rpmbuild (zstd payload, as Fedora and RHEL 9 ship) into `out_dir`.
+fn rpm_package(scratch: &Path, name: &str, version: &str, release: &str, files: &[(&str, &[u8])], out_dir: &Path) {
+    let top = scratch.join(format!("rpmbuild-{name}"));
+    let staging = top.join("staging");
+    let _ = std::fs::remove_dir_all(&top);
+    for (path, data) in files {
+        let p = staging.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, data).unwrap();
+    }
+    let listed: String = files.iter().map(|(p, _)| format!("/{p}\n")).collect();
+    let spec = top.join(format!("{name}.spec"));
+    std::fs::write(
+        &spec,
+        format!(
+            "Name: {name}\nVersion: {version}\nRelease: {release}\nSummary: Debian's 6.1 kernel in RPM packaging\nLicense: GPL-2.0-only\n\n\
+%description\nDebian's 6.1 kernel in RPM packaging, for kernel-matrix's tests.\n\n\
+%install\nmkdir -p %{{buildroot}}\ncp -a {}/. %{{buildroot}}/\n\n%files\n{listed}",
+            staging.display()
+        ),
+    )
+    .unwrap();
+    run(Command::new("rpmbuild")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .arg("--define")
+        .arg(format!("_topdir {}", top.display()))
+        .args(["--define", "_binary_payload w19.zstdio", "--define", "debug_package %{nil}"])
+        .args(["--define", "__os_install_post %{nil}", "--define", "_build_id_links none"])
+        .args(["--define", "use_source_date_epoch_as_buildtime 1", "--define", "_buildhost km"])
+        .args(["--target", "x86_64", "--nodeps", "-bb"])
+        .arg(&spec));
+    let built = top.join(format!("RPMS/x86_64/{name}-{version}-{release}.x86_64.rpm"));
+    std::fs::create_dir_all(out_dir).unwrap();
+    std::fs::rename(&built, out_dir.join(built.file_name().unwrap())).unwrap();
+}
+
 fn sha256(path: &Path) -> String {
     use sha2::Digest;
     hex(&sha2::Sha256::digest(std::fs::read(path).unwrap()))
@@ -112,15 +155,31 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// The matrix file of this test: Debian's 6.1 and the two repackaged ones.
-fn write_config(dir: &Path, server: &str, ubuntu_series: &str, mainline_url: &str) -> MatrixConfig {
+/// What the matrix file of this test points at and asks for.
+struct Sources<'a> {
+    ubuntu: &'a str,
+    ubuntu_series: &'a str,
+    mainline: &'a str,
+    rpm: &'a str,
+    rpm_version: &'a str,
+}
+
+/// The matrix file of this test: Debian's 6.1 and its repackaged twins.
+fn write_config(dir: &Path, s: &Sources) -> MatrixConfig {
     let programs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/byo/programs.yaml");
     let yaml = format!(
-        "timeout_secs: 300\nmemory_mb: 1024\nubuntu_mirror: {server}/ubuntu\nubuntu_mainline_url: {mainline_url}\nkernels:\n  \
+        "timeout_secs: 300\nmemory_mb: 1024\nubuntu_mirror: {}\nubuntu_mainline_url: {}\nrpm_repos: {{ el9: {} }}\nkernels:\n  \
 - name: \"6.1\"\n    debian: {{ suite: bookworm, series: \"6.1\" }}\n  \
-- name: \"6.1-ubuntu\"\n    ubuntu: {{ suite: jammy-updates, series: \"{ubuntu_series}\" }}\n  \
-- name: \"6.1-mainline\"\n    ubuntu_mainline: {{ series: \"6.1\" }}\n\
+- name: \"6.1-ubuntu\"\n    ubuntu: {{ suite: jammy-updates, series: \"{}\" }}\n  \
+- name: \"6.1-mainline\"\n    ubuntu_mainline: {{ series: \"6.1\" }}\n  \
+- name: \"6.1-el9\"\n    rpm: {{ repo: el9, version: \"{}\" }}\n  \
+- name: \"6.1-amzn2\"\n    rpm: {{ repo: el9, package: kernel, version: \"6.1\" }}\n\
 programs:\n  - {}\n",
+        s.ubuntu,
+        s.mainline,
+        s.rpm,
+        s.ubuntu_series,
+        s.rpm_version,
         programs.display()
     );
     let path = dir.join("kernels.yaml");
@@ -129,9 +188,9 @@ programs:\n  - {}\n",
 }
 
 #[test]
-fn ubuntu_and_mainline_kernels_are_pinned_fetched_and_pass_what_debians_build_passes() {
+fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_build_passes() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ubuntu");
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("archives");
     let _ = std::fs::remove_dir_all(&tmp);
     let (archive, scratch) = (tmp.join("archive"), tmp.join("scratch"));
     let opts = Options::from_env(tmp.join("runs")).unwrap();
@@ -189,9 +248,43 @@ fn ubuntu_and_mainline_kernels_are_pinned_fetched_and_pass_what_debians_build_pa
         .collect();
     std::fs::write(mdir.join("CHECKSUMS"), format!("# Checksums-Sha256:\n{sums}")).unwrap();
 
+    // A yum repository: RHEL's kernel-core layout and Amazon Linux 2's kernel layout.
+    let (el_release, amzn_release) = (format!("{upstream}-50.el9.x86_64"), format!("{upstream}-50.amzn2.x86_64"));
+    let packages = archive.join("el9/Packages");
+    let (el_vmlinuz, el_config) =
+        (format!("lib/modules/{el_release}/vmlinuz"), format!("lib/modules/{el_release}/config"));
+    rpm_package(
+        &scratch,
+        "kernel-core",
+        &upstream,
+        "50.el9",
+        &[(&el_vmlinuz, &vmlinuz), (&el_config, &config)],
+        &packages,
+    );
+    rpm_package(&scratch, "kernel-core", &upstream, "9.el9", &[(&el_vmlinuz, b"an older build")], &packages);
+    let (amzn_vmlinuz, amzn_config) = (format!("boot/vmlinuz-{amzn_release}"), format!("boot/config-{amzn_release}"));
+    rpm_package(
+        &scratch,
+        "kernel",
+        &upstream,
+        "50.amzn2",
+        &[(&amzn_vmlinuz, &vmlinuz), (&amzn_config, &config)],
+        &packages,
+    );
+    run(Command::new("createrepo_c").arg("--quiet").arg(archive.join("el9")));
+    let el_rpm = packages.join(format!("kernel-core-{upstream}-50.el9.x86_64.rpm"));
+
     let server = Server::start(&archive);
-    let mainline_url = format!("{}/mainline", server.base);
-    let config = write_config(&tmp, &server.base, "6.1", &mainline_url);
+    let (ubuntu_url, mainline_url, rpm_url) =
+        (format!("{}/ubuntu", server.base), format!("{}/mainline", server.base), format!("{}/el9", server.base));
+    let good = Sources {
+        ubuntu: &ubuntu_url,
+        ubuntu_series: "6.1",
+        mainline: &mainline_url,
+        rpm: &rpm_url,
+        rpm_version: "6.1",
+    };
+    let config = write_config(&tmp, &good);
     // The lock starts with Debian's pin; `lock` adds the two others from the server.
     let lock_path = Lock::path_for(&config.path);
     Lock { kernels: [("6.1".to_string(), debian.clone())].into() }.save(&lock_path).unwrap();
@@ -208,16 +301,33 @@ fn ubuntu_and_mainline_kernels_are_pinned_fetched_and_pass_what_debians_build_pa
     assert_eq!(m.files[0].sha256, sha256(&mimage));
     assert_eq!(m.files[0].size, std::fs::metadata(&mimage).unwrap().len(), "size from the server");
     assert_eq!(m.files.len(), 2, "the modules package is pinned beside the image");
+    let r = &lock.kernels["6.1-el9"];
+    assert_eq!((r.origin, r.suite.as_str(), r.abi.as_str()), (Origin::Rpm, "el9", el_release.as_str()));
+    assert_eq!(r.files[0].sha256, sha256(&el_rpm), "the newest build (50 > 9), its sha256 from the metadata");
+    assert_eq!(r.files[0].size, std::fs::metadata(&el_rpm).unwrap().len());
+    assert_eq!(lock.kernels["6.1-amzn2"].abi, amzn_release);
     let text = std::fs::read_to_string(&lock_path).unwrap();
-    assert!(text.contains("origin: ubuntu-mainline") && !text.contains("origin: debian"), "{text}");
+    assert!(
+        text.contains("origin: ubuntu-mainline") && text.contains("origin: rpm") && !text.contains("origin: debian"),
+        "{text}"
+    );
 
     // Fetched, verified, extracted and booted: the same verdicts as Debian's 6.1.
     let matrix = Arc::new(Matrix::new(config.clone(), Options::from_env(tmp.join("runs")).unwrap()).unwrap());
-    for name in ["6.1-ubuntu", "6.1-mainline"] {
+    let releases = [
+        ("6.1-ubuntu", abi.clone()),
+        ("6.1-mainline", format!("{mabi}-generic")),
+        ("6.1-el9", el_release.clone()),
+        ("6.1-amzn2", amzn_release.clone()),
+    ];
+    for (name, release) in releases {
         let image = matrix.image(matrix.config.kernel(name).unwrap()).unwrap().expect("an image");
-        assert!(image.release.ends_with("-generic"), "{name}: {}", image.release);
+        assert_eq!(image.release, release, "{name}");
+        // Where the source ships the config with the image (RPMs), `explain` gets it.
+        assert_eq!(image.config.is_some(), name.starts_with("6.1-el") || name.starts_with("6.1-amzn"), "{name}");
     }
-    let names = ["6.1", "6.1-ubuntu", "6.1-mainline"].map(String::from);
+    // Amazon Linux 2's layout is only extracted: its kernel is the same as el9's.
+    let names = ["6.1", "6.1-ubuntu", "6.1-mainline", "6.1-el9"].map(String::from);
     let runs = matrix.run_kernels(&names);
     for r in &runs {
         assert!(r.problem().is_none(), "{:?}", r.problem());
@@ -248,23 +358,36 @@ fn ubuntu_and_mainline_kernels_are_pinned_fetched_and_pass_what_debians_build_pa
     let e = images::ensure_archive(&fresh, &mirrors, m, |_| {}).unwrap_err();
     assert!(format!("{e:#}").contains("sha256"), "{e:#}");
 
-    // A series the archive lacks: refused with what it has (Debian's 6.1 stays
+    // A version a source lacks: refused with what it has (Debian's 6.1 stays
     // pinned, so only the others are resolved).
     let bad = tmp.join("bad");
     std::fs::create_dir_all(&bad).unwrap();
     let debian_only = || Lock { kernels: [("6.1".to_string(), debian.clone())].into() };
-    debian_only().save(&bad.join("kernels.lock")).unwrap();
-    let config = write_config(&bad, &server.base, "5.15", &mainline_url);
-    let e = format!("{:#}", images::pin::pin(&config, false).unwrap_err());
-    assert!(
-        e.contains("6.1-ubuntu") && e.contains("5.15") && e.contains(&format!("nearest there: {}", debian.abi)),
-        "{e}"
-    );
+    for (sources, want) in [
+        (Sources { ubuntu_series: "5.15", ..good }, format!("nearest there: {}", debian.abi)),
+        (
+            Sources { rpm_version: "5.14", ..good },
+            format!("no kernel-core 5.14; nearest there: {upstream}-9.el9, {upstream}-50.el9"),
+        ),
+    ] {
+        debian_only().save(&bad.join("kernels.lock")).unwrap();
+        let e = format!("{:#}", images::pin::pin(&write_config(&bad, &sources), false).unwrap_err());
+        assert!(e.contains(&want), "{e}");
+    }
 
-    // An archive that does not answer: the error names the setting that moves it.
+    // A source that does not answer: the error names the setting that moves it.
     drop(server);
-    debian_only().save(&bad.join("kernels.lock")).unwrap();
-    let config = write_config(&bad, "http://127.0.0.1:9", "6.1", "http://127.0.0.1:9/mainline");
-    let e = format!("{:#}", images::pin::pin(&config, false).unwrap_err());
-    assert!(e.contains("KM_UBUNTU_MIRROR") || e.contains("KM_UBUNTU_MAINLINE_URL"), "{e}");
+    let gone = "http://127.0.0.1:9";
+    for (sources, unpinned, setting) in [
+        (Sources { ubuntu: gone, ..good }, "6.1-ubuntu", "KM_UBUNTU_MIRROR"),
+        (Sources { mainline: gone, ..good }, "6.1-mainline", "KM_UBUNTU_MAINLINE_URL"),
+        (Sources { rpm: gone, ..good }, "6.1-el9", "KM_RPM_REPO_<NAME>"),
+    ] {
+        // Only the kernel whose source is gone is unpinned.
+        let mut lock = Lock::load(&lock_path).unwrap();
+        lock.kernels.remove(unpinned);
+        lock.save(&bad.join("kernels.lock")).unwrap();
+        let e = format!("{:#}", images::pin::pin(&write_config(&bad, &sources), false).unwrap_err());
+        assert!(e.contains(unpinned) && e.contains(setting), "{e}");
+    }
 }
