@@ -41,6 +41,9 @@ pub struct Settings {
     /// Ubuntu's mainline builds where kernels.yaml has no `ubuntu_mainline_url:`.
     #[arg(long, global = true, env = "KM_UBUNTU_MAINLINE_URL", value_name = "URL")]
     pub ubuntu_mainline_url: Option<String>,
+    /// OCI registry of `oci:` kernels where kernels.yaml has no `oci_registry:` (no default).
+    #[arg(long, global = true, env = "KM_OCI_REGISTRY", value_name = "URL")]
+    pub oci_registry: Option<String>,
     /// Progress display: bars, plain [default: bars on a terminal outside CI].
     #[arg(long, global = true, env = "KM_PROGRESS", value_name = "bars|plain")]
     pub progress: Option<String>,

@@ -146,6 +146,73 @@ fn rpm_package(scratch: &Path, name: &str, version: &str, release: &str, files: 
     std::fs::rename(&built, out_dir.join(built.file_name().unwrap())).unwrap();
 }
 
+/// The distribution registry (Debian's `docker-registry`) on a free loopback
+/// port, storing into `dir`, killed when dropped.
+struct Registry {
+    child: Child,
+    base: String,
+}
+
+impl Registry {
+    fn start(dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = dir.join("registry.yml");
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{ level: error }}\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n",
+                dir.join("store").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (installed by cargo xtask setup)");
+        let r = Self { child, base: format!("127.0.0.1:{port}") };
+        // Ready when it accepts connections; it does within a second here.
+        let t = std::time::Instant::now();
+        while std::net::TcpStream::connect(&r.base).is_err() {
+            assert!(t.elapsed().as_secs() < 30, "docker-registry did not listen on {}", r.base);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        r
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An OCI image `repository:tag` holding `files` as one layer (umoci, as a
+/// ci-kernels image holds its kernel), pushed to `registry` with skopeo.
+fn oci_image(scratch: &Path, files: &[(&str, &[u8])], registry: &str, image: &str) {
+    let (layout, bundle) = (scratch.join("oci-layout"), scratch.join("oci-bundle"));
+    let _ = std::fs::remove_dir_all(&layout);
+    let _ = std::fs::remove_dir_all(&bundle);
+    let tagged = format!("{}:km", layout.display());
+    run(Command::new("umoci").args(["init", "--layout"]).arg(&layout));
+    run(Command::new("umoci").args(["new", "--image", &tagged]));
+    run(Command::new("umoci").args(["unpack", "--rootless", "--image", &tagged]).arg(&bundle));
+    for (path, data) in files {
+        let p = bundle.join("rootfs").join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, data).unwrap();
+    }
+    run(Command::new("umoci").args(["repack", "--image", &tagged]).arg(&bundle));
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--insecure-policy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{tagged}"))
+        .arg(format!("docker://{registry}/{image}")));
+}
+
 fn sha256(path: &Path) -> String {
     use sha2::Digest;
     hex(&sha2::Sha256::digest(std::fs::read(path).unwrap()))
@@ -162,24 +229,29 @@ struct Sources<'a> {
     mainline: &'a str,
     rpm: &'a str,
     rpm_version: &'a str,
+    oci: &'a str,
+    oci_tag: &'a str,
 }
 
 /// The matrix file of this test: Debian's 6.1 and its repackaged twins.
 fn write_config(dir: &Path, s: &Sources) -> MatrixConfig {
     let programs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/byo/programs.yaml");
     let yaml = format!(
-        "timeout_secs: 300\nmemory_mb: 1024\nubuntu_mirror: {}\nubuntu_mainline_url: {}\nrpm_repos: {{ el9: {} }}\nkernels:\n  \
+        "timeout_secs: 300\nmemory_mb: 1024\nubuntu_mirror: {}\nubuntu_mainline_url: {}\nrpm_repos: {{ el9: {} }}\noci_registry: {}\nkernels:\n  \
 - name: \"6.1\"\n    debian: {{ suite: bookworm, series: \"6.1\" }}\n  \
 - name: \"6.1-ubuntu\"\n    ubuntu: {{ suite: jammy-updates, series: \"{}\" }}\n  \
 - name: \"6.1-mainline\"\n    ubuntu_mainline: {{ series: \"6.1\" }}\n  \
 - name: \"6.1-el9\"\n    rpm: {{ repo: el9, version: \"{}\" }}\n  \
-- name: \"6.1-amzn2\"\n    rpm: {{ repo: el9, package: kernel, version: \"6.1\" }}\n\
+- name: \"6.1-amzn2\"\n    rpm: {{ repo: el9, package: kernel, version: \"6.1\" }}\n  \
+- name: \"6.1-oci\"\n    oci: {{ image: \"cilium/ci-kernels:{}\" }}\n\
 programs:\n  - {}\n",
         s.ubuntu,
         s.mainline,
         s.rpm,
+        s.oci,
         s.ubuntu_series,
         s.rpm_version,
+        s.oci_tag,
         programs.display()
     );
     let path = dir.join("kernels.yaml");
@@ -274,6 +346,17 @@ fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_buil
     run(Command::new("createrepo_c").arg("--quiet").arg(archive.join("el9")));
     let el_rpm = packages.join(format!("kernel-core-{upstream}-50.el9.x86_64.rpm"));
 
+    // An OCI image as cilium/ci-kernels ships kernels: /boot/vmlinuz (the release
+    // comes from the image's header), in a distribution registry.
+    let registry = Registry::start(&tmp.join("registry"));
+    oci_image(
+        &scratch,
+        &[("boot/vmlinuz", &vmlinuz), ("boot/config", &config)],
+        &registry.base,
+        "cilium/ci-kernels:6.1",
+    );
+    let oci_url = format!("http://{}", registry.base);
+
     let server = Server::start(&archive);
     let (ubuntu_url, mainline_url, rpm_url) =
         (format!("{}/ubuntu", server.base), format!("{}/mainline", server.base), format!("{}/el9", server.base));
@@ -283,9 +366,11 @@ fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_buil
         mainline: &mainline_url,
         rpm: &rpm_url,
         rpm_version: "6.1",
+        oci: &oci_url,
+        oci_tag: "6.1",
     };
     let config = write_config(&tmp, &good);
-    // The lock starts with Debian's pin; `lock` adds the two others from the server.
+    // The lock starts with Debian's pin; `lock` adds the others from the servers.
     let lock_path = Lock::path_for(&config.path);
     Lock { kernels: [("6.1".to_string(), debian.clone())].into() }.save(&lock_path).unwrap();
     images::pin::pin(&config, false).unwrap();
@@ -306,6 +391,10 @@ fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_buil
     assert_eq!(r.files[0].sha256, sha256(&el_rpm), "the newest build (50 > 9), its sha256 from the metadata");
     assert_eq!(r.files[0].size, std::fs::metadata(&el_rpm).unwrap().len());
     assert_eq!(lock.kernels["6.1-amzn2"].abi, amzn_release);
+    let o = &lock.kernels["6.1-oci"];
+    assert_eq!((o.origin, o.suite.as_str(), o.series.as_str()), (Origin::Oci, "cilium/ci-kernels", "6.1"));
+    assert!(o.digest.as_ref().is_some_and(|d| d.starts_with("sha256:") && d.len() == 71), "{:?}", o.digest);
+    assert_eq!(o.files.len(), 1, "one layer");
     let text = std::fs::read_to_string(&lock_path).unwrap();
     assert!(
         text.contains("origin: ubuntu-mainline") && text.contains("origin: rpm") && !text.contains("origin: debian"),
@@ -319,15 +408,17 @@ fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_buil
         ("6.1-mainline", format!("{mabi}-generic")),
         ("6.1-el9", el_release.clone()),
         ("6.1-amzn2", amzn_release.clone()),
+        ("6.1-oci", release.clone()),
     ];
     for (name, release) in releases {
         let image = matrix.image(matrix.config.kernel(name).unwrap()).unwrap().expect("an image");
         assert_eq!(image.release, release, "{name}");
         // Where the source ships the config with the image (RPMs), `explain` gets it.
-        assert_eq!(image.config.is_some(), name.starts_with("6.1-el") || name.starts_with("6.1-amzn"), "{name}");
+        let with_config = ["6.1-el9", "6.1-amzn2", "6.1-oci"].contains(&name);
+        assert_eq!(image.config.is_some(), with_config, "{name}");
     }
     // Amazon Linux 2's layout is only extracted: its kernel is the same as el9's.
-    let names = ["6.1", "6.1-ubuntu", "6.1-mainline", "6.1-el9"].map(String::from);
+    let names = ["6.1", "6.1-ubuntu", "6.1-mainline", "6.1-el9", "6.1-oci"].map(String::from);
     let runs = matrix.run_kernels(&names);
     for r in &runs {
         assert!(r.problem().is_none(), "{:?}", r.problem());
@@ -377,11 +468,13 @@ fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_buil
 
     // A source that does not answer: the error names the setting that moves it.
     drop(server);
+    drop(registry);
     let gone = "http://127.0.0.1:9";
     for (sources, unpinned, setting) in [
         (Sources { ubuntu: gone, ..good }, "6.1-ubuntu", "KM_UBUNTU_MIRROR"),
         (Sources { mainline: gone, ..good }, "6.1-mainline", "KM_UBUNTU_MAINLINE_URL"),
         (Sources { rpm: gone, ..good }, "6.1-el9", "KM_RPM_REPO_<NAME>"),
+        (Sources { oci: gone, ..good }, "6.1-oci", "KM_OCI_REGISTRY"),
     ] {
         // Only the kernel whose source is gone is unpinned.
         let mut lock = Lock::load(&lock_path).unwrap();

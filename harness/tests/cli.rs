@@ -498,6 +498,7 @@ fn help_lists_the_km_variables() {
         "KM_UBUNTU_MIRROR",
         "KM_UBUNTU_PORTS_MIRROR",
         "KM_UBUNTU_MAINLINE_URL",
+        "KM_OCI_REGISTRY",
         "KM_PROGRESS",
         "KM_BENCH",
         "KM_BENCH_ICOUNT",

@@ -33,6 +33,9 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("apt-utils", "apt-ftparchive indexes the local Ubuntu archive (harness/tests/archives.rs)"),
     ("rpm", "rpmbuild packs the local yum repository's kernels (harness/tests/archives.rs)"),
     ("createrepo-c", "createrepo_c indexes the local yum repository (harness/tests/archives.rs)"),
+    ("docker-registry", "the local OCI registry (harness/tests/archives.rs)"),
+    ("umoci", "builds the OCI kernel image (harness/tests/archives.rs)"),
+    ("skopeo", "pushes the OCI kernel image to the local registry (harness/tests/archives.rs)"),
     // arm64 guests (kernels-arm64.yaml): their QEMU, and the agent cross-built by
     // harness/build.rs against arm64 libelf and zlib (Debian multiarch).
     ("qemu-system-arm", "arm64 guests (qemu-system-aarch64)"),

@@ -40,6 +40,10 @@ pub struct MatrixConfig {
     /// holding `repodata/`); `KM_RPM_REPO_<NAME>` where the file names none.
     #[serde(default)]
     pub rpm_repos: std::collections::BTreeMap<String, String>,
+    /// The OCI registry of `oci:` kernels (`https://HOST[:PORT]`, `http://` for a
+    /// plain-HTTP one), `KM_OCI_REGISTRY`; no default.
+    #[serde(default)]
+    pub oci_registry: Option<String>,
     /// Seconds a VM may run before it is killed (per kernel override: `timeout_secs`).
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
@@ -111,6 +115,9 @@ pub struct KernelSpec {
     /// A kernel package from a yum/dnf repository (see [`RpmSource`]).
     #[serde(default)]
     pub rpm: Option<RpmSource>,
+    /// A kernel in an OCI image (see [`OciSource`]).
+    #[serde(default)]
+    pub oci: Option<OciSource>,
     #[serde(default)]
     pub local: Option<LocalSource>,
     /// A kernel built from source by the harness (see [`BuildSource`]).
@@ -187,6 +194,16 @@ pub struct RpmSource {
     pub package: String,
 }
 
+/// A kernel in an OCI image (`cilium/ci-kernels:6.1`) of the registry
+/// `oci_registry:` names: the image's manifest for the kernel's architecture, pinned
+/// by digest with its layers.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OciSource {
+    /// `repository:tag` (`latest` when there is no tag).
+    pub image: String,
+}
+
 fn default_rpm_package() -> String {
     "kernel-core".into()
 }
@@ -200,6 +217,7 @@ pub enum Origin {
     Ubuntu,
     UbuntuMainline,
     Rpm,
+    Oci,
 }
 
 impl Origin {
@@ -210,6 +228,7 @@ impl Origin {
             Origin::Ubuntu => "ubuntu",
             Origin::UbuntuMainline => "ubuntu_mainline",
             Origin::Rpm => "rpm",
+            Origin::Oci => "oci",
         }
     }
 }
@@ -223,7 +242,8 @@ impl fmt::Display for Origin {
 /// A kernel resolved from a package archive and pinned in the lock: Debian's,
 /// Ubuntu's, Ubuntu's mainline builds (whose `suite` is `mainline`), or a yum/dnf
 /// repository's (`suite`: the repository's name, `series`: the version asked
-/// for, `flavour`: the package name).
+/// for, `flavour`: the package name), or an OCI registry's (`suite`: the
+/// repository, `series`: the tag, `flavour` empty).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArchiveSource<'a> {
     pub origin: Origin,
@@ -332,6 +352,15 @@ impl KernelSpec {
                 suite: &r.repo,
                 series: &r.version,
                 flavour: &r.package,
+            });
+        }
+        if let Some(o) = &self.oci {
+            let (repository, tag) = crate::images::oci::split_image(&o.image);
+            return KernelSource::Archive(ArchiveSource {
+                origin: Origin::Oci,
+                suite: repository,
+                series: tag,
+                flavour: "",
             });
         }
         match (&self.local, &self.build, self.host) {
@@ -478,17 +507,19 @@ impl MatrixConfig {
                 + k.ubuntu.is_some() as u8
                 + k.ubuntu_mainline.is_some() as u8
                 + k.rpm.is_some() as u8
+                + k.oci.is_some() as u8
                 + k.local.is_some() as u8
                 + k.build.is_some() as u8
                 + k.host as u8;
             if sources != 1 {
                 return Err(invalid(format!(
-                    "kernel {:?} needs exactly one of `debian:`, `ubuntu:`, `ubuntu_mainline:`, `rpm:`, `local:`, `build:` or `host: true`",
+                    "kernel {:?} needs exactly one of `debian:`, `ubuntu:`, `ubuntu_mainline:`, `rpm:`, `oci:`, `local:`, `build:` or `host: true`",
                     k.name
                 )));
             }
             if let Some(d) = k.archive() {
-                if d.version().is_none() {
+                // An OCI tag is any name (`bpf-next`); every other source names a version.
+                if d.origin != Origin::Oci && d.version().is_none() {
                     return Err(invalid(format!(
                         "kernel {:?}: series {:?} is not a version like 6.1",
                         k.name, d.series

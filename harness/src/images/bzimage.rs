@@ -28,6 +28,19 @@ pub fn extract_vmlinux(bzimage: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(elf)
 }
 
+/// The release a bzImage announces (`6.1.0-50-cloud-amd64`): the first word of the
+/// version string the setup header points at (`kernel_version`, boot protocol 2.00+).
+pub fn release(bzimage: &[u8]) -> Option<String> {
+    if bzimage.len() < 0x210 || &bzimage[0x202..0x206] != b"HdrS" {
+        return None;
+    }
+    let at = u16::from_le_bytes([bzimage[0x20e], bzimage[0x20f]]) as usize + 0x200;
+    let text = bzimage.get(at..)?;
+    let text = &text[..text.iter().position(|&b| b == 0).unwrap_or(text.len()).min(256)];
+    let word = std::str::from_utf8(text).ok()?.split_whitespace().next()?;
+    (!word.is_empty()).then(|| word.to_string())
+}
+
 /// Whether an x86 ELF kernel carries the PVH entry point note (`Xen` note of type
 /// XEN_ELFNOTE_PHYS32_ENTRY, 18; CONFIG_PVH), without which QEMU will not boot it
 /// as an uncompressed kernel. Other ELF files (and non-x86 ones) count as bootable.

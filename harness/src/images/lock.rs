@@ -46,6 +46,10 @@ pub struct LockedKernel {
     /// release's suite does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub busybox_suite: Option<String>,
+    /// An OCI kernel's manifest digest (`sha256:...`): the image as pinned; `files`
+    /// are its layers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 fn is_debian(o: &Origin) -> bool {

@@ -23,6 +23,7 @@ pub struct Mirrors {
     pub mainline: Option<String>,
     /// yum/dnf repositories by [`rpm_repo_variable`] name.
     pub rpm_repos: std::collections::BTreeMap<String, String>,
+    pub oci: Option<String>,
 }
 
 impl Mirrors {
@@ -42,6 +43,7 @@ impl Mirrors {
             ubuntu_ports: pick(config.map(|c| &c.ubuntu_ports_mirror), &s.ubuntu_ports_mirror),
             mainline: pick(config.map(|c| &c.ubuntu_mainline_url), &s.ubuntu_mainline_url),
             rpm_repos: rpm_repos(config.map(|c| &c.rpm_repos), std::env::vars()),
+            oci: pick(config.map(|c| &c.oci_registry), &s.oci_registry),
         })
     }
 
@@ -77,6 +79,9 @@ impl Mirrors {
                     rpm_repo_variable(suite)
                 )
             }),
+            Origin::Oci => self.oci.as_deref().context(
+                "`oci:` kernels need a registry: set `oci_registry:` in kernels.yaml or KM_OCI_REGISTRY (https://HOST[:PORT])",
+            ),
         }
     }
 }
@@ -89,6 +94,7 @@ pub fn setting_of(origin: Origin) -> &'static str {
         Origin::Ubuntu => "`ubuntu_mirror:` / KM_UBUNTU_MIRROR",
         Origin::UbuntuMainline => "`ubuntu_mainline_url:` / KM_UBUNTU_MAINLINE_URL",
         Origin::Rpm => "`rpm_repos:` / KM_RPM_REPO_<NAME>",
+        Origin::Oci => "`oci_registry:` / KM_OCI_REGISTRY",
     }
 }
 

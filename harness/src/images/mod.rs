@@ -22,6 +22,7 @@ pub mod lock;
 pub mod mainline;
 pub mod mirror;
 pub mod nearest;
+pub mod oci;
 pub mod pin;
 pub mod rpm;
 pub mod ubuntu;
@@ -72,10 +73,29 @@ pub fn default_cache_dir() -> PathBuf {
     base.join("kernel-matrix")
 }
 
+/// A kernel as a package holds it, before it enters the cache.
+pub struct Extracted {
+    /// `uname -r` of the kernel, as the package names it.
+    pub release: String,
+    /// The image (a bzImage, or an ELF on arm64).
+    pub vmlinuz: Vec<u8>,
+    /// Its `.config`, where the package ships one.
+    pub config: Option<Vec<u8>>,
+}
+
 /// The pinned kernel of `locked` if the cache already holds it extracted (touches
 /// nothing, fetches nothing).
 pub fn cached_archive(cache: &Path, locked: &LockedKernel) -> anyhow::Result<Option<KernelImage>> {
-    read_entry(&cache.join("kernels").join(&locked.files[0].sha256))
+    read_entry(&cache.join("kernels").join(entry_key(locked)))
+}
+
+/// The cache entry of a pinned kernel: its image package's sha256, or an OCI
+/// image's manifest digest (layers may be shared between images).
+fn entry_key(locked: &LockedKernel) -> &str {
+    match &locked.digest {
+        Some(d) => d.strip_prefix("sha256:").unwrap_or(d),
+        None => &locked.files[0].sha256,
+    }
 }
 
 /// Makes sure the pinned files of `locked` are in the cache and extracted.
@@ -87,12 +107,23 @@ pub fn ensure_archive(
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<KernelImage> {
     let image_file = &locked.files[0];
-    let dir = cache.join("kernels").join(&image_file.sha256);
+    let dir = cache.join("kernels").join(entry_key(locked));
     if let Some(img) = read_entry(&dir)? {
         return Ok(img);
     }
     let base = mirrors.base(locked.origin, &locked.suite, locked.arch())?;
     crate::images::cache_gc::remove_stale(&cache.join("kernels"));
+    if locked.origin == Origin::Oci {
+        // The first layer that holds a kernel (ci-kernels have one layer).
+        for file in &locked.files {
+            progress(&format!("downloading {} ({:.1} MB)", file.package, file.size as f64 / 1e6));
+            let layer = oci::fetch_layer(cache, base, locked, file)?;
+            if let Some(k) = oci::kernel_from_layer(&layer)? {
+                return make_entry(&dir, &k.release, &k.vmlinuz, k.config.as_deref());
+            }
+        }
+        bail!("{}:{}: no layer holds a kernel (vmlinuz, vmlinuz-*, bzImage)", locked.suite, locked.series);
+    }
     // Only the package carrying /boot/vmlinuz is needed to boot; modules packages
     // stay pinned in the lock for the checks that will need them.
     progress(&format!("downloading {} ({:.1} MB)", image_file.package, image_file.size as f64 / 1e6));
@@ -103,14 +134,14 @@ pub fn ensure_archive(
         .with_context(|| format!("downloading {} {}", image_file.package, image_file.version))?;
     bar.done("downloaded, sha256 verified");
     progress(&format!("extracting {}", image_file.package));
-    let (release, vmlinuz, config) = if locked.origin == Origin::Rpm {
+    let k = if locked.origin == Origin::Rpm {
         rpm::kernel_from_rpm(&deb)?
     } else {
         let (release, vmlinuz) = vmlinuz_from_deb(&deb)?;
         let config = file_from_deb(&deb, |p| p.starts_with("boot/config-").then_some(()))?.map(|(_, c)| c);
-        (release, vmlinuz, config)
+        Extracted { release, vmlinuz, config }
     };
-    make_entry(&dir, &release, &vmlinuz, config.as_deref())
+    make_entry(&dir, &k.release, &k.vmlinuz, k.config.as_deref())
 }
 
 /// The package at `url` in the cache as `debs/<sha256>.deb`, downloaded only if it

@@ -10,7 +10,7 @@ use crate::{
         lock::{Lock, LockedKernel},
         mainline,
         mirror::{self, Mirrors},
-        rpm, ubuntu,
+        oci, rpm, ubuntu,
     },
 };
 
@@ -47,11 +47,17 @@ pub fn pin(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
         if !update && lock.get(&k.name, &src, arch, &path).is_ok() {
             continue;
         }
+        let mut digest = None;
         let mut resolve = || match src.origin {
             Origin::Debian => debian::resolve(index(&mut indices, &mirrors, src.origin, src.suite, arch)?, &src, arch),
             Origin::Ubuntu => ubuntu::resolve(index(&mut indices, &mirrors, src.origin, src.suite, arch)?, &src),
             Origin::UbuntuMainline => mainline::resolve(mirrors.base(src.origin, src.suite, arch)?, &src, arch),
             Origin::Rpm => rpm::resolve(mirrors.base(src.origin, src.suite, arch)?, &src, arch),
+            Origin::Oci => {
+                let (r, d) = oci::resolve(mirrors.base(src.origin, src.suite, arch)?, &src, arch)?;
+                digest = Some(d);
+                Ok(r)
+            }
         };
         let r = resolve().with_context(|| format!("kernel {}", k.name))?;
         // A foreign architecture's guest root needs that architecture's static busybox.
@@ -93,6 +99,7 @@ pub fn pin(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
                 arch: (arch != km_protocol::Arch::X86_64).then_some(arch),
                 busybox_suite: busybox.as_ref().map(|(_, s)| s.clone()).filter(|s| s != src.suite),
                 busybox: busybox.map(|(f, _)| f),
+                digest,
             },
         );
     }

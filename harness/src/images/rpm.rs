@@ -14,7 +14,7 @@ use km_protocol::Arch;
 
 use crate::{
     config::ArchiveSource,
-    images::{debian::ResolvedKernel, fetch, lock::LockedFile},
+    images::{debian::ResolvedKernel, fetch, lock::LockedFile, Extracted},
 };
 
 /// RPM's name of an architecture.
@@ -237,7 +237,7 @@ pub fn resolve(base: &str, src: &ArchiveSource, arch: Arch) -> anyhow::Result<Re
 /// The kernel of an RPM package: (release, vmlinuz, config). RHEL 8+ and Fedora
 /// keep them as `lib/modules/<release>/{vmlinuz,config}`; older layouts (Amazon
 /// Linux 2, CentOS 7) as `boot/vmlinuz-<release>` and `boot/config-<release>`.
-pub fn kernel_from_rpm(path: &Path) -> anyhow::Result<(String, Vec<u8>, Option<Vec<u8>>)> {
+pub fn kernel_from_rpm(path: &Path) -> anyhow::Result<Extracted> {
     let pkg = rpm::Package::open(path).with_context(|| format!("reading {}", path.display()))?;
     let (mut image, mut config) = (None, None);
     for f in pkg.files().with_context(|| format!("{}: payload", path.display()))? {
@@ -258,7 +258,7 @@ pub fn kernel_from_rpm(path: &Path) -> anyhow::Result<(String, Vec<u8>, Option<V
     let (release, vmlinuz) = image.with_context(|| {
         format!("{}: no kernel image (lib/modules/*/vmlinuz or boot/vmlinuz-*) inside", path.display())
     })?;
-    Ok((release, vmlinuz, config))
+    Ok(Extracted { release, vmlinuz, config })
 }
 
 #[cfg(test)]
