@@ -30,17 +30,9 @@ use kernel_matrix::{
         mirror::Mirrors,
     },
     run::{Matrix, Options},
-    verdict,
 };
-use km_protocol::{features::catalogue, Verdict};
 
-fn kind(v: &Verdict) -> &'static str {
-    match v {
-        Verdict::Pass => "pass",
-        Verdict::Fail(_) => "fail",
-        Verdict::Ignored(_) => "ignored",
-    }
-}
+mod twins;
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -424,21 +416,10 @@ fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_buil
         assert!(r.problem().is_none(), "{:?}", r.problem());
     }
     let mut differ = Vec::new();
-    for other in &runs[1..] {
-        for id in matrix.checks() {
-            let (a, b) = (verdict::check(&matrix, &runs[0], *id), verdict::check(&matrix, other, *id));
-            if kind(&a) != kind(&b) {
-                differ.push(format!("{} on {}: Debian {a:?}, here {b:?}", id.trial(), other.kernel));
-            }
-        }
-        for f in catalogue() {
-            let (a, b) = (runs[0].features.get(&f.id), other.features.get(&f.id));
-            if a.map(|p| p.word()) != b.map(|p| p.word()) {
-                differ.push(format!("features::{} on {}: Debian {a:?}, here {b:?}", f.id, other.kernel));
-            }
-        }
-        let passed = matrix.checks().iter().filter(|id| verdict::check(&matrix, other, **id) == Verdict::Pass).count();
-        assert!(passed >= 10, "only {passed} checks passed on {}", other.kernel);
+    for twin in &runs[1..] {
+        differ.extend(twins::differences(&matrix, &runs[0], twin));
+        let passed = twins::passed(&matrix, twin);
+        assert!(passed >= 10, "only {passed} checks passed on {}", twin.kernel);
     }
     assert!(differ.is_empty(), "differs from Debian's 6.1:\n{}", differ.join("\n"));
 

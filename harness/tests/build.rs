@@ -7,17 +7,9 @@ use std::{path::PathBuf, sync::Arc, time::Instant};
 use kernel_matrix::{
     config::{KernelSource, MatrixConfig},
     run::{Matrix, Options},
-    verdict,
 };
-use km_protocol::{features::catalogue, Verdict};
 
-fn kind(v: &Verdict) -> &'static str {
-    match v {
-        Verdict::Pass => "pass",
-        Verdict::Fail(_) => "fail",
-        Verdict::Ignored(_) => "ignored",
-    }
-}
+mod twins;
 
 #[test]
 fn a_kernel_built_from_debian_source_passes_what_debians_build_passes() {
@@ -47,21 +39,9 @@ fn a_kernel_built_from_debian_source_passes_what_debians_build_passes() {
     let (debian, built) = (&runs[0], &runs[1]);
     assert!(debian.problem().is_none(), "{:?}", debian.problem());
     assert!(built.problem().is_none(), "{:?}", built.problem());
-    let mut differ = Vec::new();
-    for id in m.checks() {
-        let (a, b) = (verdict::check(&m, debian, *id), verdict::check(&m, built, *id));
-        if kind(&a) != kind(&b) {
-            differ.push(format!("{}: Debian {a:?}, built {b:?}", id.trial()));
-        }
-    }
-    for f in catalogue() {
-        let (a, b) = (debian.features.get(&f.id), built.features.get(&f.id));
-        if a.map(|p| p.word()) != b.map(|p| p.word()) {
-            differ.push(format!("features::{}: Debian {a:?}, built {b:?}", f.id));
-        }
-    }
+    let differ = twins::differences(&m, debian, built);
     assert!(differ.is_empty(), "the built 6.1 differs from Debian's:\n{}", differ.join("\n"));
-    let passed = m.checks().iter().filter(|id| verdict::check(&m, built, **id) == Verdict::Pass).count();
+    let passed = twins::passed(&m, built);
     assert!(passed >= 10, "only {passed} checks passed on the built kernel");
     eprintln!(
         "6.1-built: {passed} checks pass as on Debian's 6.1; boot {:.1} s (Debian's {:.1} s)",
