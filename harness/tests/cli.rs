@@ -672,3 +672,37 @@ fn explain_predicts_per_kernel_and_says_how_to_fetch_a_missing_one() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("m.yaml:4:") && err.contains("attach_to: no program \"nope\""), "{err}");
 }
+
+/// kernels-world.yaml names kernels of every archive kind and no address: it
+/// loads, and `lock` without the settings is refused naming the one to set
+/// (before anything is fetched), as is `run` without a lock.
+#[test]
+fn the_world_matrix_names_its_sources_and_asks_for_their_addresses() {
+    use kernel_matrix::config::{MatrixConfig, Origin};
+    let world = workspace().join("kernels-world.yaml");
+    let config = MatrixConfig::load(&world).unwrap();
+    let kinds: std::collections::BTreeSet<Origin> =
+        config.kernels.iter().map(|k| k.archive().expect("every entry is pinned from an archive").origin).collect();
+    assert_eq!(kinds.len(), 5, "{kinds:?}");
+    assert!(config.kernels.len() >= 12);
+    let text = std::fs::read_to_string(&world).unwrap();
+    assert!(!text.contains("://"), "addresses are settings, not in the file");
+
+    let dir = scratch("world");
+    let cfg = world.clone();
+    let mut lock = km(&dir, &cfg);
+    lock.arg("lock");
+    for v in ["KM_UBUNTU_MIRROR", "KM_UBUNTU_MAINLINE_URL", "KM_OCI_REGISTRY", "KM_RPM_REPO_ALMA8"] {
+        lock.env_remove(v);
+    }
+    let (code, _, err) = run(&mut lock);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("4.18-alma8") && err.contains("KM_RPM_REPO_ALMA8"), "{err}");
+    assert!(!workspace().join("kernels-world.lock").exists(), "nothing pinned, nothing written");
+    let (code, out, err) = run(km(&dir, &cfg).args(["run", "-k", "6.8-noble"]));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        out.contains("\"6.8-noble\" is not in ") && out.contains("kernels-world.lock; run `kernel-matrix lock"),
+        "{out}"
+    );
+}

@@ -209,7 +209,7 @@ fn default_rpm_package() -> String {
 }
 
 /// Which package archive a pinned kernel comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Origin {
     #[default]
