@@ -5,10 +5,11 @@
 use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use kernel_matrix::{
-    config::{KernelSource, MatrixConfig},
+    config::{BuildSource, KernelSource, MatrixConfig},
     run::{Matrix, Options},
 };
 
+mod serve;
 mod twins;
 
 #[test]
@@ -34,6 +35,24 @@ fn a_kernel_built_from_debian_source_passes_what_debians_build_passes() {
     let t = Instant::now();
     let again = kernel_matrix::images::build::cached(&m.opts.cache_dir, b, |p| m.config.resolve_path(p)).unwrap();
     assert!(again.is_some() && t.elapsed().as_secs() < 30, "the second look finds it in the cache");
+
+    // The same tarball from a URL: the same build (keyed by its sha256), found in
+    // the cache without a download; the download itself is verified.
+    let tarball = m.config.resolve_path(&b.source);
+    let sha = kernel_matrix::images::fetch::sha256_file(&tarball).unwrap();
+    let server = serve::Server::start(tarball.parent().unwrap());
+    let url = format!("{}/{}", server.base, tarball.file_name().unwrap().to_string_lossy());
+    let from_url = BuildSource { source: url.clone().into(), sha256: Some(sha.clone()), config: b.config.clone() };
+    let found = kernel_matrix::images::build::cached(&m.opts.cache_dir, &from_url, |p| m.config.resolve_path(p));
+    assert!(found.unwrap().is_some(), "a URL source of the same tarball shares its build");
+    let sources = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("build-sources");
+    let _ = std::fs::remove_dir_all(&sources);
+    let got = kernel_matrix::images::build::fetch_source(&sources, &url, &sha, |_| {}).unwrap();
+    assert_eq!(kernel_matrix::images::fetch::sha256_file(&got).unwrap(), sha);
+    let e = kernel_matrix::images::build::fetch_source(&sources, &url, &"0".repeat(64), |_| {}).unwrap_err();
+    assert!(format!("{e:#}").contains("sha256"), "{e:#}");
+    let _ = std::fs::remove_dir_all(&sources);
+    drop(server);
 
     let runs = m.run_kernels(&["6.1".to_string(), "6.1-built".to_string()]);
     let (debian, built) = (&runs[0], &runs[1]);

@@ -280,12 +280,25 @@ pub struct LocalSource {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BuildSource {
-    /// The tarball or directory (relative to kernels.yaml).
+    /// The tarball or directory (relative to kernels.yaml), or a tarball's
+    /// `http(s)://` URL (with `sha256:`).
     pub source: PathBuf,
+    /// The tarball's sha256: needed for a URL (downloaded once, verified, cached),
+    /// checked for a local tarball when given.
+    #[serde(default)]
+    pub sha256: Option<String>,
     /// More config fragments (`CONFIG_X=y` lines, e.g. a debug kernel with KASAN),
     /// merged after the BPF-ready one (relative to kernels.yaml).
     #[serde(default)]
     pub config: Vec<PathBuf>,
+}
+
+impl BuildSource {
+    /// The tarball's URL, when `source` is one.
+    pub fn url(&self) -> Option<&str> {
+        let s = self.source.to_str()?;
+        (s.starts_with("http://") || s.starts_with("https://")).then_some(s)
+    }
 }
 
 /// Where a kernel comes from, once validated.
@@ -517,6 +530,17 @@ impl MatrixConfig {
                     k.name
                 )));
             }
+            if let Some(b) = &k.build {
+                if b.url().is_some() && b.sha256.is_none() {
+                    return Err(invalid(format!(
+                        "kernel {:?}: a `build:` source URL needs its `sha256:` (the tarball is verified before it is unpacked)",
+                        k.name
+                    )));
+                }
+                if b.sha256.as_ref().is_some_and(|h| h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit())) {
+                    return Err(invalid(format!("kernel {:?}: `sha256:` is not 64 hex digits", k.name)));
+                }
+            }
             if let Some(d) = k.archive() {
                 // An OCI tag is any name (`bpf-next`); every other source names a version.
                 if d.origin != Origin::Oci && d.version().is_none() {
@@ -693,6 +717,19 @@ mod tests {
         assert!(e.contains("not a version"), "{e}");
         let e = parse("kernels:\n  - name: a\n").unwrap_err().to_string();
         assert!(e.contains("exactly one of"), "{e}");
+        // An OCI tag is a name, not a version; a source URL needs its checksum.
+        let c = parse("kernels:\n  - name: a\n    oci: { image: 'cilium/ci-kernels:bpf-next' }\n").unwrap();
+        assert!(
+            matches!(c.kernels[0].source(), KernelSource::Archive(a) if a.suite == "cilium/ci-kernels" && a.series == "bpf-next")
+        );
+        let e = parse("kernels:\n  - name: a\n    build: { source: 'https://x.example/linux.tar.xz' }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs its `sha256:`"), "{e}");
+        let e = parse("kernels:\n  - name: a\n    build: { source: l.tar.xz, sha256: abc }\n").unwrap_err().to_string();
+        assert!(e.contains("not 64 hex digits"), "{e}");
+        let c = parse("kernels:\n  - name: a\n    rpm: { repo: alma9, version: '5.14' }\n").unwrap();
+        assert!(matches!(c.kernels[0].source(), KernelSource::Archive(a) if a.flavour == "kernel-core"));
     }
 
     #[test]

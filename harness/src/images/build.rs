@@ -31,8 +31,37 @@ pub fn cached(
     b: &BuildSource,
     resolve: impl Fn(&Path) -> PathBuf,
 ) -> anyhow::Result<Option<KernelImage>> {
-    let key = cache_key(&resolve(&b.source), &fragments(b, &resolve)?)?;
+    let key = cache_key(&digest(b, &resolve)?, &fragments(b, &resolve)?)?;
     super::read_entry(&cache.join("kernels").join(format!("build-{key}")))
+}
+
+/// The source's digest: a URL's declared sha256 (so a cached build needs no
+/// download), else [`source_digest`], held to `sha256:` where one is given.
+fn digest(b: &BuildSource, resolve: &impl Fn(&Path) -> PathBuf) -> anyhow::Result<String> {
+    if let (Some(_), Some(sha)) = (b.url(), &b.sha256) {
+        return Ok(sha.to_lowercase());
+    }
+    let source = resolve(&b.source);
+    let d = source_digest(&source)?;
+    if let Some(want) = &b.sha256 {
+        anyhow::ensure!(
+            d.eq_ignore_ascii_case(want),
+            "build source {}: sha256 {d}, but `sha256:` says {want}",
+            source.display()
+        );
+    }
+    Ok(d)
+}
+
+/// A tarball at a URL, in the cache as `sources/<sha256>`, downloaded (and
+/// verified against its `sha256:`) only when it is not there yet.
+pub fn fetch_source(cache: &Path, url: &str, sha256: &str, progress: impl FnMut(u64)) -> anyhow::Result<PathBuf> {
+    let dir = cache.join("sources");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dest = dir.join(sha256.to_lowercase());
+    let name = url.rsplit('/').next().unwrap_or(url);
+    crate::images::fetch::fetch_verified(url, name, &sha256.to_lowercase(), &dest, progress)?;
+    Ok(dest)
 }
 
 /// The image of `b` from the cache, built first if it is not there.
@@ -42,14 +71,20 @@ pub fn ensure_built(
     resolve: impl Fn(&Path) -> PathBuf,
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<KernelImage> {
-    let source = resolve(&b.source);
     let fragments = fragments(b, &resolve)?;
-    let key = cache_key(&source, &fragments)?;
+    let key = cache_key(&digest(b, &resolve)?, &fragments)?;
     let entry = cache.join("kernels").join(format!("build-{key}"));
     if let Some(img) = super::read_entry(&entry)? {
         return Ok(img);
     }
     missing_tools()?;
+    let source = match (b.url(), &b.sha256) {
+        (Some(url), Some(sha)) => {
+            progress(&format!("downloading {url}"));
+            fetch_source(cache, url, sha, |_| {})?
+        }
+        _ => resolve(&b.source),
+    };
     let work = cache.join("builds").join(&key);
     let (src, obj) = (work.join("src"), work.join("obj"));
     fs::create_dir_all(&obj).with_context(|| format!("creating {}", obj.display()))?;
@@ -97,9 +132,9 @@ fn fragments(b: &BuildSource, resolve: &impl Fn(&Path) -> PathBuf) -> anyhow::Re
 }
 
 /// (source digest, fragments, compiler) as 32 hex digits.
-fn cache_key(source: &Path, fragments: &[(String, String)]) -> anyhow::Result<String> {
+fn cache_key(source_digest: &str, fragments: &[(String, String)]) -> anyhow::Result<String> {
     let mut h = Sha256::new();
-    h.update(source_digest(source)?.as_bytes());
+    h.update(source_digest.as_bytes());
     for (_, text) in fragments {
         h.update(b"\0fragment\0");
         h.update(text.as_bytes());
