@@ -38,11 +38,11 @@ fn a_kernel_built_from_debian_source_passes_what_debians_build_passes() {
 
     // The same tarball from a URL: the same build (keyed by its sha256), found in
     // the cache without a download; the download itself is verified.
-    let tarball = m.config.resolve_path(&b.source);
+    let tarball = m.config.resolve_path(b.source.as_deref().unwrap());
     let sha = kernel_matrix::images::fetch::sha256_file(&tarball).unwrap();
     let server = serve::Server::start(tarball.parent().unwrap());
     let url = format!("{}/{}", server.base, tarball.file_name().unwrap().to_string_lossy());
-    let from_url = BuildSource { source: url.clone().into(), sha256: Some(sha.clone()), config: b.config.clone() };
+    let from_url = BuildSource { source: Some(url.clone().into()), sha256: Some(sha.clone()), ..b.clone() };
     let found = kernel_matrix::images::build::cached(&m.opts.cache_dir, &from_url, |p| m.config.resolve_path(p));
     assert!(found.unwrap().is_some(), "a URL source of the same tarball shares its build");
     let sources = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("build-sources");

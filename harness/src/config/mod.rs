@@ -281,8 +281,16 @@ pub struct LocalSource {
 #[serde(deny_unknown_fields)]
 pub struct BuildSource {
     /// The tarball or directory (relative to kernels.yaml), or a tarball's
-    /// `http(s)://` URL (with `sha256:`).
-    pub source: PathBuf,
+    /// `http(s)://` URL (with `sha256:`). Or `git:` instead.
+    #[serde(default)]
+    pub source: Option<PathBuf>,
+    /// A git repository's URL (or path) to build `ref:` of.
+    #[serde(default)]
+    pub git: Option<String>,
+    /// The branch, tag or commit of `git:` (default `HEAD`); a branch or tag is
+    /// resolved to its commit on every run, and the build is keyed by the commit.
+    #[serde(default, rename = "ref")]
+    pub git_ref: Option<String>,
     /// The tarball's sha256: needed for a URL (downloaded once, verified, cached),
     /// checked for a local tarball when given.
     #[serde(default)]
@@ -296,7 +304,7 @@ pub struct BuildSource {
 impl BuildSource {
     /// The tarball's URL, when `source` is one.
     pub fn url(&self) -> Option<&str> {
-        let s = self.source.to_str()?;
+        let s = self.source.as_ref()?.to_str()?;
         (s.starts_with("http://") || s.starts_with("https://")).then_some(s)
     }
 }
@@ -531,6 +539,18 @@ impl MatrixConfig {
                 )));
             }
             if let Some(b) = &k.build {
+                if b.source.is_some() == b.git.is_some() {
+                    return Err(invalid(format!(
+                        "kernel {:?}: `build:` needs exactly one of `source:` (a tarball or tree) and `git:`",
+                        k.name
+                    )));
+                }
+                if b.git_ref.is_some() && b.git.is_none() || b.sha256.is_some() && b.git.is_some() {
+                    return Err(invalid(format!(
+                        "kernel {:?}: `ref:` goes with `git:`, `sha256:` with a tarball `source:`",
+                        k.name
+                    )));
+                }
                 if b.url().is_some() && b.sha256.is_none() {
                     return Err(invalid(format!(
                         "kernel {:?}: a `build:` source URL needs its `sha256:` (the tarball is verified before it is unpacked)",
@@ -728,6 +748,13 @@ mod tests {
         assert!(e.contains("needs its `sha256:`"), "{e}");
         let e = parse("kernels:\n  - name: a\n    build: { source: l.tar.xz, sha256: abc }\n").unwrap_err().to_string();
         assert!(e.contains("not 64 hex digits"), "{e}");
+        let c = parse("kernels:\n  - name: a\n    build: { git: 'https://git.example/bpf-next.git', ref: master }\n")
+            .unwrap();
+        assert!(matches!(c.kernels[0].source(), KernelSource::Build(b) if b.git_ref.as_deref() == Some("master")));
+        let e = parse("kernels:\n  - name: a\n    build: { source: l.tar.xz, git: 'g' }\n").unwrap_err().to_string();
+        assert!(e.contains("exactly one of `source:`"), "{e}");
+        let e = parse("kernels:\n  - name: a\n    build: { source: l.tar.xz, ref: v6.6 }\n").unwrap_err().to_string();
+        assert!(e.contains("`ref:` goes with `git:`"), "{e}");
         let c = parse("kernels:\n  - name: a\n    rpm: { repo: alma9, version: '5.14' }\n").unwrap();
         assert!(matches!(c.kernels[0].source(), KernelSource::Archive(a) if a.flavour == "kernel-core"));
     }

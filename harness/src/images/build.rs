@@ -38,10 +38,13 @@ pub fn cached(
 /// The source's digest: a URL's declared sha256 (so a cached build needs no
 /// download), else [`source_digest`], held to `sha256:` where one is given.
 fn digest(b: &BuildSource, resolve: &impl Fn(&Path) -> PathBuf) -> anyhow::Result<String> {
+    if let Some(url) = &b.git {
+        return Ok(format!("git {}", git_commit(url, b.git_ref.as_deref().unwrap_or("HEAD"))?));
+    }
     if let (Some(_), Some(sha)) = (b.url(), &b.sha256) {
         return Ok(sha.to_lowercase());
     }
-    let source = resolve(&b.source);
+    let source = resolve(b.source.as_deref().context("`build:` without a source")?);
     let d = source_digest(&source)?;
     if let Some(want) = &b.sha256 {
         anyhow::ensure!(
@@ -78,16 +81,22 @@ pub fn ensure_built(
         return Ok(img);
     }
     missing_tools()?;
-    let source = match (b.url(), &b.sha256) {
-        (Some(url), Some(sha)) => {
-            progress(&format!("downloading {url}"));
-            fetch_source(cache, url, sha, |_| {})?
-        }
-        _ => resolve(&b.source),
-    };
     let work = cache.join("builds").join(&key);
     let (src, obj) = (work.join("src"), work.join("obj"));
     fs::create_dir_all(&obj).with_context(|| format!("creating {}", obj.display()))?;
+    let source = match (b.url(), &b.sha256, &b.git) {
+        (_, _, Some(url)) => {
+            let rev = b.git_ref.as_deref().unwrap_or("HEAD");
+            progress(&format!("fetching {rev} of {url}"));
+            git_checkout(url, rev, &src)?;
+            src.clone()
+        }
+        (Some(url), Some(sha), _) => {
+            progress(&format!("downloading {url}"));
+            fetch_source(cache, url, sha, |_| {})?
+        }
+        _ => resolve(b.source.as_deref().context("`build:` without a source")?),
+    };
     let tree = if source.is_dir() {
         source.clone()
     } else {
@@ -110,6 +119,52 @@ pub fn ensure_built(
     // The tree and objects are large (GBs with debug info); the image is kept.
     let _ = fs::remove_dir_all(&work);
     Ok(img)
+}
+
+/// The commit `rev` names in the repository `url`: itself when it is a full
+/// commit id, else what `git ls-remote` says the branch or tag points at.
+pub fn git_commit(url: &str, rev: &str) -> anyhow::Result<String> {
+    if rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(rev.to_lowercase());
+    }
+    let peeled = format!("{rev}^{{}}");
+    let out =
+        Command::new("git").args(["ls-remote", "--", url, rev, &peeled]).output().context("running git ls-remote")?;
+    if !out.status.success() {
+        bail!("git ls-remote {url}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    // A tag's peeled commit (`refs/tags/v6.6^{}`) where there is one, else the ref's own.
+    let lines: Vec<(&str, &str)> = text.lines().filter_map(|l| l.split_once('\t')).collect();
+    let pick = lines.iter().find(|(_, r)| r.ends_with("^{}")).or_else(|| lines.first());
+    match pick {
+        Some((commit, _)) => Ok(commit.to_string()),
+        None => bail!("{url} has no branch or tag {rev:?}"),
+    }
+}
+
+/// A shallow checkout of `rev` of `url` in `dest` (made anew), which must be the
+/// commit [`git_commit`] resolved: a branch that moved in between is an error,
+/// not a silently different kernel.
+fn git_checkout(url: &str, rev: &str, dest: &Path) -> anyhow::Result<()> {
+    let want = git_commit(url, rev)?;
+    let _ = fs::remove_dir_all(dest);
+    fs::create_dir_all(dest)?;
+    let git = |args: &[&str]| -> anyhow::Result<String> {
+        let out = Command::new("git").arg("-C").arg(dest).args(args).output().context("running git")?;
+        if !out.status.success() {
+            bail!("git {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    git(&["init", "-q"])?;
+    // By name where it is one (servers need not serve arbitrary commits).
+    let what = if rev == want { want.as_str() } else { rev };
+    git(&["fetch", "-q", "--depth", "1", "--", url, what])?;
+    let got = git(&["rev-parse", "FETCH_HEAD^{commit}"])?;
+    anyhow::ensure!(got == want, "{url} {rev} moved from {want} to {got} while fetching; run again");
+    git(&["checkout", "-q", "FETCH_HEAD"])?;
+    Ok(())
 }
 
 fn user_note(b: &BuildSource) -> String {
@@ -309,6 +364,48 @@ fn make_output(tree: &Path, obj: &Path, target: &str) -> anyhow::Result<String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn git_refs_resolve_to_commits_and_check_out() {
+        let dir = std::env::temp_dir().join(format!("km-build-git-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let repo = dir.join("repo");
+        fs::create_dir_all(&repo).unwrap();
+        let git = |args: &[&str]| {
+            let out = Command::new("git")
+                .arg("-C")
+                .arg(&repo)
+                .args(["-c", "user.name=km", "-c", "user.email=km@invalid"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        git(&["init", "-q", "-b", "main"]);
+        fs::write(repo.join("Makefile"), "one\n").unwrap();
+        git(&["add", "."]);
+        git(&["commit", "-q", "-m", "one"]);
+        git(&["tag", "-a", "v1", "-m", "v1"]);
+        let first = git(&["rev-parse", "HEAD"]);
+        fs::write(repo.join("Makefile"), "two\n").unwrap();
+        git(&["commit", "-q", "-am", "two"]);
+        let second = git(&["rev-parse", "HEAD"]);
+        let url = repo.display().to_string();
+        assert_eq!(git_commit(&url, "main").unwrap(), second);
+        assert_eq!(git_commit(&url, "v1").unwrap(), first, "an annotated tag names its commit");
+        assert_eq!(git_commit(&url, &first).unwrap(), first);
+        let e = git_commit(&url, "bpf-next").unwrap_err().to_string();
+        assert!(e.contains("no branch or tag \"bpf-next\""), "{e}");
+        let out = dir.join("out");
+        git_checkout(&url, "v1", &out).unwrap();
+        assert_eq!(fs::read_to_string(out.join("Makefile")).unwrap(), "one\n");
+        git_checkout(&url, "main", &out).unwrap();
+        assert_eq!(fs::read_to_string(out.join("Makefile")).unwrap(), "two\n");
+        git_checkout(&url, &first, &out).unwrap();
+        assert_eq!(fs::read_to_string(out.join("Makefile")).unwrap(), "one\n", "a commit by its id");
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn the_bpf_fragment_asks_for_btf_pvh_and_trampolines() {
