@@ -151,15 +151,16 @@ impl Drop for Registry {
     }
 }
 
-/// An OCI image `repository:tag` holding `files` as one layer (umoci, as a
-/// ci-kernels image holds its kernel), pushed to `registry` with skopeo.
-fn oci_image(scratch: &Path, files: &[(&str, &[u8])], registry: &str, image: &str) {
+/// An OCI image `repository:tag` for `arch` holding `files` as one layer (umoci,
+/// as a ci-kernels image holds its kernel), pushed to `registry` with skopeo.
+fn oci_image(scratch: &Path, arch: &str, files: &[(&str, &[u8])], registry: &str, image: &str) {
     let (layout, bundle) = (scratch.join("oci-layout"), scratch.join("oci-bundle"));
     let _ = std::fs::remove_dir_all(&layout);
     let _ = std::fs::remove_dir_all(&bundle);
     let tagged = format!("{}:km", layout.display());
     run(Command::new("umoci").args(["init", "--layout"]).arg(&layout));
     run(Command::new("umoci").args(["new", "--image", &tagged]));
+    run(Command::new("umoci").args(["config", "--image", &tagged, "--architecture", arch]));
     run(Command::new("umoci").args(["unpack", "--rootless", "--image", &tagged]).arg(&bundle));
     for (path, data) in files {
         let p = bundle.join("rootfs").join(path);
@@ -203,7 +204,9 @@ fn write_config(dir: &Path, s: &Sources) -> MatrixConfig {
 - name: \"6.1-mainline\"\n    ubuntu_mainline: {{ series: \"6.1\" }}\n  \
 - name: \"6.1-el9\"\n    rpm: {{ repo: el9, version: \"{}\" }}\n  \
 - name: \"6.1-amzn2\"\n    rpm: {{ repo: el9, package: kernel, version: \"6.1\" }}\n  \
-- name: \"6.1-oci\"\n    oci: {{ image: \"cilium/ci-kernels:{}\" }}\n\
+- name: \"6.1-oci\"\n    oci: {{ image: \"cilium/ci-kernels:{}\" }}\n  \
+- name: \"6.1-arm64\"\n    arch: arm64\n    debian: {{ suite: bookworm, series: \"6.1\" }}\n  \
+- name: \"6.1-arm64-oci\"\n    arch: arm64\n    oci: {{ image: \"cilium/ci-kernels:6.1-arm64\" }}\n\
 programs:\n  - {}\n",
         s.ubuntu,
         s.mainline,
@@ -311,10 +314,21 @@ fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_buil
     let registry = Registry::start(&tmp.join("registry"));
     oci_image(
         &scratch,
+        "amd64",
         &[("boot/vmlinuz", &vmlinuz), ("boot/config", &config)],
         &registry.base,
         "cilium/ci-kernels:6.1",
     );
+    // And one for arm64 from Debian's arm64 6.1: its guest root's busybox then
+    // comes from Debian's archive (an OCI image carries none).
+    let arm_lock = Lock::load(&root.join("kernels-arm64.lock")).unwrap();
+    let debian_arm: LockedKernel = arm_lock.kernels["6.1-arm64"].clone();
+    let arm_file = &debian_arm.files[0];
+    let arm_url = format!("{base}/{}", arm_file.path);
+    let arm_deb = images::fetch_deb(&opts.cache_dir, &arm_url, &arm_file.package, &arm_file.sha256, |_| {}).unwrap();
+    let (arm_release, arm_vmlinuz) = images::vmlinuz_from_deb(&arm_deb).unwrap();
+    let arm_path = format!("boot/vmlinuz-{arm_release}");
+    oci_image(&scratch, "arm64", &[(&arm_path, &arm_vmlinuz)], &registry.base, "cilium/ci-kernels:6.1-arm64");
     let oci_url = format!("http://{}", registry.base);
 
     let server = Server::start(&archive);
@@ -332,7 +346,9 @@ fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_buil
     let config = write_config(&tmp, &good);
     // The lock starts with Debian's pin; `lock` adds the others from the servers.
     let lock_path = Lock::path_for(&config.path);
-    Lock { kernels: [("6.1".to_string(), debian.clone())].into() }.save(&lock_path).unwrap();
+    Lock { kernels: [("6.1".to_string(), debian.clone()), ("6.1-arm64".to_string(), debian_arm.clone())].into() }
+        .save(&lock_path)
+        .unwrap();
     images::pin::pin(&config, false).unwrap();
     let lock = Lock::load(&lock_path).unwrap();
     assert_eq!(lock.kernels["6.1"], debian, "a pinned Debian kernel is left as it was");
@@ -355,9 +371,14 @@ fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_buil
     assert_eq!((o.origin, o.suite.as_str(), o.series.as_str()), (Origin::Oci, "cilium/ci-kernels", "6.1"));
     assert!(o.digest.as_ref().is_some_and(|d| d.starts_with("sha256:") && d.len() == 71), "{:?}", o.digest);
     assert_eq!(o.files.len(), 1, "one layer");
+    let a = &lock.kernels["6.1-arm64-oci"];
+    assert_eq!(a.arch(), km_protocol::Arch::Arm64);
+    assert_ne!(a.digest, o.digest, "the arm64 image is another manifest");
+    assert_eq!(a.busybox_origin, Some(Origin::Debian), "busybox from Debian's archive");
+    assert!(a.busybox.as_ref().is_some_and(|b| b.package == "busybox-static"));
     let text = std::fs::read_to_string(&lock_path).unwrap();
     assert!(
-        text.contains("origin: ubuntu-mainline") && text.contains("origin: rpm") && !text.contains("origin: debian"),
+        text.contains("origin: ubuntu-mainline") && text.contains("origin: rpm") && !text.contains("\n    origin: debian"),
         "{text}"
     );
 
@@ -369,23 +390,27 @@ fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_buil
         ("6.1-el9", el_release.clone()),
         ("6.1-amzn2", amzn_release.clone()),
         ("6.1-oci", release.clone()),
+        ("6.1-arm64-oci", arm_release.clone()),
     ];
     for (name, release) in releases {
         let image = matrix.image(matrix.config.kernel(name).unwrap()).unwrap().expect("an image");
         assert_eq!(image.release, release, "{name}");
         // Where the source ships the config with the image (RPMs), `explain` gets it.
         let with_config = ["6.1-el9", "6.1-amzn2", "6.1-oci"].contains(&name);
+        // (the arm64 image is built without one)
         assert_eq!(image.config.is_some(), with_config, "{name}");
     }
     // Amazon Linux 2's layout is only extracted: its kernel is the same as el9's.
-    let names = ["6.1", "6.1-ubuntu", "6.1-mainline", "6.1-el9", "6.1-oci"].map(String::from);
+    let names =
+        ["6.1", "6.1-ubuntu", "6.1-mainline", "6.1-el9", "6.1-oci", "6.1-arm64", "6.1-arm64-oci"].map(String::from);
     let runs = matrix.run_kernels(&names);
     for r in &runs {
         assert!(r.problem().is_none(), "{:?}", r.problem());
     }
     let mut differ = Vec::new();
-    for twin in &runs[1..] {
-        differ.extend(twins::differences(&matrix, &runs[0], twin));
+    let pairs = runs[1..5].iter().map(|t| (&runs[0], t)).chain([(&runs[5], &runs[6])]);
+    for (reference, twin) in pairs {
+        differ.extend(twins::differences(&matrix, reference, twin));
         let passed = twins::passed(&matrix, twin);
         assert!(passed >= 10, "only {passed} checks passed on {}", twin.kernel);
     }

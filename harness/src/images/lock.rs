@@ -46,6 +46,10 @@ pub struct LockedKernel {
     /// release's suite does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub busybox_suite: Option<String>,
+    /// Where the busybox comes from when that is not the kernel's own archive
+    /// (kernels of sources without one: Debian's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busybox_origin: Option<Origin>,
     /// An OCI kernel's manifest digest (`sha256:...`): the image as pinned; `files`
     /// are its layers.
     #[serde(default, skip_serializing_if = "Option::is_none")]

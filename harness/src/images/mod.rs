@@ -319,7 +319,8 @@ pub fn ensure_busybox(cache: &Path, mirrors: &Mirrors, locked: &LockedKernel) ->
     if dest.exists() {
         return Ok(dest);
     }
-    let base = mirrors.base(locked.origin, locked.busybox_suite.as_ref().unwrap_or(&locked.suite), locked.arch())?;
+    let suite = locked.busybox_suite.as_ref().unwrap_or(&locked.suite);
+    let base = mirrors.base(locked.busybox_origin.unwrap_or(locked.origin), suite, locked.arch())?;
     let deb = fetch_deb(cache, &format!("{base}/{}", file.path), &file.package, &file.sha256, |_| {})
         .with_context(|| format!("downloading {} {}", file.package, file.version))?;
     let (_, data) = file_from_deb(&deb, |p| (p == "bin/busybox").then_some(()))?

@@ -84,7 +84,7 @@ pub fn resolve(base: &str, src: &ArchiveSource, arch: Arch) -> anyhow::Result<(R
     let reference = Reference::with_tag(host.clone(), src.suite.to_string(), src.series.to_string());
     let c = client(http, arch);
     let auth = RegistryAuth::Anonymous;
-    let (manifest, digest) = match block_on(c.pull_image_manifest(&reference, &auth))? {
+    let (manifest, digest, config) = match block_on(c.pull_manifest_and_config(&reference, &auth))? {
         Ok(m) => m,
         Err(e) => {
             // Which tags there are, for the error (when the registry lists them).
@@ -103,6 +103,17 @@ pub fn resolve(base: &str, src: &ArchiveSource, arch: Arch) -> anyhow::Result<(R
             )));
         }
     };
+    // A single-platform image says its architecture in its config; an index was
+    // already resolved by platform.
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
+    if let Some(a) = config.get("architecture").and_then(|a| a.as_str()).filter(|a| !a.is_empty()) {
+        anyhow::ensure!(
+            a == oci_arch(arch),
+            "{host}/{}:{} is an image for {a}, but the kernel entry is {arch}",
+            src.suite,
+            src.series
+        );
+    }
     let mut files = Vec::new();
     for (i, layer) in manifest.layers.iter().enumerate() {
         let Some(hex) = layer.digest.strip_prefix("sha256:") else {

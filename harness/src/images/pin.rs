@@ -62,16 +62,20 @@ pub fn pin(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
         let r = resolve().with_context(|| format!("kernel {}", k.name))?;
         // A foreign architecture's guest root needs that architecture's static busybox.
         let mut busybox = None;
+        let mut busybox_origin = None;
         if arch != km_protocol::Arch::host() {
-            anyhow::ensure!(
-                matches!(src.origin, Origin::Debian | Origin::Ubuntu),
-                "kernel {}: a {arch} `{}:` kernel needs a {arch} busybox, which that source does not carry; use a `debian:` or `ubuntu:` kernel for {arch}",
-                k.name,
-                src.origin
-            );
+            // Debian and Ubuntu carry busybox-static in the kernel's suite; for the
+            // other sources it comes from Debian's archive, the host's release.
+            let (origin, suites) = match src.origin {
+                Origin::Debian | Origin::Ubuntu => (src.origin, debian::package_suites(src.suite)),
+                _ => {
+                    busybox_origin = Some(Origin::Debian);
+                    (Origin::Debian, vec![debian_release()])
+                }
+            };
             let mut tried = Vec::new();
-            for suite in debian::package_suites(src.suite) {
-                let idx = index(&mut indices, &mirrors, src.origin, &suite, arch)?;
+            for suite in suites {
+                let idx = index(&mut indices, &mirrors, origin, &suite, arch)?;
                 if let Ok(f) = debian::resolve_package(idx, "busybox-static", &suite) {
                     busybox = Some((f, suite));
                     break;
@@ -80,7 +84,7 @@ pub fn pin(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
             }
             anyhow::ensure!(
                 busybox.is_some(),
-                "kernel {}: no busybox-static for {arch} in {}",
+                "kernel {}: no busybox-static for {arch} in {origin} {}",
                 k.name,
                 tried.join(" or ")
             );
@@ -98,6 +102,7 @@ pub fn pin(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
                 files: r.files,
                 arch: (arch != km_protocol::Arch::X86_64).then_some(arch),
                 busybox_suite: busybox.as_ref().map(|(_, s)| s.clone()).filter(|s| s != src.suite),
+                busybox_origin,
                 busybox: busybox.map(|(f, _)| f),
                 digest,
             },
@@ -107,4 +112,17 @@ pub fn pin(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
     lock.save(&path)?;
     eprintln!("wrote {}", path.display());
     Ok(())
+}
+
+/// The Debian release of this machine (`VERSION_CODENAME` in /etc/os-release),
+/// else `stable`: where a foreign architecture's busybox comes from for kernels
+/// whose source has none.
+fn debian_release() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| l.strip_prefix("VERSION_CODENAME=").map(|v| v.trim_matches('"').to_string()))
+        })
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "stable".into())
 }
