@@ -312,7 +312,7 @@ impl BuildSource {
 /// Where a kernel comes from, once validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelSource<'a> {
-    /// Debian, Ubuntu or Ubuntu mainline: resolved by `lock --update`.
+    /// A package archive's kernel (Debian, Ubuntu, Ubuntu mainline, RPM, OCI): resolved by `lock --update`.
     Archive(ArchiveSource<'a>),
     Local(&'a LocalSource),
     Build(&'a BuildSource),

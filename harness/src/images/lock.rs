@@ -1,5 +1,5 @@
 //! `kernels.lock`: every archive kernel of the matrix (Debian, Ubuntu, Ubuntu
-//! mainline) pinned to exact files by sha256.
+//! mainline, RPM repositories, OCI images) pinned to exact files by sha256.
 //!
 //! Written only by `kernel-matrix lock --update` (an explicit step, because sid and
 //! experimental move daily); read and enforced by every run.

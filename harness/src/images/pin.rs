@@ -1,6 +1,7 @@
 //! `lock --update`: every archive kernel of a matrix resolved to one exact build
-//! (Debian's and Ubuntu's package indices, Ubuntu's mainline builds) and pinned by
-//! sha256 in the lock beside the matrix file.
+//! (Debian's and Ubuntu's package indices, Ubuntu's mainline builds, yum/dnf
+//! repositories, OCI registries) and pinned by sha256 (an OCI image also by its
+//! manifest digest) in the lock beside the matrix file.
 use anyhow::Context as _;
 
 use crate::{
