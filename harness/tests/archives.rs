@@ -378,7 +378,9 @@ fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_buil
     assert!(a.busybox.as_ref().is_some_and(|b| b.package == "busybox-static"));
     let text = std::fs::read_to_string(&lock_path).unwrap();
     assert!(
-        text.contains("origin: ubuntu-mainline") && text.contains("origin: rpm") && !text.contains("\n    origin: debian"),
+        text.contains("origin: ubuntu-mainline")
+            && text.contains("origin: rpm")
+            && !text.contains("\n    origin: debian"),
         "{text}"
     );
 
