@@ -39,7 +39,7 @@ pub fn summary_table(m: &Matrix, runs: &[Arc<KernelRun>]) -> String {
     s.push_str(&"|---".repeat(5 + m.checks().len()));
     s.push_str("|\n");
     for r in runs {
-        let accel = r.accel.map(|a| a.to_string()).unwrap_or_else(|| "host".into());
+        let accel = r.accel_label();
         let boot = r.boot.map(|b| format!("{:.1}", b.as_secs_f64())).unwrap_or_else(|| "-".into());
         let release = r.release.as_deref().unwrap_or("-");
         let _ = write!(s, "| {} | {release} | {accel} | {boot} | {:.1} |", r.kernel, r.wall.as_secs_f64());
@@ -82,7 +82,7 @@ pub fn time_table(m: &Matrix, runs: &[Arc<KernelRun>]) -> String {
     let f = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
     for r in runs {
         let t = &r.timeline;
-        let accel = r.accel.map(|a| a.to_string()).unwrap_or_else(|| "host".into());
+        let accel = r.accel_label();
         let since = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
         let _ = write!(
             s,

@@ -159,21 +159,11 @@ fn verdict_parts(v: &Verdict) -> (Outcome, Option<String>) {
     }
 }
 
-/// `kvm`/`tcg` for a VM, `host` for the running kernel, `-` for a kernel that
-/// never started (download failed, not in the lock).
-fn accel_of(r: &KernelRun) -> String {
-    match (r.accel, &r.release) {
-        (Some(a), _) => a.to_string(),
-        (None, Some(_)) => "host".into(),
-        (None, None) => "-".into(),
-    }
-}
-
 fn kernel_header(r: &KernelRun) -> KernelResult {
     KernelResult {
         kernel: r.kernel.clone(),
         release: r.release.clone(),
-        accel: accel_of(r),
+        accel: r.accel_label(),
         boot_secs: r.boot.map(|b| b.as_secs_f64()),
         wall_secs: r.wall.as_secs_f64(),
         guest: (r.timeline != Default::default()).then(|| {

@@ -104,7 +104,7 @@ pub fn rows(m: &Matrix, runs: &[Arc<KernelRun>]) -> Vec<Row> {
                 program: id.program.to_string(),
                 kernel: r.kernel.clone(),
                 release: r.release.clone(),
-                accel: r.accel.map(|a| a.to_string()).unwrap_or_else(|| "host".into()),
+                accel: r.accel_label(),
                 verdict,
                 reason,
                 prog_type: metrics.get("prog_type").map(|v| crate::config::object::prog_type_name(*v as u32)),

@@ -88,6 +88,18 @@ pub struct KernelRun {
     pub command_line: Option<String>,
 }
 
+impl KernelRun {
+    /// Where its numbers come from: `kvm`/`tcg` for a VM, `host` for the running
+    /// kernel, `-` for a kernel that never started (download failed, not in the lock).
+    pub fn accel_label(&self) -> String {
+        match (self.accel, &self.release) {
+            (Some(a), _) => a.to_string(),
+            (None, Some(_)) => "host".into(),
+            (None, None) => "-".into(),
+        }
+    }
+}
+
 /// The guest's own account of its time, in seconds since the kernel started
 /// (`CLOCK_BOOTTIME`; under `-icount` a virtual clock). `None` where the agent
 /// did not get that far (or, for `init`, on the host, which has no /init of ours).
