@@ -707,4 +707,5 @@ fn the_world_matrix_names_its_sources_and_asks_for_their_addresses() {
         out.contains("\"6.8-noble\" is not in ") && out.contains("kernels-world.lock; run `kernel-matrix lock"),
         "{out}"
     );
+    assert!(out.contains("| 6.8-noble | - | - |"), "a kernel that never started has no accelerator:\n{out}");
 }
