@@ -242,6 +242,7 @@ fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_buil
     let (_, config) = images::file_from_deb(&debian_deb, |p| p.starts_with("boot/config-").then_some(()))
         .unwrap()
         .expect("Debian's 6.1 image package carries its config");
+    let debian_config = config.clone();
     assert!(release.starts_with("6.1.0-"), "{release}");
     let upstream = file.version.split('-').next().unwrap().to_string(); // 6.1.176
 
@@ -397,10 +398,13 @@ fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_buil
     for (name, release) in releases {
         let image = matrix.image(matrix.config.kernel(name).unwrap()).unwrap().expect("an image");
         assert_eq!(image.release, release, "{name}");
-        // Where the source ships the config with the image (RPMs), `explain` gets it.
-        let with_config = ["6.1-el9", "6.1-amzn2", "6.1-oci"].contains(&name);
-        // (the arm64 image is built without one)
+        // Every source's config reaches the cache (Ubuntu's from its modules
+        // package); the arm64 image is built without one.
+        let with_config = name != "6.1-arm64-oci";
         assert_eq!(image.config.is_some(), with_config, "{name}");
+        if let Some(c) = &image.config {
+            assert!(std::fs::read(c).unwrap() == debian_config, "{name}: the config is Debian's 6.1 one");
+        }
     }
     // Amazon Linux 2's layout is only extracted: its kernel is the same as el9's.
     let names =

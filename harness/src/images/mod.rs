@@ -28,7 +28,7 @@ pub mod rpm;
 pub mod ubuntu;
 
 use crate::config::{LocalSource, Origin};
-use lock::LockedKernel;
+use lock::{LockedFile, LockedKernel};
 use mirror::Mirrors;
 
 /// A bootable kernel.
@@ -108,8 +108,23 @@ pub fn ensure_archive(
 ) -> anyhow::Result<KernelImage> {
     let image_file = &locked.files[0];
     let dir = cache.join("kernels").join(entry_key(locked));
+    // Ubuntu keeps /boot/config-* in the modules package (`explain` wants it).
+    let ubuntu_modules =
+        locked.files.get(1).filter(|_| matches!(locked.origin, Origin::Ubuntu | Origin::UbuntuMainline));
     if let Some(img) = read_entry(&dir)? {
-        return Ok(img);
+        // An entry made before the config was taken from there gets it once (the
+        // modules package then sits in the cache, config or not).
+        let tried = |m: &LockedFile| cache.join("debs").join(format!("{}.deb", m.sha256)).exists();
+        match ubuntu_modules.filter(|m| img.config.is_none() && !tried(m)) {
+            None => return Ok(img),
+            Some(m) => {
+                let base = mirrors.base(locked.origin, &locked.suite, locked.arch())?;
+                if let Some(c) = config_from_modules(cache, base, m, &mut progress)? {
+                    fetch::write_atomic(&dir.join("config"), &c)?;
+                }
+                return Ok(read_entry(&dir)?.expect("the entry just read"));
+            }
+        }
     }
     let base = mirrors.base(locked.origin, &locked.suite, locked.arch())?;
     crate::images::cache_gc::remove_stale(&cache.join("kernels"));
@@ -125,7 +140,8 @@ pub fn ensure_archive(
         bail!("{}:{}: no layer holds a kernel (vmlinuz, vmlinuz-*, bzImage)", locked.suite, locked.series);
     }
     // Only the package carrying /boot/vmlinuz is needed to boot; modules packages
-    // stay pinned in the lock for the checks that will need them.
+    // stay pinned in the lock for the checks that will need them (except Ubuntu's,
+    // below, for the config).
     progress(&format!("downloading {} ({:.1} MB)", image_file.package, image_file.size as f64 / 1e6));
     let bar = crate::progress::Step::download(&image_file.package, image_file.size);
     let kind = if locked.origin == Origin::Rpm { "rpm" } else { "deb" };
@@ -134,14 +150,34 @@ pub fn ensure_archive(
         .with_context(|| format!("downloading {} {}", image_file.package, image_file.version))?;
     bar.done("downloaded, sha256 verified");
     progress(&format!("extracting {}", image_file.package));
-    let k = if locked.origin == Origin::Rpm {
+    let mut k = if locked.origin == Origin::Rpm {
         rpm::kernel_from_rpm(&deb)?
     } else {
         let (release, vmlinuz) = vmlinuz_from_deb(&deb)?;
-        let config = file_from_deb(&deb, |p| p.starts_with("boot/config-").then_some(()))?.map(|(_, c)| c);
-        Extracted { release, vmlinuz, config }
+        Extracted { release, vmlinuz, config: config_of_deb(&deb)? }
     };
+    if let (None, Some(m)) = (&k.config, ubuntu_modules) {
+        k.config = config_from_modules(cache, base, m, &mut progress)?;
+    }
     make_entry(&dir, &k.release, &k.vmlinuz, k.config.as_deref())
+}
+
+/// The `boot/config-*` of a .deb, if it has one.
+fn config_of_deb(deb: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    Ok(file_from_deb(deb, |p| p.starts_with("boot/config-").then_some(()))?.map(|(_, c)| c))
+}
+
+/// The config in a pinned modules package (Ubuntu's), downloaded and verified.
+fn config_from_modules(
+    cache: &Path,
+    base: &str,
+    m: &LockedFile,
+    progress: &mut impl FnMut(&str),
+) -> anyhow::Result<Option<Vec<u8>>> {
+    progress(&format!("downloading {} for the kernel's config ({:.1} MB)", m.package, m.size as f64 / 1e6));
+    let deb = fetch_deb(cache, &format!("{base}/{}", m.path), &m.package, &m.sha256, |_| {})
+        .with_context(|| format!("downloading {} {}", m.package, m.version))?;
+    config_of_deb(&deb)
 }
 
 /// The package at `url` in the cache as `debs/<sha256>.deb`, downloaded only if it
