@@ -41,6 +41,16 @@ pub fn release(bzimage: &[u8]) -> Option<String> {
     (!word.is_empty()).then(|| word.to_string())
 }
 
+/// The release an uncompressed kernel image names (an arm64 `Image`, a vmlinux):
+/// the word after its `Linux version ` banner.
+pub fn release_in_banner(image: &[u8]) -> Option<String> {
+    const BANNER: &[u8] = b"Linux version ";
+    let at = image.windows(BANNER.len()).position(|w| w == BANNER)? + BANNER.len();
+    let rest = &image[at..image.len().min(at + 128)];
+    let word: Vec<u8> = rest.iter().copied().take_while(|b| b.is_ascii_graphic()).collect();
+    (!word.is_empty()).then(|| String::from_utf8_lossy(&word).into_owned())
+}
+
 /// Whether an x86 ELF kernel carries the PVH entry point note (`Xen` note of type
 /// XEN_ELFNOTE_PHYS32_ENTRY, 18; CONFIG_PVH), without which QEMU will not boot it
 /// as an uncompressed kernel. Other ELF files (and non-x86 ones) count as bootable.
@@ -115,6 +125,14 @@ fn lz4_legacy(mut p: &[u8]) -> anyhow::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn releases_from_banners() {
+        let image = b"\0\0junk Linux version 6.6.60 (builder@ci) #1 SMP\0".to_vec();
+        assert_eq!(release_in_banner(&image).as_deref(), Some("6.6.60"));
+        assert_eq!(release_in_banner(b"no banner here"), None);
+        assert_eq!(release(b"too short"), None);
+    }
 
     #[test]
     fn rejects_non_bzimage() {

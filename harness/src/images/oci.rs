@@ -167,8 +167,9 @@ pub fn fetch_layer(cache: &Path, base: &str, locked: &LockedKernel, file: &Locke
 /// The kernel in a layer (a tar, plain or compressed with gzip or zstd): a file
 /// named `vmlinuz`, `vmlinuz-<release>` or `bzImage` anywhere (ci-kernels keep
 /// `/boot/vmlinuz`), with a `config` or `config-<release>` beside it if there is
-/// one. Returns (release, image, config); the release comes from the file name
-/// (`vmlinuz-<release>`, `lib/modules/<release>/vmlinuz`) or else the image's header.
+/// one. The release comes from the file name (`vmlinuz-<release>`,
+/// `lib/modules/<release>/vmlinuz`), else a bzImage's header, else the `Linux
+/// version` banner of an uncompressed image (ci-kernels' arm64 `Image`).
 pub fn kernel_from_layer(layer: &Path) -> anyhow::Result<Option<Extracted>> {
     let data = std::fs::read(layer).with_context(|| format!("reading {}", layer.display()))?;
     let reader: Box<dyn Read> = if data.starts_with(&[0x1f, 0x8b]) {
@@ -206,6 +207,7 @@ pub fn kernel_from_layer(layer: &Path) -> anyhow::Result<Option<Extracted>> {
         .map(str::to_string)
         .or_else(|| dir.strip_prefix("lib/modules/").filter(|r| !r.contains('/')).map(str::to_string))
         .or_else(|| crate::images::bzimage::release(&data))
+        .or_else(|| crate::images::bzimage::release_in_banner(&data))
         .unwrap_or_else(|| "unknown".into());
     let config = configs
         .into_iter()
