@@ -91,7 +91,8 @@ pub fn pin(config: &MatrixConfig, update: bool) -> anyhow::Result<()> {
             );
         }
         let foreign = if arch == km_protocol::Arch::host() { String::new() } else { format!(", {arch}") };
-        println!("{}: {} ({}{foreign}, {})", k.name, r.abi, r.version, src.origin);
+        let origin = if src.origin == Origin::Debian { String::new() } else { format!(", {}", src.origin) };
+        println!("{}: {} ({}{foreign}{origin})", k.name, r.abi, r.version);
         lock.kernels.insert(
             k.name.clone(),
             LockedKernel {
