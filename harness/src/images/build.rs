@@ -61,6 +61,7 @@ fn digest(b: &BuildSource, resolve: &impl Fn(&Path) -> PathBuf) -> anyhow::Resul
 pub fn fetch_source(cache: &Path, url: &str, sha256: &str, progress: impl FnMut(u64)) -> anyhow::Result<PathBuf> {
     let dir = cache.join("sources");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::images::cache_gc::remove_stale(&dir);
     let dest = dir.join(sha256.to_lowercase());
     let name = url.rsplit('/').next().unwrap_or(url);
     crate::images::fetch::fetch_verified(url, name, &sha256.to_lowercase(), &dest, progress)?;

@@ -143,6 +143,7 @@ pub fn fetch_layer(cache: &Path, base: &str, locked: &LockedKernel, file: &Locke
     use sha2::Digest as _;
     let dir = cache.join("layers");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::images::cache_gc::remove_stale(&dir);
     let dest = dir.join(&file.sha256);
     if dest.exists() && fetch::sha256_file(&dest).is_ok_and(|h| h == file.sha256) {
         return Ok(dest);
