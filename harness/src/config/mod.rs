@@ -343,46 +343,23 @@ impl KernelSpec {
     }
 
     pub fn source(&self) -> KernelSource<'_> {
+        let archive =
+            |origin, suite, series, flavour| KernelSource::Archive(ArchiveSource { origin, suite, series, flavour });
         if let Some(d) = &self.debian {
-            return KernelSource::Archive(ArchiveSource {
-                origin: Origin::Debian,
-                suite: &d.suite,
-                series: &d.series,
-                flavour: &d.flavour,
-            });
+            return archive(Origin::Debian, &d.suite, &d.series, &d.flavour);
         }
         if let Some(u) = &self.ubuntu {
-            return KernelSource::Archive(ArchiveSource {
-                origin: Origin::Ubuntu,
-                suite: &u.suite,
-                series: &u.series,
-                flavour: &u.flavour,
-            });
+            return archive(Origin::Ubuntu, &u.suite, &u.series, &u.flavour);
         }
         if let Some(m) = &self.ubuntu_mainline {
-            return KernelSource::Archive(ArchiveSource {
-                origin: Origin::UbuntuMainline,
-                suite: MAINLINE_SUITE,
-                series: &m.series,
-                flavour: &m.flavour,
-            });
+            return archive(Origin::UbuntuMainline, MAINLINE_SUITE, &m.series, &m.flavour);
         }
         if let Some(r) = &self.rpm {
-            return KernelSource::Archive(ArchiveSource {
-                origin: Origin::Rpm,
-                suite: &r.repo,
-                series: &r.version,
-                flavour: &r.package,
-            });
+            return archive(Origin::Rpm, &r.repo, &r.version, &r.package);
         }
         if let Some(o) = &self.oci {
             let (repository, tag) = crate::images::oci::split_image(&o.image);
-            return KernelSource::Archive(ArchiveSource {
-                origin: Origin::Oci,
-                suite: repository,
-                series: tag,
-                flavour: "",
-            });
+            return archive(Origin::Oci, repository, tag, "");
         }
         match (&self.local, &self.build, self.host) {
             (Some(l), None, false) => KernelSource::Local(l),

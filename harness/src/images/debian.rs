@@ -2,7 +2,7 @@
 //! "the newest cloud kernel of series X in suite Y" to exact files.
 use std::{cmp::Ordering, collections::HashMap, io::Read as _};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 
 use km_protocol::Arch;
 
@@ -63,38 +63,22 @@ pub struct ResolvedKernel {
 pub fn resolve(index: &[Stanza], src: &ArchiveSource, arch: Arch) -> anyhow::Result<ResolvedKernel> {
     let suffix = format!("-{}-{}", src.flavour, arch.debian());
     let by_name: HashMap<&str, &Stanza> = index.iter().filter_map(|s| Some((s.get("Package")?.as_str(), s))).collect();
-    let mut best: Option<(&str, &Stanza)> = None;
-    let mut have = Vec::new();
-    for s in index {
-        let Some(name) = s.get("Package") else { continue };
-        let Some(abi) = name.strip_prefix("linux-image-").and_then(|r| r.strip_suffix(&suffix)) else { continue };
-        if abi.contains("unsigned") || !abi.starts_with(|c: char| c.is_ascii_digit()) {
-            continue;
-        }
-        // A meta-package (`linux-image-6.12-cloud-amd64`) depends on the real image.
-        if s.get("Depends").is_some_and(|d| d.contains("linux-image-")) {
-            continue;
-        }
-        if !abi_in_series(abi, src.series) {
-            have.push(abi);
-            continue;
-        }
-        let newer = match best {
-            None => true,
-            Some((_, b)) => compare_versions(&s["Version"], &b["Version"]) == Ordering::Greater,
-        };
-        if newer {
-            best = Some((abi, s));
-        }
-    }
-    let Some((abi, image)) = best else {
-        bail!(
+    let images = index.iter().filter_map(|s| {
+        let abi = s.get("Package")?.strip_prefix("linux-image-")?.strip_suffix(&suffix)?;
+        // Unsigned twins, meta-packages without a version in the name, and
+        // versioned meta-packages (`linux-image-6.12-cloud-amd64` depends on the
+        // real image) are not the kernel.
+        let meta = s.get("Depends").is_some_and(|d| d.contains("linux-image-"));
+        (!abi.contains("unsigned") && abi.starts_with(|c: char| c.is_ascii_digit()) && !meta).then_some((abi, s))
+    });
+    let (abi, image) = newest_in_series(images, src.series).map_err(|have| {
+        anyhow::anyhow!(
             "no linux-image-{}*{suffix} package in suite {}{}",
             src.series,
             src.suite,
             crate::images::nearest::said(src.series, have)
         )
-    };
+    })?;
     let version = image["Version"].clone();
     let mut files = Vec::new();
     let binary = format!("linux-binary-{abi}{suffix}");
@@ -108,6 +92,24 @@ pub fn resolve(index: &[Stanza], src: &ArchiveSource, arch: Arch) -> anyhow::Res
         files.push(locked(image)?);
     }
     Ok(ResolvedKernel { abi: abi.to_string(), version, files })
+}
+
+/// The newest (by `Version`) of the `(abi, stanza)` images whose abi is of
+/// `series`; else the abis there are, for a "nearest there" error.
+pub(crate) fn newest_in_series<'a>(
+    images: impl IntoIterator<Item = (&'a str, &'a Stanza)>,
+    series: &str,
+) -> Result<(&'a str, &'a Stanza), Vec<&'a str>> {
+    let mut best: Option<(&str, &Stanza)> = None;
+    let mut have = Vec::new();
+    for (abi, s) in images {
+        if !abi_in_series(abi, series) {
+            have.push(abi);
+        } else if best.is_none_or(|(_, b)| compare_versions(&s["Version"], &b["Version"]) == Ordering::Greater) {
+            best = Some((abi, s));
+        }
+    }
+    best.ok_or(have)
 }
 
 /// Where a plain package of `suite`'s release is found: the suite itself, then
@@ -147,7 +149,7 @@ pub(crate) fn locked(s: &Stanza) -> anyhow::Result<LockedFile> {
 }
 
 /// `6.1` matches `6.1.0-47` but not `6.12.117+deb12`; `7.3` matches `7.3`.
-pub(crate) fn abi_in_series(abi: &str, series: &str) -> bool {
+fn abi_in_series(abi: &str, series: &str) -> bool {
     match abi.strip_prefix(series) {
         Some(rest) => rest.is_empty() || rest.starts_with(['.', '-', '+', '~']) && !rest.starts_with(".0-0."),
         None => false,

@@ -5,11 +5,9 @@
 //! `linux-modules-<abi>-<flavour>` beside it (modules and `/boot/config-*`).
 use std::collections::HashMap;
 
-use anyhow::bail;
-
 use crate::{
     config::ArchiveSource,
-    images::debian::{abi_in_series, compare_versions, locked, ResolvedKernel, Stanza},
+    images::debian::{locked, newest_in_series, ResolvedKernel, Stanza},
 };
 
 /// The newest build of `src.series` in `index` (an index of one architecture:
@@ -17,37 +15,23 @@ use crate::{
 pub fn resolve(index: &[Stanza], src: &ArchiveSource) -> anyhow::Result<ResolvedKernel> {
     let suffix = format!("-{}", src.flavour);
     let by_name: HashMap<&str, &Stanza> = index.iter().filter_map(|s| Some((s.get("Package")?.as_str(), s))).collect();
-    let mut best: Option<(&str, &Stanza)> = None;
-    let mut have = Vec::new();
-    for s in index {
-        let Some(name) = s.get("Package") else { continue };
-        let Some(abi) = name
+    let images = index.iter().filter_map(|s| {
+        let name = s.get("Package")?;
+        let abi = name
             .strip_prefix("linux-image-unsigned-")
-            .or_else(|| name.strip_prefix("linux-image-"))
-            .and_then(|r| r.strip_suffix(&suffix))
-        else {
-            continue;
-        };
+            .or_else(|| name.strip_prefix("linux-image-"))?
+            .strip_suffix(&suffix)?;
         // Meta-packages (`linux-image-generic-hwe-22.04`) have no version in the name.
-        if !abi.starts_with(|c: char| c.is_ascii_digit()) {
-            continue;
-        }
-        if !abi_in_series(abi, src.series) {
-            have.push(abi);
-            continue;
-        }
-        if best.is_none_or(|(_, b)| compare_versions(&s["Version"], &b["Version"]).is_gt()) {
-            best = Some((abi, s));
-        }
-    }
-    let Some((abi, newest)) = best else {
-        bail!(
+        abi.starts_with(|c: char| c.is_ascii_digit()).then_some((abi, s))
+    });
+    let (abi, newest) = newest_in_series(images, src.series).map_err(|have| {
+        anyhow::anyhow!(
             "no linux-image-unsigned-{}*{suffix} package in Ubuntu's suite {}{}",
             src.series,
             src.suite,
             crate::images::nearest::said(src.series, have)
         )
-    };
+    })?;
     // The unsigned image where there is one (the signed one is the same kernel
     // with a signature for Secure Boot, which a VM does not need).
     let image = by_name.get(format!("linux-image-unsigned-{abi}{suffix}").as_str()).copied().unwrap_or(newest);
