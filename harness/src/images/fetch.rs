@@ -199,10 +199,15 @@ impl Http {
     }
 }
 
-fn client(proxies: &ProxyEnv) -> anyhow::Result<reqwest::blocking::Client> {
-    // reqwest is built without a default crypto provider (aws-lc needs a long C
-    // build); rustls's ring one serves. Already installed is fine.
+/// Makes rustls's ring provider the process's crypto provider: reqwest (ours and
+/// oci-client's) is built without a default one (aws-lc needs a long C build).
+/// Already installed is fine.
+pub(crate) fn use_ring_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn client(proxies: &ProxyEnv) -> anyhow::Result<reqwest::blocking::Client> {
+    use_ring_provider();
     let no_proxy = || proxies.no_proxy.as_deref().and_then(reqwest::NoProxy::from_string);
     // The environment is read here, not by reqwest, so tests can hand in their own.
     let mut b = reqwest::blocking::Client::builder()

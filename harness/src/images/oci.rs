@@ -56,7 +56,7 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
 }
 
 fn client(http: bool, arch: Arch) -> Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    fetch::use_ring_provider();
     let env = fetch::ProxyEnv::from_env();
     let want = oci_arch(arch);
     let resolver = move |entries: &[ImageIndexEntry]| {
@@ -154,12 +154,12 @@ pub fn fetch_layer(cache: &Path, base: &str, locked: &LockedKernel, file: &Locke
     let c = client(http, locked.arch());
     let mut data = Vec::new();
     block_on(async {
-        // A blob pull needs the token a manifest pull obtains.
-        c.pull_image_manifest(&reference, &RegistryAuth::Anonymous).await?;
+        // The blob pull gets its token from the auth stored for the registry.
+        c.store_auth_if_needed(reference.resolve_registry(), &RegistryAuth::Anonymous).await;
         c.pull_blob(&reference, file.path.as_str(), &mut data).await
     })?
     .with_context(|| format!("downloading {} ({}) from {host}", file.package, file.path))?;
-    let got: String = sha2::Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
+    let got = hex::encode(sha2::Sha256::digest(&data));
     anyhow::ensure!(got == file.sha256, "{}: sha256 {got}, but the lock pins {}", file.package, file.sha256);
     fetch::write_atomic(&dest, &data)?;
     Ok(dest)

@@ -196,10 +196,6 @@ fn decompress(href: &str, data: Vec<u8>) -> anyhow::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// Resolves `src` against the repository at `base`.
 pub fn resolve(base: &str, src: &ArchiveSource, arch: Arch) -> anyhow::Result<ResolvedKernel> {
     use sha2::Digest as _;
@@ -211,7 +207,7 @@ pub fn resolve(base: &str, src: &ArchiveSource, arch: Arch) -> anyhow::Result<Re
     let url = format!("{base}/{href}");
     let data = http.bytes(&url).with_context(|| format!("reading {url}"))?;
     if let Some(want) = sha {
-        let got = hex(&sha2::Sha256::digest(&data));
+        let got = hex::encode(sha2::Sha256::digest(&data));
         anyhow::ensure!(got == want, "{url}: sha256 {got}, but repomd.xml says {want}");
     }
     let xml = decompress(&href, data)?;
