@@ -69,6 +69,26 @@ fn deb(scratch: &Path, name: &str, version: &str, files: &[(&str, &[u8])], out: 
         .arg(out));
 }
 
+/// One kernel build packaged as Ubuntu's archive and its mainline builds ship
+/// it: `linux-image-unsigned-<name>` with `boot/vmlinuz-<name>` and
+/// `linux-modules-<name>` with `boot/config-<name>`, both of `version`, as
+/// `<package>_<version>_amd64.deb` in `dir`. Returns (image, modules).
+fn ubuntu_debs(
+    scratch: &Path,
+    name: &str,
+    version: &str,
+    vmlinuz: &[u8],
+    config: &[u8],
+    dir: &Path,
+) -> (PathBuf, PathBuf) {
+    let (image, modules) = (format!("linux-image-unsigned-{name}"), format!("linux-modules-{name}"));
+    let (image_deb, modules_deb) =
+        (dir.join(format!("{image}_{version}_amd64.deb")), dir.join(format!("{modules}_{version}_amd64.deb")));
+    deb(scratch, &image, version, &[(&format!("boot/vmlinuz-{name}"), vmlinuz)], &image_deb);
+    deb(scratch, &modules, version, &[(&format!("boot/config-{name}"), config)], &modules_deb);
+    (image_deb, modules_deb)
+}
+
 /// An RPM package `name`-`version`-`release`.x86_64 holding `files`, built by
 /// rpmbuild (zstd payload, as Fedora and RHEL 9 ship) into `out_dir`.
 fn rpm_package(scratch: &Path, name: &str, version: &str, release: &str, files: &[(&str, &[u8])], out_dir: &Path) {
@@ -175,12 +195,7 @@ fn oci_image(scratch: &Path, arch: &str, files: &[(&str, &[u8])], registry: &str
 }
 
 fn sha256(path: &Path) -> String {
-    use sha2::Digest;
-    hex(&sha2::Sha256::digest(std::fs::read(path).unwrap()))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    images::fetch::sha256_file(path).unwrap()
 }
 
 /// What the matrix file of this test points at and asks for.
@@ -250,12 +265,7 @@ fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_buil
     let abi = format!("{}-generic", debian.abi); // 6.1.0-50-generic
     let version = format!("{}.{}~22.04.1", debian.abi, 100);
     let pool = archive.join("ubuntu/pool/main/l/linux");
-    let ubuntu_image = pool.join(format!("linux-image-unsigned-{abi}_{version}_amd64.deb"));
-    let ubuntu_modules = pool.join(format!("linux-modules-{abi}_{version}_amd64.deb"));
-    let vmlinuz_path = format!("boot/vmlinuz-{abi}");
-    let config_path = format!("boot/config-{abi}");
-    deb(&scratch, &format!("linux-image-unsigned-{abi}"), &version, &[(&vmlinuz_path, &vmlinuz)], &ubuntu_image);
-    deb(&scratch, &format!("linux-modules-{abi}"), &version, &[(&config_path, &config)], &ubuntu_modules);
+    let (ubuntu_image, _) = ubuntu_debs(&scratch, &abi, &version, &vmlinuz, &config, &pool);
     let packages = archive.join("ubuntu/dists/jammy-updates/main/binary-amd64/Packages");
     std::fs::create_dir_all(packages.parent().unwrap()).unwrap();
     let index = Command::new("apt-ftparchive")
@@ -271,12 +281,7 @@ fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_buil
     let mabi = format!("{upstream}-060100");
     let mversion = format!("{mabi}.202411220740");
     let mdir = archive.join(format!("mainline/v{upstream}/amd64"));
-    let mimage = mdir.join(format!("linux-image-unsigned-{mabi}-generic_{mversion}_amd64.deb"));
-    let mmodules = mdir.join(format!("linux-modules-{mabi}-generic_{mversion}_amd64.deb"));
-    let mvmlinuz = format!("boot/vmlinuz-{mabi}-generic");
-    let mconfig = format!("boot/config-{mabi}-generic");
-    deb(&scratch, &format!("linux-image-unsigned-{mabi}-generic"), &mversion, &[(&mvmlinuz, &vmlinuz)], &mimage);
-    deb(&scratch, &format!("linux-modules-{mabi}-generic"), &mversion, &[(&mconfig, &config)], &mmodules);
+    let (mimage, mmodules) = ubuntu_debs(&scratch, &format!("{mabi}-generic"), &mversion, &vmlinuz, &config, &mdir);
     std::fs::create_dir_all(archive.join("mainline/v6.0.19")).unwrap(); // another build in the listing
     let sums: String = [&mimage, &mmodules]
         .iter()
