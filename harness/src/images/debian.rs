@@ -71,13 +71,8 @@ pub fn resolve(index: &[Stanza], src: &ArchiveSource, arch: Arch) -> anyhow::Res
         let meta = s.get("Depends").is_some_and(|d| d.contains("linux-image-"));
         (!abi.contains("unsigned") && abi.starts_with(|c: char| c.is_ascii_digit()) && !meta).then_some((abi, s))
     });
-    let (abi, image) = newest_in_series(images, src.series).map_err(|have| {
-        anyhow::anyhow!(
-            "no linux-image-{}*{suffix} package in suite {}{}",
-            src.series,
-            src.suite,
-            crate::images::nearest::said(src.series, have)
-        )
+    let (abi, image) = newest_in_series(images, src.series, || {
+        format!("no linux-image-{}*{suffix} package in suite {}", src.series, src.suite)
     })?;
     let version = image["Version"].clone();
     let mut files = Vec::new();
@@ -95,11 +90,12 @@ pub fn resolve(index: &[Stanza], src: &ArchiveSource, arch: Arch) -> anyhow::Res
 }
 
 /// The newest (by `Version`) of the `(abi, stanza)` images whose abi is of
-/// `series`; else the abis there are, for a "nearest there" error.
+/// `series`; else the error `missing` says, with the nearest abis there are.
 pub(crate) fn newest_in_series<'a>(
     images: impl IntoIterator<Item = (&'a str, &'a Stanza)>,
     series: &str,
-) -> Result<(&'a str, &'a Stanza), Vec<&'a str>> {
+    missing: impl FnOnce() -> String,
+) -> anyhow::Result<(&'a str, &'a Stanza)> {
     let mut best: Option<(&str, &Stanza)> = None;
     let mut have = Vec::new();
     for (abi, s) in images {
@@ -109,7 +105,7 @@ pub(crate) fn newest_in_series<'a>(
             best = Some((abi, s));
         }
     }
-    best.ok_or(have)
+    best.with_context(|| format!("{}{}", missing(), crate::images::nearest::said(series, have)))
 }
 
 /// Where a plain package of `suite`'s release is found: the suite itself, then

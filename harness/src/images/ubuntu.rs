@@ -24,13 +24,8 @@ pub fn resolve(index: &[Stanza], src: &ArchiveSource) -> anyhow::Result<Resolved
         // Meta-packages (`linux-image-generic-hwe-22.04`) have no version in the name.
         abi.starts_with(|c: char| c.is_ascii_digit()).then_some((abi, s))
     });
-    let (abi, newest) = newest_in_series(images, src.series).map_err(|have| {
-        anyhow::anyhow!(
-            "no linux-image-unsigned-{}*{suffix} package in Ubuntu's suite {}{}",
-            src.series,
-            src.suite,
-            crate::images::nearest::said(src.series, have)
-        )
+    let (abi, newest) = newest_in_series(images, src.series, || {
+        format!("no linux-image-unsigned-{}*{suffix} package in Ubuntu's suite {}", src.series, src.suite)
     })?;
     // The unsigned image where there is one (the signed one is the same kernel
     // with a signature for Secure Boot, which a VM does not need).
