@@ -17,6 +17,8 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("systemtap-sdt-dev", "<sys/sdt.h> for the USDT target"),
     ("bpftool", "cross-checks of test_run numbers"),
     ("cpio", "guest roots in tests"),
+    ("e2fsprogs", "mke2fs makes each kernel's modules disk for its guests"),
+    ("iproute2", "harness/tests/modules.rs attaches a tc program in the guests with iproute2's tc"),
     ("xz-utils", "kernel packages"),
     ("zstd", "kernel packages"),
     ("gcc-12", "km_splat.ko (vm-images/splat) against Debian's bookworm kernel headers"),

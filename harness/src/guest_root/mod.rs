@@ -26,7 +26,11 @@ pub const INIT: &str =
 
 /// Where every guest /init mounts a file system at boot (vm-images/guest-mounts):
 /// a file the run put there would be hidden, so the guest root refuses it.
-pub const MOUNTED_OVER: &[&str] = &["proc", "sys", "dev"];
+pub const MOUNTED_OVER: &[&str] = &["proc", "sys", "dev", "lib/modules"];
+
+/// `/sbin/modprobe` of every guest root: busybox's, over the kernel's own modules
+/// (mounted from the disk [`crate::images::modules`] makes, on first use).
+pub const MODPROBE: &str = include_str!("../../../vm-images/modprobe");
 
 /// The guest root for these inputs in `cache/guest-roots/<key>.cpio.gz`, built
 /// only when it is not there yet. The key hashes everything that goes in: the
@@ -56,6 +60,7 @@ fn cached(cache: &Path, init: &str, files: &[(String, PathBuf, u32)]) -> anyhow:
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
     h.update(init.as_bytes());
+    h.update(MODPROBE.as_bytes());
     for (name, src, perm) in files {
         let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
         h.update(format!("\0{name}\0{perm}\0{}\0", data.len()).as_bytes());
@@ -101,16 +106,17 @@ fn contents(
 }
 
 pub(crate) fn write_archive(init: &str, files: &[(String, PathBuf, u32)], dest: &Path) -> anyhow::Result<()> {
-    if let Some((name, _, _)) =
-        files.iter().find(|(n, _, _)| MOUNTED_OVER.iter().any(|m| n == m || n.starts_with(&format!("{m}/"))))
-    {
-        bail!(
-            "/{name}: the guest mounts a file system over /{}, which would hide it; put it elsewhere",
-            name.split('/').next().unwrap_or("")
-        );
+    for (name, _, _) in files {
+        if let Some(m) = MOUNTED_OVER.iter().find(|m| name == *m || name.starts_with(&format!("{m}/"))) {
+            bail!("/{name}: the guest mounts a file system over /{m}, which would hide it; put it elsewhere");
+        }
+    }
+    // The guest's own /sbin/modprobe (MODPROBE) is not to be replaced either.
+    if let Some((name, _, _)) = files.iter().find(|(n, _, _)| n == "sbin/modprobe") {
+        bail!("/{name}: every guest root has its own /sbin/modprobe (vm-images/modprobe); put yours elsewhere");
     }
     let mut dirs = BTreeSet::new();
-    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "root", "etc"] {
+    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "root", "etc", "lib", "lib/modules"] {
         dirs.insert(d.to_string());
     }
     for (name, _, _) in files {
@@ -134,6 +140,7 @@ pub(crate) fn write_archive(init: &str, files: &[(String, PathBuf, u32)], dest: 
         entry(d, 0o040755, &[], &mut out)?;
     }
     entry("init", 0o100755, init.as_bytes(), &mut out)?;
+    entry("sbin/modprobe", 0o100755, MODPROBE.as_bytes(), &mut out)?;
     for (name, src, perm) in files {
         let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
         let perm = if *perm == 0 { std::fs::metadata(src)?.permissions().mode() & 0o777 } else { *perm };

@@ -21,6 +21,7 @@ pub mod kconfig;
 pub mod lock;
 pub mod mainline;
 pub mod mirror;
+pub mod modules;
 pub mod nearest;
 pub mod oci;
 pub mod pin;
@@ -47,6 +48,9 @@ pub struct KernelImage {
     /// The kernel's build configuration (`/boot/config-*` of its package), when
     /// the package carries one (Debian's 7.x image packages do not).
     pub config: Option<PathBuf>,
+    /// The kernel's own modules as a disk for its guests ([`modules`]), where its
+    /// packages have modules.
+    pub modules: Option<PathBuf>,
 }
 
 impl KernelImage {
@@ -162,6 +166,40 @@ pub fn ensure_archive(
     make_entry(&dir, &k.release, &k.vmlinuz, k.config.as_deref())
 }
 
+/// Gives `image` (the pinned kernel of `locked`) its modules disk ([`modules`]),
+/// made once from every pinned package of the kernel (the image package holds
+/// the modules up to Debian's 6.x; a modules package from 7.x and at Ubuntu's;
+/// RPM kernels in `kernel-core`; OCI kernels in their layers).
+pub fn ensure_archive_modules(
+    cache: &Path,
+    mirrors: &Mirrors,
+    locked: &LockedKernel,
+    image: &mut KernelImage,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<()> {
+    let entry = cache.join("kernels").join(entry_key(locked));
+    image.modules = modules::ensure(&entry, &image.release, || {
+        let base = mirrors.base(locked.origin, &locked.suite, locked.arch())?;
+        progress(&format!("indexing the kernel's modules for its guests ({} packages)", locked.files.len()));
+        let fetch = |f: &LockedFile| -> anyhow::Result<(PathBuf, modules::PackageKind)> {
+            let url = format!("{base}/{}", f.path);
+            Ok(match locked.origin {
+                Origin::Oci => (oci::fetch_layer(cache, base, locked, f)?, modules::PackageKind::Layer),
+                Origin::Rpm => {
+                    (fetch_package(cache, "rpm", &url, &f.package, &f.sha256, |_| {})?, modules::PackageKind::Rpm)
+                }
+                _ => (fetch_deb(cache, &url, &f.package, &f.sha256, |_| {})?, modules::PackageKind::Deb),
+            })
+        };
+        locked
+            .files
+            .iter()
+            .map(|f| fetch(f).with_context(|| format!("downloading {} {}", f.package, f.version)))
+            .collect()
+    })?;
+    Ok(())
+}
+
 /// The `boot/config-*` of a .deb, if it has one.
 fn config_of_deb(deb: &Path) -> anyhow::Result<Option<Vec<u8>>> {
     Ok(file_from_deb(deb, |p| p.starts_with("boot/config-").then_some(()))?.map(|(_, c)| c))
@@ -219,27 +257,35 @@ pub fn ensure_local(
 ) -> anyhow::Result<KernelImage> {
     let path = resolve(&local.kernel);
     let data = fs::read(&path).with_context(|| format!("reading local kernel {}", path.display()))?;
-    if data.starts_with(b"\x7fELF") {
+    let mut image = if data.starts_with(b"\x7fELF") {
         if !crate::images::bzimage::has_pvh_note(&data) {
             anyhow::bail!(
                 "local kernel {}: this vmlinux has no PVH ELF note (built without CONFIG_PVH), so QEMU cannot boot it directly; give its bzImage (arch/x86/boot/bzImage) instead",
                 path.display()
             );
         }
-        return Ok(KernelImage {
+        KernelImage {
             bzimage: path.clone(),
             vmlinux: Some(path),
             vmlinux_boots: true,
             release: "local".into(),
             config: None,
-        });
+            modules: None,
+        }
+    } else {
+        let sha = fetch::sha256_file(&path)?;
+        let dir = cache.join("kernels").join(&sha);
+        match read_entry(&dir)? {
+            Some(img) => img,
+            None => make_entry(&dir, "local", &data, None)?,
+        }
+    };
+    if let Some(m) = &local.modules {
+        let release =
+            crate::images::bzimage::release(&data).or_else(|| crate::images::bzimage::release_in_banner(&data));
+        image.modules = modules::ensure_dir(cache, &resolve(m), release.as_deref())?;
     }
-    let sha = fetch::sha256_file(&path)?;
-    let dir = cache.join("kernels").join(&sha);
-    if let Some(img) = read_entry(&dir)? {
-        return Ok(img);
-    }
-    make_entry(&dir, "local", &data, None)
+    Ok(image)
 }
 
 pub(crate) fn read_entry(dir: &Path) -> anyhow::Result<Option<KernelImage>> {
@@ -254,6 +300,7 @@ pub(crate) fn read_entry(dir: &Path) -> anyhow::Result<Option<KernelImage>> {
         vmlinux_boots: !dir.join(NO_PVH).exists(),
         release: fs::read_to_string(release)?.trim().to_string(),
         config: Some(dir.join("config")).filter(|c| c.exists()),
+        modules: Some(dir.join(modules::DISK)).filter(|m| m.exists()),
     }))
 }
 

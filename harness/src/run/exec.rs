@@ -96,6 +96,7 @@ pub fn exec(m: &Matrix, kernel: &str, req: &ExecRequest, timeout: Option<u64>) -
         workdir: workdir.clone(),
         icount: None,
         serials: vec![out_path.clone(), err_path.clone()],
+        modules: image.modules.clone(),
     };
     let mut out = Stream::new(out_path);
     let mut err = Stream::new(err_path);

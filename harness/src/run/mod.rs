@@ -371,9 +371,11 @@ impl Matrix {
             KernelSource::Archive(src) => {
                 let locked = self.lock.get(&spec.name, &src, spec.arch(), &self.lock_path)?;
                 let mirrors = self.mirrors()?;
-                Some(images::ensure_archive(&self.opts.cache_dir, &mirrors, locked, |msg| {
-                    self.emit(events::Event::Image { kernel: spec.name.clone(), message: msg.to_string() })
-                })?)
+                let progress =
+                    |msg: &str| self.emit(events::Event::Image { kernel: spec.name.clone(), message: msg.to_string() });
+                let mut image = images::ensure_archive(&self.opts.cache_dir, &mirrors, locked, progress)?;
+                images::ensure_archive_modules(&self.opts.cache_dir, &mirrors, locked, &mut image, progress)?;
+                Some(image)
             }
             KernelSource::Local(local) => {
                 Some(images::ensure_local(&self.opts.cache_dir, local, |p| self.config.resolve_path(p))?)
@@ -502,6 +504,7 @@ impl Matrix {
             timeout: self.config.timeout(spec),
             workdir: workdir.to_path_buf(),
             serials: Vec::new(),
+            modules: image.modules.clone(),
         })
     }
 

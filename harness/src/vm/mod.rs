@@ -39,6 +39,9 @@ pub struct VmSpec {
     /// ...), each written to its file: `kernel-matrix exec` streams the program's
     /// stdout and stderr over them. Empty for matrix runs (`8250.nr_uarts=2`).
     pub serials: Vec<PathBuf>,
+    /// The kernel's modules disk ([`crate::images::modules`]): a read-only NVMe
+    /// drive (serial `km-modules`) that the guest mounts on its first `modprobe`.
+    pub modules: Option<PathBuf>,
 }
 
 /// How a VM ended.
@@ -126,6 +129,10 @@ impl VmSpec {
             ),
             Arch::Arm64 => "console=ttyAMA0 panic=-1 oops=panic quiet loglevel=5 cryptomgr.notests".to_string(),
         };
+        if self.modules.is_some() {
+            // vm-images/guest-mounts and vm-images/modprobe: the modules disk is there.
+            append.push_str(" km.modules");
+        }
         if let Some(extra) = &self.extra_cmdline {
             append.push(' ');
             append.push_str(extra);
@@ -152,6 +159,13 @@ impl VmSpec {
                         .args(["-device", &format!("pci-serial,chardev=km{}", i + 1)]);
                 }
             }
+        }
+        if let Some(disk) = &self.modules {
+            // QEMU option values escape a comma by doubling it.
+            let path = disk.display().to_string().replace(',', ",,");
+            let id = crate::images::modules::SERIAL;
+            c.args(["-drive", &format!("file={path},if=none,id={id},format=raw,readonly=on")])
+                .args(["-device", &format!("nvme,drive={id},serial={id},max_ioqpairs=1")]);
         }
         c.arg("-kernel").arg(&self.kernel).arg("-initrd").arg(&self.initramfs).args(["-append", &append]);
         c

@@ -1,0 +1,403 @@
+//! A kernel's own modules, for its guests: every `.ko` of the kernel's packages
+//! (`lib/modules/<release>/`), indexed for `modprobe`, as a read-only disk image
+//! (`kernels/<key>/modules.img`, ext2) that each VM of that kernel gets as an
+//! NVMe disk. The guest mounts it on the first `modprobe` (vm-images/guest-mounts),
+//! so a guest that loads no module pays nothing but the device probe.
+//!
+//! Why a disk and not the initramfs: the modules of a Debian cloud kernel are 24 MB
+//! (1138 files) compressed; unpacked into every guest root they would cost every
+//! boot their unpack time. NVMe because Debian's, Ubuntu's and Amazon's cloud
+//! kernels build it in (`CONFIG_BLK_DEV_NVME=y`) while virtio-blk is a module,
+//! and ext2 because every kernel's ext4 driver reads it (ext4 is built in
+//! where NVMe is).
+use std::{
+    fs,
+    io::Read,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _};
+
+/// The disk image in a kernel's cache entry.
+pub const DISK: &str = "modules.img";
+/// The marker of a kernel whose packages hold no modules (nothing to retry).
+const NONE: &str = "modules.none";
+/// The NVMe serial (and file system label) the guest finds the disk by.
+pub const SERIAL: &str = "km-modules";
+
+/// What a package is, for walking its files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackageKind {
+    Deb,
+    Rpm,
+    /// An OCI layer (a tar, maybe gzip or zstd compressed).
+    Layer,
+    /// A directory, as `make modules_install INSTALL_MOD_PATH=DIR` leaves it.
+    Dir,
+}
+
+/// The modules disk of a tree a user installed (`local: { modules: DIR }`, as
+/// `make modules_install INSTALL_MOD_PATH=DIR` leaves it: `DIR/lib/modules/<release>/`),
+/// cached as `kernels/modules-<key>/` under a key of every file's path, size and
+/// modification time, so rebuilt modules make a new disk. `kernel_release` (from the
+/// kernel's image, where it says) must be the tree's release: the guest's modprobe
+/// looks in `/lib/modules/$(uname -r)`.
+pub fn ensure_dir(cache: &Path, dir: &Path, kernel_release: Option<&str>) -> anyhow::Result<Option<PathBuf>> {
+    let base = dir.join("lib/modules");
+    let mut releases = Vec::new();
+    for e in fs::read_dir(&base).with_context(|| {
+        format!(
+            "local modules {}: no lib/modules/<release>/ inside (give the INSTALL_MOD_PATH of `make modules_install`)",
+            dir.display()
+        )
+    })? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            releases.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    let release = match &releases[..] {
+        [one] => one.clone(),
+        [] => bail!("local modules {}: lib/modules/ holds no <release>/ directory", dir.display()),
+        more => bail!(
+            "local modules {}: lib/modules/ holds {} releases ({}); give a directory with one",
+            dir.display(),
+            more.len(),
+            more.join(", ")
+        ),
+    };
+    if let Some(k) = kernel_release.filter(|k| *k != release) {
+        bail!("local modules {}: they are for {release}, the kernel is {k}; modprobe in the guest looks for /lib/modules/{k}", dir.display());
+    }
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    let mut todo = vec![base.join(&release)];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let e = e?;
+            let m = e.metadata()?;
+            if m.is_dir() {
+                todo.push(e.path());
+            } else {
+                let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+                h.update(format!("{}\0{}\0{:?}\0", e.path().display(), m.len(), mtime).as_bytes());
+            }
+        }
+    }
+    let entry = cache.join("kernels").join(format!("modules-{}", &hex::encode(h.finalize())[..32]));
+    fs::create_dir_all(&entry).with_context(|| format!("creating {}", entry.display()))?;
+    ensure(&entry, &release, || Ok(vec![(dir.to_path_buf(), PackageKind::Dir)]))
+}
+
+/// The modules disk of the kernel cached in `entry` (`release` its `uname -r`),
+/// made from `packages` the first time: `None` when they hold no module.
+/// `packages` is called only when the disk is not made yet (it may download).
+pub fn ensure(
+    entry: &Path,
+    release: &str,
+    packages: impl FnOnce() -> anyhow::Result<Vec<(PathBuf, PackageKind)>>,
+) -> anyhow::Result<Option<PathBuf>> {
+    let disk = entry.join(DISK);
+    if disk.exists() {
+        return Ok(Some(disk));
+    }
+    if entry.join(NONE).exists() {
+        return Ok(None);
+    }
+    let staging = crate::images::fetch::tmp_path(&entry.join("modules"));
+    let made = (|| -> anyhow::Result<bool> {
+        let tree = staging.join("lib/modules").join(release);
+        let mut n = 0;
+        for (pkg, kind) in packages()? {
+            n += take_modules(&pkg, kind, release, &tree).with_context(|| format!("reading {}", pkg.display()))?;
+        }
+        if n == 0 {
+            return Ok(false);
+        }
+        depmod(&staging, release)?;
+        make_disk(&staging.join("lib/modules"), &disk)?;
+        Ok(true)
+    })();
+    let _ = fs::remove_dir_all(&staging);
+    match made.with_context(|| format!("making the modules disk of {release}"))? {
+        true => Ok(Some(disk)),
+        false => {
+            fs::write(entry.join(NONE), "")?;
+            Ok(None)
+        }
+    }
+}
+
+/// Copies the modules of `release` in one package into `tree`
+/// (`.../lib/modules/<release>`), decompressed (`.ko.xz`, `.ko.zst`, `.ko.gz` to
+/// `.ko`: busybox's modprobe reads no zstd, and a plain `.ko` needs no
+/// decompressor in the kernel either), with the kernel's `modules.builtin*` and
+/// `modules.order`. Returns how many modules it took.
+fn take_modules(pkg: &Path, kind: PackageKind, release: &str, tree: &Path) -> anyhow::Result<usize> {
+    let mut n = 0;
+    each_file(pkg, kind, |path, content| {
+        let rel = ["lib/modules/", "usr/lib/modules/"]
+            .iter()
+            .find_map(|p| path.strip_prefix(p)?.strip_prefix(release)?.strip_prefix('/'));
+        let Some(rel) = rel else { return Ok(()) };
+        let name = rel.rsplit('/').next().unwrap_or(rel);
+        let (plain, reader): (&str, Box<dyn Read + '_>) = if let Some(p) = rel.strip_suffix(".ko.xz") {
+            (p, Box::new(liblzma::read::XzDecoder::new(content)))
+        } else if let Some(p) = rel.strip_suffix(".ko.zst") {
+            (p, Box::new(zstd::stream::read::Decoder::new(content)?))
+        } else if let Some(p) = rel.strip_suffix(".ko.gz") {
+            (p, Box::new(flate2::read::GzDecoder::new(content)))
+        } else if let Some(p) = rel.strip_suffix(".ko") {
+            (p, Box::new(content))
+        } else if name.starts_with("modules.builtin") || name == "modules.order" {
+            let dest = tree.join(rel);
+            fs::create_dir_all(tree)?;
+            std::io::copy(content, &mut fs::File::create(&dest)?)?;
+            return Ok(());
+        } else {
+            return Ok(());
+        };
+        let dest = tree.join(format!("{plain}.ko"));
+        fs::create_dir_all(dest.parent().expect("a module path has a directory"))?;
+        let mut reader = reader;
+        std::io::copy(&mut reader, &mut fs::File::create(&dest)?).with_context(|| format!("unpacking {path}"))?;
+        n += 1;
+        Ok(())
+    })?;
+    Ok(n)
+}
+
+/// Calls `f` with the path (no leading `./` or `/`) and contents of every regular
+/// file of a package: a .deb's data, an RPM's payload, an OCI layer's tar.
+pub fn each_file(
+    pkg: &Path,
+    kind: PackageKind,
+    mut f: impl FnMut(&str, &mut dyn Read) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let clean = |p: &str| p.trim_start_matches("./").trim_start_matches('/').to_string();
+    let mut walk_tar = |reader: &mut dyn Read| -> anyhow::Result<()> {
+        let mut tar = tar::Archive::new(reader);
+        for entry in tar.entries()? {
+            let mut entry = entry?;
+            if entry.header().entry_type().is_file() {
+                let path = clean(&entry.path()?.to_string_lossy());
+                f(&path, &mut entry)?;
+            }
+        }
+        Ok(())
+    };
+    match kind {
+        PackageKind::Deb => {
+            let mut ar = ar::Archive::new(fs::File::open(pkg)?);
+            while let Some(entry) = ar.next_entry() {
+                let entry = entry?;
+                let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
+                let mut reader: Box<dyn Read> = match name.as_str() {
+                    "data.tar.xz" => Box::new(liblzma::read::XzDecoder::new(entry)),
+                    "data.tar.zst" => Box::new(zstd::stream::read::Decoder::new(entry)?),
+                    "data.tar.gz" => Box::new(flate2::read::GzDecoder::new(entry)),
+                    "data.tar" => Box::new(entry),
+                    _ => continue,
+                };
+                return walk_tar(&mut reader);
+            }
+            bail!("not a Debian package (no data.tar member)")
+        }
+        PackageKind::Layer => {
+            let mut file = std::io::BufReader::new(fs::File::open(pkg)?);
+            let magic = std::io::BufRead::fill_buf(&mut file)?.get(..4).unwrap_or_default().to_vec();
+            let mut reader: Box<dyn Read> = if magic.starts_with(&[0x1f, 0x8b]) {
+                Box::new(flate2::read::GzDecoder::new(file))
+            } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+                Box::new(zstd::stream::read::Decoder::new(file)?)
+            } else {
+                Box::new(file)
+            };
+            walk_tar(&mut reader)
+        }
+        PackageKind::Dir => {
+            let mut todo = vec![pkg.to_path_buf()];
+            while let Some(d) = todo.pop() {
+                for e in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+                    let e = e?;
+                    // Symbolic links (`build`, `source` in a modules tree) are not modules.
+                    let t = e.file_type()?;
+                    if t.is_dir() {
+                        todo.push(e.path());
+                    } else if t.is_file() {
+                        let path = e.path();
+                        let rel = path.strip_prefix(pkg).expect("walked from pkg").to_string_lossy().into_owned();
+                        f(&rel, &mut fs::File::open(&path)?)?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        PackageKind::Rpm => {
+            let rpm = rpm::Package::open(pkg)?;
+            for file in rpm.files()? {
+                let file = file?;
+                let path = clean(&file.metadata.path().to_string_lossy());
+                if let Some(content) = file.content() {
+                    f(&path, &mut &content[..])?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `modules.dep`, `modules.alias` and `modules.symbols` for the tree under
+/// `root/lib/modules/<release>`, written by busybox's own `depmod` (the host's
+/// static busybox, which the guest roots carry anyway): the guest's modprobe is
+/// busybox's, so its index is in exactly the format that modprobe reads. It reads
+/// the modules' info strings, not their machine code, so an arm64 kernel's
+/// modules are indexed on an x86_64 host alike.
+fn depmod(root: &Path, release: &str) -> anyhow::Result<()> {
+    let busybox = crate::guest_root::find_busybox()?;
+    let out = Command::new(&busybox)
+        .arg("depmod")
+        .arg("-b")
+        .arg(root)
+        .arg(release)
+        .output()
+        .with_context(|| format!("running {} depmod", busybox.display()))?;
+    if !out.status.success() || !root.join("lib/modules").join(release).join("modules.dep").exists() {
+        bail!("busybox depmod failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// An ext2 image of `dir` at `disk` (written under a temporary name, then renamed),
+/// made by `mke2fs -d` (e2fsprogs, unprivileged): sized to the files plus a block
+/// of slack per file and room for the file system's own tables.
+fn make_disk(dir: &Path, disk: &Path) -> anyhow::Result<()> {
+    let (mut bytes, mut files) = (0u64, 0u64);
+    for entry in walkdir(dir)? {
+        bytes += entry;
+        files += 1;
+    }
+    let kib = (bytes + files * 4096) / 1024 * 11 / 10 + 8 * 1024;
+    let tmp = crate::images::fetch::tmp_path(disk);
+    let mke2fs = find_mke2fs()?;
+    let out = Command::new(&mke2fs)
+        .args(["-q", "-F", "-t", "ext2", "-m", "0", "-L", SERIAL, "-d"])
+        .arg(dir)
+        .arg(&tmp)
+        .arg(format!("{kib}k"))
+        .output()
+        .with_context(|| format!("running {}", mke2fs.display()))?;
+    if !out.status.success() {
+        let _ = fs::remove_file(&tmp);
+        bail!("{} failed ({}): {}", mke2fs.display(), out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    fs::rename(&tmp, disk).with_context(|| format!("renaming into {}", disk.display()))
+}
+
+/// The sizes of every file under `dir`.
+fn walkdir(dir: &Path) -> anyhow::Result<Vec<u64>> {
+    let mut sizes = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let e = e?;
+            let m = e.metadata()?;
+            if m.is_dir() {
+                todo.push(e.path());
+            } else {
+                sizes.push(m.len());
+            }
+        }
+    }
+    Ok(sizes)
+}
+
+/// `mke2fs` from e2fsprogs (Debian: essential), which an unprivileged PATH may
+/// not list (`/sbin`).
+fn find_mke2fs() -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join("mke2fs"))
+        .find(|p| p.exists())
+        .context("mke2fs not found: install e2fsprogs (the guests' modules disk is made with it)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A .deb with `files`, made with the real dpkg-deb.
+    fn deb(dir: &Path, files: &[(&str, &[u8])]) -> PathBuf {
+        let root = dir.join("pkg");
+        for (p, data) in files {
+            let f = root.join(p);
+            fs::create_dir_all(f.parent().unwrap()).unwrap();
+            fs::write(f, data).unwrap();
+        }
+        fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        fs::write(
+            root.join("DEBIAN/control"),
+            "Package: t\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n",
+        )
+        .unwrap();
+        let out = dir.join("t.deb");
+        let st = Command::new("dpkg-deb").args(["-Zxz", "--build"]).arg(&root).arg(&out).output().unwrap();
+        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        out
+    }
+
+    fn xz(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        liblzma::read::XzEncoder::new(data, 6).read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn modules_of_the_release_only_decompressed() {
+        let dir = std::env::temp_dir().join(format!("km-modules-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let pkg = deb(
+            &dir,
+            &[
+                ("lib/modules/6.1.0-t/kernel/net/a.ko.xz", &xz(b"module a")),
+                ("lib/modules/6.1.0-t/kernel/b.ko", b"module b"),
+                ("lib/modules/6.1.0-t/modules.builtin", b"kernel/c.ko\n"),
+                ("lib/modules/6.1.0-t/vmlinuz", b"not a module"),
+                ("lib/modules/5.10.0-other/kernel/d.ko", b"another kernel's"),
+                ("boot/vmlinuz-6.1.0-t", b"image"),
+            ],
+        );
+        let tree = dir.join("tree");
+        assert_eq!(take_modules(&pkg, PackageKind::Deb, "6.1.0-t", &tree).unwrap(), 2);
+        assert_eq!(fs::read(tree.join("kernel/net/a.ko")).unwrap(), b"module a");
+        assert_eq!(fs::read(tree.join("kernel/b.ko")).unwrap(), b"module b");
+        assert!(tree.join("modules.builtin").exists());
+        assert!(!tree.join("vmlinuz").exists());
+        assert!(!tree.join("kernel/d.ko").exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_local_tree_becomes_a_disk_once_and_must_match_the_kernel() {
+        let dir = std::env::temp_dir().join(format!("km-modules-dir-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let tree = dir.join("install/lib/modules/6.1.0-t/kernel/net");
+        fs::create_dir_all(&tree).unwrap();
+        fs::write(tree.join("a.ko"), b"\0name=a\0depends=b\0vermagic=6.1.0-t\0").unwrap();
+        fs::write(tree.join("b.ko"), b"\0name=b\0depends=\0vermagic=6.1.0-t\0").unwrap();
+        std::os::unix::fs::symlink("/nowhere", dir.join("install/lib/modules/6.1.0-t/build")).unwrap();
+        let cache = dir.join("cache");
+        let install = dir.join("install");
+        let disk = ensure_dir(&cache, &install, Some("6.1.0-t")).unwrap().unwrap();
+        assert!(fs::metadata(&disk).unwrap().len() > 0);
+        assert_eq!(ensure_dir(&cache, &install, None).unwrap().unwrap(), disk, "cached");
+        let err = ensure_dir(&cache, &install, Some("6.2.0")).unwrap_err().to_string();
+        assert!(err.contains("for 6.1.0-t, the kernel is 6.2.0"), "{err}");
+        let err = ensure_dir(&cache, &dir, None).unwrap_err();
+        assert!(format!("{err:#}").contains("INSTALL_MOD_PATH"), "{err:#}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
