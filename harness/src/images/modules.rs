@@ -105,6 +105,8 @@ pub fn ensure(
     if entry.join(NONE).exists() {
         return Ok(None);
     }
+    // A run killed while making the disk left its temporaries here.
+    crate::images::cache_gc::remove_stale(entry);
     let staging = crate::images::fetch::tmp_path(&entry.join("modules"));
     let made = (|| -> anyhow::Result<bool> {
         let tree = staging.join("lib/modules").join(release);
