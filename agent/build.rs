@@ -5,10 +5,10 @@ fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").unwrap());
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang-22".into());
     println!("cargo:rerun-if-env-changed=CLANG");
-    // A list, so a second C program is one more entry.
-    #[allow(clippy::single_element_loop)]
-    for (src, obj) in [("../programs-ebpf/xdp-classifier-loop/xdp_classifier_loop.bpf.c", "xdp_classifier_loop.bpf.o")]
-    {
+    for (src, obj) in [
+        ("../programs-ebpf/xdp-classifier-loop/xdp_classifier_loop.bpf.c", "xdp_classifier_loop.bpf.o"),
+        ("../programs-ebpf/insn-profile/insn_profile.bpf.c", "insn_profile.bpf.o"),
+    ] {
         println!("cargo:rerun-if-changed={src}");
         let status = Command::new(&clang)
             .args([

@@ -45,7 +45,7 @@ use km_protocol::{
     Probe, Record, Verdict,
 };
 
-use crate::checks::LOOP_OBJECT;
+use crate::{checks::LOOP_OBJECT, insn_profile::PROFILE_RUNS};
 const LOOP_PROGRAM: &str = "xdp_classifier_loop";
 
 /// The last octet of the benchmark packet's source address (10.0.0.200): not a
@@ -64,7 +64,7 @@ pub fn run_all(emit: &mut dyn FnMut(Record), features: &BTreeMap<String, Probe>,
         }
         let started = Instant::now();
         let result = match b.check {
-            "test_run" => test_run(b.program, cfg),
+            "test_run" => test_run(b.program, cfg, matches!(features.get("prog_profile"), Some(Probe::Present(_)))),
             "fdinfo" if b.program == "usdt_tracer" => usdt_fdinfo(cfg, features),
             "fdinfo" if b.program == "profiler" => profiler_fdinfo(cfg, features),
             "fdinfo" => fdinfo(b.program, cfg, features),
@@ -118,14 +118,18 @@ pub fn xdp_test_run(prog: &Xdp, repeat: u32) -> Result<f64, String> {
 /// BPF_PROG_TEST_RUN ns/run samples of one program in the running kernel (for
 /// tests that compare runs; the agent uses [`run_all`]).
 pub fn test_run_samples(program: &str, cfg: BenchConfig) -> Result<Vec<f64>, String> {
-    test_run(program, cfg).map(|s| s.0)
+    test_run(program, cfg, false).map(|s| s.0)
 }
 
-fn test_run(program: &str, cfg: BenchConfig) -> Result<Samples, String> {
+/// The timing samples of `program`, and with `profile` (where the `prog_profile`
+/// gate holds) its hardware counters per run as well ([`crate::insn_profile`]):
+/// `instructions_per_run`, `cycles_per_run`, ... with their spread.
+fn test_run(program: &str, cfg: BenchConfig, profile: bool) -> Result<Samples, String> {
     let data = packet(BENCH_OCTET);
     let stats = stats_on();
     let mut samples = Vec::with_capacity(cfg.samples);
     let mut info_metrics = BTreeMap::new();
+    let mut counters = None;
     if program == LOOP_PROGRAM {
         let obj = ObjectBuilder::default()
             .open_memory(LOOP_OBJECT)
@@ -136,6 +140,12 @@ fn test_run(program: &str, cfg: BenchConfig) -> Result<Samples, String> {
             let input = ProgramInput { data_in: Some(&data), repeat: cfg.repeat, ..Default::default() };
             let out = prog.test_run(input).map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))?;
             samples.push(out.duration.as_nanos() as f64);
+        }
+        if profile {
+            counters = Some(crate::insn_profile::profile(prog.as_fd(), program, || {
+                let input = ProgramInput { data_in: Some(&data), repeat: PROFILE_RUNS, ..Default::default() };
+                prog.test_run(input).map(drop).map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))
+            }));
         }
     } else {
         let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| format!("loading the object: {e}"))?;
@@ -159,15 +169,31 @@ fn test_run(program: &str, cfg: BenchConfig) -> Result<Samples, String> {
         for _ in 0..cfg.samples {
             samples.push(xdp_test_run(prog, cfg.repeat)?);
         }
+        if profile {
+            let fd = prog.fd().map_err(|e| format!("{e}"))?.as_fd();
+            counters = Some(crate::insn_profile::profile(fd, program, || xdp_test_run(prog, PROFILE_RUNS).map(drop)));
+        }
     }
     let mut metrics = info_metrics;
     metrics.insert("repeat".to_string(), cfg.repeat as f64);
     metrics.insert("stats_enabled".to_string(), stats as u8 as f64);
-    let note = format!(
+    let mut note = format!(
         "BPF_PROG_TEST_RUN repeat {} on a 64-byte UDP packet from 10.0.0.{BENCH_OCTET}; run-time stats {}",
         cfg.repeat,
         if stats { "ON (numbers include their overhead)" } else { "off" }
     );
+    match counters {
+        Some(Ok(p)) => {
+            metrics.append(&mut p.metrics());
+            note.push_str(&format!(
+                "; hardware counters over {PROFILE_RUNS} more runs (fentry/fexit): {}",
+                p.describe()
+            ));
+        }
+        // The matrix's insn_profile check fails with the same reason.
+        Some(Err(e)) => note.push_str(&format!("; hardware counters FAILED: {e}")),
+        None => {}
+    }
     Ok((samples, metrics, note))
 }
 

@@ -3,6 +3,7 @@
 //! talks to the host only through `km_protocol` records.
 pub mod bench;
 pub mod checks;
+pub mod insn_profile;
 pub mod probes;
 pub mod verifier;
 

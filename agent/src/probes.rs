@@ -13,7 +13,6 @@ use libbpf_rs::{
     btf::{types::Func, Btf},
     libbpf_sys as sys, MapHandle, MapType, ProgramType,
 };
-use perf_event_open_sys as perf;
 
 /// Guest side: runs every probe of the catalogue.
 pub fn probe_all() -> BTreeMap<String, Probe> {
@@ -380,10 +379,21 @@ fn prog_profile() -> Probe {
     if let Err(failed) = fentry() {
         return failed;
     }
-    match hardware_pmu() {
-        Ok(()) => Probe::Present("tracing programs load and a hardware instructions counter opens".into()),
-        Err(e) => Probe::Unavailable(format!(
-            "no hardware instructions counter here ({e}); needs real hardware, KVM with a vPMU, or (arm64 under TCG) -icount"
+    // The counters the profiler opens itself (kernel mode, CPU 0), so the gate and
+    // the check agree: instructions, else cycles alone (the check then measures
+    // cycles and reports instructions unavailable, with this reason).
+    use crate::insn_profile::{open_counter, METRICS};
+    let opens = |name: &str| {
+        let event = METRICS.iter().find(|e| e.name == name).expect("a catalogued counter");
+        open_counter(event, 0).map(drop)
+    };
+    match (opens("instructions"), opens("cycles")) {
+        (Ok(()), _) => Probe::Present("tracing programs load and a hardware instructions counter opens".into()),
+        (Err(e), Ok(())) => Probe::Present(format!(
+            "tracing programs load and a cycles counter opens; instructions do not ({e}: under TCG only with -icount)"
+        )),
+        (Err(e), Err(_)) => Probe::Unavailable(format!(
+            "no hardware counter here ({e}); needs real hardware, KVM with a vPMU, or (arm64 under TCG) its PMU"
         )),
     }
 }
@@ -413,30 +423,6 @@ fn fentry() -> Result<(), Probe> {
     }
     // SAFETY: a non-negative return is a new link fd that only we own (closed here, detaching).
     drop(unsafe { OwnedFd::from_raw_fd(link) });
-    Ok(())
-}
-
-/// Opens (and closes) a hardware instructions counter on this thread.
-pub fn hardware_pmu() -> Result<(), String> {
-    // type, size (the v5 layout, 112 bytes, as before), config; the rest zero.
-    let mut attr = perf::bindings::perf_event_attr {
-        type_: perf::bindings::PERF_TYPE_HARDWARE,
-        size: perf::bindings::PERF_ATTR_SIZE_VER5,
-        config: perf::bindings::PERF_COUNT_HW_INSTRUCTIONS as u64,
-        ..Default::default()
-    };
-    attr.set_disabled(1);
-    attr.set_exclude_kernel(1);
-    attr.set_exclude_hv(1);
-    // SAFETY: `attr` is an initialised perf_event_attr, alive for the call, whose
-    // `size` (112) is within the struct; it asks for a disabled user-space
-    // instructions counter on this thread (pid 0, any CPU, no group, no flags).
-    let fd = unsafe { perf::perf_event_open(&mut attr, 0, -1, -1, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
-    // SAFETY: a non-negative return of perf_event_open is a new fd that only we own.
-    drop(unsafe { OwnedFd::from_raw_fd(fd) });
     Ok(())
 }
 

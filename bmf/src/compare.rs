@@ -18,7 +18,7 @@
 //! latency regression makes `kernel-matrix compare` exit non-zero.
 use std::fmt::Write as _;
 
-use crate::{Bmf, Meta, Metric, LATENCY};
+use crate::{is_judged, Bmf, Meta, Metric};
 
 /// The relative latency change (percent) that counts by default; the runs' own
 /// spreads must be exceeded as well.
@@ -89,7 +89,7 @@ pub fn pool(runs: &[Bmf]) -> Bmf {
     }
     let mut out = Bmf::new();
     for ((bench, measure), ms) in all {
-        let pooled = if measure == LATENCY && ms.len() > 1 {
+        let pooled = if is_judged(&measure) && ms.len() > 1 {
             let medians: Vec<f64> = ms.iter().map(|m| m.value).collect();
             Metric {
                 value: km_protocol::stats::Summary::of(&medians).median,
@@ -125,7 +125,7 @@ pub fn compare(base: &Bmf, current: &Bmf, threshold_pct: f64) -> Vec<Cell> {
             let (status, needed) = match (b, c) {
                 (None, _) => (Status::New, None),
                 (_, None) => (Status::Missing, None),
-                (Some(b), Some(c)) if measure == LATENCY => {
+                (Some(b), Some(c)) if is_judged(measure) => {
                     let (s, n) = judge(&b, &c, threshold_pct);
                     (s, Some(n))
                 }
@@ -136,23 +136,51 @@ pub fn compare(base: &Bmf, current: &Bmf, threshold_pct: f64) -> Vec<Cell> {
         .collect()
 }
 
-/// Latency cells present in both runs, and how many of them were judged slower and
-/// faster: the tally `compare` prints and the regression demo checks.
+/// Removes from both files the kernels whose numbers came from different
+/// accelerators in the two runs (`tcg-icount` instruction counts against `kvm`
+/// wall-clock time, say): they measure different things, so `compare` never
+/// judges one against the other. Returns a note per kernel removed.
+pub fn drop_mixed_accels(base: &mut Bmf, base_meta: &Meta, cur: &mut Bmf, cur_meta: &Meta) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (k, km) in &cur_meta.kernels {
+        let Some(b) = base_meta.kernels.get(k) else { continue };
+        if b.accel != km.accel {
+            let prefix = format!("{k}::");
+            base.retain(|n, _| !n.starts_with(&prefix));
+            cur.retain(|n, _| !n.starts_with(&prefix));
+            notes.push(format!(
+                "{k} not compared: measured under {} in the baseline and {} now, which are different measures",
+                b.accel, km.accel
+            ));
+        }
+    }
+    notes
+}
+
+/// Judged cells (latency, hardware counts) present in both runs, and how many of
+/// them were judged slower and faster: the tally `compare` prints and the
+/// regression demo checks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
-    pub latency: usize,
+    pub judged: usize,
     pub slower: usize,
     pub faster: usize,
 }
 
 pub fn tally(cells: &[Cell]) -> Tally {
-    let latency: Vec<&Cell> =
-        cells.iter().filter(|c| c.measure == LATENCY && c.base.is_some() && c.current.is_some()).collect();
+    let judged: Vec<&Cell> =
+        cells.iter().filter(|c| is_judged(&c.measure) && c.base.is_some() && c.current.is_some()).collect();
     Tally {
-        latency: latency.len(),
-        slower: latency.iter().filter(|c| c.status == Status::Slower).count(),
-        faster: latency.iter().filter(|c| c.status == Status::Faster).count(),
+        judged: judged.len(),
+        slower: judged.iter().filter(|c| c.status == Status::Slower).count(),
+        faster: judged.iter().filter(|c| c.status == Status::Faster).count(),
     }
+}
+
+/// [`tally`] of the cells of one measure only.
+pub fn tally_of(cells: &[Cell], measure: &str) -> Tally {
+    let mine: Vec<Cell> = cells.iter().filter(|c| c.measure == measure).cloned().collect();
+    tally(&mine)
 }
 
 /// The benchmarks of program `from`, renamed as program `to` (`k::from::c` ->
@@ -209,6 +237,7 @@ pub fn table(cells: &[Cell], meta: &Meta, only_changes: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::LATENCY;
 
     fn m(v: f64, l: f64, u: f64) -> Metric {
         Metric { value: v, lower_value: Some(l), upper_value: Some(u) }
@@ -226,6 +255,50 @@ mod tests {
         assert_eq!(judge(&m(100.0, 80.0, 125.0), &m(130.0, 110.0, 150.0), 10.0).0, Status::Unchanged);
         // Without bounds only the threshold applies.
         assert_eq!(judge(&Metric::exact(100.0), &Metric::exact(111.0), 10.0).0, Status::Slower);
+    }
+
+    #[test]
+    fn hardware_counts_are_judged_like_latency() {
+        let one = |measure: &str, v: f64, l: f64, u: f64| -> Bmf {
+            [("k::p::test_run".to_string(), [(measure.to_string(), m(v, l, u))].into())].into()
+        };
+        for measure in ["instructions", "cycles"] {
+            // Exact counts under -icount: a rerun is unchanged, a 2x slower variant flagged.
+            let base = one(measure, 1334.0, 1334.0, 1334.0);
+            let rerun = compare(&base, &one(measure, 1334.0, 1334.0, 1334.0), 10.0);
+            assert_eq!(rerun[0].status, Status::Unchanged, "{measure}");
+            let slow = compare(&base, &one(measure, 2650.0, 2650.0, 2651.0), 10.0);
+            assert_eq!(slow[0].status, Status::Slower, "{measure}");
+            assert_eq!(tally(&slow), Tally { judged: 1, slower: 1, faster: 0 });
+            assert_eq!(tally_of(&slow, "latency"), Tally::default());
+        }
+        // Verifier numbers stay exact: changed, never slower.
+        let exact = |v: f64| -> Bmf {
+            [("k::p::load".to_string(), [("verified_insns".to_string(), Metric::exact(v))].into())].into()
+        };
+        assert_eq!(compare(&exact(1.0), &exact(2.0), 10.0)[0].status, Status::Changed);
+    }
+
+    #[test]
+    fn different_accelerators_are_never_compared() {
+        let one = |k: &str| -> Bmf {
+            [(format!("{k}::p::test_run"), [(LATENCY.to_string(), m(100.0, 99.0, 101.0))].into())].into()
+        };
+        let meta = |accel: &str| Meta {
+            kernels: [("6.1".to_string(), crate::KernelMeta { accel: accel.into(), ..Default::default() })].into(),
+            ..Default::default()
+        };
+        let (mut base, mut cur) = (one("6.1"), one("6.1"));
+        base.extend(one("7.2"));
+        cur.extend(one("7.2"));
+        let notes = drop_mixed_accels(&mut base, &meta("tcg-icount"), &mut cur, &meta("kvm"));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("tcg-icount") && notes[0].contains("kvm"));
+        assert_eq!(base.keys().collect::<Vec<_>>(), ["7.2::p::test_run"]);
+        assert_eq!(cur.keys().collect::<Vec<_>>(), ["7.2::p::test_run"]);
+        let (mut base, mut cur) = (one("6.1"), one("6.1"));
+        assert!(drop_mixed_accels(&mut base, &meta("tcg"), &mut cur, &meta("tcg")).is_empty());
+        assert_eq!(base.len(), 1);
     }
 
     #[test]

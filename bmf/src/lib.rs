@@ -65,9 +65,20 @@ pub const VERIFIER_MEASURES: &[&str] =
     &["verified_insns", "jited_bytes", "xlated_bytes", "processed_insns", "total_states", "peak_states"];
 /// Checks whose records carry a latency (see `bench`).
 pub const LATENCY_CHECKS: &[&str] = &["test_run", "fdinfo"];
+/// Hardware counts per program run (`instructions`, `cycles`), from the fentry/fexit
+/// profile of `test_run` benchmarks where a PMU counts (the agent's
+/// `insn_profile`): medians with quartile bounds, judged like latency. Under
+/// `tcg-icount` instruction counts are exact and repeat run after run.
+pub const COUNTER_MEASURES: &[&str] = &["instructions", "cycles"];
+
+/// Whether `compare` judges `measure` as a cost with noise (latency, hardware
+/// counts), rather than as an exact number that merely changed (verifier measures).
+pub fn is_judged(measure: &str) -> bool {
+    measure == LATENCY || COUNTER_MEASURES.contains(&measure)
+}
 
 /// Where the numbers of one kernel came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KernelMeta {
     /// `uname -r` in the guest (or the host).
     pub release: Option<String>,

@@ -12,11 +12,59 @@ use kernel_matrix::{
 use km_protocol::{features::by_id, Arch, KernelVersion, Probe, Verdict};
 
 fn matrix(tag: &str, bench: bool) -> Arc<Matrix> {
+    matrix_with(tag, bench, Vec::new())
+}
+
+fn matrix_with(tag: &str, bench: bool, guest_files: Vec<(String, PathBuf)>) -> Arc<Matrix> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let config = MatrixConfig::load(&root.join("kernels-arm64.yaml")).unwrap();
     let mut opts = Options::from_env(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(tag)).unwrap();
     opts.bench = bench;
+    opts.guest_files = guest_files;
     Arc::new(Matrix::new(config, opts).unwrap())
+}
+
+/// An arm64 bpftool that can `prog profile`, as a guest file at /usr/sbin/bpftool.
+/// Debian's own bpftool packages (bookworm's 7.1, sid's 7.8) are built without the
+/// BPF skeletons that command needs ("bpftool prog profile command is not
+/// supported. Please build bpftool with clang"), so it is cross-built here from
+/// Debian's linux-source-6.1 (set-up installs it) with clang-22: the tools/ tree
+/// only, about 20 s. It links only libelf, zlib and libc, which the arm64 guest
+/// root carries for the agent.
+fn arm64_bpftool() -> Vec<(String, PathBuf)> {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("arm64-bpftool");
+    let src = dir.join("linux-source-6.1");
+    let bin = src.join("tools/bpf/bpftool/bpftool");
+    if !bin.exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let members =
+            ["tools", "kernel/bpf", "include", "scripts", "Makefile", "arch/arm64/include", "arch/x86/include"];
+        let st = std::process::Command::new("tar")
+            .arg("xf")
+            .arg("/usr/src/linux-source-6.1.tar.xz")
+            .args(members.map(|m| format!("linux-source-6.1/{m}")))
+            .current_dir(&dir)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "unpacking /usr/src/linux-source-6.1.tar.xz (cargo xtask setup installs linux-source-6.1)"
+        );
+        // The feature probe for clang's BTF misses clang-22 here, so it is stated.
+        let out = std::process::Command::new("make")
+            .args(["-j2", "ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-", "CLANG=clang-22"])
+            .args(["LLVM_STRIP=llvm-strip-22", "HOSTCC=gcc", "HOSTLD=ld", "feature-clang-bpf-co-re=1"])
+            .current_dir(src.join("tools/bpf/bpftool"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && bin.exists(),
+            "building bpftool for arm64: {}",
+            String::from_utf8_lossy(&[out.stdout, out.stderr].concat())
+        );
+    }
+    vec![("usr/sbin/bpftool".into(), bin)]
 }
 
 /// Checks every arm64 guest passes (not merely "does not fail").
@@ -90,9 +138,19 @@ fn arm64_matrix_has_real_verdicts_and_an_architecture_gate() {
 
 #[test]
 fn arm64_guest_benchmarks_are_measured_and_labelled() {
-    let m = matrix("arm64-bench", true);
+    let m = matrix_with("arm64-bench", true, arm64_bpftool());
     let run = m.run_kernel("6.12-arm64");
     assert!(run.problem().is_none(), "{:?}", run.problem());
+    // Instruction counts where the PMU counts them (arm64 under TCG with -icount,
+    // trampolines from 6.4): insn_profile passes, and agrees with bpftool prog
+    // profile run in the same guest (the check itself fails beyond ±1%).
+    let id = *m.checks().iter().find(|c| c.trial() == "xdp_classifier::insn_profile").unwrap();
+    assert_eq!(verdict::check(&m, &run, id), Verdict::Pass);
+    let profile = &run.checks[&("xdp_classifier".to_string(), "insn_profile".to_string())];
+    let (ours, theirs) = (profile.metrics["instructions_per_run"], profile.metrics["bpftool_instructions_per_run"]);
+    eprintln!("6.12-arm64 insn_profile: {}", profile.note);
+    assert!(ours > 100.0 && ((ours - theirs) / theirs).abs() <= 0.01, "ours {ours}, bpftool {theirs}");
+    assert!(profile.metrics["cycles_per_run"] > 0.0);
     let (bmf, meta) = kernel_matrix::perf::bmf::from_runs(std::slice::from_ref(&run));
     assert_eq!(meta.accel_of("6.12-arm64"), "tcg-icount");
     for b in ["xdp_classifier::test_run", "xdp_classifier::fdinfo", "usdt_tracer::fdinfo", "profiler::fdinfo"] {
@@ -105,6 +163,26 @@ fn arm64_guest_benchmarks_are_measured_and_labelled() {
     // The slow variant costs more than the classifier on arm64 too.
     let lat = |p: &str| bmf[&format!("6.12-arm64::{p}::test_run")][kernel_matrix::perf::bmf::LATENCY].value;
     assert!(lat("xdp_classifier_slow") > lat("xdp_classifier"));
+
+    // Instruction counts are deterministic under -icount: a second VM counts the
+    // same per run for every program, `compare` flags nothing between the two,
+    // and flags the slow variant (read as the classifier) by its instructions.
+    use kernel_matrix::perf::bmf::compare;
+    let again = m.run_kernel("6.12-arm64");
+    assert!(again.problem().is_none(), "{:?}", again.problem());
+    let (bmf2, _) = kernel_matrix::perf::bmf::from_runs(std::slice::from_ref(&again));
+    for p in ["xdp_classifier", "xdp_classifier_slow", "xdp_classifier_loop"] {
+        let b = format!("6.12-arm64::{p}::test_run");
+        let (one, two) = (bmf[&b]["instructions"], bmf2[&b]["instructions"]);
+        assert!(one.value > 0.0 && one.value == two.value, "{b}: {one:?} then {two:?}");
+    }
+    let rerun = compare::compare(&bmf, &bmf2, compare::DEFAULT_THRESHOLD_PCT);
+    let t = compare::tally_of(&rerun, "instructions");
+    assert_eq!((t.judged, t.slower, t.faster), (3, 0, 0), "{rerun:?}");
+    let fixed = compare::map_program(&bmf2, "xdp_classifier", "xdp_classifier");
+    let slow = compare::map_program(&bmf2, "xdp_classifier_slow", "xdp_classifier");
+    let t = compare::tally_of(&compare::compare(&fixed, &slow, compare::DEFAULT_THRESHOLD_PCT), "instructions");
+    assert_eq!((t.judged, t.slower), (1, 1), "the slow variant by instructions");
 }
 
 /// `exec` and `qemu-cmd` on an arm64 kernel: a program cross-built for aarch64 runs

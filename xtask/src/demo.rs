@@ -1,8 +1,8 @@
 //! The regression demo: N full `kernel-matrix bench` runs, each judged with
 //! `km_bmf::compare` (the function behind `kernel-matrix compare`, not its text):
 //! - **slower**: the deliberately slow classifier (`xdp_classifier_slow`) read as the
-//!   classifier, against the classifier of the same run: every latency cell must be
-//!   judged slower;
+//!   classifier, against the classifier of the same run: every judged cell (latency,
+//!   and instructions and cycles where a PMU counts) must be judged slower;
 //! - **faster**: the other way round, the slow variant as the baseline and the
 //!   classifier as the change that replaces it (an optimisation landing): every
 //!   latency cell must be judged faster;
@@ -36,7 +36,7 @@ pub struct Args {
 const FIXED: &str = "xdp_classifier";
 const SLOW: &str = "xdp_classifier_slow";
 
-/// What a comparison must find among its latency cells.
+/// What a comparison must find among its judged cells (latency, hardware counts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
     AllSlower,
@@ -55,10 +55,10 @@ impl Expect {
     }
 
     fn holds(self, t: Tally) -> bool {
-        t.latency > 0
+        t.judged > 0
             && match self {
-                Expect::AllSlower => t.slower == t.latency && t.faster == 0,
-                Expect::AllFaster => t.faster == t.latency && t.slower == 0,
+                Expect::AllSlower => t.slower == t.judged && t.faster == 0,
+                Expect::AllFaster => t.faster == t.judged && t.slower == 0,
                 Expect::NothingFlagged => t.slower == 0 && t.faster == 0,
             }
     }
@@ -97,7 +97,15 @@ pub fn run(sh: &Shell, km: &Path, a: &Args) -> anyhow::Result<ExitCode> {
                         .cloned()
                         .collect();
                     let t = compare::tally(&mine);
-                    (t.latency > 0).then(|| format!("{accel} {}/{} slower {} faster", t.slower, t.latency, t.faster))
+                    (t.judged > 0).then(|| format!("{accel} {}/{} slower {} faster", t.slower, t.judged, t.faster))
+                })
+                .collect();
+            // Per measure: instruction counts (exact under -icount) beside timings.
+            let by_measure: Vec<String> = ["latency", "instructions", "cycles"]
+                .iter()
+                .filter_map(|m| {
+                    let t = compare::tally_of(&cells, m);
+                    (t.judged > 0).then(|| format!("{m} {}/{} slower {} faster", t.slower, t.judged, t.faster))
                 })
                 .collect();
             let ok = expect.holds(t);
@@ -114,11 +122,12 @@ pub fn run(sh: &Shell, km: &Path, a: &Args) -> anyhow::Result<ExitCode> {
             line(
                 &mut summary,
                 format!(
-                    "run {i}: {what}: {} of {} latency cells slower, {} faster [{}]: {} ({})",
+                    "run {i}: {what}: {} of {} cells slower, {} faster [{}] [{}]: {} ({})",
                     t.slower,
-                    t.latency,
+                    t.judged,
                     t.faster,
                     by_accel.join("; "),
+                    by_measure.join("; "),
                     if ok { "as expected" } else { "NOT as expected" },
                     if flagged.is_empty() || expect != Expect::NothingFlagged {
                         file.display().to_string()
@@ -164,7 +173,7 @@ mod tests {
 
     #[test]
     fn expectations_need_cells_and_count_both_directions() {
-        let t = |latency, slower, faster| Tally { latency, slower, faster };
+        let t = |judged, slower, faster| Tally { judged, slower, faster };
         assert!(Expect::AllSlower.holds(t(4, 4, 0)));
         assert!(!Expect::AllSlower.holds(t(4, 3, 0)));
         assert!(Expect::AllFaster.holds(t(4, 0, 4)));

@@ -3,26 +3,95 @@ use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
 use xdp_classifier::{drain, packet, packet_source, SourceAddr, OBJECT, PROGRAM};
 
 use super::*;
+use crate::insn_profile::PROFILE_RUNS;
 
 const P: &str = "xdp_classifier";
 
 pub fn run(emit: &mut dyn FnMut(Record)) {
-    // Gated on a hardware PMU; the gate replaces this verdict with its reason.
-    emit(insn_profile_record(P));
     let loaded = load();
     let mut ebpf = match loaded {
         Ok((ebpf, metrics)) => {
             emit(check(P, "load", Verdict::Pass, metrics, String::new()));
             ebpf
         }
-        Err(msg) => return load_failed(P, "classify", msg, emit),
+        Err(msg) => {
+            let not_run = Verdict::Fail("not run: the program did not load".into());
+            emit(check(P, "insn_profile", not_run, BTreeMap::new(), String::new()));
+            return load_failed(P, "classify", msg, emit);
+        }
     };
     let verdict = match classify(&mut ebpf) {
         Ok(()) => Verdict::Pass,
         Err(e) => Verdict::Fail(format!("{e:#}")),
     };
     emit(check(P, "classify", verdict, BTreeMap::new(), String::new()));
+    emit(insn_profile(&ebpf));
 }
+
+/// The catalogue check `<program>::insn_profile`: instructions and cycles (and any
+/// other counter the PMU offers) per run of the classifier on the benchmark packet,
+/// measured in the kernel by fentry/fexit programs as `bpftool prog profile` does
+/// ([`crate::insn_profile`]). Gated on `prog_profile` (trampolines and a hardware
+/// counter): where that is missing the gate replaces this verdict with its reason.
+///
+/// Where the guest carries bpftool ([`crate::insn_profile::BPFTOOL`]), the same runs
+/// are profiled by `bpftool prog profile` too, and the check fails unless both
+/// count the same instructions per run within [`BPFTOOL_AGREEMENT_PCT`].
+fn insn_profile(ebpf: &aya::Ebpf) -> Record {
+    let result = (|| -> Result<_, String> {
+        let prog: &Xdp = ebpf.program(PROGRAM).ok_or("no program")?.try_into().map_err(|e| format!("{e}"))?;
+        let fd = prog.fd().map_err(|e| format!("{e}"))?;
+        let data = packet(crate::bench::BENCH_OCTET);
+        let drive = || {
+            let opts = TestRunOptions { data_in: Some(&data), repeat: PROFILE_RUNS, ..Default::default() };
+            prog.test_run(opts).map(|_| ()).map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))
+        };
+        let started = std::time::Instant::now();
+        let ours = crate::insn_profile::profile(std::os::fd::AsFd::as_fd(fd), PROGRAM, drive)?;
+        let bpftool = std::path::Path::new(crate::insn_profile::BPFTOOL);
+        if !bpftool.exists() {
+            return Ok((ours, None));
+        }
+        // bpftool loads and attaches what we did: as long as ours took, with room.
+        let patience = (started.elapsed() * 50).max(std::time::Duration::from_secs(10));
+        let id = prog.info().map_err(|e| format!("{e}"))?.id();
+        let names: Vec<&str> = ours.counted.iter().map(|c| c.name).collect();
+        let theirs = crate::insn_profile::bpftool_profile(bpftool, id, &names, patience, drive)
+            .map_err(|e| format!("the cross-check with {}: {e}", bpftool.display()))?;
+        Ok((ours, Some(theirs)))
+    })();
+    let (ours, theirs) = match result {
+        Ok(r) => r,
+        Err(e) => return check(P, "insn_profile", Verdict::Fail(e), BTreeMap::new(), String::new()),
+    };
+    let mut metrics = ours.metrics();
+    let mut note = format!(
+        "{}; BPF_PROG_TEST_RUN repeat {PROFILE_RUNS} on a 64-byte UDP packet from 10.0.0.{}",
+        ours.describe(),
+        crate::bench::BENCH_OCTET
+    );
+    let mut verdict = Verdict::Pass;
+    match theirs {
+        None => note.push_str(&format!("; no {} in this guest for a cross-check", crate::insn_profile::BPFTOOL)),
+        Some(theirs) => {
+            for (name, per_run) in &theirs {
+                metrics.insert(format!("bpftool_{name}_per_run"), *per_run);
+                let mine = ours.get(name).map(|c| km_protocol::stats::Summary::of(&c.per_run).median).unwrap_or(0.0);
+                let diff = (mine - per_run) / per_run * 100.0;
+                note.push_str(&format!("; bpftool prog profile: {name} {per_run:.1}/run ({diff:+.2}% from ours)"));
+                if name == "instructions" && diff.abs() > BPFTOOL_AGREEMENT_PCT {
+                    verdict = Verdict::Fail(format!(
+                        "instructions per run: ours {mine:.0}, bpftool prog profile {per_run:.1} ({diff:+.2}%, more than ±{BPFTOOL_AGREEMENT_PCT}%)"
+                    ));
+                }
+            }
+        }
+    }
+    check(P, "insn_profile", verdict, metrics, note)
+}
+
+/// How far our instructions per run may be from bpftool's (percent).
+pub const BPFTOOL_AGREEMENT_PCT: f64 = 1.0;
 
 fn load() -> Result<(aya::Ebpf, BTreeMap<String, f64>), String> {
     let mut ebpf = aya::Ebpf::load(OBJECT).map_err(|e| format!("loading the object: {e}"))?;
@@ -90,19 +159,4 @@ fn classify(ebpf: &mut aya::Ebpf) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// The catalogue check `<program>::insn_profile`: instruction counts per run need
-/// `bpftool prog profile` (fentry/fexit + hardware counters). The gate on
-/// `prog_profile` replaces this verdict with the missing-PMU reason wherever there is
-/// no PMU (everywhere this project has run); where there is one, the agent still
-/// has no profiler of its own, and says so rather than invent numbers.
-pub fn insn_profile_record(program: &str) -> Record {
-    check(
-        program,
-        "insn_profile",
-        Verdict::Ignored("instruction-count profiling is not implemented in the agent; run `bpftool prog profile id <id> duration 5 instructions cycles` on this machine".into()),
-        BTreeMap::new(),
-        String::new(),
-    )
 }

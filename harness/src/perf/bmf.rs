@@ -39,11 +39,25 @@ pub fn from_runs(runs: &[impl AsRef<KernelRun>]) -> (Bmf, Meta) {
             }
             let m = &o.metrics;
             if LATENCY_CHECKS.contains(&check.as_str()) {
+                let bench = bmf.entry(format!("{}::{program}::{check}", run.kernel)).or_default();
                 if let Some(&value) = m.get("value") {
-                    bmf.entry(format!("{}::{program}::{check}", run.kernel)).or_default().insert(
+                    bench.insert(
                         LATENCY.into(),
                         Metric { value, lower_value: m.get("lower").copied(), upper_value: m.get("upper").copied() },
                     );
+                }
+                // The agent's hardware counts per run (`<measure>_per_run`, `_q1`, `_q3`).
+                for measure in COUNTER_MEASURES {
+                    if let Some(&value) = m.get(&format!("{measure}_per_run")) {
+                        let bound = |b: &str| m.get(&format!("{measure}_{b}")).copied();
+                        bench.insert(
+                            measure.to_string(),
+                            Metric { value, lower_value: bound("q1"), upper_value: bound("q3") },
+                        );
+                    }
+                }
+                if bench.is_empty() {
+                    bmf.remove(&format!("{}::{program}::{check}", run.kernel));
                 }
             }
             let load = format!("{}::{program}::load", run.kernel);
@@ -84,7 +98,18 @@ mod tests {
         );
         checks.insert(
             ("xdp_classifier".into(), "test_run".into()),
-            outcome(&[("value", 140.0), ("lower", 139.0), ("upper", 146.5), ("repeat", 1e6)]),
+            outcome(&[
+                ("value", 140.0),
+                ("lower", 139.0),
+                ("upper", 146.5),
+                ("repeat", 1e6),
+                ("instructions_per_run", 1334.0),
+                ("instructions_q1", 1334.0),
+                ("instructions_q3", 1335.0),
+                ("cycles_per_run", 2100.0),
+                ("cycles_q1", 2000.0),
+                ("cycles_q3", 2200.0),
+            ]),
         );
         checks.insert(
             ("xdp_classifier_slow".into(), "test_run".into()),
@@ -109,6 +134,12 @@ mod tests {
             json["6.1::xdp_classifier::test_run"]["latency"],
             serde_json::json!({"value": 140.0, "lower_value": 139.0, "upper_value": 146.5})
         );
+        assert_eq!(
+            json["6.1::xdp_classifier::test_run"]["instructions"],
+            serde_json::json!({"value": 1334.0, "lower_value": 1334.0, "upper_value": 1335.0})
+        );
+        assert_eq!(json["6.1::xdp_classifier::test_run"]["cycles"]["value"], 2100.0);
+        assert!(json["6.1::xdp_classifier_slow::test_run"].get("instructions").is_none(), "no profile, no counts");
         assert_eq!(json["6.1::xdp_classifier::load"]["verified_insns"]["value"], 118.0);
         assert_eq!(json["6.1::xdp_classifier_slow::load"]["verified_insns"]["value"], 700.0);
         assert!(json.get("6.1::xdp_classifier::classify").is_none(), "checks without numbers are not benchmarks");

@@ -10,7 +10,7 @@ use std::{collections::BTreeSet, fmt::Write as _};
 
 use crate::{
     escape::html as esc,
-    perf::bmf::{describe_accel, split_name, Bmf, Meta, LATENCY, VERIFIER_MEASURES},
+    perf::bmf::{describe_accel, split_name, Bmf, Meta, COUNTER_MEASURES, LATENCY, VERIFIER_MEASURES},
 };
 
 /// An input: a label (usually the file name), its BMF and its sidecar.
@@ -48,6 +48,7 @@ pub fn render(inputs: &[Input], title: &str) -> String {
     let ks = kernels(inputs);
     kernels_table(&mut h, inputs, &ks);
     latency_charts(&mut h, inputs, &ks);
+    counters_table(&mut h, inputs, &ks);
     verifier_table(&mut h, inputs, &ks);
     userspace_table(&mut h, inputs);
     h.push_str("</body></html>\n");
@@ -139,6 +140,54 @@ fn latency_charts(h: &mut String, inputs: &[Input], ks: &[String]) {
         let _ = write!(h, "<h2>{}::{} latency (ns per run)</h2>", esc(program), esc(check));
         h.push_str(&chart(inputs, ks, program, check));
     }
+}
+
+/// Hardware counts per run (instructions, cycles) per benchmark, kernel and input,
+/// where a PMU counted them: median with the quartiles.
+fn counters_table(h: &mut String, inputs: &[Input], ks: &[String]) {
+    let benches: BTreeSet<(String, String)> = inputs
+        .iter()
+        .flat_map(|i| i.bmf.iter())
+        .filter(|(_, ms)| COUNTER_MEASURES.iter().any(|m| ms.contains_key(*m)))
+        .map(|(b, _)| {
+            let (_, p, c) = split_name(b);
+            (p.to_string(), c.to_string())
+        })
+        .collect();
+    if benches.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Hardware counts per run</h2><p class=\"note\">Counted by the PMU around each run (fentry/fexit, as <code>bpftool prog profile</code>), kernel mode; median [first – third quartile] over the profiled runs. Under tcg-icount instruction counts are exact and repeat run after run.</p><table><tr><th>benchmark</th><th>kernel</th>");
+    if inputs.len() > 1 {
+        h.push_str("<th>run</th>");
+    }
+    for m in COUNTER_MEASURES {
+        let _ = write!(h, "<th>{m}</th>");
+    }
+    h.push_str("<th>accelerator</th></tr>");
+    for (p, c) in &benches {
+        for k in ks {
+            for i in inputs {
+                let Some(ms) = i.bmf.get(&format!("{k}::{p}::{c}")) else { continue };
+                if !COUNTER_MEASURES.iter().any(|m| ms.contains_key(*m)) {
+                    continue;
+                }
+                let _ = write!(h, "<tr><td>{}::{}</td><td>{}</td>", esc(p), esc(c), esc(k));
+                if inputs.len() > 1 {
+                    let _ = write!(h, "<td>{}</td>", esc(&i.label));
+                }
+                for m in COUNTER_MEASURES {
+                    let v = ms
+                        .get(*m)
+                        .map(|x| format!("{:.0} [{:.0} – {:.0}]", x.value, x.lower(), x.upper()))
+                        .unwrap_or_else(|| "-".into());
+                    let _ = write!(h, "<td class=\"num\">{v}</td>");
+                }
+                let _ = write!(h, "<td>{}</td></tr>", esc(describe_accel(i.meta.accel_of(k))));
+            }
+        }
+    }
+    h.push_str("</table>");
 }
 
 /// The verifier's numbers per program, kernel and input.
@@ -306,6 +355,10 @@ mod tests {
         bmf.entry("6.1::xdp_classifier::load".into())
             .or_default()
             .insert("verified_insns".into(), Metric::exact(118.0));
+        bmf.entry("6.1::xdp_classifier::test_run".into()).or_default().insert(
+            "instructions".into(),
+            Metric { value: 1334.0, lower_value: Some(1334.0), upper_value: Some(1335.0) },
+        );
         let mut meta = Meta::default();
         meta.kernels.insert(
             "6.1".into(),
@@ -332,6 +385,12 @@ mod tests {
         assert!(!page.contains("src=\"http") && !page.contains("href=\"http") && !page.contains("<script"));
         assert!(page.contains("tcg (emulated") && page.contains("host (native)"));
         assert!(page.contains("4000 ns") && page.contains("80.0 ns") && page.contains(">118</td>"));
+        // Hardware counts: their own table, the host (no profile) not in it.
+        assert!(
+            page.contains("Hardware counts per run")
+                && page.contains(">1334 [1334 – 1335]</td><td class=\"num\">-</td>"),
+            "{page}"
+        );
         // Where each kernel's time went: host boot, guest clock at /init, agent.
         assert!(
             page.contains("<td>4.20</td><td>3.10</td><td>20.50</td>")

@@ -160,22 +160,22 @@ pub fn compare(a: &CompareArgs) -> anyhow::Result<ExitCode> {
         base = compare::map_program(&base, to, to);
         anyhow::ensure!(!cur.is_empty(), "no benchmark of program {from} in {}", current.display());
     }
+    for note in compare::drop_mixed_accels(&mut base, &base_meta, &mut cur, &cur_meta) {
+        println!("note: {note}");
+    }
     let cells = compare::compare(&base, &cur, a.threshold);
     for (k, km) in &cur_meta.kernels {
         if let Some(b) = base_meta.kernels.get(k) {
-            if b.accel != km.accel || b.release != km.release {
-                println!(
-                    "note: {k} differs between the runs: {:?} {} vs {:?} {}",
-                    b.release, b.accel, km.release, km.accel
-                );
+            if b.release != km.release {
+                println!("note: {k} differs between the runs: {:?} vs {:?}", b.release, km.release);
             }
         }
     }
     print!("{}", compare::table(&cells, &cur_meta, !a.all));
     let t = compare::tally(&cells);
     println!(
-        "\n{} latency cells compared against {} baseline run(s) (threshold {}% and the runs' quartile spreads): {} slower, {} faster",
-        t.latency,
+        "\n{} latency and hardware-count cells compared against {} baseline run(s) (threshold {}% and the runs' quartile spreads): {} slower, {} faster",
+        t.judged,
         baselines.len(),
         a.threshold,
         t.slower,
