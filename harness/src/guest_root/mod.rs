@@ -126,28 +126,79 @@ pub(crate) fn write_archive(init: &str, files: &[(String, PathBuf, u32)], dest: 
             p = d.parent();
         }
     }
-    let mut out = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let mut ino = 1;
-    let mut entry = |name: &str, mode: u32, data: &[u8], out: &mut dyn Write| -> anyhow::Result<()> {
-        ino += 1;
-        let b = cpio::newc::Builder::new(name).ino(ino).mode(mode).nlink(1);
-        let mut w = b.write(out, data.len() as u32);
-        w.write_all(data)?;
-        w.finish()?;
-        Ok(())
-    };
+    let mut out = Newc::default();
     for d in &dirs {
-        entry(d, 0o040755, &[], &mut out)?;
+        out.entry(d, 0o040755, &[])?;
     }
-    entry("init", 0o100755, init.as_bytes(), &mut out)?;
-    entry("sbin/modprobe", 0o100755, MODPROBE.as_bytes(), &mut out)?;
+    out.entry("init", 0o100755, init.as_bytes())?;
+    out.entry("sbin/modprobe", 0o100755, MODPROBE.as_bytes())?;
     for (name, src, perm) in files {
         let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
         let perm = if *perm == 0 { std::fs::metadata(src)?.permissions().mode() & 0o777 } else { *perm };
-        entry(name, 0o100000 | perm, &data, &mut out)?;
+        out.entry(name, 0o100000 | perm, &data)?;
     }
-    cpio::newc::trailer(&mut out)?;
     crate::images::fetch::write_atomic(dest, &out.finish()?)
+}
+
+/// A gzip-compressed cpio (newc) archive being written, the initramfs format.
+struct Newc {
+    out: flate2::write::GzEncoder<Vec<u8>>,
+    ino: u32,
+}
+
+impl Default for Newc {
+    fn default() -> Self {
+        Self { out: flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()), ino: 1 }
+    }
+}
+
+impl Newc {
+    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) -> anyhow::Result<()> {
+        self.ino += 1;
+        let b = cpio::newc::Builder::new(name).ino(self.ino).mode(mode).nlink(1);
+        let mut w = b.write(&mut self.out, data.len() as u32);
+        w.write_all(data)?;
+        w.finish()?;
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<Vec<u8>> {
+        cpio::newc::trailer(&mut self.out)?;
+        Ok(self.out.finish()?)
+    }
+}
+
+/// Where a guest finds the modules it needs to mount its kernel's modules disk
+/// (vm-images/modprobe loads them in the order of `order`).
+const BOOT_MODULES_DIR: &str = "km-boot-modules";
+
+/// `root` followed by a second archive with the kernel's boot modules (`boot`, an
+/// [`crate::images::modules::BOOT_MODULES`] directory) under /km-boot-modules: the
+/// kernel unpacks concatenated archives one after the other, so one shared root
+/// serves every kernel and only the few kernels that need boot modules get a root
+/// of their own, `<dir>/guest-roots/<key>.cpio.gz`, made once.
+pub fn with_boot_modules(root: &Path, boot: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    use sha2::Digest as _;
+    let order =
+        std::fs::read_to_string(boot.join("order")).with_context(|| format!("reading {}/order", boot.display()))?;
+    let mut overlay = Newc::default();
+    overlay.entry(BOOT_MODULES_DIR, 0o040755, &[])?;
+    overlay.entry(&format!("{BOOT_MODULES_DIR}/order"), 0o100644, order.as_bytes())?;
+    for name in order.lines() {
+        let data = std::fs::read(boot.join(name)).with_context(|| format!("reading {}/{name}", boot.display()))?;
+        overlay.entry(&format!("{BOOT_MODULES_DIR}/{name}"), 0o100644, &data)?;
+    }
+    let overlay = overlay.finish()?;
+    let mut h = sha2::Sha256::new();
+    h.update(root.to_string_lossy().as_bytes());
+    h.update(&overlay);
+    let dest = dir.join("guest-roots").join(format!("{}.cpio.gz", &hex::encode(h.finalize())[..32]));
+    if !dest.exists() {
+        let mut data = std::fs::read(root).with_context(|| format!("reading {}", root.display()))?;
+        data.extend_from_slice(&overlay);
+        crate::images::fetch::write_atomic(&dest, &data)?;
+    }
+    Ok(dest)
 }
 
 /// The dynamic loader and libraries `ldd` lists for `bin` (none for static binaries).
@@ -185,4 +236,35 @@ pub fn find_busybox() -> anyhow::Result<PathBuf> {
         }
     }
     bail!("busybox not found: install busybox-static (the guest root needs a static busybox)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_modules_follow_the_root_as_a_second_archive() {
+        let dir = std::env::temp_dir().join(format!("km-boot-modules-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let boot = dir.join("boot-modules");
+        std::fs::create_dir_all(&boot).unwrap();
+        std::fs::write(boot.join("nvme-core.ko"), b"core module").unwrap();
+        std::fs::write(boot.join("nvme.ko"), b"nvme module").unwrap();
+        std::fs::write(boot.join("order"), "nvme-core.ko\nnvme.ko\n").unwrap();
+        let root = dir.join("root.cpio.gz");
+        write_archive("#!/bin/sh\n", &[], &root).unwrap();
+        let out = with_boot_modules(&root, &boot, &dir).unwrap();
+        assert_eq!(with_boot_modules(&root, &boot, &dir).unwrap(), out, "made once");
+        let data = std::fs::read(&out).unwrap();
+        assert!(data.starts_with(&std::fs::read(&root).unwrap()), "the shared root comes first, unchanged");
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&data[..]), &mut all).unwrap();
+        let text = String::from_utf8_lossy(&all);
+        for want in ["sbin/modprobe", "km-boot-modules/order", "km-boot-modules/nvme.ko", "nvme module", "core module"]
+        {
+            assert!(text.contains(want), "{want} missing");
+        }
+        assert_eq!(text.matches("TRAILER!!!").count(), 2, "two archives, each ended");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

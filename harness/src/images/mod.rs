@@ -50,7 +50,7 @@ pub struct KernelImage {
     pub config: Option<PathBuf>,
     /// The kernel's own modules as a disk for its guests ([`modules`]), where its
     /// packages have modules.
-    pub modules: Option<PathBuf>,
+    pub modules: Option<modules::ModulesDisk>,
 }
 
 impl KernelImage {
@@ -300,7 +300,7 @@ pub(crate) fn read_entry(dir: &Path) -> anyhow::Result<Option<KernelImage>> {
         vmlinux_boots: !dir.join(NO_PVH).exists(),
         release: fs::read_to_string(release)?.trim().to_string(),
         config: Some(dir.join("config")).filter(|c| c.exists()),
-        modules: Some(dir.join(modules::DISK)).filter(|m| m.exists()),
+        modules: modules::ModulesDisk::of(dir),
     }))
 }
 

@@ -21,6 +21,31 @@ use anyhow::{bail, Context as _};
 
 /// The disk image in a kernel's cache entry.
 pub const DISK: &str = "modules.img";
+/// The modules the guest needs to read the disk, where the kernel has them as
+/// modules rather than built in (its NVMe or ext4 driver: RHEL's kernels), in
+/// the entry as `boot-modules/<name>.ko` with `boot-modules/order` (load order):
+/// the guest root carries them (see `guest_root::with_boot_modules`).
+pub const BOOT_MODULES: &str = "boot-modules";
+/// What a guest needs to mount the disk: the block driver and the file system.
+const DISK_DRIVERS: &[&str] = &["nvme", "ext4"];
+
+/// A kernel's modules for its guests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModulesDisk {
+    /// The ext2 image of `lib/modules/<release>`.
+    pub disk: PathBuf,
+    /// [`BOOT_MODULES`], when the kernel needs any.
+    pub boot: Option<PathBuf>,
+}
+
+impl ModulesDisk {
+    /// The disk of the kernel cached in `entry`, if it is made.
+    pub fn of(entry: &Path) -> Option<Self> {
+        let disk = entry.join(DISK);
+        let boot = entry.join(BOOT_MODULES);
+        disk.exists().then(|| Self { disk, boot: boot.join("order").exists().then_some(boot) })
+    }
+}
 /// The marker of a kernel whose packages hold no modules (nothing to retry).
 const NONE: &str = "modules.none";
 /// The NVMe serial (and file system label) the guest finds the disk by.
@@ -43,7 +68,7 @@ pub enum PackageKind {
 /// modification time, so rebuilt modules make a new disk. `kernel_release` (from the
 /// kernel's image, where it says) must be the tree's release: the guest's modprobe
 /// looks in `/lib/modules/$(uname -r)`.
-pub fn ensure_dir(cache: &Path, dir: &Path, kernel_release: Option<&str>) -> anyhow::Result<Option<PathBuf>> {
+pub fn ensure_dir(cache: &Path, dir: &Path, kernel_release: Option<&str>) -> anyhow::Result<Option<ModulesDisk>> {
     let base = dir.join("lib/modules");
     let mut releases = Vec::new();
     for e in fs::read_dir(&base).with_context(|| {
@@ -97,11 +122,11 @@ pub fn ensure(
     entry: &Path,
     release: &str,
     packages: impl FnOnce() -> anyhow::Result<Vec<(PathBuf, PackageKind)>>,
-) -> anyhow::Result<Option<PathBuf>> {
-    let disk = entry.join(DISK);
-    if disk.exists() {
-        return Ok(Some(disk));
+) -> anyhow::Result<Option<ModulesDisk>> {
+    if let Some(made) = ModulesDisk::of(entry) {
+        return Ok(Some(made));
     }
+    let disk = entry.join(DISK);
     if entry.join(NONE).exists() {
         return Ok(None);
     }
@@ -118,12 +143,28 @@ pub fn ensure(
             return Ok(false);
         }
         depmod(&staging, release)?;
+        // Before the disk: a disk without its boot modules would look complete.
+        let order = boot_modules(&fs::read_to_string(tree.join("modules.dep"))?, DISK_DRIVERS);
+        if !order.is_empty() {
+            let dir = staging.join(BOOT_MODULES);
+            fs::create_dir_all(&dir)?;
+            let mut names = String::new();
+            for rel in &order {
+                let name = rel.rsplit('/').next().expect("a path");
+                fs::copy(tree.join(rel), dir.join(name)).with_context(|| format!("copying {rel}"))?;
+                names.push_str(name);
+                names.push('\n');
+            }
+            fs::write(dir.join("order"), names)?;
+            let _ = fs::remove_dir_all(entry.join(BOOT_MODULES));
+            fs::rename(&dir, entry.join(BOOT_MODULES))?;
+        }
         make_disk(&staging.join("lib/modules"), &disk)?;
         Ok(true)
     })();
     let _ = fs::remove_dir_all(&staging);
     match made.with_context(|| format!("making the modules disk of {release}"))? {
-        true => Ok(Some(disk)),
+        true => Ok(ModulesDisk::of(entry)),
         false => {
             fs::write(entry.join(NONE), "")?;
             Ok(None)
@@ -168,6 +209,42 @@ fn take_modules(pkg: &Path, kind: PackageKind, release: &str, tree: &Path) -> an
         Ok(())
     })?;
     Ok(n)
+}
+
+/// The modules (paths as `modules.dep` has them) that `wanted` (module names) need,
+/// dependencies first, in the order to load them; a wanted module that is not in
+/// `modules.dep` is built in (or absent) and needs nothing.
+fn boot_modules(modules_dep: &str, wanted: &[&str]) -> Vec<String> {
+    let name = |path: &str| path.rsplit('/').next().unwrap_or(path).trim_end_matches(".ko").replace('-', "_");
+    let deps: std::collections::BTreeMap<String, (String, Vec<String>)> = modules_dep
+        .lines()
+        .filter_map(|l| {
+            let (m, d) = l.split_once(':')?;
+            Some((name(m), (m.to_string(), d.split_whitespace().map(str::to_string).collect())))
+        })
+        .collect();
+    fn visit(
+        m: &str,
+        deps: &std::collections::BTreeMap<String, (String, Vec<String>)>,
+        name: &dyn Fn(&str) -> String,
+        out: &mut Vec<String>,
+    ) {
+        let Some((path, ds)) = deps.get(m) else { return };
+        if out.contains(path) {
+            return;
+        }
+        for d in ds {
+            visit(&name(d), deps, name, out);
+        }
+        if !out.contains(path) {
+            out.push(path.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for w in wanted {
+        visit(w, &deps, &name, &mut out);
+    }
+    out
 }
 
 /// Calls `f` with the path (no leading `./` or `/`) and contents of every regular
@@ -383,6 +460,28 @@ mod tests {
     }
 
     #[test]
+    fn boot_modules_come_with_their_dependencies_first() {
+        let dep = "kernel/drivers/nvme/host/nvme.ko: kernel/drivers/nvme/host/nvme-core.ko\n\
+                   kernel/drivers/nvme/host/nvme-core.ko:\n\
+                   kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko kernel/fs/mbcache.ko kernel/lib/crc16.ko\n\
+                   kernel/fs/jbd2/jbd2.ko: kernel/lib/crc16.ko\n\
+                   kernel/fs/mbcache.ko:\nkernel/lib/crc16.ko:\nkernel/net/veth.ko:\n";
+        assert_eq!(
+            boot_modules(dep, DISK_DRIVERS),
+            [
+                "kernel/drivers/nvme/host/nvme-core.ko",
+                "kernel/drivers/nvme/host/nvme.ko",
+                "kernel/lib/crc16.ko",
+                "kernel/fs/jbd2/jbd2.ko",
+                "kernel/fs/mbcache.ko",
+                "kernel/fs/ext4/ext4.ko",
+            ]
+        );
+        // Debian's cloud kernels build both in: nothing to carry.
+        assert!(boot_modules("kernel/net/veth.ko:\n", DISK_DRIVERS).is_empty());
+    }
+
+    #[test]
     fn a_local_tree_becomes_a_disk_once_and_must_match_the_kernel() {
         let dir = std::env::temp_dir().join(format!("km-modules-dir-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
@@ -394,7 +493,8 @@ mod tests {
         let cache = dir.join("cache");
         let install = dir.join("install");
         let disk = ensure_dir(&cache, &install, Some("6.1.0-t")).unwrap().unwrap();
-        assert!(fs::metadata(&disk).unwrap().len() > 0);
+        assert!(fs::metadata(&disk.disk).unwrap().len() > 0);
+        assert_eq!(disk.boot, None);
         assert_eq!(ensure_dir(&cache, &install, None).unwrap().unwrap(), disk, "cached");
         let err = ensure_dir(&cache, &install, Some("6.2.0")).unwrap_err().to_string();
         assert!(err.contains("for 6.1.0-t, the kernel is 6.2.0"), "{err}");

@@ -81,8 +81,11 @@ pub fn exec(m: &Matrix, kernel: &str, req: &ExecRequest, timeout: Option<u64>) -
     };
     let workdir = m.opts.run_dir.join("exec").join(format!("{kernel}-{}", std::process::id()));
     std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
-    let initramfs = workdir.join("root.cpio.gz");
+    let mut initramfs = workdir.join("root.cpio.gz");
     root::build(req, spec.arch(), &m.busybox(spec)?, &initramfs)?;
+    if let Some(boot) = image.modules.as_ref().and_then(|m| m.boot.as_ref()) {
+        initramfs = crate::guest_root::with_boot_modules(&initramfs, boot, &workdir)?;
+    }
     let (out_path, err_path) = (workdir.join("stdout"), workdir.join("stderr"));
     let vm_spec = vm::VmSpec {
         arch: spec.arch(),
@@ -96,7 +99,7 @@ pub fn exec(m: &Matrix, kernel: &str, req: &ExecRequest, timeout: Option<u64>) -
         workdir: workdir.clone(),
         icount: None,
         serials: vec![out_path.clone(), err_path.clone()],
-        modules: image.modules.clone(),
+        modules: image.modules.as_ref().map(|m| m.disk.clone()),
     };
     let mut out = Stream::new(out_path);
     let mut err = Stream::new(err_path);

@@ -484,10 +484,15 @@ impl Matrix {
         image: &images::KernelImage,
         workdir: &Path,
     ) -> anyhow::Result<vm::VmSpec> {
+        let root = self.initramfs(spec)?;
+        let initramfs = match image.modules.as_ref().and_then(|m| m.boot.as_ref()) {
+            Some(boot) => crate::guest_root::with_boot_modules(&root, boot, &self.derived_dir())?,
+            None => root,
+        };
         Ok(vm::VmSpec {
             arch: spec.arch(),
             kernel: image.boot_file().to_path_buf(),
-            initramfs: self.initramfs(spec)?,
+            initramfs,
             accel: self.accel(spec),
             memory_mb: self.config.memory_mb,
             cpus: 1,
@@ -504,7 +509,7 @@ impl Matrix {
             timeout: self.config.timeout(spec),
             workdir: workdir.to_path_buf(),
             serials: Vec::new(),
-            modules: image.modules.clone(),
+            modules: image.modules.as_ref().map(|m| m.disk.clone()),
         })
     }
 
