@@ -97,18 +97,10 @@ pub fn ensure_dir(cache: &Path, dir: &Path, kernel_release: Option<&str>) -> any
     }
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
-    let mut todo = vec![base.join(&release)];
-    while let Some(d) = todo.pop() {
-        for e in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
-            let e = e?;
-            let m = e.metadata()?;
-            if m.is_dir() {
-                todo.push(e.path());
-            } else {
-                let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-                h.update(format!("{}\0{}\0{:?}\0", e.path().display(), m.len(), mtime).as_bytes());
-            }
-        }
+    for e in regular_files(&base.join(&release))? {
+        let m = e.metadata()?;
+        let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        h.update(format!("{}\0{}\0{:?}\0", e.path().display(), m.len(), mtime).as_bytes());
     }
     let entry = cache.join("kernels").join(format!("modules-{}", &hex::encode(h.finalize())[..32]));
     fs::create_dir_all(&entry).with_context(|| format!("creating {}", entry.display()))?;
@@ -296,20 +288,9 @@ pub fn each_file(
             walk_tar(&mut reader)
         }
         PackageKind::Dir => {
-            let mut todo = vec![pkg.to_path_buf()];
-            while let Some(d) = todo.pop() {
-                for e in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
-                    let e = e?;
-                    // Symbolic links (`build`, `source` in a modules tree) are not modules.
-                    let t = e.file_type()?;
-                    if t.is_dir() {
-                        todo.push(e.path());
-                    } else if t.is_file() {
-                        let path = e.path();
-                        let rel = path.strip_prefix(pkg).expect("walked from pkg").to_string_lossy().into_owned();
-                        f(&rel, &mut fs::File::open(&path)?)?;
-                    }
-                }
+            for e in regular_files(pkg)? {
+                let rel = e.path().strip_prefix(pkg).expect("walked from pkg").to_string_lossy().into_owned();
+                f(&rel, &mut fs::File::open(e.path())?)?;
             }
             Ok(())
         }
@@ -353,8 +334,8 @@ fn depmod(root: &Path, release: &str) -> anyhow::Result<()> {
 /// of slack per file and room for the file system's own tables.
 fn make_disk(dir: &Path, disk: &Path) -> anyhow::Result<()> {
     let (mut bytes, mut files) = (0u64, 0u64);
-    for entry in walkdir(dir)? {
-        bytes += entry;
+    for e in regular_files(dir)? {
+        bytes += e.metadata()?.len();
         files += 1;
     }
     let kib = (bytes + files * 4096) / 1024 * 11 / 10 + 8 * 1024;
@@ -374,22 +355,17 @@ fn make_disk(dir: &Path, disk: &Path) -> anyhow::Result<()> {
     fs::rename(&tmp, disk).with_context(|| format!("renaming into {}", disk.display()))
 }
 
-/// The sizes of every file under `dir`.
-fn walkdir(dir: &Path) -> anyhow::Result<Vec<u64>> {
-    let mut sizes = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
-            let e = e?;
-            let m = e.metadata()?;
-            if m.is_dir() {
-                todo.push(e.path());
-            } else {
-                sizes.push(m.len());
-            }
+/// Every regular file under `dir`, in a stable order; symbolic links (`build`,
+/// `source` in an installed modules tree) are not followed and not listed.
+fn regular_files(dir: &Path) -> anyhow::Result<Vec<walkdir::DirEntry>> {
+    let mut files = Vec::new();
+    for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let e = e.with_context(|| format!("reading {}", dir.display()))?;
+        if e.file_type().is_file() {
+            files.push(e);
         }
     }
-    Ok(sizes)
+    Ok(files)
 }
 
 /// `mke2fs` from e2fsprogs (Debian: essential), which an unprivileged PATH may
