@@ -95,6 +95,8 @@ impl Profile {
             m.insert(format!("{}_min", c.name), s.min);
             m.insert(format!("{}_max", c.name), s.max);
             m.insert(format!("{}_scaled_runs", c.name), c.scaled_runs as f64);
+        }
+        if let Some(c) = self.counted.first() {
             m.insert("profiled_runs".into(), c.per_run.len() as f64);
         }
         m

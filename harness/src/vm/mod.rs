@@ -153,16 +153,15 @@ impl VmSpec {
             Arch::Arm64 => {
                 c.args(["-chardev", "null,id=km0", "-device", "pci-serial,chardev=km0"]);
                 for (i, p) in ports.enumerate() {
-                    // QEMU option values escape a comma by doubling it.
-                    let path = p.display().to_string().replace(',', ",,");
+                    let path = option_value(&p);
                     c.args(["-chardev", &format!("file,id=km{},path={path}", i + 1)])
                         .args(["-device", &format!("pci-serial,chardev=km{}", i + 1)]);
                 }
             }
         }
         if let Some(disk) = &self.modules {
-            // QEMU option values escape a comma by doubling it.
-            let path = disk.display().to_string().replace(',', ",,");
+            let path = option_value(disk);
+            // One I/O queue: the guest has one vCPU (fewer queues to set up at boot).
             let id = crate::images::modules::SERIAL;
             c.args(["-drive", &format!("file={path},if=none,id={id},format=raw,readonly=on")])
                 .args(["-device", &format!("nvme,drive={id},serial={id},max_ioqpairs=1")]);
@@ -170,6 +169,12 @@ impl VmSpec {
         c.arg("-kernel").arg(&self.kernel).arg("-initrd").arg(&self.initramfs).args(["-append", &append]);
         c
     }
+}
+
+/// A path as a value inside a QEMU option list (`file=...,id=...`), where a comma
+/// is escaped by doubling it.
+fn option_value(p: &Path) -> String {
+    p.display().to_string().replace(',', ",,")
 }
 
 /// The Debian package with the QEMU of `arch`.
