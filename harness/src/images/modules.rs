@@ -134,7 +134,12 @@ pub fn ensure(
         if n == 0 {
             return Ok(false);
         }
-        depmod(&staging, release)?;
+        // busybox depmod takes a release only if it reads as X.Y.Z (else it indexes
+        // `uname -r`'s): index under such a name, then give the tree its own back.
+        let indexed = staging.join("lib/modules/0.0.0");
+        fs::rename(&tree, &indexed)?;
+        depmod(&staging, "0.0.0")?;
+        fs::rename(&indexed, &tree)?;
         // Before the disk: a disk without its boot modules would look complete.
         let order = boot_modules(&fs::read_to_string(tree.join("modules.dep"))?, DISK_DRIVERS);
         if !order.is_empty() {
