@@ -134,12 +134,7 @@ pub fn ensure(
         if n == 0 {
             return Ok(false);
         }
-        // busybox depmod takes a release only if it reads as X.Y.Z (else it indexes
-        // `uname -r`'s): index under such a name, then give the tree its own back.
-        let indexed = staging.join("lib/modules/0.0.0");
-        fs::rename(&tree, &indexed)?;
-        depmod(&staging, "0.0.0")?;
-        fs::rename(&indexed, &tree)?;
+        depmod(&staging, release)?;
         // Before the disk: a disk without its boot modules would look complete.
         let order = boot_modules(&fs::read_to_string(tree.join("modules.dep"))?, DISK_DRIVERS);
         if !order.is_empty() {
@@ -320,15 +315,24 @@ pub fn each_file(
 /// the modules' info strings, not their machine code, so an arm64 kernel's
 /// modules are indexed on an x86_64 host alike.
 fn depmod(root: &Path, release: &str) -> anyhow::Result<()> {
-    let busybox = crate::guest_root::find_busybox()?;
-    let out = Command::new(&busybox)
-        .arg("depmod")
-        .arg("-b")
-        .arg(root)
-        .arg(release)
-        .output()
-        .with_context(|| format!("running {} depmod", busybox.display()))?;
-    if !out.status.success() || !root.join("lib/modules").join(release).join("modules.dep").exists() {
+    // busybox depmod takes a release only if it reads as X.Y.Z (else it indexes
+    // `uname -r`'s, as for 7.3-cloud-amd64): index the tree under such a name and
+    // give it its own back, whatever depmod did.
+    let (tree, indexed) = (root.join("lib/modules").join(release), root.join("lib/modules/0.0.0"));
+    fs::rename(&tree, &indexed)?;
+    let busybox = crate::guest_root::find_busybox();
+    let out = busybox.and_then(|b| {
+        Command::new(&b)
+            .arg("depmod")
+            .arg("-b")
+            .arg(root)
+            .arg("0.0.0")
+            .output()
+            .with_context(|| format!("running {} depmod", b.display()))
+    });
+    fs::rename(&indexed, &tree)?;
+    let out = out?;
+    if !out.status.success() || !tree.join("modules.dep").exists() {
         bail!("busybox depmod failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
