@@ -42,6 +42,22 @@ impl Events for Terminal {
                 "kernel-matrix exec: {kernel}: {how}\n--- console (last 40 lines, full log {}) ---\n{tail}",
                 console.display()
             ),
+            Event::ExecTable { rows, wall } => {
+                let mut t = String::from("| kernel | release | accel | wall | result |\n|---|---|---|---|---|\n");
+                for r in &rows {
+                    let mark = if r.ok { "" } else { "**" };
+                    t.push_str(&format!(
+                        "| {} | {} | {} | {:.1}s | {mark}{}{mark} |\n",
+                        r.kernel,
+                        r.release,
+                        r.accel,
+                        r.wall.as_secs_f64(),
+                        r.result.replace('|', "\\|").replace('\n', " ")
+                    ));
+                }
+                let ok = rows.iter().filter(|r| r.ok).count();
+                eprintln!("\n{t}\nkernel-matrix exec: {ok} of {} kernels exited 0 in {:.1}s", rows.len(), wall.as_secs_f64());
+            }
             Event::ExecTimes { kernel, wall, boot, guest_start, accel } => eprintln!(
                 "kernel-matrix exec: {kernel}: wall {:.2}s, host boot to first guest line {:.2}s, guest uptime at program start {guest_start}s ({accel})",
                 wall.as_secs_f64(),

@@ -74,8 +74,9 @@ enum Cmd {
     },
     /// An interactive root shell in a kernel's VM (console on stdio, agent at /agent).
     Shell(kernel_matrix::report::repro::VmArgs),
-    /// Run a program of yours in a kernel's VM as root (bpffs, tracefs, debugfs
-    /// mounted), streaming its stdout/stderr; exits with its status. A cargo runner:
+    /// Run a program of yours in kernels' VMs as root (bpffs, tracefs, debugfs
+    /// mounted), streaming its stdout/stderr; exits with its status (across several
+    /// kernels: 0 when all exited 0). A cargo runner:
     /// CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="kernel-matrix exec -k 6.1 --".
     /// Without -c, KM_CONFIG names kernels.yaml when ./kernels.yaml does not exist.
     Exec(kernel_matrix::run::exec::ExecArgs),
@@ -161,13 +162,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Merge(a) => return kernel_matrix::report::results::merge_command(a),
         Cmd::Exec(a) => {
             // As a cargo runner the working directory is the user's crate: KM_CONFIG names the matrix.
-            let m = matrix(MatrixConfig::load(&cli.settings.config_path())?)?;
-            let kernel = m.one_kernel(&a.kernel)?;
-            let arch = m.config.arch_of(&kernel);
-            // The program (built for the kernel's architecture), its libraries and
-            // files are checked before anything boots.
-            let req = kernel_matrix::run::exec::prepare(a, arch)?;
-            let code = kernel_matrix::run::exec::exec(&m, &kernel, &req, a.timeout)?;
+            let m = Arc::new(matrix(MatrixConfig::load(&cli.settings.config_path())?)?);
+            let code = kernel_matrix::run::exec::command(m, a)?;
             return Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)));
         }
         _ => {}

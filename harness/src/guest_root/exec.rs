@@ -13,14 +13,18 @@ use std::{
 use crate::config::ConfigError;
 
 /// `/init` of an exec guest: vm-images/guest-mounts (proc, sys, devtmpfs, bpffs,
-/// debugfs, tracefs, lo up; nothing over /tmp), then run `/km-exec/run.sh` as
+/// debugfs, tracefs, lo up; nothing over /tmp), vm-images/host-root (with
+/// `--host-root`: the host's root, chrooted into for the program), then run `/km-exec/run.sh` as
 /// root with stdin from /dev/null and stdout/stderr through pipes (FIFOs, so the
 /// program sees pipes as under `cargo test`, not a terminal) copied to ttyS2 and
 /// ttyS3, which the host streams to its own stdout and stderr. ttyS1 carries
 /// `km-exec start <uptime>` and `km-exec status <code>` (the shell's `$?`: the
 /// exit code, or 128+N for signal N).
-pub const EXEC_INIT: &str =
-    concat!(include_str!("../../../vm-images/guest-mounts"), include_str!("../../../vm-images/exec-init"));
+pub const EXEC_INIT: &str = concat!(
+    include_str!("../../../vm-images/guest-mounts"),
+    include_str!("../../../vm-images/host-root"),
+    include_str!("../../../vm-images/exec-init")
+);
 
 /// What to run in the guest, checked on the host.
 #[derive(Debug, Clone)]
@@ -33,6 +37,9 @@ pub struct ExecRequest {
     pub env: Vec<(String, String)>,
     /// The guest's working directory: the host's, created in the guest.
     pub cwd: PathBuf,
+    /// Run in the host's root (vm-images/host-root): the root then holds only
+    /// busybox and the run script, and the program is the host's own file.
+    pub host_root: bool,
 }
 
 fn invalid(path: impl std::fmt::Display, message: impl Into<String>) -> ConfigError {
@@ -40,8 +47,16 @@ fn invalid(path: impl std::fmt::Display, message: impl Into<String>) -> ConfigEr
 }
 
 /// `program` as a file: a path (relative to the working directory) when it has a
-/// `/`, else looked up on PATH like a shell does.
+/// `/`, else looked up on PATH like a shell does; an ELF the guest can run.
 pub fn resolve_program(program: &Path, arch: Arch) -> Result<PathBuf, ConfigError> {
+    let p = find_program(program)?;
+    check_elf(&p, arch)?;
+    Ok(p)
+}
+
+/// `program` as an absolute path to a file (any kind: with `--host-root` a script
+/// runs by its `#!` line as on the host).
+pub fn find_program(program: &Path) -> Result<PathBuf, ConfigError> {
     let found = if program.as_os_str().as_bytes().contains(&b'/') {
         Some(program.to_path_buf())
     } else {
@@ -51,9 +66,9 @@ pub fn resolve_program(program: &Path, arch: Arch) -> Result<PathBuf, ConfigErro
     let Some(p) = found.filter(|p| p.is_file()) else {
         return Err(invalid(program.display(), "no such program (give a path to a file, or a name on PATH)"));
     };
-    let p = p.canonicalize().map_err(|source| ConfigError::Io { path: p.display().to_string(), source })?;
-    check_elf(&p, arch)?;
-    Ok(p)
+    // Absolute, but not through symlinks: a name like /usr/bin/python3 (a link to
+    // python3.11) is what the program may look at in argv[0].
+    std::path::absolute(&p).map_err(|source| ConfigError::Io { path: p.display().to_string(), source })
 }
 
 /// A 64-bit little-endian ELF executable or shared object for `arch` (what its
@@ -117,9 +132,15 @@ pub fn run_script(req: &ExecRequest) -> String {
 
 /// Writes the guest root of `req` to `dest` (cpio newc, gzip). A library the
 /// program links that `ldd` cannot find is a [`ConfigError`].
-pub fn build(req: &ExecRequest, arch: Arch, busybox: &Path, dest: &Path) -> anyhow::Result<()> {
+pub fn build(req: &ExecRequest, arch: Arch, busybox: &Path, dest: &Path, memory: u64) -> anyhow::Result<()> {
     let rel = |p: &str| p.trim_start_matches('/').to_string();
     let mut files: Vec<(String, PathBuf, u32)> = vec![("bin/busybox".into(), busybox.to_path_buf(), 0o755)];
+    let script = dest.with_extension("run.sh");
+    std::fs::write(&script, run_script(req))?;
+    if req.host_root {
+        files.push(("km-exec/run.sh".into(), script, 0o755));
+        return super::write_archive(EXEC_INIT, &files, dest);
+    }
     files.push((rel(&req.program.to_string_lossy()), req.program.clone(), 0));
     let unresolved = |e: anyhow::Error| invalid(req.program.display(), format!("unresolved shared library: {e:#}"));
     if arch == Arch::host() {
@@ -134,8 +155,7 @@ pub fn build(req: &ExecRequest, arch: Arch, busybox: &Path, dest: &Path) -> anyh
     for (host, guest) in &req.files {
         add_tree(host, &rel(guest), &mut files)?;
     }
-    let script = dest.with_extension("run.sh");
-    std::fs::write(&script, run_script(req))?;
+    check_fits(&files, memory)?;
     files.push(("km-exec/run.sh".into(), script, 0o755));
     // Later entries win in the kernel's unpacking; keep one of each path anyway.
     let mut seen = std::collections::HashSet::new();
@@ -143,6 +163,42 @@ pub fn build(req: &ExecRequest, arch: Arch, busybox: &Path, dest: &Path) -> anyh
     files.retain(|(name, _, _)| seen.insert(name.clone()));
     files.reverse();
     super::write_archive(EXEC_INIT, &files, dest)
+}
+
+/// The share of the guest's memory a packed root may take: the kernel holds the
+/// compressed archive and the unpacked files at once, and itself. (Measured: a
+/// 900 MB `--file` in a 1 GiB guest panicked it while unpacking.)
+const ROOT_SHARE_OF_MEMORY: u64 = 40;
+
+/// A root whose files would not fit the guest's `memory` (bytes) unpacked is
+/// refused before anything boots, with the sizes and the ways out.
+fn check_fits(files: &[(String, PathBuf, u32)], memory: u64) -> Result<(), ConfigError> {
+    let mut total = 0u64;
+    let mut largest: Option<(u64, &Path)> = None;
+    for (_, src, _) in files {
+        let len = std::fs::metadata(src).map(|m| m.len()).unwrap_or(0);
+        total += len;
+        if largest.is_none_or(|(l, _)| len > l) {
+            largest = Some((len, src));
+        }
+    }
+    let limit = memory / 100 * ROOT_SHARE_OF_MEMORY;
+    if total <= limit {
+        return Ok(());
+    }
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let (big, big_path) = largest.expect("a root has files");
+    Err(invalid(
+        "--file",
+        format!(
+            "the guest root would hold {:.0} MiB (largest: {} at {:.0} MiB) and a guest of {:.0} MiB unpacks at most {:.0} MiB of it ({ROOT_SHARE_OF_MEMORY}% of its memory): raise memory_mb in kernels.yaml, or use --host-root to share the host's files instead of packing them",
+            mib(total),
+            big_path.display(),
+            mib(big),
+            mib(memory),
+            mib(limit)
+        ),
+    ))
 }
 
 fn add_tree(host: &Path, guest: &str, files: &mut Vec<(String, PathBuf, u32)>) -> anyhow::Result<()> {
@@ -163,11 +219,24 @@ fn add_tree(host: &Path, guest: &str, files: &mut Vec<(String, PathBuf, u32)>) -
 /// RUST_TEST_THREADS, ...). Others with `--env NAME[=VALUE]`.
 pub fn passed_env() -> Vec<(String, String)> {
     std::env::vars()
-        .filter(|(k, _)| {
-            (k.starts_with("CARGO_") || k.starts_with("RUST_"))
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        })
+        .filter(|(k, _)| (k.starts_with("CARGO_") || k.starts_with("RUST_")) && is_variable_name(k))
         .collect()
+}
+
+/// The whole environment of the host (what a shell can export), for a program
+/// that runs in the host's root as it would on the host.
+pub fn host_env() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| is_variable_name(k))
+        .collect()
+}
+
+/// A name `export NAME=...` takes.
+pub fn is_variable_name(k: &str) -> bool {
+    !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]
@@ -202,6 +271,7 @@ mod tests {
             files: vec![],
             env: vec![("RUST_BACKTRACE".into(), "1".into())],
             cwd: "/w d".into(),
+            host_root: false,
         };
         // Words the shell takes literally stay bare (`1`, `/t/prog`); the rest is quoted.
         assert_eq!(run_script(&req), "mkdir -p '/w d' && cd '/w d' || exit 126\nexport HOME=/root\nexport RUST_BACKTRACE=1\nexec /t/prog 'a b' 'it'\\''s'\n");

@@ -132,6 +132,9 @@ pub(crate) fn write_archive(init: &str, files: &[(String, PathBuf, u32)], dest: 
     }
     out.entry("init", 0o100755, init.as_bytes())?;
     out.entry("sbin/modprobe", 0o100755, MODPROBE.as_bytes())?;
+    for (name, data) in ETC {
+        out.entry(name, 0o100644, data)?;
+    }
     for (name, src, perm) in files {
         let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
         let perm = if *perm == 0 { std::fs::metadata(src)?.permissions().mode() & 0o777 } else { *perm };
@@ -139,6 +142,34 @@ pub(crate) fn write_archive(init: &str, files: &[(String, PathBuf, u32)], dest: 
     }
     crate::images::fetch::write_atomic(dest, &out.finish()?)
 }
+
+/// The small `/etc` a real system has, so that real tools behave in a packed root:
+/// one that looks up `/etc/localtime` and fails may loop on its own failed open
+/// (seen with a tracing tool), and user and host lookups need passwd, group,
+/// hosts and nsswitch.conf. Guests have no network; resolv.conf says so. A
+/// `--file` of the same path replaces one (later cpio entries win).
+const ETC: &[(&str, &[u8])] = &[
+    ("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"),
+    ("etc/group", b"root:x:0:\nnogroup:x:65534:\n"),
+    ("etc/hosts", b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+    ("etc/nsswitch.conf", b"passwd: files\ngroup: files\nshadow: files\nhosts: files\n"),
+    ("etc/resolv.conf", b"# kernel-matrix guests have no network\n"),
+    ("etc/localtime", &UTC_TZIF),
+];
+
+/// `/etc/localtime` for UTC: a TZif (version 1) file with no transitions and one
+/// local time type, offset 0, named "UTC" (RFC 8536), written out here rather
+/// than copied from the host's zoneinfo, which a host may lack.
+const UTC_TZIF: [u8; 54] = {
+    let mut f = [0u8; 54];
+    (f[0], f[1], f[2], f[3]) = (b'T', b'Z', b'i', b'f');
+    // Counts at 20..44: isutcnt, isstdcnt, leapcnt, timecnt, typecnt, charcnt.
+    f[39] = 1;
+    f[43] = 4;
+    // ttinfo { utoff 0, isdst 0, desigidx 0 } at 44..50, then "UTC\0".
+    (f[50], f[51], f[52]) = (b'U', b'T', b'C');
+    f
+};
 
 /// A gzip-compressed cpio (newc) archive being written, the initramfs format.
 struct Newc {
@@ -241,6 +272,16 @@ pub fn find_busybox() -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_utc_localtime_is_one_glibc_reads() {
+        let f = std::env::temp_dir().join(format!("km-utc-{}", std::process::id()));
+        std::fs::write(&f, UTC_TZIF).unwrap();
+        // glibc's own reader: a file it cannot parse gives no zone name.
+        let out = Command::new("date").arg("+%Z %z").env("TZ", format!(":{}", f.display())).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "UTC +0000\n");
+        let _ = std::fs::remove_file(f);
+    }
 
     #[test]
     fn boot_modules_follow_the_root_as_a_second_archive() {

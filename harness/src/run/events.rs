@@ -21,8 +21,23 @@ pub enum Event {
     ExecSplat { kernel: String, splat: String, console: PathBuf },
     /// `exec`: the guest ended without the program's exit status.
     ExecNoStatus { kernel: String, how: String, console: PathBuf, tail: String },
+    /// `exec` across several kernels: how each ended, after `wall` in all.
+    ExecTable { rows: Vec<ExecRow>, wall: Duration },
     /// `exec` with `KM_EXEC_TIMES`: where its seconds went.
     ExecTimes { kernel: String, wall: Duration, boot: Duration, guest_start: String, accel: String },
+}
+
+/// One kernel's line of the `exec` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecRow {
+    pub kernel: String,
+    pub release: String,
+    pub accel: String,
+    pub wall: Duration,
+    /// `exit 0`, `exit 3`, `timed out ...`, `not run: ...`.
+    pub result: String,
+    /// The program exited 0.
+    pub ok: bool,
 }
 
 /// Where a `Matrix` sends its events.

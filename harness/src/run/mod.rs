@@ -298,6 +298,12 @@ impl Matrix {
         }
     }
 
+    /// One of the VM slots (`--max-vms`), held until dropped: what a command that
+    /// boots VMs of its own (`exec` across kernels) waits for.
+    pub(crate) fn vm_slot(&self) -> impl Drop + '_ {
+        self.slots.acquire()
+    }
+
     /// Sends this matrix's events to `events` instead of the terminal.
     pub fn with_events(mut self, events: Arc<dyn events::Events>) -> Self {
         self.events = events;
@@ -510,6 +516,7 @@ impl Matrix {
             workdir: workdir.to_path_buf(),
             serials: Vec::new(),
             modules: image.modules.as_ref().map(|m| m.disk.clone()),
+            host_root: None,
         })
     }
 

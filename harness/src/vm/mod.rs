@@ -12,6 +12,7 @@ use anyhow::Context as _;
 
 pub mod accel;
 pub mod console;
+pub mod host_root;
 
 use km_protocol::{record::parse_lines, Arch, Line, Record};
 
@@ -42,6 +43,9 @@ pub struct VmSpec {
     /// The kernel's modules disk ([`crate::images::modules`]): a read-only NVMe
     /// drive (serial `km-modules`) that the guest mounts on its first `modprobe`.
     pub modules: Option<PathBuf>,
+    /// The socket of a virtiofsd serving the host's root ([`host_root`]): the
+    /// guest mounts it (tag [`host_root::TAG`], kernel command line `km.hostroot`).
+    pub host_root: Option<PathBuf>,
 }
 
 /// How a VM ended.
@@ -133,6 +137,10 @@ impl VmSpec {
             // vm-images/guest-mounts and vm-images/modprobe: the modules disk is there.
             append.push_str(" km.modules");
         }
+        if self.host_root.is_some() {
+            // vm-images/host-root: mount the host's root and run the program there.
+            append.push_str(" km.hostroot");
+        }
         if let Some(extra) = &self.extra_cmdline {
             append.push(' ');
             append.push_str(extra);
@@ -165,6 +173,16 @@ impl VmSpec {
             let id = crate::images::modules::SERIAL;
             c.args(["-drive", &format!("file={path},if=none,id={id},format=raw,readonly=on")])
                 .args(["-device", &format!("nvme,drive={id},serial={id},max_ioqpairs=1")]);
+        }
+        if let Some(socket) = &self.host_root {
+            // vhost-user needs the guest's RAM shareable with virtiofsd: memfd-backed.
+            c.args(["-object", &format!("memory-backend-memfd,id=km-mem,size={}M,share=on", self.memory_mb)])
+                .args(["-machine", "memory-backend=km-mem"])
+                .args(["-chardev", &format!("socket,id=km-root,path={}", option_value(socket))])
+                .args([
+                    "-device",
+                    &format!("vhost-user-fs-pci,queue-size=1024,chardev=km-root,tag={}", host_root::TAG),
+                ]);
         }
         c.arg("-kernel").arg(&self.kernel).arg("-initrd").arg(&self.initramfs).args(["-append", &append]);
         c
