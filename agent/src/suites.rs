@@ -2,11 +2,11 @@
 //! same boot. Each suite's output is echoed to the agent's stderr (the VM
 //! console, so it is in console.log); verdicts go out as `Check` records:
 //! program = suite, check = test name (libtest) or "" (exit status).
-use std::{collections::BTreeMap, process::Command};
+use std::{collections::BTreeMap, ffi::CString, os::unix::process::CommandExt as _, process::Command};
 
 use km_protocol::{
     checks::gate_needs,
-    suites::{parse_libtest, GuestSuite, SuiteFormat, TestOutcome},
+    suites::{parse_libtest, GuestSuite, SuiteFormat, TestOutcome, HOST_ROOT},
     Probe, Record, Verdict,
 };
 
@@ -22,6 +22,32 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Makes `command` run chrooted in the host's root that /init laid at
+/// [`HOST_ROOT`], in `cwd` there (the host's directory, writable through the
+/// throwaway layer); why not, when /init could not lay it.
+fn in_host_root(command: &mut Command, cwd: &str) -> Result<(), String> {
+    if let Ok(why) = std::env::var("KM_HOST_ROOT_FAILED") {
+        return Err(format!("the host's root is not in this guest: {why}"));
+    }
+    if !std::path::Path::new(HOST_ROOT).join("proc/self").exists() {
+        return Err(format!("the host's root is not at {HOST_ROOT} (the harness did not share it)"));
+    }
+    let root = CString::new(HOST_ROOT).expect("no NUL");
+    let cwd = CString::new(cwd).map_err(|_| format!("working directory {cwd:?} has a NUL"))?;
+    // std's current_dir() is applied before pre_exec, in the old root: chroot,
+    // then chdir, both with paths made before the fork.
+    // SAFETY: chroot(2) and chdir(2) are async-signal-safe, the paths are built
+    // already, and the closure touches no shared state.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::chroot(root.as_c_str())?;
+            nix::unistd::chdir(cwd.as_c_str())?;
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
 pub fn run_all(emit: &mut dyn FnMut(Record), features: &BTreeMap<String, Probe>, suites: &[GuestSuite]) {
     for s in suites {
         let names: Vec<&str> = match s.format {
@@ -34,14 +60,21 @@ pub fn run_all(emit: &mut dyn FnMut(Record), features: &BTreeMap<String, Probe>,
             }
             continue;
         }
-        let _ = std::fs::create_dir_all(&s.cwd);
+        let mut command = Command::new(&s.argv[0]);
+        command.args(&s.argv[1..]).envs(&s.env).stdin(std::process::Stdio::null());
+        if s.host_root {
+            if let Err(why) = in_host_root(&mut command, &s.cwd) {
+                for t in &names {
+                    emit(record(&s.name, t, Verdict::Fail(format!("suite {}: {why}", s.name)), String::new(), 0.0));
+                }
+                continue;
+            }
+        } else {
+            let _ = std::fs::create_dir_all(&s.cwd);
+            command.current_dir(&s.cwd);
+        }
         let start = std::time::Instant::now();
-        let out = Command::new(&s.argv[0])
-            .args(&s.argv[1..])
-            .envs(&s.env)
-            .current_dir(&s.cwd)
-            .stdin(std::process::Stdio::null())
-            .output();
+        let out = command.output();
         let secs = start.elapsed().as_secs_f64();
         let out = match out {
             Ok(o) => o,

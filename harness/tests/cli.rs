@@ -141,19 +141,17 @@ fn qemu_cmd_prints_the_vm_command_line() {
     assert!(out.contains("/5.10") || out.contains("-5.10"), "{out}");
 }
 
-/// `kernel-matrix shell` for real: a VM whose console is this test's pipe. We wait
-/// for the shell, type commands, and read their output.
-#[test]
-fn shell_gives_a_root_shell_in_the_vm() {
-    let dir = scratch("shell");
-    let start = Instant::now();
-    let mut child = km(&dir, &workspace().join("kernels.yaml"))
-        .args(["shell", "--kernel", "6.1"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+/// A `kernel-matrix shell` (`shell`) whose console is this test's pipe: waits for
+/// `banner`, types `line`, waits for `want` in the output, types `leave`, and
+/// returns the exit status, the console output and stderr.
+fn type_into_shell(
+    mut shell: Command,
+    banner: &str,
+    line: &str,
+    want: &str,
+    leave: &str,
+) -> (std::process::ExitStatus, String, String) {
+    let mut child = shell.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let out = Arc::new(Mutex::new(String::new()));
     let mut stdout = child.stdout.take().unwrap();
     let sink = out.clone();
@@ -166,6 +164,7 @@ fn shell_gives_a_root_shell_in_the_vm() {
             sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
+    // Bounds against a hang, not speed goals: a first use downloads the kernel.
     let wait_for = |needle: &str, secs: u64| {
         let t = Instant::now();
         while !out.lock().unwrap().contains(needle) {
@@ -177,12 +176,12 @@ fn shell_gives_a_root_shell_in_the_vm() {
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    wait_for("km: root shell in", 90);
+    wait_for(banner, 180);
     std::thread::sleep(Duration::from_millis(500));
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"echo release=$(uname -r) uid=$(id -u) agent=$(ls /agent) sum=$((6*7))\n").unwrap();
-    wait_for("sum=42", 30);
-    stdin.write_all(b"poweroff -f\n").unwrap();
+    stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+    wait_for(want, 60);
+    stdin.write_all(format!("{leave}\n").as_bytes()).unwrap();
     let t = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -195,10 +194,49 @@ fn shell_gives_a_root_shell_in_the_vm() {
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     let out = out.lock().unwrap().clone();
+    (status, out, err)
+}
+
+/// `kernel-matrix shell` for real: a VM whose console is this test's pipe. We wait
+/// for the shell, type commands, and read their output.
+#[test]
+fn shell_gives_a_root_shell_in_the_vm() {
+    let dir = scratch("shell");
+    let mut shell = km(&dir, &workspace().join("kernels.yaml"));
+    shell.args(["shell", "--kernel", "6.1"]);
+    let (status, out, err) = type_into_shell(
+        shell,
+        "km: root shell in",
+        "echo release=$(uname -r) uid=$(id -u) agent=$(ls /agent) sum=$((6*7))",
+        "sum=42",
+        "poweroff -f",
+    );
     assert!(status.success(), "exit {status}\n{err}\n{out}");
     assert!(out.contains("release=6.1.0-") && out.contains("uid=0 agent=/agent sum=42"), "{out}");
     assert!(err.contains("root shell in kernel 6.1"), "{err}");
-    eprintln!("shell session took {:?}", start.elapsed());
+}
+
+/// `shell --host-root`: the host's shell, Python and files in 6.12, in the
+/// working directory, and a write to /tmp that never reaches the host.
+#[test]
+fn shell_in_the_hosts_root() {
+    let dir = scratch("shell-host-root");
+    let marker = dir.join("written-in-the-guest");
+    // dash: the user's bash would read their start-up files (bash-completion's
+    // hundreds of them over virtiofs under TCG take tens of seconds).
+    let mut shell = km(&dir, &workspace().join("kernels.yaml"));
+    shell.args(["shell", "--host-root", "-k", "6.12"]).env("SHELL", "/bin/sh").current_dir(&dir);
+    let (status, out, err) = type_into_shell(
+        shell,
+        "km: the host's root in",
+        &format!("touch '{}' && echo release=$(uname -r) py=$(python3 -c 'print(6*7)') at=$(pwd)", marker.display()),
+        "py=42",
+        "exit",
+    );
+    assert!(status.success(), "exit {status}\n{err}\n{out}");
+    assert!(out.contains("release=6.12.") && out.contains(&format!("py=42 at={}", dir.display())), "{out}");
+    assert!(!marker.exists(), "the guest wrote the host's working directory");
+    assert!(err.contains("in the host's root"), "{err}");
 }
 
 /// Two shards through the real binary (the host kernel, which needs no VM, and a

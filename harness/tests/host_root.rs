@@ -177,3 +177,37 @@ fn exec_across_kernels_tells_each_status_and_refuses_what_cannot_run() {
     assert!(t.elapsed().as_secs() < timeout * 3, "not ended by the timeout");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `host_root: true` on a suite: a shell script calling Python runs from the
+/// host's root in the agent's boot of 6.1 (writes stay in the guest), and a
+/// host-root suite that exits 3 fails.
+#[test]
+fn host_root_suites_run_the_hosts_scripts_in_the_agents_boot() {
+    let dir = project("suites");
+    std::fs::copy(workspace().join("kernels.lock"), dir.join("kernels.lock")).unwrap();
+    std::fs::write(
+        dir.join("check.sh"),
+        "#!/bin/sh\nset -e\necho guest > written-here\nv=$(python3 -c 'import os; print(os.uname().release)')\necho \"python says $v\"\ncase $v in 6.1.*) exit 0 ;; *) exit 1 ;; esac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(dir.join("check.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        dir.join("kernels.yaml"),
+        "kernels:\n  - name: \"6.1\"\n    debian: { suite: bookworm, series: \"6.1\" }\nsuites:\n  - { name: script, command: [check.sh], format: exit-status, host_root: true }\n  - { name: fails, command: [/bin/sh, -c, 'exit 3'], format: exit-status, host_root: true }\n",
+    )
+    .unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kernel-matrix"));
+    c.arg("-c").arg(dir.join("kernels.yaml")).env("KM_RUN_DIR", dir.join("runs")).current_dir(&dir);
+    let (code, out, err) = run(c.args(["run", "--only-programs", "script,fails", "--json", "results.json"]));
+    assert_eq!(code, Some(1), "the failing suite fails the run\nstdout: {out}\nstderr: {err}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    let cells = results["kernels"][0]["cells"].as_array().unwrap();
+    let cell =
+        |trial: &str| cells.iter().find(|c| c["trial"] == trial).unwrap_or_else(|| panic!("no {trial}: {results}"));
+    assert_eq!(cell("script")["verdict"], "pass", "{results}");
+    assert_eq!(cell("fails")["verdict"], "fail", "{results}");
+    assert!(cell("fails")["reason"].as_str().unwrap().contains("exit"), "{results}");
+    assert!(!dir.join("written-here").exists(), "the guest wrote the host's directory");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -31,7 +31,16 @@ pub struct GuestSuite {
     /// libtest: the tests the host listed (`--list --format terse`).
     #[serde(default)]
     pub tests: Vec<String>,
+    /// Run in the host's own root (shared read-only, kernel command line
+    /// `km.hostroot`, mounted by /init at [`HOST_ROOT`]) instead of the packed one.
+    #[serde(default)]
+    pub host_root: bool,
 }
+
+/// Where the guest's /init lays the host's root (under a throwaway writable layer)
+/// when the harness shares it; /init exports `KM_HOST_ROOT_FAILED` (why) instead
+/// when it could not.
+pub const HOST_ROOT: &str = "/km-root";
 
 /// The file in the BYO directory that lists the suites.
 pub const SUITES_JSON: &str = "suites.json";

@@ -96,6 +96,10 @@ pub struct SuiteSpec {
     pub needs: Vec<String>,
     #[serde(default)]
     pub env: std::collections::BTreeMap<String, String>,
+    /// Run in the host's own root (read-only, under a throwaway writable layer)
+    /// instead of a packed one: scripts and interpreters work; no `files:`.
+    #[serde(default)]
+    pub host_root: bool,
 }
 
 /// One column of the matrix.

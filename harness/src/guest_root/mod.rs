@@ -21,8 +21,13 @@ use km_protocol::Arch;
 /// the guest misbehave on purpose, to prove the host survives it; `km.splat=warn|bug|oops`
 /// loads `/km_splat.ko` (put there by the robustness tests, vm-images/splat) so
 /// the kernel prints a real WARN, BUG or oops, then (if it survives) runs the agent.
-pub const INIT: &str =
-    concat!(include_str!("../../../vm-images/guest-mounts"), include_str!("../../../vm-images/init"));
+/// With `km.hostroot`, vm-images/host-root first lays the host's root at /km-root
+/// for `host_root` suites.
+pub const INIT: &str = concat!(
+    include_str!("../../../vm-images/guest-mounts"),
+    include_str!("../../../vm-images/host-root"),
+    include_str!("../../../vm-images/init")
+);
 
 /// Where every guest /init mounts a file system at boot (vm-images/guest-mounts):
 /// a file the run put there would be hidden, so the guest root refuses it.

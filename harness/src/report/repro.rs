@@ -30,9 +30,13 @@ pub fn qemu_command(m: &Matrix, kernel: &str, interactive: bool) -> anyhow::Resu
     std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
     let vm_spec = m.vm_spec(spec, &image, &workdir)?;
     let base = vm_spec.command();
-    if !interactive {
-        return Ok(base);
-    }
+    Ok(if interactive { self::interactive(base) } else { base })
+}
+
+/// `base` (a VM's QEMU command) with its console on stdio (`-serial mon:stdio`:
+/// Ctrl-A X quits, Ctrl-A C is QEMU's monitor) and [`SHELL_ACTION`] on the kernel
+/// command line, so that /init starts a shell there.
+pub fn interactive(base: Command) -> Command {
     let mut c = Command::new(base.get_program());
     let mut args = base.get_args().map(|a| a.to_os_string()).peekable();
     let mut first_serial = true;
@@ -58,27 +62,32 @@ pub fn qemu_command(m: &Matrix, kernel: &str, interactive: bool) -> anyhow::Resu
             }
         }
     }
-    Ok(c)
+    c
 }
 
-/// Runs the interactive VM in the foreground and returns QEMU's exit code.
-/// QEMU inherits stdio and dies with the caller (PR_SET_PDEATHSIG).
-pub fn shell(m: &Matrix, kernel: &str) -> anyhow::Result<i32> {
-    let mut c = qemu_command(m, kernel, true)?;
-    eprintln!(
-        "kernel-matrix: root shell in kernel {kernel} ({} accel); the agent is /agent (`/agent --out -` runs every check), leave with `poweroff -f` or Ctrl-A X",
-        m.opts.accel.accel
-    );
+/// Runs an interactive VM's QEMU in the foreground, dying with the caller
+/// (PR_SET_PDEATHSIG), and returns its exit code.
+pub fn run_interactive(mut c: Command, arch: km_protocol::Arch) -> anyhow::Result<i32> {
     // SAFETY: the closure makes one prctl(2) call (async-signal-safe) and builds an
     // io::Error from the errno without allocating; it touches no shared state.
     unsafe {
         c.pre_exec(|| nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from));
     }
     let program = c.get_program().to_string_lossy().into_owned();
-    let arch = m.config.arch_of(kernel);
     let status =
         c.status().with_context(|| format!("starting {program} (is {} installed?)", vm::qemu_package(arch)))?;
     Ok(status.code().unwrap_or(128 + 9))
+}
+
+/// Runs the interactive VM in the foreground and returns QEMU's exit code.
+/// QEMU inherits stdio and dies with the caller (PR_SET_PDEATHSIG).
+pub fn shell(m: &Matrix, kernel: &str) -> anyhow::Result<i32> {
+    let c = qemu_command(m, kernel, true)?;
+    eprintln!(
+        "kernel-matrix: root shell in kernel {kernel} ({} accel); the agent is /agent (`/agent --out -` runs every check), leave with `poweroff -f` or Ctrl-A X",
+        m.opts.accel.accel
+    );
+    run_interactive(c, m.config.arch_of(kernel))
 }
 
 /// `kernel-matrix shell` / `kernel-matrix qemu-cmd`.
@@ -90,6 +99,10 @@ pub struct VmArgs {
     /// qemu-cmd: print the interactive variant (console on stdio, root shell).
     #[arg(long)]
     pub shell: bool,
+    /// shell: the host's own root (read-only, under a throwaway writable layer),
+    /// the host's `$SHELL` in the working directory, instead of the agent's root.
+    #[arg(long)]
+    pub host_root: bool,
 }
 
 pub fn qemu_cmd_command(m: &Matrix, a: &VmArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -98,6 +111,7 @@ pub fn qemu_cmd_command(m: &Matrix, a: &VmArgs) -> anyhow::Result<std::process::
 }
 
 pub fn shell_command(m: &Matrix, a: &VmArgs) -> anyhow::Result<std::process::ExitCode> {
-    let code = shell(m, &m.one_kernel(&a.kernel)?)?;
+    let kernel = m.one_kernel(&a.kernel)?;
+    let code = if a.host_root { crate::run::exec::shell_in_host_root(m, &kernel)? } else { shell(m, &kernel)? };
     Ok(std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }

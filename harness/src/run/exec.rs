@@ -333,35 +333,7 @@ pub fn exec(
         keep_output(opts, kernel, &workdir, &outcome)?;
         return Ok(outcome);
     };
-    if req.host_root && image.modules.is_none() {
-        anyhow::bail!(
-            "{kernel}: --host-root needs the kernel's virtiofs and overlay modules, and the harness found no modules for {}",
-            image.release
-        );
-    }
-    let mut initramfs = workdir.join("root.cpio.gz");
-    // The kernel unpacks the archive into RAM while holding it: a root near the
-    // guest's memory panics the guest before the program starts.
-    root::build(req, spec.arch(), &m.busybox(spec)?, &initramfs, u64::from(m.config.memory_mb) << 20)?;
-    if let Some(boot) = image.modules.as_ref().and_then(|m| m.boot.as_ref()) {
-        initramfs = crate::guest_root::with_boot_modules(&initramfs, boot, &workdir)?;
-    }
-    let share = req.host_root.then(|| vm::host_root::HostRootShare::start(&workdir)).transpose()?;
-    let vm_spec = vm::VmSpec {
-        arch: spec.arch(),
-        kernel: image.boot_file().to_path_buf(),
-        initramfs,
-        accel: m.accel(spec),
-        memory_mb: m.config.memory_mb,
-        cpus: 1,
-        extra_cmdline: spec.cmdline.clone(),
-        timeout,
-        workdir: workdir.clone(),
-        icount: None,
-        serials: vec![out_path, err_path],
-        modules: image.modules.as_ref().map(|m| m.disk.clone()),
-        host_root: share.as_ref().map(|s| s.socket.clone()),
-    };
+    let (vm_spec, share) = exec_vm(m, spec, &image, req, &workdir, timeout, vec![out_path, err_path])?;
     let run = vm::run_watching(&vm_spec, &mut || {
         out.copy(false);
         err.copy(false);
@@ -419,6 +391,91 @@ pub fn exec(
     };
     keep_output(opts, kernel, &workdir, &outcome)?;
     Ok(outcome)
+}
+
+/// The VM that runs `req` in `kernel`: its guest root built in `workdir` and,
+/// for `--host-root`, the virtiofs share of the host's root, which must live as
+/// long as the VM.
+fn exec_vm(
+    m: &Matrix,
+    spec: &crate::config::KernelSpec,
+    image: &crate::images::KernelImage,
+    req: &ExecRequest,
+    workdir: &Path,
+    timeout: Duration,
+    serials: Vec<PathBuf>,
+) -> anyhow::Result<(vm::VmSpec, Option<vm::host_root::HostRootShare>)> {
+    if req.host_root && image.modules.is_none() {
+        anyhow::bail!(
+            "{}: --host-root needs the kernel's virtiofs and overlay modules, and the harness found no modules for {}",
+            spec.name,
+            image.release
+        );
+    }
+    let mut initramfs = workdir.join("root.cpio.gz");
+    // The kernel unpacks the archive into RAM while holding it: a root near the
+    // guest's memory panics the guest before the program starts.
+    root::build(req, spec.arch(), &m.busybox(spec)?, &initramfs, u64::from(m.config.memory_mb) << 20)?;
+    if let Some(boot) = image.modules.as_ref().and_then(|m| m.boot.as_ref()) {
+        initramfs = crate::guest_root::with_boot_modules(&initramfs, boot, workdir)?;
+    }
+    let share = req.host_root.then(|| vm::host_root::HostRootShare::start(workdir)).transpose()?;
+    let vm_spec = vm::VmSpec {
+        arch: spec.arch(),
+        kernel: image.boot_file().to_path_buf(),
+        initramfs,
+        accel: m.accel(spec),
+        memory_mb: m.config.memory_mb,
+        cpus: 1,
+        extra_cmdline: spec.cmdline.clone(),
+        timeout,
+        workdir: workdir.to_path_buf(),
+        icount: None,
+        serials,
+        modules: image.modules.as_ref().map(|m| m.disk.clone()),
+        host_root: share.as_ref().map(|s| s.socket.clone()),
+    };
+    Ok((vm_spec, share))
+}
+
+/// `kernel-matrix shell --host-root`: a root shell (the host's `$SHELL`, else
+/// /bin/sh) in `kernel`, in the host's own root under a throwaway writable layer,
+/// in the host's working directory with the host's environment, its console on
+/// this terminal. Returns QEMU's exit code.
+pub fn shell_in_host_root(m: &Matrix, kernel: &str) -> anyhow::Result<i32> {
+    let spec = m.config.kernel(kernel).with_context(|| format!("no kernel {kernel:?}"))?;
+    if spec.arch() != km_protocol::Arch::host() {
+        anyhow::bail!(
+            "{kernel} is an {} kernel and the host's root holds {} programs: use `shell` without --host-root",
+            spec.arch(),
+            km_protocol::Arch::host()
+        );
+    }
+    let Some(image) = m.image(spec)? else {
+        anyhow::bail!("kernel {kernel:?} is the host kernel: it runs without a VM");
+    };
+    let shell = std::env::var_os("SHELL").filter(|s| Path::new(s).is_absolute()).unwrap_or_else(|| "/bin/sh".into());
+    let req = ExecRequest {
+        program: root::find_program(Path::new(&shell))?,
+        args: Vec::new(),
+        files: Vec::new(),
+        env: root::host_env(),
+        cwd: std::env::current_dir().context("the working directory")?,
+        host_root: true,
+    };
+    let workdir = m.opts.run_dir.join("shell").join(format!("{kernel}-{}", std::process::id()));
+    std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
+    let serials = vec![workdir.join("stdout"), workdir.join("stderr")];
+    let (vm_spec, _share) = exec_vm(m, spec, &image, &req, &workdir, m.config.timeout(spec), serials)?;
+    eprintln!(
+        "kernel-matrix: {} in kernel {kernel} ({} accel), in the host's root (read-only; writes go to a throwaway layer); leave with `exit`, or Ctrl-A X",
+        req.program.display(),
+        vm_spec.accel
+    );
+    let code =
+        crate::report::repro::run_interactive(crate::report::repro::interactive(vm_spec.command()), spec.arch())?;
+    let _ = std::fs::remove_dir_all(&workdir);
+    Ok(code)
 }
 
 /// The console of a kernel that could not unpack its initramfs (out of memory).

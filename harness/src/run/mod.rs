@@ -521,8 +521,12 @@ impl Matrix {
     }
 
     fn run_vm(&self, spec: &KernelSpec, image: &images::KernelImage, workdir: &Path) -> anyhow::Result<KernelRun> {
-        let vm_spec = self.vm_spec(spec, image, workdir)?;
+        let mut vm_spec = self.vm_spec(spec, image, workdir)?;
         let _slot = self.slots.acquire();
+        // `host_root` suites: the host's root shared for this VM's life.
+        let wants_root = spec.arch() == km_protocol::Arch::host() && self.suites.iter().any(|s| s.guest.host_root);
+        let share = wants_root.then(|| vm::host_root::HostRootShare::start(workdir)).transpose()?;
+        vm_spec.host_root = share.as_ref().map(|s| s.socket.clone());
         self.emit(events::Event::Booting { kernel: spec.name.clone(), accel: vm_spec.accel.to_string() });
         let run = vm::run(&vm_spec);
         let how = run.as_ref().map(|r| describe(&r.end)).unwrap_or_else(|e| format!("QEMU did not start: {e:#}"));

@@ -1,7 +1,8 @@
 //! `suites:` of kernels.yaml resolved on the host before anything boots: the
 //! program found (one `*` in its file name picks the newest match), checked to be
 //! an x86-64 ELF with resolvable libraries, a libtest suite's tests listed with
-//! `--list --format terse`, and the files the guest root needs.
+//! `--list --format terse`, and the files the guest root needs (none for a
+//! `host_root` suite, which runs in the host's own root: any program, no ELF check).
 use std::path::{Path, PathBuf};
 
 use km_protocol::suites::{GuestSuite, SuiteFormat};
@@ -55,17 +56,26 @@ pub fn resolve(cfg: &MatrixConfig, s: &SuiteSpec) -> Result<Suite, ConfigError> 
     let program = find_program(cfg, s)?
         .canonicalize()
         .map_err(|source| ConfigError::Io { path: s.command[0].clone(), source })?;
-    crate::guest_root::exec::check_elf(&program, km_protocol::Arch::host())
-        .map_err(|e| invalid(cfg, s, e.to_string()))?;
+    if s.host_root && !s.files.is_empty() {
+        return Err(invalid(cfg, s, "with host_root the guest sees the host's files already; drop files:".into()));
+    }
+    // In the host's root any program runs (a script, an interpreter) as on the host.
+    if !s.host_root {
+        crate::guest_root::exec::check_elf(&program, km_protocol::Arch::host())
+            .map_err(|e| invalid(cfg, s, e.to_string()))?;
+    }
     let cwd = cfg
         .resolve_path(Path::new("."))
         .canonicalize()
         .map_err(|source| ConfigError::Io { path: cfg.path.display().to_string(), source })?;
     let rel = |p: &Path| p.to_string_lossy().trim_start_matches('/').to_string();
-    let mut files = vec![(rel(&program), program.clone())];
-    let libs = crate::guest_root::shared_libraries(&program)
-        .map_err(|e| invalid(cfg, s, format!("unresolved shared library: {e:#}")))?;
-    files.extend(libs.into_iter().map(|l| (rel(&l), l)));
+    let mut files = Vec::new();
+    if !s.host_root {
+        files.push((rel(&program), program.clone()));
+        let libs = crate::guest_root::shared_libraries(&program)
+            .map_err(|e| invalid(cfg, s, format!("unresolved shared library: {e:#}")))?;
+        files.extend(libs.into_iter().map(|l| (rel(&l), l)));
+    }
     for f in &s.files {
         let (host, guest) = f.split_once(':').unwrap_or((f, f));
         let host = cfg.resolve_path(Path::new(host));
@@ -89,6 +99,7 @@ pub fn resolve(cfg: &MatrixConfig, s: &SuiteSpec) -> Result<Suite, ConfigError> 
         format: s.format,
         needs: s.needs.clone(),
         tests,
+        host_root: s.host_root,
     };
     Ok(Suite { guest, files })
 }
