@@ -65,6 +65,17 @@ pub struct Settings {
     /// `exec`: print its wall, boot and program start times on stderr.
     #[arg(long, global = true, env = "KM_EXEC_TIMES", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub exec_times: bool,
+    /// QEMU's gdb stub in every VM this command starts (a free port each), the
+    /// kernel without KASLR; prints the gdb command line with the kernel's symbols.
+    #[arg(long, global = true, env = "KM_GDB", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub gdb: bool,
+    /// As --gdb, with the guest stopped at its first instruction until gdb continues it.
+    #[arg(long, global = true, env = "KM_GDB_WAIT", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub gdb_wait: bool,
+    /// On a guest kernel panic, dump the guest's memory (`vmcore`, ELF, the size of
+    /// the guest's RAM) beside its console log, for crash or drgn.
+    #[arg(long, global = true, env = "KM_CRASH_DUMP", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub crash_dump: bool,
     /// The `cargo test` matrix only: run under cargo-nextest anyway (one boot per trial).
     #[arg(long, global = true, env = "KM_NEXTEST", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub nextest: bool,

@@ -58,6 +58,15 @@ impl Events for Terminal {
                 let ok = rows.iter().filter(|r| r.ok).count();
                 eprintln!("\n{t}\nkernel-matrix exec: {ok} of {} kernels exited 0 in {:.1}s", rows.len(), wall.as_secs_f64());
             }
+            Event::GdbStub { kernel, address, waits, command, symbols } => {
+                let state = if waits { "stopped at its first instruction until gdb continues it" } else { "running" };
+                let fetch = if symbols {
+                    String::new()
+                } else {
+                    format!(" (no debug symbols in the cache: `kernel-matrix fetch --debug-symbols -k {kernel}`)")
+                };
+                eprintln!("kernel-matrix: {kernel}: gdb stub at {address}, the kernel {state}:\n  {command}{fetch}");
+            }
             Event::ExecTimes { kernel, wall, boot, guest_start, accel } => eprintln!(
                 "kernel-matrix exec: {kernel}: wall {:.2}s, host boot to first guest line {:.2}s, guest uptime at program start {guest_start}s ({accel})",
                 wall.as_secs_f64(),

@@ -544,6 +544,9 @@ fn help_lists_the_km_variables() {
         "KM_AGENT",
         "KM_BUSYBOX",
         "KM_EXEC_TIMES",
+        "KM_GDB",
+        "KM_GDB_WAIT",
+        "KM_CRASH_DUMP",
         "KM_NEXTEST",
     ];
     for args in [&["--help"][..], &["run", "--help"], &["bench", "--help"]] {
@@ -579,19 +582,15 @@ fn kernel_globs_select_and_unmatched_is_an_error() {
         &dir,
         "kernels:\n  - name: host\n    host: true\n  - name: '6.99'\n    debian: { suite: sid, series: '6.99' }\n  - name: '6.98'\n    debian: { suite: sid, series: '6.98' }\n",
     );
-    for sub in ["run", "fetch", "bench"] {
-        let (code, _, err) = run(km(&dir, &cfg).args([sub, "-k", "6.*", "-k", "7.*"]));
+    for sub in ["run", "fetch", "bench", "exec"] {
+        let exec_args: &[&str] = if sub == "exec" { &["--", "/bin/true"] } else { &[] };
+        let (code, _, err) = run(km(&dir, &cfg).args([sub, "-k", "6.*", "-k", "7.*"]).args(exec_args));
         assert_eq!(code, Some(1), "{sub}: {err}");
         assert!(err.contains("no kernel matches \"7.*\" (kernels: host, 6.99, 6.98)"), "{sub}: {err}");
     }
     // The single-VM commands take a glob that matches one kernel; two is an error
-    // that names them, before anything is fetched or booted.
-    for args in [
-        &["qemu-cmd", "-k", "6.*"][..],
-        &["shell", "-k", "6.*"],
-        &["boot-bench", "-k", "6.*"],
-        &["exec", "-k", "6.*", "--", "/bin/true"],
-    ] {
+    // that names them, before anything is fetched or booted (`exec` runs in each).
+    for args in [&["qemu-cmd", "-k", "6.*"][..], &["shell", "-k", "6.*"], &["boot-bench", "-k", "6.*"]] {
         let (code, _, err) = run(km(&dir, &cfg).args(args));
         assert_eq!(code, Some(1), "{args:?}: {err}");
         assert!(err.contains("\"6.*\" matches 2 kernels (6.99, 6.98); this command boots one"), "{args:?}: {err}");

@@ -20,6 +20,8 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("e2fsprogs", "mke2fs makes each kernel's modules disk for its guests"),
     ("iproute2", "harness/tests/modules.rs attaches a tc program in the guests with iproute2's tc"),
     ("bpftrace", "harness/tests/host_root.rs runs bpftrace one-liners in the guests (exec --host-root)"),
+    ("gdb", "harness/tests/debugging.rs attaches gdb to a guest (--gdb)"),
+    ("crash", "harness/tests/debugging.rs reads a panicked guest's memory dump (--crash-dump)"),
     ("xz-utils", "kernel packages"),
     ("zstd", "kernel packages"),
     ("gcc-12", "km_splat.ko (vm-images/splat) against Debian's bookworm kernel headers"),

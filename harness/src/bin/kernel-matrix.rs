@@ -71,6 +71,10 @@ enum Cmd {
         /// Only the kernels these names or globs match (`-k '6.*'`; repeatable).
         #[arg(long = "kernel", short = 'k', value_name = "GLOB")]
         kernels: Vec<String>,
+        /// Also each kernel's vmlinux with debug symbols (Debian's `-dbg` package),
+        /// for `--gdb` and reading `--crash-dump`s with crash or drgn.
+        #[arg(long)]
+        debug_symbols: bool,
     },
     /// An interactive root shell in a kernel's VM (console on stdio, agent at /agent).
     Shell(kernel_matrix::report::repro::VmArgs),
@@ -182,7 +186,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::BootBench(a) => kernel_matrix::perf::boot::boot_bench(Arc::new(matrix(config)?), &a),
         Cmd::Lock { update } => kernel_matrix::images::pin::pin(&config, update).map(|()| ExitCode::SUCCESS),
-        Cmd::Fetch { kernels } => {
+        Cmd::Fetch { kernels, debug_symbols } => {
             // Every kernel's image into the cache: Debian's downloaded and verified,
             // `build:` kernels built, `local:` ones extracted (the host needs none).
             let m = matrix(config)?;
@@ -190,6 +194,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             for k in m.config.kernels.iter().filter(|k| names.contains(&k.name)) {
                 if let Some(img) = m.image(k)? {
                     println!("{}: {} ({})", k.name, img.boot_file().display(), img.release);
+                }
+                if debug_symbols {
+                    match m.debug_symbols(k, true)? {
+                        Some(p) => println!("{}: debug symbols {}", k.name, p.display()),
+                        None => println!("{}: no debug symbols for this kernel", k.name),
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)

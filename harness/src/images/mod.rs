@@ -16,6 +16,7 @@ pub mod build;
 pub mod bzimage;
 pub mod cache_gc;
 pub mod debian;
+pub mod debug_symbols;
 pub mod fetch;
 pub mod kconfig;
 pub mod lock;
@@ -91,6 +92,11 @@ pub struct Extracted {
 /// nothing, fetches nothing).
 pub fn cached_archive(cache: &Path, locked: &LockedKernel) -> anyhow::Result<Option<KernelImage>> {
     read_entry(&cache.join("kernels").join(entry_key(locked)))
+}
+
+/// The cache directory of a pinned kernel (`kernels/<key>`).
+pub fn entry_dir(cache: &Path, locked: &LockedKernel) -> PathBuf {
+    cache.join("kernels").join(entry_key(locked))
 }
 
 /// The cache entry of a pinned kernel: its image package's sha256, or an OCI

@@ -29,6 +29,9 @@ pub fn qemu_command(m: &Matrix, kernel: &str, interactive: bool) -> anyhow::Resu
     let workdir = vm::workdir(&m.opts.run_dir, &spec.name);
     std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
     let vm_spec = m.vm_spec(spec, &image, &workdir)?;
+    if interactive {
+        m.announce_gdb(spec, &image, &vm_spec);
+    }
     let base = vm_spec.command();
     Ok(if interactive { self::interactive(base) } else { base })
 }

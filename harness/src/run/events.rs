@@ -23,6 +23,9 @@ pub enum Event {
     ExecNoStatus { kernel: String, how: String, console: PathBuf, tail: String },
     /// `exec` across several kernels: how each ended, after `wall` in all.
     ExecTable { rows: Vec<ExecRow>, wall: Duration },
+    /// `--gdb`: a VM's gdb stub listens at `address`; `command` attaches gdb
+    /// (with debug `symbols`, or the bare vmlinux).
+    GdbStub { kernel: String, address: String, waits: bool, command: String, symbols: bool },
     /// `exec` with `KM_EXEC_TIMES`: where its seconds went.
     ExecTimes { kernel: String, wall: Duration, boot: Duration, guest_start: String, accel: String },
 }

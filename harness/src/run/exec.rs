@@ -334,6 +334,7 @@ pub fn exec(
         return Ok(outcome);
     };
     let (vm_spec, share) = exec_vm(m, spec, &image, req, &workdir, timeout, vec![out_path, err_path])?;
+    m.announce_gdb(spec, &image, &vm_spec);
     let run = vm::run_watching(&vm_spec, &mut || {
         out.copy(false);
         err.copy(false);
@@ -359,6 +360,7 @@ pub fn exec(
             if !started && *end == vm::VmEnd::Panicked && unpacking_failed(&run.console) {
                 how = "the guest kernel panicked unpacking the guest root, before the program started (a root too large for memory_mb?)".into();
             }
+            how.push_str(&m.vmcore_note(spec, &run));
             m.emit(Event::ExecNoStatus {
                 kernel: kernel.to_string(),
                 how: how.clone(),
@@ -434,6 +436,7 @@ fn exec_vm(
         serials,
         modules: image.modules.as_ref().map(|m| m.disk.clone()),
         host_root: share.as_ref().map(|s| s.socket.clone()),
+        debug: vm::debug::DebugOptions::from_settings()?,
     };
     Ok((vm_spec, share))
 }
@@ -467,6 +470,7 @@ pub fn shell_in_host_root(m: &Matrix, kernel: &str) -> anyhow::Result<i32> {
     std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
     let serials = vec![workdir.join("stdout"), workdir.join("stderr")];
     let (vm_spec, _share) = exec_vm(m, spec, &image, &req, &workdir, m.config.timeout(spec), serials)?;
+    m.announce_gdb(spec, &image, &vm_spec);
     eprintln!(
         "kernel-matrix: {} in kernel {kernel} ({} accel), in the host's root (read-only; writes go to a throwaway layer); leave with `exit`, or Ctrl-A X",
         req.program.display(),

@@ -402,6 +402,71 @@ impl Matrix {
         })
     }
 
+    /// The kernel's vmlinux with debug symbols, for gdb and crash: Debian's
+    /// `-dbg` package's (fetched when `fetch` is set, else only if already in the
+    /// cache), a `build:` kernel's own, the host's from /usr/lib/debug; `None`
+    /// where there is none (yet).
+    pub fn debug_symbols(&self, spec: &KernelSpec, fetch: bool) -> anyhow::Result<Option<PathBuf>> {
+        Ok(match spec.source() {
+            KernelSource::Host => {
+                let release = nix::sys::utsname::uname()?.release().to_string_lossy().into_owned();
+                Some(PathBuf::from(format!("/usr/lib/debug/boot/vmlinux-{release}"))).filter(|p| p.exists())
+            }
+            KernelSource::Archive(src) => {
+                let locked = self.lock.get(&spec.name, &src, spec.arch(), &self.lock_path)?;
+                let entry = images::entry_dir(&self.opts.cache_dir, locked);
+                let cached = entry.join(images::debug_symbols::FILE);
+                if cached.exists() || !fetch {
+                    Some(cached).filter(|p| p.exists())
+                } else {
+                    let image = self.image(spec)?.context("an archive kernel has an image")?;
+                    let progress = |msg: &str| {
+                        self.emit(events::Event::Image { kernel: spec.name.clone(), message: msg.to_string() })
+                    };
+                    Some(images::debug_symbols::ensure(&entry, &self.mirrors()?, locked, &image.release, progress)?)
+                }
+            }
+            KernelSource::Build(_) => self.image(spec)?.and_then(|i| i.vmlinux),
+            KernelSource::Local(_) => None,
+        })
+    }
+
+    /// `--gdb`: says where the VM's gdb stub listens and the gdb command line.
+    pub fn announce_gdb(&self, spec: &KernelSpec, image: &images::KernelImage, vm_spec: &vm::VmSpec) {
+        let Some(stub) = vm_spec.debug.gdb else { return };
+        let symbols = self.debug_symbols(spec, false).ok().flatten();
+        self.emit(events::Event::GdbStub {
+            kernel: spec.name.clone(),
+            address: format!("127.0.0.1:{}", stub.port),
+            waits: stub.wait,
+            command: vm::debug::gdb_line(stub, symbols.as_deref().unwrap_or(image.boot_file())),
+            symbols: symbols.is_some(),
+        });
+    }
+
+    /// `--crash-dump`: where a panicked guest's memory dump is and how to read it.
+    pub fn vmcore_note(&self, spec: &KernelSpec, run: &vm::VmRun) -> String {
+        match &run.vmcore {
+            None => String::new(),
+            Some(Err(why)) => format!("\nno memory dump: {why}"),
+            Some(Ok(path)) => {
+                let core = crate::escape::shell_word(&path.to_string_lossy());
+                match self.debug_symbols(spec, false).ok().flatten() {
+                    Some(sym) => format!(
+                        "\nmemory dump: {} (read it: crash {} {core})",
+                        path.display(),
+                        crate::escape::shell_word(&sym.to_string_lossy())
+                    ),
+                    None => format!(
+                        "\nmemory dump: {} (symbols to read it with: kernel-matrix fetch --debug-symbols -k {})",
+                        path.display(),
+                        crate::escape::shell_word(&spec.name)
+                    ),
+                }
+            }
+        }
+    }
+
     fn mirrors(&self) -> anyhow::Result<Mirrors> {
         self.mirrors
             .get_or_init(|| Mirrors::discover(Some(&self.config)).map_err(|e| format!("{e:#}")))
@@ -517,12 +582,14 @@ impl Matrix {
             serials: Vec::new(),
             modules: image.modules.as_ref().map(|m| m.disk.clone()),
             host_root: None,
+            debug: vm::debug::DebugOptions::from_settings()?,
         })
     }
 
     fn run_vm(&self, spec: &KernelSpec, image: &images::KernelImage, workdir: &Path) -> anyhow::Result<KernelRun> {
         let mut vm_spec = self.vm_spec(spec, image, workdir)?;
         let _slot = self.slots.acquire();
+        self.announce_gdb(spec, image, &vm_spec);
         // `host_root` suites: the host's root shared for this VM's life.
         let wants_root = spec.arch() == km_protocol::Arch::host() && self.suites.iter().any(|s| s.guest.host_root);
         let share = wants_root.then(|| vm::host_root::HostRootShare::start(workdir)).transpose()?;
@@ -543,9 +610,10 @@ impl Matrix {
         let failure = match &run.end {
             vm::VmEnd::Finished => None,
             end => Some(format!(
-                "{}: {}{qemu_said}\n--- console (last 40 lines, full log {}) ---\n{}",
+                "{}: {}{qemu_said}{}\n--- console (last 40 lines, full log {}) ---\n{}",
                 spec.name,
                 describe(end),
+                self.vmcore_note(spec, &run),
                 vm_spec.console_path().display(),
                 crate::vm::console::tail(&run.console, 40)
             )),

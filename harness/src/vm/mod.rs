@@ -12,6 +12,7 @@ use anyhow::Context as _;
 
 pub mod accel;
 pub mod console;
+pub mod debug;
 pub mod host_root;
 
 use km_protocol::{record::parse_lines, Arch, Line, Record};
@@ -46,6 +47,8 @@ pub struct VmSpec {
     /// The socket of a virtiofsd serving the host's root ([`host_root`]): the
     /// guest mounts it (tag [`host_root::TAG`], kernel command line `km.hostroot`).
     pub host_root: Option<PathBuf>,
+    /// gdb stub, memory dump on panic ([`debug`]).
+    pub debug: debug::DebugOptions,
 }
 
 /// How a VM ended.
@@ -76,6 +79,8 @@ pub struct VmRun {
     /// What QEMU itself printed on stderr (its errors: a kernel it cannot load, an
     /// option it refuses), shown whenever QEMU fails.
     pub qemu_stderr: String,
+    /// `--crash-dump` after a panic: the memory dump's path, or why there is none.
+    pub vmcore: Option<Result<PathBuf, String>>,
     /// The first oops/BUG/WARNING/stall/lockup/panic the console showed, if any:
     /// a kernel that printed one fails all its trials even if the agent finished.
     pub splat: Option<console::Splat>,
@@ -145,6 +150,11 @@ impl VmSpec {
             append.push(' ');
             append.push_str(extra);
         }
+        for w in self.debug.cmdline() {
+            append.push(' ');
+            append.push_str(w);
+        }
+        c.args(self.debug.qemu_args(&self.workdir));
         c.args(["-machine", machine, "-accel", &self.accel.to_string(), "-cpu", cpu]);
         if let (Accel::Tcg, Some(shift)) = (self.accel, self.icount) {
             c.args(["-icount", &format!("shift={shift}")]);
@@ -253,6 +263,7 @@ pub fn run_watching(spec: &VmSpec, poll: &mut dyn FnMut()) -> anyhow::Result<VmR
     let mut boot = None;
     let mut end = None;
     let mut panic_seen: Option<Instant> = None;
+    let mut vmcore = None;
     let mut watcher = console::Watcher::default();
     // Read as it grows: each poll reads only what was appended.
     let mut console_file: Option<fs::File> = None;
@@ -298,8 +309,13 @@ pub fn run_watching(spec: &VmSpec, poll: &mut dyn FnMut()) -> anyhow::Result<VmR
             end = Some(VmEnd::Stuck(watcher.fatal.clone().expect("stall seen")));
             break;
         }
-        // Give a panicking kernel a moment to print its trace, then stop it.
+        // Give a panicking kernel a moment to print its trace, then stop it
+        // (dumping its memory first when asked: it waits, `panic=0`).
         if panic_seen.is_some_and(|t| t.elapsed() > Duration::from_secs(2)) {
+            if spec.debug.crash_dump {
+                let dest = debug::vmcore_path(&spec.workdir);
+                vmcore = Some(debug::dump_memory(&spec.workdir, &dest, spec.timeout).map(|()| dest));
+            }
             end = Some(VmEnd::Panicked);
             break;
         }
@@ -330,7 +346,8 @@ pub fn run_watching(spec: &VmSpec, poll: &mut dyn FnMut()) -> anyhow::Result<VmR
     } else if end == VmEnd::Exited(Some(0)) && records.last().map(|l| &l.record) == Some(&Record::Done) {
         end = VmEnd::Finished;
     }
-    Ok(VmRun { end, records, console, boot, wall, command_line, qemu_stderr: stderr, splat })
+    let vmcore = vmcore.map(|r| r.map_err(|e| format!("{e:#}")));
+    Ok(VmRun { end, records, console, boot, wall, command_line, qemu_stderr: stderr, splat, vmcore })
 }
 
 /// Has the kernel kill `cmd`'s process when the harness dies (even by SIGKILL):

@@ -1,0 +1,129 @@
+//! Debugging a guest kernel: QEMU's gdb stub (`--gdb`, `--gdb-wait`) and a memory
+//! dump of a guest whose kernel panicked (`--crash-dump`), taken through QMP
+//! before the VM is stopped and kept beside its console log as `vmcore` (an ELF
+//! core that crash and drgn open with the kernel's debug vmlinux).
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+
+/// What a VM offers a debugger.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DebugOptions {
+    /// QEMU's gdb stub on this TCP port of 127.0.0.1.
+    pub gdb: Option<GdbStub>,
+    /// On a panic, dump the guest's memory to `vmcore` in the VM's directory.
+    pub crash_dump: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GdbStub {
+    pub port: u16,
+    /// The CPU stays stopped at its first instruction until gdb continues it.
+    pub wait: bool,
+}
+
+impl DebugOptions {
+    /// From the settings (`--gdb`, `--gdb-wait`, `--crash-dump`): the gdb port is
+    /// one the system has free now.
+    pub fn from_settings() -> anyhow::Result<Self> {
+        let s = crate::settings::get();
+        let gdb = if s.gdb || s.gdb_wait { Some(GdbStub { port: free_port()?, wait: s.gdb_wait }) } else { None };
+        Ok(DebugOptions { gdb, crash_dump: s.crash_dump })
+    }
+
+    pub fn any(&self) -> bool {
+        self.gdb.is_some() || self.crash_dump
+    }
+
+    /// The QEMU arguments.
+    pub fn qemu_args(&self, workdir: &Path) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(g) = self.gdb {
+            a.extend(["-gdb".to_string(), format!("tcp:127.0.0.1:{}", g.port)]);
+            if g.wait {
+                a.push("-S".into());
+            }
+        }
+        if self.crash_dump {
+            a.extend(["-qmp".to_string(), format!("unix:{},server=on,wait=off", qmp_socket(workdir).display())]);
+        }
+        a
+    }
+
+    /// Kernel command line words: symbols at their link addresses (`nokaslr`), so
+    /// that gdb and crash need no relocation; with a dump, a panicking kernel
+    /// stays (`panic=0`) for the dump instead of rebooting.
+    pub fn cmdline(&self) -> Vec<&'static str> {
+        let mut w = Vec::new();
+        if self.any() {
+            w.push("nokaslr");
+        }
+        if self.crash_dump {
+            w.push("panic=0");
+        }
+        w
+    }
+}
+
+/// A TCP port of 127.0.0.1 that nothing listens on now.
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port for the gdb stub")?;
+    Ok(l.local_addr()?.port())
+}
+
+pub fn qmp_socket(workdir: &Path) -> PathBuf {
+    workdir.join("qmp.sock")
+}
+
+/// Where a panicked guest's memory dump goes.
+pub fn vmcore_path(workdir: &Path) -> PathBuf {
+    workdir.join("vmcore")
+}
+
+/// The gdb command line that attaches to `g` with `symbols`.
+pub fn gdb_line(g: GdbStub, symbols: &Path) -> String {
+    format!("gdb -ex 'target remote 127.0.0.1:{}' {}", g.port, crate::escape::shell_word(&symbols.to_string_lossy()))
+}
+
+/// Dumps the stopped guest's memory to `dest` (QMP `dump-guest-memory`, ELF,
+/// synchronous). QMP by hand: three JSON lines on a Unix socket, where a QMP
+/// client crate would bring QEMU's whole generated schema.
+pub fn dump_memory(workdir: &Path, dest: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let stream = UnixStream::connect(qmp_socket(workdir)).context("connecting to QEMU's QMP socket")?;
+    stream.set_read_timeout(Some(timeout))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut w = stream;
+    let mut line = String::new();
+    reader.read_line(&mut line).context("QMP greeting")?;
+    let mut reply = |w: &mut UnixStream, command: serde_json::Value| -> anyhow::Result<serde_json::Value> {
+        writeln!(w, "{command}")?;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                bail!("QEMU closed QMP");
+            }
+            let v: serde_json::Value = serde_json::from_str(&line).context("QMP said something not JSON")?;
+            // Events (STOP, DUMP_COMPLETED, ...) come between; a command's reply
+            // is `return` or `error`.
+            if let Some(e) = v.get("error") {
+                bail!("QMP {command}: {e}");
+            }
+            if v.get("return").is_some() {
+                return Ok(v);
+            }
+        }
+    };
+    reply(&mut w, serde_json::json!({"execute": "qmp_capabilities"}))?;
+    reply(&mut w, serde_json::json!({"execute": "stop"}))?;
+    reply(
+        &mut w,
+        serde_json::json!({"execute": "dump-guest-memory", "arguments": {
+            "paging": false, "protocol": format!("file:{}", dest.display()), "format": "elf"}}),
+    )?;
+    Ok(())
+}
