@@ -51,20 +51,23 @@ impl DebugOptions {
         }
         if self.crash_dump {
             a.extend(["-qmp".to_string(), format!("unix:{},server=on,wait=off", qmp_socket(workdir).display())]);
+            // The guest's VMCOREINFO (which kernel, where) goes into the dump.
+            a.extend(["-device".to_string(), "vmcoreinfo".to_string()]);
         }
         a
     }
 
     /// Kernel command line words: symbols at their link addresses (`nokaslr`), so
     /// that gdb and crash need no relocation; with a dump, a panicking kernel
-    /// stays (`panic=0`) for the dump instead of rebooting.
+    /// stays (`panic=0`) for the dump instead of rebooting, and /init loads
+    /// qemu_fw_cfg (`km.crashdump`, vm-images/guest-mounts) for the vmcoreinfo device.
     pub fn cmdline(&self) -> Vec<&'static str> {
         let mut w = Vec::new();
         if self.any() {
             w.push("nokaslr");
         }
         if self.crash_dump {
-            w.push("panic=0");
+            w.extend(["panic=0", "km.crashdump"]);
         }
         w
     }
