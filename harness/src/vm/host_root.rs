@@ -120,6 +120,10 @@ fn unescape(s: &str) -> String {
 /// namespace and then becomes virtiofsd: `$1` the view's directory, `$2` the
 /// socket, `$3` virtiofsd, then the mount points to add. A mount that cannot be
 /// bound is left out (the guest sees the directory under it), never served writable.
+/// `cache=always`: the guest keeps what it looked up for the VM's life (a file
+/// the host changes meanwhile may look stale in it); with `cache=auto` each
+/// lookup went back to virtiofsd, and `exec --host-root -- /bin/true` on 6.12
+/// spent 1.3 s instead of 0.4 s after the guest's first line (TCG).
 const START: &str = r#"set -e
 view=$1 sock=$2 daemon=$3; shift 3
 mount --bind / "$view"
@@ -129,7 +133,7 @@ for m in "$@"; do
     mount -o remount,bind,ro "$view$m" || umount "$view$m"
   fi
 done
-exec "$daemon" --socket-path="$sock" -o source="$view" -o cache=auto -o sandbox=namespace
+exec "$daemon" --socket-path="$sock" -o source="$view" -o cache=always -o sandbox=namespace
 "#;
 
 impl HostRootShare {
