@@ -67,9 +67,10 @@ fn cached(cache: &Path, init: &str, files: &[(String, PathBuf, u32)]) -> anyhow:
     h.update(init.as_bytes());
     h.update(MODPROBE.as_bytes());
     for (name, src, perm) in files {
-        let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
-        h.update(format!("\0{name}\0{perm}\0{}\0", data.len()).as_bytes());
-        h.update(&data);
+        // Streamed: a root may hold files as large as the guest's memory allows.
+        let mut f = std::fs::File::open(src).with_context(|| format!("reading {}", src.display()))?;
+        h.update(format!("\0{name}\0{perm}\0{}\0", f.metadata()?.len()).as_bytes());
+        std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", src.display()))?;
     }
     let dir = cache.join("guest-roots");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -131,21 +132,35 @@ pub(crate) fn write_archive(init: &str, files: &[(String, PathBuf, u32)], dest: 
             p = d.parent();
         }
     }
-    let mut out = Newc::default();
-    for d in &dirs {
-        out.entry(d, 0o040755, &[])?;
+    // Written as it is read, to a file renamed into place when whole: the
+    // harness holds one file's buffer at a time, whatever the root's size.
+    let tmp = dest.with_extension(format!("tmp.{}", std::process::id()));
+    let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut out = Newc::new(std::io::BufWriter::new(file));
+    let written = (|| -> anyhow::Result<()> {
+        for d in &dirs {
+            out.entry(d, 0o040755, &[])?;
+        }
+        out.entry("init", 0o100755, init.as_bytes())?;
+        out.entry("sbin/modprobe", 0o100755, MODPROBE.as_bytes())?;
+        for (name, data) in ETC {
+            out.entry(name, 0o100644, data)?;
+        }
+        for (name, src, perm) in files {
+            let perm = if *perm == 0 { std::fs::metadata(src)?.permissions().mode() & 0o777 } else { *perm };
+            out.entry_from(name, 0o100000 | perm, src)?;
+        }
+        Ok(())
+    })();
+    let finished = written.and_then(|()| {
+        let file = out.finish()?.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, dest).with_context(|| format!("writing {}", dest.display()))
+    });
+    if finished.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    out.entry("init", 0o100755, init.as_bytes())?;
-    out.entry("sbin/modprobe", 0o100755, MODPROBE.as_bytes())?;
-    for (name, data) in ETC {
-        out.entry(name, 0o100644, data)?;
-    }
-    for (name, src, perm) in files {
-        let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
-        let perm = if *perm == 0 { std::fs::metadata(src)?.permissions().mode() & 0o777 } else { *perm };
-        out.entry(name, 0o100000 | perm, &data)?;
-    }
-    crate::images::fetch::write_atomic(dest, &out.finish()?)
+    finished
 }
 
 /// The small `/etc` a real system has, so that real tools behave in a packed root:
@@ -176,29 +191,50 @@ const UTC_TZIF: [u8; 54] = {
     f
 };
 
-/// A gzip-compressed cpio (newc) archive being written, the initramfs format.
-struct Newc {
-    out: flate2::write::GzEncoder<Vec<u8>>,
+/// A gzip-compressed cpio (newc) archive being written to `W`, the initramfs format.
+struct Newc<W: Write> {
+    out: flate2::write::GzEncoder<W>,
     ino: u32,
 }
 
-impl Default for Newc {
-    fn default() -> Self {
-        Self { out: flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()), ino: 1 }
+impl<W: Write> Newc<W> {
+    fn new(w: W) -> Self {
+        Self { out: flate2::write::GzEncoder::new(w, flate2::Compression::fast()), ino: 1 }
     }
-}
 
-impl Newc {
     fn entry(&mut self, name: &str, mode: u32, data: &[u8]) -> anyhow::Result<()> {
+        self.entry_with(name, mode, data.len() as u64, |w| Ok(w.write_all(data)?))
+    }
+
+    /// A file's entry copied from `src` as it is read.
+    fn entry_from(&mut self, name: &str, mode: u32, src: &Path) -> anyhow::Result<()> {
+        let mut f = std::fs::File::open(src).with_context(|| format!("reading {}", src.display()))?;
+        let len = f.metadata()?.len();
+        self.entry_with(name, mode, len, |w| {
+            let n = std::io::copy(&mut f, w).with_context(|| format!("reading {}", src.display()))?;
+            anyhow::ensure!(n == len, "{} changed while it was read", src.display());
+            Ok(())
+        })
+    }
+
+    fn entry_with(
+        &mut self,
+        name: &str,
+        mode: u32,
+        len: u64,
+        write: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let len =
+            u32::try_from(len).map_err(|_| anyhow::anyhow!("/{name}: over 4 GiB, more than a cpio entry holds"))?;
         self.ino += 1;
         let b = cpio::newc::Builder::new(name).ino(self.ino).mode(mode).nlink(1);
-        let mut w = b.write(&mut self.out, data.len() as u32);
-        w.write_all(data)?;
+        let mut w = b.write(&mut self.out, len);
+        write(&mut w)?;
         w.finish()?;
         Ok(())
     }
 
-    fn finish(mut self) -> anyhow::Result<Vec<u8>> {
+    fn finish(mut self) -> anyhow::Result<W> {
         cpio::newc::trailer(&mut self.out)?;
         Ok(self.out.finish()?)
     }
@@ -217,12 +253,11 @@ pub fn with_boot_modules(root: &Path, boot: &Path, dir: &Path) -> anyhow::Result
     use sha2::Digest as _;
     let order =
         std::fs::read_to_string(boot.join("order")).with_context(|| format!("reading {}/order", boot.display()))?;
-    let mut overlay = Newc::default();
+    let mut overlay = Newc::new(Vec::new());
     overlay.entry(BOOT_MODULES_DIR, 0o040755, &[])?;
     overlay.entry(&format!("{BOOT_MODULES_DIR}/order"), 0o100644, order.as_bytes())?;
     for name in order.lines() {
-        let data = std::fs::read(boot.join(name)).with_context(|| format!("reading {}/{name}", boot.display()))?;
-        overlay.entry(&format!("{BOOT_MODULES_DIR}/{name}"), 0o100644, &data)?;
+        overlay.entry_from(&format!("{BOOT_MODULES_DIR}/{name}"), 0o100644, &boot.join(name))?;
     }
     let overlay = overlay.finish()?;
     let mut h = sha2::Sha256::new();
