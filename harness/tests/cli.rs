@@ -151,7 +151,16 @@ fn type_into_shell(
     want: &str,
     leave: &str,
 ) -> (std::process::ExitStatus, String, String) {
-    let mut child = shell.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    /// Kills the shell (and so its QEMU) when a failed assertion unwinds.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut reap = Reap(shell.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
+    let child = &mut reap.0;
     let out = Arc::new(Mutex::new(String::new()));
     let mut stdout = child.stdout.take().unwrap();
     let sink = out.clone();

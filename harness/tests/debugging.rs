@@ -81,12 +81,23 @@ fn gdb_attaches_to_a_running_guest_with_its_symbols() {
     let dir = project("gdb", "");
     // The program waits until the kernel's hostname is "go": gdb writes it.
     let script = r#"echo ready; until read h < /proc/sys/kernel/hostname && [ "$h" = go ]; do sleep 0.2; done; echo "hostname $h, set by gdb""#;
-    let mut exec = km(&dir)
-        .args(["--gdb", "exec", "-k", "6.1", "--timeout", "600", "--", "/bin/bash", "-c", script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    /// Ends the exec (and so its QEMU) when a failed assertion unwinds.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut reap = Reap(
+        km(&dir)
+            .args(["--gdb", "exec", "-k", "6.1", "--timeout", "600", "--", "/bin/bash", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let exec = &mut reap.0;
     let mut stderr = BufReader::new(exec.stderr.take().unwrap());
     let mut line = String::new();
     let command = loop {
