@@ -604,6 +604,13 @@ fn kernel_globs_select_and_unmatched_is_an_error() {
         assert_eq!(code, Some(1), "{args:?}: {err}");
         assert!(err.contains("\"6.*\" matches 2 kernels (6.99, 6.98); this command boots one"), "{args:?}: {err}");
     }
+    // `exec` in every kernel: the two that cannot start (not in the lock) are rows
+    // of the table with the reason, the host still runs the program.
+    let (code, _, err) = run(km(&dir, &cfg).args(["exec", "--", "/bin/true"]));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("| host | - | host |") && err.contains("| exit 0 |"), "{err}");
+    assert!(err.contains("| 6.99 | - | - |") && err.contains("\"6.99\" is not in"), "{err}");
+    assert!(err.contains("1 of 3 kernels exited 0"), "{err}");
     // `h*` selects the host kernel alone: nothing to download, so fetch succeeds
     // without a mirror and prints nothing.
     let (code, out, err) = run(km(&dir, &cfg).args(["fetch", "-k", "h*"]).env("KM_MIRROR", "http://127.0.0.1:9/"));

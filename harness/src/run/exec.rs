@@ -187,27 +187,30 @@ pub fn command(m: Arc<Matrix>, a: &ExecArgs) -> anyhow::Result<i32> {
         .into_iter()
         .map(|(kernel, plan)| {
             let (m, opts) = (m.clone(), opts.clone());
-            std::thread::spawn(move || match plan {
-                Err(e) => Ok(ExecOutcome {
-                    status: ExecStatus::Refused(e.to_string()),
+            std::thread::spawn(move || {
+                let not_run = |status| ExecOutcome {
+                    status,
                     release: None,
                     accel: "-".into(),
                     wall: Duration::ZERO,
                     boot: None,
-                    kernel,
-                }),
-                Ok(req) => {
-                    let _slot = m.vm_slot();
-                    let tag = format!("[{kernel}] ");
-                    exec(&m, &kernel, &req, &opts, Output::Prefixed(tag))
+                    kernel: kernel.clone(),
+                };
+                match plan {
+                    Err(e) => not_run(ExecStatus::Refused(e.to_string())),
+                    Ok(req) => {
+                        let _slot = m.vm_slot();
+                        let tag = format!("[{kernel}] ");
+                        // One kernel that cannot start (a download, QEMU) is its row of
+                        // the table; the others still run.
+                        exec(&m, &kernel, &req, &opts, Output::Prefixed(tag))
+                            .unwrap_or_else(|e| not_run(ExecStatus::NoStatus(format!("{e:#}"))))
+                    }
                 }
             })
         })
         .collect();
-    let mut outcomes = Vec::new();
-    for h in handles {
-        outcomes.push(h.join().expect("exec thread")?);
-    }
+    let outcomes: Vec<ExecOutcome> = handles.into_iter().map(|h| h.join().expect("exec thread")).collect();
     m.emit(Event::ExecTable {
         rows: outcomes
             .iter()
