@@ -133,7 +133,7 @@ fn qemu_cmd_prints_the_vm_command_line() {
     assert_eq!(code, Some(0));
     assert!(out.contains("-serial mon:stdio") && out.contains("km.action=shell"), "{out}");
     let (code, _, err) = run(km(&dir, &workspace().join("kernels.yaml")).args(["qemu-cmd", "--kernel", "4.4"]));
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2), "bad input");
     assert!(err.contains("no kernel matches \"4.4\"") && err.contains("6.1"), "{err}");
     // A glob that names one kernel is that kernel.
     let (code, out, err) = run(km(&dir, &workspace().join("kernels.yaml")).args(["qemu-cmd", "-k", "5.*"]));
@@ -577,7 +577,7 @@ fn help_lists_the_km_variables() {
         .args(["run", "-k", "nothing-*"])
         .env("KM_RESULTS", dir.join("r.json"))
         .env("KM_SUMMARY", dir.join("s.md")));
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(2), "{err}");
     assert_eq!(err.matches("KM_RESULTS is deprecated, use KM_JSON").count(), 1, "{err}");
     assert_eq!(err.matches("KM_SUMMARY is deprecated, use KM_MARKDOWN").count(), 1, "{err}");
 }
@@ -594,14 +594,14 @@ fn kernel_globs_select_and_unmatched_is_an_error() {
     for sub in ["run", "fetch", "bench", "exec"] {
         let exec_args: &[&str] = if sub == "exec" { &["--", "/bin/true"] } else { &[] };
         let (code, _, err) = run(km(&dir, &cfg).args([sub, "-k", "6.*", "-k", "7.*"]).args(exec_args));
-        assert_eq!(code, Some(1), "{sub}: {err}");
+        assert_eq!(code, Some(2), "{sub}: bad input: {err}");
         assert!(err.contains("no kernel matches \"7.*\" (kernels: host, 6.99, 6.98)"), "{sub}: {err}");
     }
     // The single-VM commands take a glob that matches one kernel; two is an error
     // that names them, before anything is fetched or booted (`exec` runs in each).
     for args in [&["qemu-cmd", "-k", "6.*"][..], &["shell", "-k", "6.*"], &["boot-bench", "-k", "6.*"]] {
         let (code, _, err) = run(km(&dir, &cfg).args(args));
-        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert_eq!(code, Some(2), "{args:?}: bad input: {err}");
         assert!(err.contains("\"6.*\" matches 2 kernels (6.99, 6.98); this command boots one"), "{args:?}: {err}");
     }
     // `exec` in every kernel: the two that cannot start (not in the lock) are rows

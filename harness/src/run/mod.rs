@@ -279,9 +279,13 @@ impl Matrix {
     /// The kernels `patterns` select (names or globs, see [`crate::glob`]), in
     /// kernels.yaml order; none means all. A pattern matching no kernel is an error
     /// listing them.
+    /// A pattern that matches nothing is bad input (exit 2), with the kernels listed.
     pub fn select_kernels(&self, patterns: &[String]) -> anyhow::Result<Vec<String>> {
-        select_kernels(&self.kernel_names(), patterns)
-            .map_err(|e| anyhow::anyhow!("{e} in {}", self.config.path.display()))
+        select_kernels(&self.kernel_names(), patterns).map_err(|e| self.bad_kernel_pattern(e.to_string()))
+    }
+
+    fn bad_kernel_pattern(&self, message: String) -> anyhow::Error {
+        crate::config::ConfigError::Invalid { path: self.config.path.display().to_string(), message }.into()
     }
 
     /// The one kernel a name or glob of a single-VM command (`shell`, `exec`,
@@ -290,11 +294,11 @@ impl Matrix {
         let names = self.select_kernels(&[pattern.to_string()])?;
         match names.as_slice() {
             [one] => Ok(one.clone()),
-            many => anyhow::bail!(
+            many => Err(self.bad_kernel_pattern(format!(
                 "{pattern:?} matches {} kernels ({}); this command boots one: name it, or narrow the glob",
                 many.len(),
                 many.join(", ")
-            ),
+            ))),
         }
     }
 
