@@ -91,7 +91,7 @@ pub struct Extracted {
 /// The pinned kernel of `locked` if the cache already holds it extracted (touches
 /// nothing, fetches nothing).
 pub fn cached_archive(cache: &Path, locked: &LockedKernel) -> anyhow::Result<Option<KernelImage>> {
-    read_entry(&cache.join("kernels").join(entry_key(locked)))
+    read_entry(&entry_dir(cache, locked))
 }
 
 /// The cache directory of a pinned kernel (`kernels/<key>`).
@@ -117,7 +117,7 @@ pub fn ensure_archive(
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<KernelImage> {
     let image_file = &locked.files[0];
-    let dir = cache.join("kernels").join(entry_key(locked));
+    let dir = entry_dir(cache, locked);
     // Ubuntu keeps /boot/config-* in the modules package (`explain` wants it).
     let ubuntu_modules =
         locked.files.get(1).filter(|_| matches!(locked.origin, Origin::Ubuntu | Origin::UbuntuMainline));
@@ -154,9 +154,7 @@ pub fn ensure_archive(
     // below, for the config).
     progress(&format!("downloading {} ({:.1} MB)", image_file.package, image_file.size as f64 / 1e6));
     let bar = crate::progress::Step::download(&image_file.package, image_file.size);
-    let kind = if locked.origin == Origin::Rpm { "rpm" } else { "deb" };
-    let url = format!("{base}/{}", image_file.path);
-    let deb = fetch_package(cache, kind, &url, &image_file.package, &image_file.sha256, |n| bar.set_position(n))
+    let (deb, _) = fetch_pinned(cache, base, locked, image_file, |n| bar.set_position(n))
         .with_context(|| format!("downloading {} {}", image_file.package, image_file.version))?;
     bar.done("downloaded, sha256 verified");
     progress(&format!("extracting {}", image_file.package));
@@ -183,27 +181,39 @@ pub fn ensure_archive_modules(
     image: &mut KernelImage,
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<()> {
-    let entry = cache.join("kernels").join(entry_key(locked));
+    let entry = entry_dir(cache, locked);
     image.modules = modules::ensure(&entry, &image.release, || {
         let base = mirrors.base(locked.origin, &locked.suite, locked.arch())?;
         progress(&format!("indexing the kernel's modules for its guests ({} packages)", locked.files.len()));
-        let fetch = |f: &LockedFile| -> anyhow::Result<(PathBuf, modules::PackageKind)> {
-            let url = format!("{base}/{}", f.path);
-            Ok(match locked.origin {
-                Origin::Oci => (oci::fetch_layer(cache, base, locked, f)?, modules::PackageKind::Layer),
-                Origin::Rpm => {
-                    (fetch_package(cache, "rpm", &url, &f.package, &f.sha256, |_| {})?, modules::PackageKind::Rpm)
-                }
-                _ => (fetch_deb(cache, &url, &f.package, &f.sha256, |_| {})?, modules::PackageKind::Deb),
-            })
-        };
         locked
             .files
             .iter()
-            .map(|f| fetch(f).with_context(|| format!("downloading {} {}", f.package, f.version)))
+            .map(|f| {
+                fetch_pinned(cache, base, locked, f, |_| {})
+                    .with_context(|| format!("downloading {} {}", f.package, f.version))
+            })
             .collect()
     })?;
     Ok(())
+}
+
+/// One pinned file of `locked` from `base`, in the cache and verified, and what
+/// kind of package it is: the one place that knows how each origin ships them.
+fn fetch_pinned(
+    cache: &Path,
+    base: &str,
+    locked: &LockedKernel,
+    f: &LockedFile,
+    progress: impl FnMut(u64),
+) -> anyhow::Result<(PathBuf, modules::PackageKind)> {
+    let url = format!("{base}/{}", f.path);
+    Ok(match locked.origin {
+        Origin::Oci => (oci::fetch_layer(cache, base, locked, f)?, modules::PackageKind::Layer),
+        Origin::Rpm => (fetch_package(cache, "rpm", &url, &f.package, &f.sha256, progress)?, modules::PackageKind::Rpm),
+        Origin::Debian | Origin::Ubuntu | Origin::UbuntuMainline => {
+            (fetch_deb(cache, &url, &f.package, &f.sha256, progress)?, modules::PackageKind::Deb)
+        }
+    })
 }
 
 /// The `boot/config-*` of a .deb, if it has one.
