@@ -3,7 +3,9 @@
 //! QEMU/TCG here): a veth pair, a clsact qdisc with a BPF program attached by
 //! iproute2's `tc` (the kernel loads sch_ingress and cls_bpf itself through
 //! /sbin/modprobe), modules with dependencies (bridge, vxlan) by `modprobe`, a
-//! built-in module succeeds and an unknown one fails.
+//! built-in module succeeds and an unknown one fails, and `bpf_preload`, which the
+//! kernel asks for at every bpffs mount and these kernels lack, fails at once
+//! (`km.nomod=`) instead of waiting for the disk.
 use std::{path::PathBuf, process::Command};
 
 fn workspace() -> PathBuf {
@@ -52,7 +54,9 @@ fn guests_load_their_kernels_modules() {
          /usr/sbin/tc filter add dev km0 ingress bpf direct-action obj {obj} sec tc; \
          /usr/sbin/tc filter show dev km0 ingress; \
          modprobe bridge; modprobe vxlan; modprobe nvme && echo builtin-ok; \
-         if modprobe km_no_such_module; then echo unknown-loaded; fi; lsmod",
+         if modprobe km_no_such_module; then echo unknown-loaded; fi; \
+         if modprobe bpf_preload; then echo preload-loaded; fi; \
+         grep -q ' /sys/fs/bpf bpf ' /proc/mounts && echo bpffs-ok; lsmod",
         obj = obj.display()
     );
     for kernel in ["5.10", "6.12"] {
@@ -74,5 +78,11 @@ fn guests_load_their_kernels_modules() {
         }
         assert!(out.contains("builtin-ok"), "{kernel}: modprobe of a built-in module failed: {err}");
         assert!(!out.contains("unknown-loaded") && err.contains("km_no_such_module"), "{kernel}: {err}");
+        assert!(
+            !out.contains("preload-loaded")
+                && err.contains("module bpf_preload not found in")
+                && out.contains("bpffs-ok"),
+            "{kernel}: stdout: {out}\nstderr: {err}"
+        );
     }
 }

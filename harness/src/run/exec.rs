@@ -437,7 +437,7 @@ fn exec_vm(
         workdir: workdir.to_path_buf(),
         icount: None,
         serials,
-        modules: image.modules.as_ref().map(|m| m.disk.clone()),
+        modules: image.modules.clone(),
         host_root: share.as_ref().map(|s| s.socket.clone()),
         debug: vm::debug::DebugOptions::from_settings()?,
     };

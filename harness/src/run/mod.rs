@@ -584,7 +584,7 @@ impl Matrix {
             timeout: self.config.timeout(spec),
             workdir: workdir.to_path_buf(),
             serials: Vec::new(),
-            modules: image.modules.as_ref().map(|m| m.disk.clone()),
+            modules: image.modules.clone(),
             host_root: None,
             debug: vm::debug::DebugOptions::from_settings()?,
         })

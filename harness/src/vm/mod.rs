@@ -43,7 +43,7 @@ pub struct VmSpec {
     pub serials: Vec<PathBuf>,
     /// The kernel's modules disk ([`crate::images::modules`]): a read-only NVMe
     /// drive (serial `km-modules`) that the guest mounts on its first `modprobe`.
-    pub modules: Option<PathBuf>,
+    pub modules: Option<crate::images::modules::ModulesDisk>,
     /// The socket of a virtiofsd serving the host's root ([`host_root`]): the
     /// guest mounts it (tag [`host_root::TAG`], kernel command line `km.hostroot`).
     pub host_root: Option<PathBuf>,
@@ -138,9 +138,13 @@ impl VmSpec {
             ),
             Arch::Arm64 => "console=ttyAMA0 panic=-1 oops=panic quiet loglevel=5 cryptomgr.notests".to_string(),
         };
-        if self.modules.is_some() {
-            // vm-images/guest-mounts and vm-images/modprobe: the modules disk is there.
+        if let Some(m) = &self.modules {
+            // vm-images/guest-mounts and vm-images/modprobe: the modules disk is there,
+            // and which modules the kernel asks for at boot it need not wait for.
             append.push_str(" km.modules");
+            if !m.lacks_at_boot.is_empty() {
+                append.push_str(&format!(" km.nomod={}", m.lacks_at_boot.join(",")));
+            }
         }
         if self.host_root.is_some() {
             // vm-images/host-root: mount the host's root and run the program there.
@@ -177,8 +181,8 @@ impl VmSpec {
                 }
             }
         }
-        if let Some(disk) = &self.modules {
-            let path = option_value(disk);
+        if let Some(m) = &self.modules {
+            let path = option_value(&m.disk);
             // One I/O queue: the guest has one vCPU (fewer queues to set up at boot).
             let id = crate::images::modules::SERIAL;
             c.args(["-drive", &format!("file={path},if=none,id={id},format=raw,readonly=on")])
