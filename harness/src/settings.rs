@@ -20,7 +20,7 @@ pub struct Settings {
     /// Where each run's consoles and logs go [default: kernel-matrix-runs next to the binary].
     #[arg(long, global = true, env = "KM_RUN_DIR", value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
-    /// QEMU accelerator, kvm or tcg [default: probed].
+    /// QEMU accelerator, kvm or tcg [default: probed; `bench`: tcg with -icount unless kvm is named].
     #[arg(long, global = true, env = "KM_ACCEL", value_name = "kvm|tcg")]
     pub accel: Option<String>,
     /// VMs at once [default: the number of CPUs].

@@ -182,6 +182,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Bench(a) => {
             let mut m = matrix(config)?;
             m.opts.bench = true;
+            m.opts.accel = m.opts.accel.clone().for_benchmarks();
             kernel_matrix::perf::bench(Arc::new(m), &a)
         }
         Cmd::BootBench(a) => kernel_matrix::perf::boot::boot_bench(Arc::new(matrix(config)?), &a),

@@ -52,10 +52,11 @@ impl Options {
             Some(n) => n,
             None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         };
+        let accel = crate::vm::accel::choose()?;
         Ok(Self {
             cache_dir: images::default_cache_dir(),
             run_dir,
-            accel: crate::vm::accel::choose()?,
+            accel: if s.bench { accel.for_benchmarks() } else { accel },
             max_vms: max_vms.max(1),
             bench: s.bench,
             only_programs: s.only_programs.clone(),

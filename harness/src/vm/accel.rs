@@ -37,19 +37,41 @@ impl FromStr for Accel {
 pub struct AccelChoice {
     pub accel: Accel,
     pub reason: String,
+    /// The user named it (`--accel`, `KM_ACCEL`), rather than the probe finding it.
+    pub explicit: bool,
+}
+
+impl AccelChoice {
+    /// The accelerator for benchmark VMs. Regression gates need numbers that repeat:
+    /// under TCG with `-icount` a guest "ns" is one guest instruction and the
+    /// arm64 PMU counts exactly, while KVM's guest timings are wall clock, as noisy
+    /// as the machine. So `bench` measures under TCG even where KVM works, unless
+    /// the user asks for KVM by name: its wall-clock numbers are then a series of
+    /// their own (labelled `kvm` in the BMF), which `compare` never judges
+    /// against `tcg-icount` ones.
+    pub fn for_benchmarks(self) -> Self {
+        match self {
+            AccelChoice { accel: Accel::Kvm, explicit: false, reason } => AccelChoice {
+                accel: Accel::Tcg,
+                reason: format!("benchmarks count deterministically under TCG -icount although {reason}; `--accel kvm` measures KVM's wall clock as a series of its own"),
+                explicit: false,
+            },
+            other => other,
+        }
+    }
 }
 
 /// `KM_ACCEL=kvm|tcg` overrides; otherwise probe.
 pub fn choose() -> anyhow::Result<AccelChoice> {
     if let Some(v) = &crate::settings::try_get()?.accel {
-        return Ok(AccelChoice { accel: v.parse()?, reason: "KM_ACCEL".into() });
+        return Ok(AccelChoice { accel: v.parse()?, reason: "KM_ACCEL".into(), explicit: true });
     }
     Ok(detect(Path::new("/sys/module"), Path::new("/dev/kvm")))
 }
 
 pub fn detect(sys_module: &Path, dev_kvm: &Path) -> AccelChoice {
     let vendor = ["kvm_intel", "kvm_amd"].into_iter().find(|m| sys_module.join(m).exists());
-    let tcg = |reason: String| AccelChoice { accel: Accel::Tcg, reason };
+    let tcg = |reason: String| AccelChoice { accel: Accel::Tcg, reason, explicit: false };
     if !dev_kvm.exists() {
         return tcg("no /dev/kvm".into());
     }
@@ -61,7 +83,7 @@ pub fn detect(sys_module: &Path, dev_kvm: &Path) -> AccelChoice {
         });
     };
     match std::fs::OpenOptions::new().read(true).write(true).open(dev_kvm) {
-        Ok(_) => AccelChoice { accel: Accel::Kvm, reason: format!("{vendor} loaded") },
+        Ok(_) => AccelChoice { accel: Accel::Kvm, reason: format!("{vendor} loaded"), explicit: false },
         Err(e) => tcg(format!("/dev/kvm not usable: {e}")),
     }
 }
@@ -84,5 +106,17 @@ mod tests {
         assert_eq!(detect(&m, &dev).accel, Accel::Kvm);
         assert_eq!(detect(&m, &root.join("nope")).accel, Accel::Tcg);
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn benchmarks_count_under_tcg_unless_kvm_is_asked_for() {
+        let probed = AccelChoice { accel: Accel::Kvm, reason: "kvm_intel loaded".into(), explicit: false };
+        let b = probed.for_benchmarks();
+        assert_eq!(b.accel, Accel::Tcg);
+        assert!(b.reason.contains("kvm_intel loaded") && b.reason.contains("--accel kvm"), "{}", b.reason);
+        let asked = AccelChoice { accel: Accel::Kvm, reason: "KM_ACCEL".into(), explicit: true };
+        assert_eq!(asked.clone().for_benchmarks(), asked);
+        let tcg = AccelChoice { accel: Accel::Tcg, reason: "no /dev/kvm".into(), explicit: false };
+        assert_eq!(tcg.clone().for_benchmarks(), tcg);
     }
 }
