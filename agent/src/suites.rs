@@ -48,7 +48,22 @@ fn in_host_root(command: &mut Command, cwd: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Waits (at most 35 s, modprobe's own patience) while the guest's modprobe is
+/// mounting the kernel's modules disk (vm-images/modprobe holds
+/// `/lib/.km-modules-lock` meanwhile): a suite may load modules by any modprobe,
+/// and busybox's own does not wait for the disk.
+fn modules_mounted() {
+    let lock = std::path::Path::new("/lib/.km-modules-lock");
+    let start = std::time::Instant::now();
+    while lock.exists() && start.elapsed() < std::time::Duration::from_secs(35) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 pub fn run_all(emit: &mut dyn FnMut(Record), features: &BTreeMap<String, Probe>, suites: &[GuestSuite]) {
+    if !suites.is_empty() {
+        modules_mounted();
+    }
     for s in suites {
         let names: Vec<&str> = match s.format {
             SuiteFormat::Libtest => s.tests.iter().map(String::as_str).collect(),

@@ -67,10 +67,12 @@ impl Events for Terminal {
                 };
                 eprintln!("kernel-matrix: {kernel}: gdb stub at {address}, the kernel {state}:\n  {command}{fetch}");
             }
-            Event::ExecTimes { kernel, wall, boot, guest_start, accel } => eprintln!(
-                "kernel-matrix exec: {kernel}: wall {:.2}s, host boot to first guest line {:.2}s, guest uptime at program start {guest_start}s ({accel})",
+            Event::ExecSnapshot { kernel, note } => eprintln!("kernel-matrix exec: {kernel}: {note}"),
+            Event::ExecTimes { kernel, wall, boot, guest_start, accel, restored } => eprintln!(
+                "kernel-matrix exec: {kernel}: wall {:.2}s, QEMU start to program start {:.2}s, guest uptime at program start {guest_start}s ({accel}, {})",
                 wall.as_secs_f64(),
-                boot.as_secs_f64()
+                boot.as_secs_f64(),
+                if restored { "restored from a saved guest" } else { "booted" }
             ),
         }
     }

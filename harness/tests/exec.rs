@@ -177,3 +177,43 @@ fn suites_and_exec_work_from_a_project_under_tmp_with_a_space() {
     assert!(out.contains("test result: ok. 4 passed"), "{out}");
     std::fs::remove_dir_all(&project).unwrap();
 }
+
+/// `exec --snapshot`: the first run saves 6.1 booted to ready (unless an earlier
+/// run did), every run restores it; the program sees what a booted guest shows
+/// (output, stderr, exit status, its kernel's modules) and a clock that reads a
+/// time within the call. `--host-root` cannot be saved and boots cold, saying so.
+#[test]
+fn exec_snapshot_restores_a_saved_guest_that_behaves_as_a_booted_one() {
+    let dir = scratch("snapshot");
+    let script = "echo out $(uname -r); echo to-stderr >&2; modprobe veth && grep -q '^veth ' /proc/modules && echo veth-loaded; date +%s; exit 3";
+    let (code, cold, _) = run(km(&dir).args(["exec", "-k", "6.1", "--", "/bin/sh", "-c", script]));
+    assert_eq!(code, Some(3), "{cold}");
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    for i in 0..2 {
+        let before = now();
+        let (code, out, err) = run(km(&dir).env("KM_EXEC_TIMES", "1").args([
+            "exec",
+            "--snapshot",
+            "-k",
+            "6.1",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ]));
+        let after = now();
+        eprintln!("run {i}:\n{err}");
+        assert_eq!(code, Some(3), "stdout: {out}\nstderr: {err}");
+        assert!(err.contains("restored from a saved guest"), "{err}");
+        assert!(err.starts_with("to-stderr\n") || err.contains("\nto-stderr\n"), "{err}");
+        let lines: Vec<&str> = out.lines().collect();
+        // The same kernel and modules as the booted run; only the clock differs.
+        assert_eq!(lines[..2], cold.lines().collect::<Vec<_>>()[..2], "restored: {out}\nbooted: {cold}");
+        assert_eq!(lines[1], "veth-loaded");
+        let guest: u64 = lines[2].parse().unwrap();
+        assert!((before..=after).contains(&guest), "guest clock {guest}, the call ran from {before} to {after}");
+    }
+    let (code, _, err) = run(km(&dir).args(["exec", "--snapshot", "--host-root", "-k", "6.1", "--", "/bin/true"]));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("booting cold: --host-root"), "{err}");
+}

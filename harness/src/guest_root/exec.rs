@@ -23,8 +23,25 @@ use crate::config::ConfigError;
 pub const EXEC_INIT: &str = concat!(
     include_str!("../../../vm-images/guest-mounts"),
     include_str!("../../../vm-images/host-root"),
-    include_str!("../../../vm-images/exec-init")
+    include_str!("../../../vm-images/exec-init"),
+    include_str!("../../../vm-images/exec-run")
 );
+
+/// `/init` of the ready guest of `exec --snapshot` ([`crate::vm::snapshot`]):
+/// [`EXEC_INIT`] without `--host-root`, with vm-images/snap-wait (say ready, wait
+/// for a job on the job disk and unpack it) just before the program runs.
+pub const SNAPSHOT_INIT: &str = concat!(
+    include_str!("../../../vm-images/guest-mounts"),
+    include_str!("../../../vm-images/exec-init"),
+    include_str!("../../../vm-images/snap-wait"),
+    include_str!("../../../vm-images/exec-run")
+);
+
+/// The ready guest's root: busybox and [`SNAPSHOT_INIT`] (cached like the
+/// matrix's root; the kernel's boot modules follow as a second archive).
+pub fn snapshot_root(cache: &Path, busybox: &Path) -> anyhow::Result<PathBuf> {
+    super::cached(cache, SNAPSHOT_INIT, &[("bin/busybox".into(), busybox.to_path_buf(), 0o755)])
+}
 
 /// What to run in the guest, checked on the host.
 #[derive(Debug, Clone)]
@@ -133,13 +150,26 @@ pub fn run_script(req: &ExecRequest) -> String {
 /// Writes the guest root of `req` to `dest` (cpio newc, gzip). A library the
 /// program links that `ldd` cannot find is a [`ConfigError`].
 pub fn build(req: &ExecRequest, arch: Arch, busybox: &Path, dest: &Path, memory: u64) -> anyhow::Result<()> {
+    write(req, arch, Some(busybox), dest, memory)
+}
+
+/// The job of a restored `exec --snapshot` guest ([`crate::vm::snapshot`]): what
+/// [`build`] writes but busybox, /init and the rest of the base, which the
+/// ready guest has; it unpacks this over its root.
+pub fn build_job(req: &ExecRequest, arch: Arch, dest: &Path, memory: u64) -> anyhow::Result<()> {
+    write(req, arch, None, dest, memory)
+}
+
+fn write(req: &ExecRequest, arch: Arch, busybox: Option<&Path>, dest: &Path, memory: u64) -> anyhow::Result<()> {
     let rel = |p: &str| p.trim_start_matches('/').to_string();
-    let mut files: Vec<(String, PathBuf, u32)> = vec![("bin/busybox".into(), busybox.to_path_buf(), 0o755)];
+    let init = busybox.map(|_| EXEC_INIT);
+    let mut files: Vec<(String, PathBuf, u32)> =
+        busybox.map(|b| ("bin/busybox".to_string(), b.to_path_buf(), 0o755)).into_iter().collect();
     let script = dest.with_extension("run.sh");
     std::fs::write(&script, run_script(req))?;
     if req.host_root {
         files.push(("km-exec/run.sh".into(), script, 0o755));
-        return super::write_archive(EXEC_INIT, &files, dest);
+        return super::write_archive(init, &files, dest);
     }
     files.push((rel(&req.program.to_string_lossy()), req.program.clone(), 0));
     let unresolved = |e: anyhow::Error| invalid(req.program.display(), format!("unresolved shared library: {e:#}"));
@@ -162,7 +192,7 @@ pub fn build(req: &ExecRequest, arch: Arch, busybox: &Path, dest: &Path, memory:
     files.reverse();
     files.retain(|(name, _, _)| seen.insert(name.clone()));
     files.reverse();
-    super::write_archive(EXEC_INIT, &files, dest)
+    super::write_archive(init, &files, dest)
 }
 
 /// The share of the guest's memory a packed root may take: the kernel holds the

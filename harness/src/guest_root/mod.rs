@@ -76,7 +76,7 @@ fn cached(cache: &Path, init: &str, files: &[(String, PathBuf, u32)]) -> anyhow:
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let dest = dir.join(format!("{}.cpio.gz", &hex::encode(h.finalize())[..32]));
     if !dest.exists() {
-        write_archive(init, files, &dest)?;
+        write_archive(Some(init), files, &dest)?;
     }
     Ok(dest)
 }
@@ -100,18 +100,36 @@ fn contents(
         }
     };
     files.extend(extra.iter().map(|(guest, host)| (guest.clone(), host.clone(), mode(host))));
-    if arch == Arch::host() {
-        for lib in shared_libraries(agent)? {
-            let name = lib.to_string_lossy().trim_start_matches('/').to_string();
-            files.push((name, lib, 0o755));
+    // The libraries of every program in the root: the agent is linked statically,
+    // so the loader and libc come only with a program that needs them (a
+    // bpftool the tests bring, say).
+    let programs: Vec<PathBuf> =
+        files.iter().filter(|(_, p, m)| *m == 0o755 && is_elf(p)).map(|(_, p, _)| p.clone()).collect();
+    let mut libs = BTreeSet::new();
+    for program in &programs {
+        if arch == Arch::host() {
+            for lib in shared_libraries(program)? {
+                libs.insert((lib.to_string_lossy().trim_start_matches('/').to_string(), lib));
+            }
+        } else {
+            libs.extend(foreign::libraries(program, arch)?);
         }
-    } else {
-        files.extend(foreign::libraries(agent, arch)?.into_iter().map(|(guest, host)| (guest, host, 0o755)));
     }
+    files.extend(
+        libs.into_iter()
+            .filter(|(g, _)| !files.iter().any(|(n, _, _)| n == g))
+            .map(|(g, h)| (g, h, 0o755))
+            .collect::<Vec<_>>(),
+    );
     Ok(files)
 }
 
-pub(crate) fn write_archive(init: &str, files: &[(String, PathBuf, u32)], dest: &Path) -> anyhow::Result<()> {
+/// Writes a guest root: with `init`, a whole one (/init, /sbin/modprobe, /etc and
+/// the usual directories, then `files`), gzip'd for the kernel to unpack; without,
+/// `files` alone (with their directories), uncompressed, for a running guest's
+/// busybox cpio to unpack over a root that has the rest (gunzip in an emulated
+/// guest costs more than reading the larger archive).
+pub(crate) fn write_archive(init: Option<&str>, files: &[(String, PathBuf, u32)], dest: &Path) -> anyhow::Result<()> {
     for (name, _, _) in files {
         if let Some(m) = MOUNTED_OVER.iter().find(|m| name == *m || name.starts_with(&format!("{m}/"))) {
             bail!("/{name}: the guest mounts a file system over /{m}, which would hide it; put it elsewhere");
@@ -122,8 +140,12 @@ pub(crate) fn write_archive(init: &str, files: &[(String, PathBuf, u32)], dest: 
         bail!("/{name}: every guest root has its own /sbin/modprobe (vm-images/modprobe); put yours elsewhere");
     }
     let mut dirs = BTreeSet::new();
-    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "root", "etc", "lib", "lib/modules"] {
-        dirs.insert(d.to_string());
+    if init.is_some() {
+        for d in
+            ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "root", "etc", "lib", "lib/modules"]
+        {
+            dirs.insert(d.to_string());
+        }
     }
     for (name, _, _) in files {
         let mut p = Path::new(name).parent();
@@ -136,15 +158,21 @@ pub(crate) fn write_archive(init: &str, files: &[(String, PathBuf, u32)], dest: 
     // harness holds one file's buffer at a time, whatever the root's size.
     let tmp = dest.with_extension(format!("tmp.{}", std::process::id()));
     let file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut out = Newc::new(std::io::BufWriter::new(file));
+    let file = std::io::BufWriter::new(file);
+    let mut out = match init {
+        Some(_) => Newc::new(file),
+        None => Newc::plain(file),
+    };
     let written = (|| -> anyhow::Result<()> {
         for d in &dirs {
             out.entry(d, 0o040755, &[])?;
         }
-        out.entry("init", 0o100755, init.as_bytes())?;
-        out.entry("sbin/modprobe", 0o100755, MODPROBE.as_bytes())?;
-        for (name, data) in ETC {
-            out.entry(name, 0o100644, data)?;
+        if let Some(init) = init {
+            out.entry("init", 0o100755, init.as_bytes())?;
+            out.entry("sbin/modprobe", 0o100755, MODPROBE.as_bytes())?;
+            for (name, data) in ETC {
+                out.entry(name, 0o100644, data)?;
+            }
         }
         for (name, src, perm) in files {
             let perm = if *perm == 0 { std::fs::metadata(src)?.permissions().mode() & 0o777 } else { *perm };
@@ -191,15 +219,40 @@ const UTC_TZIF: [u8; 54] = {
     f
 };
 
-/// A gzip-compressed cpio (newc) archive being written to `W`, the initramfs format.
+/// A cpio (newc) archive being written to `W`, the initramfs format: gzip'd, or
+/// plain.
 struct Newc<W: Write> {
-    out: flate2::write::GzEncoder<W>,
+    out: Compression<W>,
     ino: u32,
+}
+
+enum Compression<W: Write> {
+    Gzip(Box<flate2::write::GzEncoder<W>>),
+    Plain(W),
+}
+
+impl<W: Write> Write for Compression<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Compression::Gzip(w) => w.write(buf),
+            Compression::Plain(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Compression::Gzip(w) => w.flush(),
+            Compression::Plain(w) => w.flush(),
+        }
+    }
 }
 
 impl<W: Write> Newc<W> {
     fn new(w: W) -> Self {
-        Self { out: flate2::write::GzEncoder::new(w, flate2::Compression::fast()), ino: 1 }
+        Self { out: Compression::Gzip(Box::new(flate2::write::GzEncoder::new(w, flate2::Compression::fast()))), ino: 1 }
+    }
+
+    fn plain(w: W) -> Self {
+        Self { out: Compression::Plain(w), ino: 1 }
     }
 
     fn entry(&mut self, name: &str, mode: u32, data: &[u8]) -> anyhow::Result<()> {
@@ -236,7 +289,10 @@ impl<W: Write> Newc<W> {
 
     fn finish(mut self) -> anyhow::Result<W> {
         cpio::newc::trailer(&mut self.out)?;
-        Ok(self.out.finish()?)
+        Ok(match self.out {
+            Compression::Gzip(w) => w.finish()?,
+            Compression::Plain(w) => w,
+        })
     }
 }
 
@@ -270,6 +326,13 @@ pub fn with_boot_modules(root: &Path, boot: &Path, dir: &Path) -> anyhow::Result
         crate::images::fetch::write_atomic(&dest, &data)?;
     }
     Ok(dest)
+}
+
+/// An ELF file (by its magic).
+fn is_elf(p: &Path) -> bool {
+    use std::io::Read as _;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(p).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"\x7fELF"
 }
 
 /// The dynamic loader and libraries `ldd` lists for `bin` (none for static binaries).
@@ -333,7 +396,7 @@ mod tests {
         std::fs::write(boot.join("nvme.ko"), b"nvme module").unwrap();
         std::fs::write(boot.join("order"), "nvme-core.ko\nnvme.ko\n").unwrap();
         let root = dir.join("root.cpio.gz");
-        write_archive("#!/bin/sh\n", &[], &root).unwrap();
+        write_archive(Some("#!/bin/sh\n"), &[], &root).unwrap();
         let out = with_boot_modules(&root, &boot, &dir).unwrap();
         assert_eq!(with_boot_modules(&root, &boot, &dir).unwrap(), out, "made once");
         let data = std::fs::read(&out).unwrap();

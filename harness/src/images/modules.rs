@@ -416,12 +416,80 @@ fn regular_files(dir: &Path) -> anyhow::Result<Vec<walkdir::DirEntry>> {
 /// `mke2fs` from e2fsprogs (Debian: essential), which an unprivileged PATH may
 /// not list (`/sbin`).
 fn find_mke2fs() -> anyhow::Result<PathBuf> {
+    find_e2fsprogs("mke2fs")
+}
+
+fn find_e2fsprogs(tool: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join("mke2fs"))
+        .map(|d| d.join(tool))
         .find(|p| p.exists())
-        .context("mke2fs not found: install e2fsprogs (the guests' modules disk is made with it)")
+        .with_context(|| format!("{tool} not found: install e2fsprogs (the guests' modules disk is made with it)"))
+}
+
+/// What a guest saved for `exec --snapshot` needs to read its disks, which are
+/// virtio-blk there (NVMe does not migrate): the virtio PCI transport and block
+/// driver, and ext4 for the modules disk, where the kernel has them as modules.
+const SNAPSHOT_DRIVERS: &[&str] = &["virtio_pci", "virtio_blk", "ext4"];
+
+/// The boot modules of a snapshot guest ([`SNAPSHOT_DRIVERS`] with their
+/// dependencies, a [`BOOT_MODULES`]-style directory `snapshot-modules/` beside the
+/// disk, taken out of the disk image with e2fsprogs' `debugfs` once), or `None`
+/// when the kernel has no virtio_blk at all.
+pub fn snapshot_boot_modules(disk: &ModulesDisk, release: &str) -> anyhow::Result<Option<PathBuf>> {
+    let entry = disk.disk.parent().context("a modules disk in a directory")?;
+    let (dir, none) = (entry.join("snapshot-modules"), entry.join("snapshot-modules.none"));
+    if dir.join("order").exists() {
+        return Ok(Some(dir));
+    }
+    if none.exists() {
+        return Ok(None);
+    }
+    let debugfs = find_e2fsprogs("debugfs")?;
+    let run = |request: String| -> anyhow::Result<std::process::Output> {
+        Command::new(&debugfs)
+            .args(["-R", &request])
+            .arg(&disk.disk)
+            .output()
+            .with_context(|| format!("running {}", debugfs.display()))
+    };
+    let cat = |file: &str| -> anyhow::Result<String> {
+        Ok(String::from_utf8_lossy(&run(format!("cat /{release}/{file}"))?.stdout).into_owned())
+    };
+    let dep = cat("modules.dep")?;
+    let builtin = cat("modules.builtin")?;
+    let order = boot_modules(&dep, SNAPSHOT_DRIVERS);
+    if !order.iter().any(|p| p.ends_with("/virtio_blk.ko")) && !builtin.lines().any(|l| l.ends_with("/virtio_blk.ko")) {
+        fs::write(&none, "")?;
+        return Ok(None);
+    }
+    let staging = crate::images::fetch::tmp_path(&dir);
+    fs::create_dir_all(&staging)?;
+    let made = (|| -> anyhow::Result<()> {
+        let mut names = String::new();
+        for rel in &order {
+            let name = rel.rsplit('/').next().expect("a path");
+            let out = run(format!("dump /{release}/{rel} \"{}\"", staging.join(name).display()))?;
+            anyhow::ensure!(
+                staging.join(name).exists(),
+                "debugfs could not take {rel} out of {}: {}",
+                disk.disk.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            names.push_str(name);
+            names.push('\n');
+        }
+        fs::write(staging.join("order"), names)?;
+        let _ = fs::remove_dir_all(&dir);
+        fs::rename(&staging, &dir)?;
+        Ok(())
+    })();
+    if made.is_err() {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    made.with_context(|| format!("taking the snapshot guest's boot modules out of {}", disk.disk.display()))?;
+    Ok(Some(dir))
 }
 
 #[cfg(test)]

@@ -56,6 +56,13 @@ pub struct ExecArgs {
     /// that read the host's files work; the host's environment is passed.
     #[arg(long)]
     pub host_root: bool,
+    /// Boot each kernel once to "ready", save that VM (in the cache), and restore
+    /// it for this and every later `exec --snapshot` of the same kernel instead
+    /// of booting: for a cargo runner with many test binaries. Cold boot where a
+    /// VM cannot be saved (`--host-root`, `--gdb`, `--crash-dump`, a kernel
+    /// without virtio_blk), said on stderr.
+    #[arg(long, env = "KM_EXEC_SNAPSHOT")]
+    pub snapshot: bool,
     /// Keep each kernel's output in DIR/<kernel>.stdout and DIR/<kernel>.stderr.
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
@@ -164,7 +171,7 @@ pub fn prepare(a: &ExecArgs, arch: km_protocol::Arch) -> Result<ExecRequest, Con
 /// files, and 0 only when every kernel that ran it exited 0.
 pub fn command(m: Arc<Matrix>, a: &ExecArgs) -> anyhow::Result<i32> {
     let names = m.select_kernels(&a.kernels)?;
-    let opts = ExecOptions { timeout: a.timeout, output_dir: a.output_dir.clone() };
+    let opts = ExecOptions { timeout: a.timeout, output_dir: a.output_dir.clone(), snapshot: a.snapshot };
     // Each kernel's request, checked before anything boots (a program of one
     // architecture is refused in the kernels of another).
     let mut plans = Vec::new();
@@ -299,6 +306,8 @@ pub struct ExecOptions {
     pub timeout: Option<u64>,
     /// Where each kernel's stdout and stderr are kept (`--output-dir`).
     pub output_dir: Option<PathBuf>,
+    /// Restore a saved ready VM instead of booting (`--snapshot`).
+    pub snapshot: bool,
 }
 
 /// Where a kernel's program output goes on the host.
@@ -336,7 +345,25 @@ pub fn exec(
         keep_output(opts, kernel, &workdir, &outcome)?;
         return Ok(outcome);
     };
-    let (vm_spec, share) = exec_vm(m, spec, &image, req, &workdir, timeout, vec![out_path, err_path])?;
+    let serials = vec![out_path, err_path];
+    let restored = match opts.snapshot {
+        true => match snapshot_vm(m, spec, &image, req, &workdir, timeout, serials.clone()) {
+            Ok(Ok(vm_spec)) => Some(vm_spec),
+            Ok(Err(why)) => {
+                m.emit(Event::ExecSnapshot { kernel: kernel.to_string(), note: format!("booting cold: {why}") });
+                None
+            }
+            Err(e) => {
+                m.emit(Event::ExecSnapshot { kernel: kernel.to_string(), note: format!("booting cold: {e:#}") });
+                None
+            }
+        },
+        false => None,
+    };
+    let (vm_spec, share) = match restored {
+        Some(vm_spec) => (vm_spec, None),
+        None => exec_vm(m, spec, &image, req, &workdir, timeout, serials)?,
+    };
     m.announce_gdb(spec, &image, &vm_spec);
     let run = vm::run_watching(&vm_spec, &mut || {
         out.copy(false);
@@ -384,6 +411,7 @@ pub fn exec(
             boot: run.boot.unwrap_or_default(),
             guest_start: start,
             accel: vm_spec.accel.to_string(),
+            restored: matches!(vm_spec.snapshot, Some(vm::snapshot::Role::Restore { .. })),
         });
     }
     let outcome = ExecOutcome {
@@ -440,8 +468,110 @@ fn exec_vm(
         modules: image.modules.clone(),
         host_root: share.as_ref().map(|s| s.socket.clone()),
         debug: vm::debug::DebugOptions::from_settings()?,
+        snapshot: None,
     };
     Ok((vm_spec, share))
+}
+
+/// With `--snapshot`: the VM that restores `spec`'s saved ready guest to run
+/// `req` (saving one first, into the cache, when there is none yet), or why
+/// this run boots cold instead.
+fn snapshot_vm(
+    m: &Matrix,
+    spec: &crate::config::KernelSpec,
+    image: &crate::images::KernelImage,
+    req: &ExecRequest,
+    workdir: &Path,
+    timeout: Duration,
+    serials: Vec<PathBuf>,
+) -> anyhow::Result<Result<vm::VmSpec, String>> {
+    use sha2::Digest as _;
+    use vm::snapshot::{self, Role};
+    if req.host_root {
+        return Ok(Err("--host-root shares the host's root through vhost-user-fs, which QEMU cannot save".into()));
+    }
+    if vm::debug::DebugOptions::from_settings()?.any() {
+        return Ok(Err("--gdb and --crash-dump watch a kernel from its boot".into()));
+    }
+    let Some(modules) = &image.modules else {
+        return Ok(Err(format!(
+            "no modules for {}: a saved guest reads its disks with the kernel's virtio_blk",
+            image.release
+        )));
+    };
+    let Some(boot) = crate::images::modules::snapshot_boot_modules(modules, &image.release)? else {
+        return Ok(Err(format!("{} has no virtio_blk driver for a saved guest's disks", image.release)));
+    };
+    let ready = root::snapshot_root(&m.derived_dir(), &m.busybox(spec)?)?;
+    let initramfs = match std::fs::read_to_string(boot.join("order"))?.trim().is_empty() {
+        true => ready,
+        false => crate::guest_root::with_boot_modules(&ready, &boot, &m.derived_dir())?,
+    };
+    let vm_spec = |role: Role, workdir: &Path, serials: Vec<PathBuf>| vm::VmSpec {
+        arch: spec.arch(),
+        kernel: image.boot_file().to_path_buf(),
+        initramfs: initramfs.clone(),
+        accel: m.accel(spec),
+        memory_mb: m.config.memory_mb,
+        cpus: 1,
+        extra_cmdline: spec.cmdline.clone(),
+        timeout,
+        workdir: workdir.to_path_buf(),
+        icount: None,
+        serials,
+        modules: Some(modules.clone()),
+        host_root: None,
+        debug: vm::debug::DebugOptions::default(),
+        snapshot: Some(role),
+    };
+    // A saved VM is restored only into the same machine: everything that shapes
+    // it is in the key (its files are content-addressed in the cache).
+    let mut h = sha2::Sha256::new();
+    // (Its command line with the per-run paths left empty.)
+    let probe = vm_spec(Role::Save { job_disk: PathBuf::new() }, Path::new(""), vec![PathBuf::new(); serials.len()]);
+    h.update(format!("{:?}\0{}\0", probe.command(), qemu_version(probe.qemu_binary())).as_bytes());
+    let dir = m.derived_dir().join("snapshots").join(&hex::encode(h.finalize())[..32]);
+    let state = dir.join("state");
+    if !state.exists() {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let save_dir = workdir.join("snapshot-save");
+        std::fs::create_dir_all(&save_dir)?;
+        let job_disk = save_dir.join("job.img");
+        snapshot::empty_job(&job_disk)?;
+        m.emit(Event::ExecSnapshot { kernel: spec.name.clone(), note: "booting to ready, to save it".into() });
+        let save_serials = vec![save_dir.join("stdout"), save_dir.join("stderr")];
+        let saved = snapshot::save(&vm_spec(Role::Save { job_disk }, &save_dir, save_serials), &state)?;
+        m.emit(Event::ExecSnapshot {
+            kernel: spec.name.clone(),
+            note: format!(
+                "saved: ready {:.2} s after QEMU started, saved in {:.2} s ({:.0} MB, {})",
+                saved.ready.as_secs_f64(),
+                saved.save.as_secs_f64(),
+                saved.bytes as f64 / 1e6,
+                dir.display()
+            ),
+        });
+    }
+    let archive = workdir.join("job.cpio");
+    root::build_job(req, spec.arch(), &archive, u64::from(m.config.memory_mb) << 20)?;
+    let job_disk = workdir.join("job.img");
+    if snapshot::write_job(&archive, &job_disk, std::time::SystemTime::now())?.is_none() {
+        return Ok(Err(format!(
+            "the program and its files are larger than a saved guest's job disk ({} MiB)",
+            snapshot::JOB_DISK_BYTES >> 20
+        )));
+    }
+    Ok(Ok(vm_spec(Role::Restore { state, job_disk }, workdir, serials)))
+}
+
+/// `qemu-system-<arch> --version`'s first line: a VM saved by one QEMU is
+/// restored by the same.
+fn qemu_version(binary: &str) -> String {
+    std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().to_string())
+        .unwrap_or_default()
 }
 
 /// `kernel-matrix shell --host-root`: a root shell (the host's `$SHELL`, else

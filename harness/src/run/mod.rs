@@ -511,7 +511,7 @@ impl Matrix {
     /// Where what the harness makes itself (the agent file, guest roots) is kept:
     /// the cache, or, when the cache is read-only to this user (a shared cache, an
     /// unprivileged run), this run's directory.
-    fn derived_dir(&self) -> PathBuf {
+    pub(crate) fn derived_dir(&self) -> PathBuf {
         let probe = self.opts.cache_dir.join("guest-roots");
         match std::fs::create_dir_all(&probe).and_then(|()| std::fs::metadata(&probe)) {
             Ok(m) if !m.permissions().readonly() && writable(&probe) => self.opts.cache_dir.clone(),
@@ -588,6 +588,7 @@ impl Matrix {
             modules: image.modules.clone(),
             host_root: None,
             debug: vm::debug::DebugOptions::from_settings()?,
+            snapshot: None,
         })
     }
 

@@ -3,13 +3,11 @@
 //! before the VM is stopped and kept beside its console log as `vmcore` (an ELF
 //! core that crash and drgn open with the kernel's debug vmlinux).
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    os::unix::net::UnixStream,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 
 /// What a VM offers a debugger.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -94,39 +92,13 @@ pub fn gdb_line(g: GdbStub, symbols: &Path) -> String {
 }
 
 /// Dumps the stopped guest's memory to `dest` (QMP `dump-guest-memory`, ELF,
-/// synchronous). QMP by hand: three JSON lines on a Unix socket, where a QMP
-/// client crate would bring QEMU's whole generated schema.
+/// synchronous).
 pub fn dump_memory(workdir: &Path, dest: &Path, timeout: Duration) -> anyhow::Result<()> {
-    let stream = UnixStream::connect(qmp_socket(workdir)).context("connecting to QEMU's QMP socket")?;
-    stream.set_read_timeout(Some(timeout))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut w = stream;
-    let mut line = String::new();
-    reader.read_line(&mut line).context("QMP greeting")?;
-    let mut reply = |w: &mut UnixStream, command: serde_json::Value| -> anyhow::Result<serde_json::Value> {
-        writeln!(w, "{command}")?;
-        loop {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 {
-                bail!("QEMU closed QMP");
-            }
-            let v: serde_json::Value = serde_json::from_str(&line).context("QMP said something not JSON")?;
-            // Events (STOP, DUMP_COMPLETED, ...) come between; a command's reply
-            // is `return` or `error`.
-            if let Some(e) = v.get("error") {
-                bail!("QMP {command}: {e}");
-            }
-            if v.get("return").is_some() {
-                return Ok(v);
-            }
-        }
-    };
-    reply(&mut w, serde_json::json!({"execute": "qmp_capabilities"}))?;
-    reply(&mut w, serde_json::json!({"execute": "stop"}))?;
-    reply(
-        &mut w,
-        serde_json::json!({"execute": "dump-guest-memory", "arguments": {
-            "paging": false, "protocol": format!("file:{}", dest.display()), "format": "elf"}}),
+    let mut qmp = super::qmp::Qmp::connect(&qmp_socket(workdir), timeout)?;
+    qmp.execute("stop", serde_json::Value::Null)?;
+    qmp.execute(
+        "dump-guest-memory",
+        serde_json::json!({"paging": false, "protocol": format!("file:{}", dest.display()), "format": "elf"}),
     )?;
     Ok(())
 }

@@ -14,6 +14,8 @@ pub mod accel;
 pub mod console;
 pub mod debug;
 pub mod host_root;
+pub mod qmp;
+pub mod snapshot;
 
 use km_protocol::{record::parse_lines, Arch, Line, Record};
 
@@ -49,6 +51,9 @@ pub struct VmSpec {
     pub host_root: Option<PathBuf>,
     /// gdb stub, memory dump on panic ([`debug`]).
     pub debug: debug::DebugOptions,
+    /// Booting to a saved "ready" state, or restoring one ([`snapshot`]): the
+    /// disks are then virtio-blk (NVMe does not migrate).
+    pub snapshot: Option<snapshot::Role>,
 }
 
 /// How a VM ended.
@@ -183,10 +188,17 @@ impl VmSpec {
         }
         if let Some(m) = &self.modules {
             let path = option_value(&m.disk);
-            // One I/O queue: the guest has one vCPU (fewer queues to set up at boot).
             let id = crate::images::modules::SERIAL;
-            c.args(["-drive", &format!("file={path},if=none,id={id},format=raw,readonly=on")])
-                .args(["-device", &format!("nvme,drive={id},serial={id},max_ioqpairs=1")]);
+            c.args(["-drive", &format!("file={path},if=none,id={id},format=raw,readonly=on")]);
+            if self.snapshot.is_some() {
+                c.args(["-device", &format!("virtio-blk-pci,drive={id},serial={id}")]);
+            } else {
+                // One I/O queue: the guest has one vCPU (fewer queues to set up at boot).
+                c.args(["-device", &format!("nvme,drive={id},serial={id},max_ioqpairs=1")]);
+            }
+        }
+        if let Some(role) = &self.snapshot {
+            c.args(role.qemu_args(&self.workdir));
         }
         if let Some(socket) = &self.host_root {
             // vhost-user needs the guest's RAM shareable with virtiofsd: memfd-backed.
