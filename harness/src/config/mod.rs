@@ -139,6 +139,18 @@ pub struct KernelSpec {
     /// the host's. A foreign one runs under QEMU's TCG with a guest root of its own.
     #[serde(default)]
     pub arch: Option<String>,
+    /// What boots this kernel for `exec`: `qemu` (the default: the harness's own
+    /// QEMU line) or `vng` (virtme-ng, [`crate::vm::vng`]). `KM_RUNNER` overrides.
+    #[serde(default)]
+    pub runner: Option<Runner>,
+}
+
+/// What boots a kernel for `exec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Runner {
+    Qemu,
+    Vng,
 }
 
 /// A kernel from the Debian archive: the newest build of `series` in `suite` is

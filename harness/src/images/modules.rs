@@ -428,6 +428,24 @@ fn find_e2fsprogs(tool: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{tool} not found: install e2fsprogs (the guests' modules disk is made with it)"))
 }
 
+/// Copies the kernel's modules tree out of its disk into `dest` (as
+/// `dest/<release>/...`, with e2fsprogs' debugfs: no mount, no root).
+pub fn copy_out(disk: &ModulesDisk, release: &str, dest: &Path) -> anyhow::Result<()> {
+    let debugfs = find_e2fsprogs("debugfs")?;
+    let out = Command::new(&debugfs)
+        .args(["-R", &format!("rdump /{release} \"{}\"", dest.display())])
+        .arg(&disk.disk)
+        .output()
+        .with_context(|| format!("running {}", debugfs.display()))?;
+    anyhow::ensure!(
+        dest.join(release).join("modules.dep").exists(),
+        "debugfs could not copy {release}'s modules out of {}: {}",
+        disk.disk.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
 /// What a guest saved for `exec --snapshot` needs to read its disks, which are
 /// virtio-blk there (NVMe does not migrate): the virtio PCI transport and block
 /// driver, and ext4 for the modules disk, where the kernel has them as modules.

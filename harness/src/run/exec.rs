@@ -151,7 +151,14 @@ pub fn prepare(a: &ExecArgs, arch: km_protocol::Arch) -> Result<ExecRequest, Con
     };
     let files = a.files.iter().map(|f| root::parse_file_arg(f, &cwd)).collect::<Result<Vec<_>, _>>()?;
     // In the host's root the program sees the host's environment, as on the host.
-    let mut env = if a.host_root { root::host_env() } else { root::passed_env() };
+    let env = requested_env(a, a.host_root)?;
+    Ok(ExecRequest { program, args: a.command[1..].to_vec(), files, env, cwd, host_root: a.host_root })
+}
+
+/// The guest program's environment: the host's whole one (`all`, for the host's
+/// root) or `CARGO_*` and `RUST_*`, then `--env`.
+fn requested_env(a: &ExecArgs, all: bool) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut env = if all { root::host_env() } else { root::passed_env() };
     for e in &a.env {
         let (k, v) = match e.split_once('=') {
             Some((k, v)) => (k.to_string(), v.to_string()),
@@ -163,7 +170,7 @@ pub fn prepare(a: &ExecArgs, arch: km_protocol::Arch) -> Result<ExecRequest, Con
         env.retain(|(old, _)| *old != k);
         env.push((k, v));
     }
-    Ok(ExecRequest { program, args: a.command[1..].to_vec(), files, env, cwd, host_root: a.host_root })
+    Ok(env)
 }
 
 /// `exec` as the command line asks: in one kernel, the program's own output and
@@ -176,7 +183,23 @@ pub fn command(m: Arc<Matrix>, a: &ExecArgs) -> anyhow::Result<i32> {
     // architecture is refused in the kernels of another).
     let mut plans = Vec::new();
     for k in &names {
-        plans.push((k.clone(), prepare(a, m.config.arch_of(k))));
+        let arch = m.config.arch_of(k);
+        let plan = match m.runner(k) {
+            // virtme-ng runs the command in the host's own root, as --host-root does.
+            crate::config::Runner::Vng if arch != km_protocol::Arch::host() => Err(ConfigError::Invalid {
+                path: format!("{k}: runner: vng"),
+                message: format!(
+                    "virtme-ng runs the host's ({}) userspace; {k} is {arch}: use runner: qemu",
+                    km_protocol::Arch::host()
+                ),
+            }),
+            // Its script goes on the kernel command line: the variables asked
+            // for, not the host's whole environment.
+            crate::config::Runner::Vng => prepare(&ExecArgs { host_root: true, ..a.clone() }, arch)
+                .and_then(|req| Ok(ExecRequest { env: requested_env(a, false)?, ..req })),
+            crate::config::Runner::Qemu => prepare(a, arch),
+        };
+        plans.push((k.clone(), plan));
     }
     if plans.len() == 1 {
         let (kernel, plan) = plans.remove(0);
@@ -345,6 +368,11 @@ pub fn exec(
         keep_output(opts, kernel, &workdir, &outcome)?;
         return Ok(outcome);
     };
+    if m.runner(kernel) == crate::config::Runner::Vng {
+        let outcome = run_vng(m, spec, &image, req, timeout, &workdir, &mut out, &mut err)?;
+        keep_output(opts, kernel, &workdir, &outcome)?;
+        return Ok(outcome);
+    }
     let serials = vec![out_path, err_path];
     let restored = match opts.snapshot {
         true => match snapshot_vm(m, spec, &image, req, &workdir, timeout, serials.clone()) {
@@ -653,21 +681,84 @@ fn run_on_host(
     out: &mut Stream,
     err: &mut Stream,
 ) -> anyhow::Result<ExecOutcome> {
-    use std::os::unix::process::ExitStatusExt as _;
+    let mut c = std::process::Command::new(&req.program);
+    c.args(&req.args);
+    let (status, wall) =
+        run_child(c, timeout, workdir, out, err).with_context(|| format!("starting {}", req.program.display()))?;
+    Ok(ExecOutcome { kernel: kernel.to_string(), status, release: None, accel: "host".into(), wall, boot: None })
+}
+
+/// `runner: vng`: the program in `spec`'s kernel booted by virtme-ng
+/// ([`vm::vng`]), in the host's root, its exit status vng's.
+#[allow(clippy::too_many_arguments)]
+fn run_vng(
+    m: &Matrix,
+    spec: &crate::config::KernelSpec,
+    image: &crate::images::KernelImage,
+    req: &ExecRequest,
+    timeout: Duration,
+    workdir: &Path,
+    out: &mut Stream,
+    err: &mut Stream,
+) -> anyhow::Result<ExecOutcome> {
+    let vng = vm::vng::find()?;
+    let kimg = vm::vng::kernel_image(image)?;
+    let accel = m.accel(spec);
+    let script = vng_script(req);
+    let c = vm::vng::command(&vng, &kimg, &script, accel, m.config.memory_mb, &req.cwd)?;
+    let (status, wall) = run_child(c, timeout, workdir, out, err)?;
+    Ok(ExecOutcome {
+        kernel: spec.name.clone(),
+        status,
+        release: Some(image.release.clone()),
+        accel: format!("vng {}/{accel}", vng.version),
+        wall,
+        boot: None,
+    })
+}
+
+/// The command for vng's `--exec`: the working directory, the variables asked
+/// for (`CARGO_*`, `RUST_*`, `--env`: vng's guest has the host's root but not
+/// this process's environment), then the program.
+fn vng_script(req: &ExecRequest) -> String {
+    use crate::escape::shell_word as quote;
+    let mut s = format!("cd {} || exit 126;", quote(&req.cwd.to_string_lossy()));
+    for (k, v) in &req.env {
+        s.push_str(&format!(" export {k}={};", quote(v)));
+    }
+    s.push_str(" exec");
+    for a in std::iter::once(req.program.as_os_str()).chain(req.args.iter().map(|a| a.as_os_str())) {
+        s.push(' ');
+        s.push_str(&quote(&a.to_string_lossy()));
+    }
+    s
+}
+
+/// Runs `c` (stdin /dev/null, stdout and stderr into `workdir` and on through
+/// `out` and `err` as they grow) in a process group of its own, killed whole
+/// after `timeout`; its status and wall time.
+fn run_child(
+    mut c: std::process::Command,
+    timeout: Duration,
+    workdir: &Path,
+    out: &mut Stream,
+    err: &mut Stream,
+) -> anyhow::Result<(ExecStatus, Duration)> {
+    use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
     let start = Instant::now();
-    let mut child = std::process::Command::new(&req.program)
-        .args(&req.args)
-        .stdin(std::process::Stdio::null())
+    c.stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(workdir.join("stdout"))?)
         .stderr(std::fs::File::create(workdir.join("stderr"))?)
-        .spawn()
-        .with_context(|| format!("starting {}", req.program.display()))?;
+        .process_group(0);
+    vm::die_with_parent(&mut c);
+    let mut child = c.spawn()?;
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
     let status = loop {
         if let Some(s) = child.try_wait()? {
             break ExecStatus::Exited(s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)));
         }
         if start.elapsed() > timeout {
-            let _ = child.kill();
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
             let _ = child.wait();
             break ExecStatus::TimedOut(timeout);
         }
@@ -675,16 +766,11 @@ fn run_on_host(
         err.copy(false);
         std::thread::sleep(Duration::from_millis(20));
     };
+    // Whatever the program left behind in its group (vng's QEMU and virtiofsd).
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
     out.copy(true);
     err.copy(true);
-    Ok(ExecOutcome {
-        kernel: kernel.to_string(),
-        status,
-        release: None,
-        accel: "host".into(),
-        wall: start.elapsed(),
-        boot: None,
-    })
+    Ok((status, start.elapsed()))
 }
 
 /// A file a serial port (or a host child) writes to, copied on to this process's

@@ -511,6 +511,14 @@ impl Matrix {
     /// Where what the harness makes itself (the agent file, guest roots) is kept:
     /// the cache, or, when the cache is read-only to this user (a shared cache, an
     /// unprivileged run), this run's directory.
+    /// What boots `kernel` for `exec`: `KM_RUNNER`, else its `runner:`, else QEMU.
+    pub fn runner(&self, kernel: &str) -> crate::config::Runner {
+        crate::settings::get()
+            .runner
+            .or_else(|| self.config.kernel(kernel).and_then(|k| k.runner))
+            .unwrap_or(crate::config::Runner::Qemu)
+    }
+
     pub(crate) fn derived_dir(&self) -> PathBuf {
         let probe = self.opts.cache_dir.join("guest-roots");
         match std::fs::create_dir_all(&probe).and_then(|()| std::fs::metadata(&probe)) {

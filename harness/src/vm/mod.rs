@@ -16,6 +16,7 @@ pub mod debug;
 pub mod host_root;
 pub mod qmp;
 pub mod snapshot;
+pub mod vng;
 
 use km_protocol::{record::parse_lines, Arch, Line, Record};
 
