@@ -67,7 +67,7 @@ impl Events for Terminal {
                 };
                 eprintln!("kernel-matrix: {kernel}: gdb stub at {address}, the kernel {state}:\n  {command}{fetch}");
             }
-            Event::ExecSnapshot { kernel, note } => eprintln!("kernel-matrix exec: {kernel}: {note}"),
+            Event::ExecNote { kernel, note } => eprintln!("kernel-matrix exec: {kernel}: {note}"),
             Event::ExecTimes { kernel, wall, boot, guest_start, accel, restored } => eprintln!(
                 "kernel-matrix exec: {kernel}: wall {:.2}s, QEMU start to program start {:.2}s, guest uptime at program start {guest_start}s ({accel}, {})",
                 wall.as_secs_f64(),

@@ -26,8 +26,9 @@ pub enum Event {
     /// `--gdb`: a VM's gdb stub listens at `address`; `command` attaches gdb
     /// (with debug `symbols`, or the bare vmlinux).
     GdbStub { kernel: String, address: String, waits: bool, command: String, symbols: bool },
-    /// `exec --snapshot`: a saved VM was made, or why this run boots cold.
-    ExecSnapshot { kernel: String, note: String },
+    /// `exec`: how a kernel ran, said once (`--snapshot`: a saved VM made, or why
+    /// this run boots cold; `runner: vng`: vng's command line when it failed).
+    ExecNote { kernel: String, note: String },
     /// `exec` with `KM_EXEC_TIMES`: where its seconds went.
     ExecTimes { kernel: String, wall: Duration, boot: Duration, guest_start: String, accel: String, restored: bool },
 }

@@ -378,11 +378,11 @@ pub fn exec(
         true => match snapshot_vm(m, spec, &image, req, &workdir, timeout, serials.clone()) {
             Ok(Ok(vm_spec)) => Some(vm_spec),
             Ok(Err(why)) => {
-                m.emit(Event::ExecSnapshot { kernel: kernel.to_string(), note: format!("booting cold: {why}") });
+                m.emit(Event::ExecNote { kernel: kernel.to_string(), note: format!("booting cold: {why}") });
                 None
             }
             Err(e) => {
-                m.emit(Event::ExecSnapshot { kernel: kernel.to_string(), note: format!("booting cold: {e:#}") });
+                m.emit(Event::ExecNote { kernel: kernel.to_string(), note: format!("booting cold: {e:#}") });
                 None
             }
         },
@@ -566,10 +566,10 @@ fn snapshot_vm(
         std::fs::create_dir_all(&save_dir)?;
         let job_disk = save_dir.join("job.img");
         snapshot::empty_job(&job_disk)?;
-        m.emit(Event::ExecSnapshot { kernel: spec.name.clone(), note: "booting to ready, to save it".into() });
+        m.emit(Event::ExecNote { kernel: spec.name.clone(), note: "booting to ready, to save it".into() });
         let save_serials = vec![save_dir.join("stdout"), save_dir.join("stderr")];
         let saved = snapshot::save(&vm_spec(Role::Save { job_disk }, &save_dir, save_serials), &state)?;
-        m.emit(Event::ExecSnapshot {
+        m.emit(Event::ExecNote {
             kernel: spec.name.clone(),
             note: format!(
                 "saved: ready {:.2} s after QEMU started, saved in {:.2} s ({:.0} MB, {})",
@@ -706,7 +706,14 @@ fn run_vng(
     let accel = m.accel(spec);
     let script = vng_script(req);
     let c = vm::vng::command(&vng, &kimg, &script, accel, m.config.memory_mb, &req.cwd)?;
+    let line = vm::shell_line(&c);
     let (status, wall) = run_child(c, timeout, workdir, out, err)?;
+    if status == ExecStatus::Exited(255) {
+        m.emit(Event::ExecNote {
+            kernel: spec.name.clone(),
+            note: format!("virtme-ng exited 255, which is also its own failure; its console: {line} --verbose"),
+        });
+    }
     Ok(ExecOutcome {
         kernel: spec.name.clone(),
         status,

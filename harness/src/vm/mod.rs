@@ -230,13 +230,15 @@ pub fn qemu_package(arch: Arch) -> &'static str {
     }
 }
 
-/// Renders a command so a person can paste it into a shell.
+/// Renders a command so a person can paste it into a shell (with the variables
+/// it sets in front).
 pub fn shell_line(c: &Command) -> String {
-    std::iter::once(c.get_program())
-        .chain(c.get_args())
-        .map(|a| crate::escape::shell_word(&a.to_string_lossy()))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let vars = c.get_envs().filter_map(|(k, v)| {
+        Some(format!("{}={}", k.to_string_lossy(), crate::escape::shell_word(&v?.to_string_lossy())))
+    });
+    let words =
+        std::iter::once(c.get_program()).chain(c.get_args()).map(|a| crate::escape::shell_word(&a.to_string_lossy()));
+    vars.chain(words).collect::<Vec<_>>().join(" ")
 }
 
 /// The least patience with a guest that reported a stall or lockup: it is
