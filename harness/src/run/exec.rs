@@ -482,6 +482,25 @@ fn exec_vm(
     }
     let share = req.host_root.then(|| vm::host_root::HostRootShare::start(workdir)).transpose()?;
     let vm_spec = vm::VmSpec {
+        host_root: share.as_ref().map(|s| s.socket.clone()),
+        debug: vm::debug::DebugOptions::from_settings()?,
+        ..exec_vm_spec(m, spec, image, initramfs, workdir, timeout, serials)
+    };
+    Ok((vm_spec, share))
+}
+
+/// An exec VM of `spec` booting `initramfs`: the kernel's modules disk, no host
+/// root, no debugger, not saved or restored (callers change what differs).
+fn exec_vm_spec(
+    m: &Matrix,
+    spec: &crate::config::KernelSpec,
+    image: &crate::images::KernelImage,
+    initramfs: PathBuf,
+    workdir: &Path,
+    timeout: Duration,
+    serials: Vec<PathBuf>,
+) -> vm::VmSpec {
+    vm::VmSpec {
         arch: spec.arch(),
         kernel: image.boot_file().to_path_buf(),
         initramfs,
@@ -494,11 +513,10 @@ fn exec_vm(
         icount: None,
         serials,
         modules: image.modules.clone(),
-        host_root: share.as_ref().map(|s| s.socket.clone()),
-        debug: vm::debug::DebugOptions::from_settings()?,
+        host_root: None,
+        debug: vm::debug::DebugOptions::default(),
         snapshot: None,
-    };
-    Ok((vm_spec, share))
+    }
 }
 
 /// With `--snapshot`: the VM that restores `spec`'s saved ready guest to run
@@ -536,21 +554,8 @@ fn snapshot_vm(
         false => crate::guest_root::with_boot_modules(&ready, &boot, &m.derived_dir())?,
     };
     let vm_spec = |role: Role, workdir: &Path, serials: Vec<PathBuf>| vm::VmSpec {
-        arch: spec.arch(),
-        kernel: image.boot_file().to_path_buf(),
-        initramfs: initramfs.clone(),
-        accel: m.accel(spec),
-        memory_mb: m.config.memory_mb,
-        cpus: 1,
-        extra_cmdline: spec.cmdline.clone(),
-        timeout,
-        workdir: workdir.to_path_buf(),
-        icount: None,
-        serials,
-        modules: Some(modules.clone()),
-        host_root: None,
-        debug: vm::debug::DebugOptions::default(),
         snapshot: Some(role),
+        ..exec_vm_spec(m, spec, image, initramfs.clone(), workdir, timeout, serials)
     };
     // A saved VM is restored only into the same machine: everything that shapes
     // it is in the key (its files are content-addressed in the cache).
