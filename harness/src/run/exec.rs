@@ -709,7 +709,10 @@ fn run_vng(
     let vng = vm::vng::find()?;
     let kimg = vm::vng::kernel_image(image)?;
     let accel = m.accel(spec);
-    let script = vng_script(req);
+    // The packed root's run script: the working directory, the variables asked
+    // for (`CARGO_*`, `RUST_*`, `--env`: vng's guest has the host's root, not
+    // this process's environment), then the program.
+    let script = root::run_script(req);
     let c = vm::vng::command(&vng, &kimg, &script, accel, m.config.memory_mb, &req.cwd)?;
     let line = vm::shell_line(&c);
     let (status, wall) = run_child(c, timeout, workdir, out, err)?;
@@ -727,23 +730,6 @@ fn run_vng(
         wall,
         boot: None,
     })
-}
-
-/// The command for vng's `--exec`: the working directory, the variables asked
-/// for (`CARGO_*`, `RUST_*`, `--env`: vng's guest has the host's root but not
-/// this process's environment), then the program.
-fn vng_script(req: &ExecRequest) -> String {
-    use crate::escape::shell_word as quote;
-    let mut s = format!("cd {} || exit 126;", quote(&req.cwd.to_string_lossy()));
-    for (k, v) in &req.env {
-        s.push_str(&format!(" export {k}={};", quote(v)));
-    }
-    s.push_str(" exec");
-    for a in std::iter::once(req.program.as_os_str()).chain(req.args.iter().map(|a| a.as_os_str())) {
-        s.push(' ');
-        s.push_str(&quote(&a.to_string_lossy()));
-    }
-    s
 }
 
 /// Runs `c` (stdin /dev/null, stdout and stderr into `workdir` and on through
