@@ -106,6 +106,18 @@ fn contents(
     let programs: Vec<PathBuf> =
         files.iter().filter(|(_, p, m)| *m == 0o755 && is_elf(p)).map(|(_, p, _)| p.clone()).collect();
     let mut libs = BTreeSet::new();
+    // And libc with its loader, as a real system has them, for programs that
+    // probe it (uprobes on /lib/x86_64-linux-gnu/libc.so.6:malloc): the host's,
+    // the ones the harness itself links.
+    if arch == Arch::host() {
+        let exe = std::env::current_exe().context("the harness's own path")?;
+        for lib in shared_libraries(&exe)? {
+            let name = lib.file_name().unwrap_or_default().to_string_lossy();
+            if name.starts_with("libc.so") || name.starts_with("ld-linux") {
+                libs.insert((lib.to_string_lossy().trim_start_matches('/').to_string(), lib));
+            }
+        }
+    }
     for program in &programs {
         if arch == Arch::host() {
             for lib in shared_libraries(program)? {
