@@ -391,9 +391,9 @@ impl KernelSpec {
 pub enum ConfigError {
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
-    #[error("{path}:{line}:{column}: {message}")]
+    #[error("{path}:{line}:{column}: {}", printable(.message))]
     Syntax { path: String, line: usize, column: usize, message: String },
-    #[error("{path}: {message}")]
+    #[error("{path}: {}", printable(.message))]
     Invalid { path: String, message: String },
 }
 
@@ -479,6 +479,16 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Re
             None => ConfigError::Invalid { path: shown, message: format!("{message} (no position reported)") },
         }
     })
+}
+
+/// A message with control characters but line breaks escaped: messages quote
+/// the input, and a YAML `"\0"` or `"\e"` would otherwise put a raw NUL or an
+/// escape sequence on the user's terminal (found by config_fuzz).
+fn printable(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| if c.is_control() && c != '\n' { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
 }
 
 impl MatrixConfig {
@@ -682,6 +692,14 @@ mod tests {
 
     fn parse(s: &str) -> Result<MatrixConfig, ConfigError> {
         MatrixConfig::parse(s, Path::new("kernels.yaml"))
+    }
+
+    #[test]
+    fn parser_messages_escape_control_characters() {
+        for text in ["{\"\\0\"", "kernels:\n  - name: \"a\\0\\e\"\n"] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(!e.contains(['\0', '\x1b']), "{e:?}");
+        }
     }
 
     #[test]
