@@ -1,5 +1,6 @@
 //! Text made fit for where it goes: one shell quoter ([`shell_word`]), one HTML
-//! escaper ([`html`]) and the last lines of a log ([`tail`]).
+//! escaper ([`html`]), one terminal escaper ([`terminal`]) and the last lines of
+//! a log ([`tail`]).
 //!
 //! A leaf module: it uses nothing of the crate, so every folder may use it (the
 //! guest root's `/km-exec/run.sh` as well as the reports' rerun lines).
@@ -21,6 +22,16 @@ pub fn html(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// `s` for a terminal: control characters but line breaks written as escapes
+/// (`\0`, `\u{1b}`). Error messages quote their input, and a YAML `"\0"` or
+/// `"\e"` would otherwise put a raw NUL or an escape sequence on the user's
+/// terminal (found by config_fuzz).
+pub fn terminal(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() && c != '\n' { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
+}
+
 /// The last `n` lines of `text` (a console, a build log).
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -30,6 +41,11 @@ pub fn tail(text: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_escapes_control_characters_but_line_breaks() {
+        assert_eq!(terminal("a\0b\x1b[1m\tc\nd é"), "a\\u{0}b\\u{1b}[1m\\tc\nd é");
+    }
 
     #[test]
     fn shell_word_quotes_only_what_needs_it() {

@@ -391,9 +391,9 @@ impl KernelSpec {
 pub enum ConfigError {
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
-    #[error("{path}:{line}:{column}: {}", printable(.message))]
+    #[error("{path}:{line}:{column}: {}", crate::escape::terminal(.message))]
     Syntax { path: String, line: usize, column: usize, message: String },
-    #[error("{path}: {}", printable(.message))]
+    #[error("{path}: {}", crate::escape::terminal(.message))]
     Invalid { path: String, message: String },
 }
 
@@ -479,16 +479,6 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Re
             None => ConfigError::Invalid { path: shown, message: format!("{message} (no position reported)") },
         }
     })
-}
-
-/// A message with control characters but line breaks escaped: messages quote
-/// the input, and a YAML `"\0"` or `"\e"` would otherwise put a raw NUL or an
-/// escape sequence on the user's terminal (found by config_fuzz).
-fn printable(message: &str) -> String {
-    message
-        .chars()
-        .map(|c| if c.is_control() && c != '\n' { c.escape_default().to_string() } else { c.to_string() })
-        .collect()
 }
 
 impl MatrixConfig {
