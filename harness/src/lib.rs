@@ -8,7 +8,8 @@
 //! the initramfs) -> [`vm`] (QEMU, accelerator, console parsing) -> [`run`]
 //! (kernels over VM slots, the host target) -> [`verdict`] (the one place a
 //! trial's verdict is decided) -> [`report`] (trials and bench trials, results,
-//! JUnit, tables) -> [`perf`] (BMF, compare, HTML report). The engine ([`run`])
+//! JUnit, tables) -> [`perf`] (BMF, compare, HTML report) -> [`history`] (the
+//! SQLite results history and what changed between runs). The engine ([`run`])
 //! prints nothing: it emits [`run::events::Event`]s, which [`ui`] (beside
 //! [`progress`], both leaf utilities) renders.
 //!
@@ -19,6 +20,7 @@ pub mod config;
 pub mod escape;
 pub mod glob;
 pub mod guest_root;
+pub mod history;
 pub mod images;
 pub mod perf;
 pub mod progress;

@@ -126,6 +126,13 @@ pub struct RunOutputs {
     /// (KM_SUMMARY, deprecated, also works).
     #[arg(long, env = "KM_MARKDOWN", value_name = "FILE")]
     pub markdown: Option<PathBuf>,
+    /// Record the run in this results history (SQLite; created if absent), for
+    /// `kernel-matrix history`.
+    #[arg(long, env = "KM_HISTORY", value_name = "FILE")]
+    pub history: Option<PathBuf>,
+    /// A note kept with the recorded run (`nightly`, a PR number).
+    #[arg(long, env = "KM_HISTORY_LABEL", value_name = "TEXT", requires = "history")]
+    pub history_label: Option<String>,
 }
 
 impl RunOutputs {

@@ -67,12 +67,12 @@ fn main() -> ExitCode {
             matrix.opts.accel.accel, matrix.opts.accel.reason, matrix.opts.max_vms
         );
     }
-    let conclusion = libtest_mimic::run(&args, trials(matrix));
+    let conclusion = libtest_mimic::run(&args, trials(matrix.clone()));
     // `KM_JSON=out.json`, `KM_JUNIT=out.xml`, `KM_MARKDOWN=out.md` (e.g. $GITHUB_STEP_SUMMARY):
     // the trials that ran, in the formats `kernel-matrix run` writes.
     if !args.list {
         if let Err(e) =
-            kernel_matrix::report::results::write_reports_from_env(kernel_matrix::report::results::observed())
+            kernel_matrix::report::results::write_reports_from_env(&matrix, kernel_matrix::report::results::observed())
         {
             eprintln!("error: writing reports: {e:#}");
             return ExitCode::FAILURE;

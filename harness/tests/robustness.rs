@@ -527,7 +527,9 @@ fn unprivileged_user_runs_a_one_kernel_matrix() {
     let cache = dir.join("cache");
     let entry = cache.join("kernels").join(sha);
     std::fs::create_dir_all(&entry).unwrap();
-    for f in std::fs::read_dir(&src).unwrap().flatten() {
+    // The files a run boots from; directories beside them (`snapshot-modules/`,
+    // `vng/`) are what other commands derive and are not needed here.
+    for f in std::fs::read_dir(&src).unwrap().flatten().filter(|f| f.file_type().is_ok_and(|t| t.is_file())) {
         std::fs::copy(f.path(), entry.join(f.file_name())).unwrap();
     }
     std::fs::write(

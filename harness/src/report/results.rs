@@ -317,8 +317,9 @@ fn md_cell(s: &str) -> String {
 }
 
 /// Writes the reports named by `KM_JSON`, `KM_JUNIT` and `KM_MARKDOWN` (appended,
-/// as `$GITHUB_STEP_SUMMARY` expects), with `KM_SHARD` recorded in the JSON.
-pub fn write_reports_from_env(mut r: RunResults) -> anyhow::Result<()> {
+/// as `$GITHUB_STEP_SUMMARY` expects), with `KM_SHARD` recorded in the JSON, and
+/// records the run in `KM_HISTORY`.
+pub fn write_reports_from_env(m: &Matrix, mut r: RunResults) -> anyhow::Result<()> {
     let out = crate::settings::Env::from_env()?.out;
     if let Some(shard) = out.shard {
         r.shards = vec![shard.to_string()];
@@ -327,7 +328,7 @@ pub fn write_reports_from_env(mut r: RunResults) -> anyhow::Result<()> {
     if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
         print!("{}", github_annotations(&r));
     }
-    Ok(())
+    out.record(m, &r)
 }
 
 /// Writes whichever of the three reports has a path.
@@ -410,7 +411,7 @@ pub fn observed() -> RunResults {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample(kernel: &str) -> KernelResult {
@@ -518,6 +519,14 @@ impl RunOutputs {
         write_reports(&r, self.json.as_deref(), self.junit.as_deref(), self.markdown.as_deref())?;
         if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
             print!("{}", github_annotations(&r));
+        }
+        self.record(m, &r)
+    }
+
+    /// Records the run in `--history`/`KM_HISTORY`, when one is named.
+    pub fn record(&self, m: &Matrix, r: &RunResults) -> anyhow::Result<()> {
+        if let Some(path) = &self.history {
+            crate::history::record(path, r, &crate::history::RunMeta::of(m, self.history_label.clone()))?;
         }
         Ok(())
     }

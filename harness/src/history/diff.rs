@@ -1,0 +1,465 @@
+//! What changed between two recorded runs: cells newly failing and newly passing
+//! (each with what changed under it: kernel build, commit, program object),
+//! cells that flip (flaky), verifier numbers and benchmark values that moved.
+//! Rendered as text, Markdown (`$GITHUB_STEP_SUMMARY`) or JSON.
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use km_bmf::{compare::judge, Metric, COUNTER_MEASURES, LATENCY_CHECKS};
+use serde::Serialize;
+
+use super::{short, RecordedRun};
+use crate::report::results::Outcome;
+
+/// The verifier's numbers followed across runs (exact: any change is reported).
+pub const VERIFIER_MEASURES: &[&str] = &["processed_insns", "total_states", "peak_states", "verified_insns"];
+
+/// How many verdict changes between pass and fail within the window make a cell
+/// flaky (one change is a regression or a fix; two are a pattern).
+pub const FLAKY_FLIPS: usize = 2;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Changes {
+    pub baseline: RunRef,
+    pub latest: RunRef,
+    pub newly_failing: Vec<CellChange>,
+    pub newly_passing: Vec<CellChange>,
+    pub flaky: Vec<Flaky>,
+    pub verifier: Vec<Drift>,
+    pub bench: Vec<Drift>,
+    /// What the comparison could not cover (cells in one run only).
+    pub left_out: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRef {
+    pub id: i64,
+    pub started: String,
+    pub commit: Option<String>,
+    pub matrix: String,
+    pub label: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CellChange {
+    /// `kernel::program::check`.
+    pub trial: String,
+    pub before: Outcome,
+    pub after: Outcome,
+    /// The latest run's reason (first line).
+    pub reason: Option<String>,
+    /// What changed between the two runs under this cell; empty when nothing
+    /// recorded did.
+    pub changed: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Flaky {
+    pub trial: String,
+    /// Verdict changes between pass and fail within the window.
+    pub flips: usize,
+    /// The verdicts over the window, oldest first: `P` pass, `F` fail, `I`
+    /// ignored, `-` not run.
+    pub verdicts: String,
+    pub latest: Outcome,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Drift {
+    pub trial: String,
+    pub measure: String,
+    pub before: f64,
+    pub after: f64,
+    pub change_pct: f64,
+    /// `changed` (an exact count), `slower` or `faster` (a latency beyond the
+    /// threshold and both runs' spreads, as `compare` judges it).
+    pub status: &'static str,
+    /// The measure over the window, oldest first (runs without it left out).
+    pub trend: Vec<f64>,
+}
+
+fn run_ref(r: &RecordedRun) -> RunRef {
+    RunRef {
+        id: r.id,
+        started: r.started.clone(),
+        commit: r.commit.clone(),
+        matrix: r.matrix.clone(),
+        label: r.label.clone(),
+    }
+}
+
+/// `entry::program::check` -> `entry::program`.
+fn program_of(trial: &str) -> &str {
+    trial.rsplit_once("::").map_or(trial, |(p, _)| p)
+}
+
+fn check_of(trial: &str) -> &str {
+    trial.rsplit_once("::").map_or("", |(_, c)| c)
+}
+
+/// `window`: the runs to look for flaky cells and trends in, oldest first, ending
+/// with `latest` (which is compared against `base`).
+pub fn changes(base: &RecordedRun, latest: &RecordedRun, window: &[RecordedRun], threshold_pct: f64) -> Changes {
+    let mut out = Changes {
+        baseline: run_ref(base),
+        latest: run_ref(latest),
+        newly_failing: Vec::new(),
+        newly_passing: Vec::new(),
+        flaky: Vec::new(),
+        verifier: Vec::new(),
+        bench: Vec::new(),
+        left_out: left_out(base, latest),
+    };
+    for (key @ (kernel, trial), cur) in &latest.cells {
+        let name = format!("{kernel}::{trial}");
+        let history: Vec<Option<Outcome>> = window.iter().map(|r| r.cells.get(key).map(|c| c.verdict)).collect();
+        let flips = flips(&history);
+        if flips >= FLAKY_FLIPS {
+            let verdicts = history
+                .iter()
+                .map(|v| match v {
+                    Some(Outcome::Pass) => 'P',
+                    Some(Outcome::Fail) => 'F',
+                    Some(Outcome::Ignored) => 'I',
+                    None => '-',
+                })
+                .collect();
+            out.flaky.push(Flaky { trial: name.clone(), flips, verdicts, latest: cur.verdict });
+        }
+        let Some(prev) = base.cells.get(key) else { continue };
+        let flaky = flips >= FLAKY_FLIPS;
+        let change = |out: &mut Vec<CellChange>| {
+            out.push(CellChange {
+                trial: name.clone(),
+                before: prev.verdict,
+                after: cur.verdict,
+                reason: cur.reason.as_deref().and_then(|r| r.lines().next()).map(str::to_string),
+                changed: what_changed(base, latest, kernel, trial),
+            })
+        };
+        match (prev.verdict, cur.verdict) {
+            (Outcome::Pass | Outcome::Ignored, Outcome::Fail) if !flaky => change(&mut out.newly_failing),
+            (Outcome::Fail, Outcome::Pass) if !flaky => change(&mut out.newly_passing),
+            _ => {}
+        }
+        let trend = |measure: &str| -> Vec<f64> {
+            window.iter().filter_map(|r| r.cells.get(key)?.metrics.get(measure).copied()).collect()
+        };
+        let pct = |a: f64, b: f64| if a == 0.0 { 0.0 } else { (b - a) / a * 100.0 };
+        for m in VERIFIER_MEASURES {
+            if let (Some(&a), Some(&b)) = (prev.metrics.get(*m), cur.metrics.get(*m)) {
+                if a != b {
+                    out.verifier.push(Drift {
+                        trial: name.clone(),
+                        measure: m.to_string(),
+                        before: a,
+                        after: b,
+                        change_pct: pct(a, b),
+                        status: "changed",
+                        trend: trend(m),
+                    });
+                }
+            }
+        }
+        if LATENCY_CHECKS.contains(&check_of(trial)) {
+            let metric = |c: &super::RecordedCell| {
+                let v = *c.metrics.get("value")?;
+                Some(Metric {
+                    value: v,
+                    lower_value: c.metrics.get("lower").copied(),
+                    upper_value: c.metrics.get("upper").copied(),
+                })
+            };
+            if let (Some(a), Some(b)) = (metric(prev), metric(cur)) {
+                let (status, _) = judge(&a, &b, threshold_pct);
+                let status = match status {
+                    km_bmf::compare::Status::Slower => Some("slower"),
+                    km_bmf::compare::Status::Faster => Some("faster"),
+                    _ => None,
+                };
+                if let Some(status) = status {
+                    out.bench.push(Drift {
+                        trial: name.clone(),
+                        measure: km_bmf::LATENCY.into(),
+                        before: a.value,
+                        after: b.value,
+                        change_pct: pct(a.value, b.value),
+                        status,
+                        trend: trend("value"),
+                    });
+                }
+            }
+            for m in COUNTER_MEASURES {
+                let key = format!("{m}_per_run");
+                if let (Some(&a), Some(&b)) = (prev.metrics.get(&key), cur.metrics.get(&key)) {
+                    if a != b {
+                        out.bench.push(Drift {
+                            trial: name.clone(),
+                            measure: m.to_string(),
+                            before: a,
+                            after: b,
+                            change_pct: pct(a, b),
+                            status: "changed",
+                            trend: trend(&key),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Changes between pass and fail (ignored and absent runs are stepped over).
+fn flips(history: &[Option<Outcome>]) -> usize {
+    let decided: Vec<Outcome> = history.iter().flatten().copied().filter(|v| *v != Outcome::Ignored).collect();
+    decided.windows(2).filter(|w| w[0] != w[1]).count()
+}
+
+/// What changed between the runs under one cell.
+fn what_changed(base: &RecordedRun, latest: &RecordedRun, kernel: &str, trial: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let (Some(a), Some(b)) = (base.kernels.get(kernel), latest.kernels.get(kernel)) {
+        if (&a.release, &a.build, &a.checksum) != (&b.release, &b.build, &b.checksum) {
+            out.push(format!("kernel build: {} -> {}", a.describe(), b.describe()));
+        }
+    }
+    if base.commit != latest.commit {
+        let c = |c: &Option<String>| c.as_deref().map_or("-".to_string(), |c| c.chars().take(12).collect());
+        out.push(format!("commit: {} -> {}", c(&base.commit), c(&latest.commit)));
+    }
+    let program = program_of(trial);
+    if let (Some(a), Some(b)) = (base.objects.get(program), latest.objects.get(program)) {
+        if a != b {
+            out.push(format!("object of {program}: sha256 {} -> {}", short(a), short(b)));
+        }
+    }
+    out
+}
+
+/// Kernels and cells in one run only (another matrix, a kernel added or dropped).
+fn left_out(base: &RecordedRun, latest: &RecordedRun) -> Vec<String> {
+    let mut out = Vec::new();
+    if base.matrix != latest.matrix {
+        out.push(format!(
+            "the runs used different matrix files ({} and {}); only common cells are compared",
+            base.matrix, latest.matrix
+        ));
+    }
+    for (which, a, b) in [("baseline", base, latest), ("latest run", latest, base)] {
+        let mut per_kernel: BTreeMap<&str, usize> = BTreeMap::new();
+        for (k, _) in a.cells.keys().filter(|key| !b.cells.contains_key(*key)) {
+            *per_kernel.entry(k).or_default() += 1;
+        }
+        for (k, n) in per_kernel {
+            let whole = !b.kernels.contains_key(k);
+            let what = if whole { "kernel".to_string() } else { format!("{n} cells of kernel") };
+            out.push(format!("{what} {k} only in the {which} (run {}): not compared", a.id));
+        }
+    }
+    out
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.newly_failing.is_empty()
+            && self.newly_passing.is_empty()
+            && self.flaky.is_empty()
+            && self.verifier.is_empty()
+            && self.bench.is_empty()
+    }
+
+    /// Markdown for `$GITHUB_STEP_SUMMARY` (`md`), or plain text for a terminal.
+    pub fn render(&self, md: bool) -> String {
+        let mut s = String::new();
+        let run = |r: &RunRef| {
+            let commit = r.commit.as_deref().map(|c| format!(", commit {}", &c[..c.len().min(12)])).unwrap_or_default();
+            let label = r.label.as_deref().map(|l| format!(", {l}")).unwrap_or_default();
+            format!("run {} ({} UTC{commit}{label})", r.id, r.started)
+        };
+        let head = |s: &mut String, title: &str, n: usize| {
+            if md {
+                let _ = writeln!(s, "\n### {title} ({n})\n");
+            } else {
+                let _ = writeln!(s, "\n{title} ({n}):");
+            }
+        };
+        let code = |t: &str| if md { format!("`{t}`") } else { t.to_string() };
+        let title = format!("since {}: {}", run(&self.baseline), run(&self.latest));
+        let _ = writeln!(s, "{}{title}", if md { "## " } else { "" });
+        if self.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nNothing changed: no cell newly failing or passing, none flaky, no verifier or benchmark drift."
+            );
+        }
+        for (title, list) in [("Newly failing", &self.newly_failing), ("Newly passing", &self.newly_passing)] {
+            if list.is_empty() {
+                continue;
+            }
+            head(&mut s, title, list.len());
+            for c in list {
+                let reason = c.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+                let _ = writeln!(s, "- {} ({} -> {}){reason}", code(&c.trial), c.before.as_str(), c.after.as_str());
+                if c.changed.is_empty() {
+                    let _ = writeln!(s, "  - nothing recorded changed (same kernel build, commit and objects)");
+                }
+                for what in &c.changed {
+                    let _ = writeln!(s, "  - {what}");
+                }
+            }
+        }
+        if !self.flaky.is_empty() {
+            head(&mut s, "Flaky", self.flaky.len());
+            for f in &self.flaky {
+                let _ = writeln!(
+                    s,
+                    "- {} flipped {} times, {} (oldest first), now {}",
+                    code(&f.trial),
+                    f.flips,
+                    code(&f.verdicts),
+                    f.latest.as_str()
+                );
+            }
+        }
+        for (title, list) in [("Verifier drift", &self.verifier), ("Benchmark drift", &self.bench)] {
+            if list.is_empty() {
+                continue;
+            }
+            head(&mut s, title, list.len());
+            if md {
+                let _ =
+                    writeln!(s, "| trial | measure | before | after | change | trend |\n|---|---|---:|---:|---:|---|");
+            }
+            for d in list {
+                let trend = d
+                    .trend
+                    .iter()
+                    .map(|v| format!("{v:.6}").trim_end_matches('0').trim_end_matches('.').to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                if md {
+                    let _ = writeln!(
+                        s,
+                        "| `{}` | {} | {} | {} | {:+.1} % ({}) | {trend} |",
+                        d.trial, d.measure, d.before, d.after, d.change_pct, d.status
+                    );
+                } else {
+                    let _ = writeln!(
+                        s,
+                        "- {} {}: {} -> {} ({:+.1} %, {}); over the window: {trend}",
+                        d.trial, d.measure, d.before, d.after, d.change_pct, d.status
+                    );
+                }
+            }
+        }
+        if !self.left_out.is_empty() {
+            head(&mut s, "Not compared", self.left_out.len());
+            for l in &self.left_out {
+                let _ = writeln!(s, "- {l}");
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{KernelBuild, RecordedCell};
+
+    /// (trial, verdict, metrics) of kernel 6.1.
+    type TestCell<'a> = (&'a str, Outcome, &'a [(&'a str, f64)]);
+
+    fn run(id: i64, cells: &[TestCell]) -> RecordedRun {
+        RecordedRun {
+            id,
+            started: format!("2026-12-0{id} 02:00:00"),
+            commit: Some("c1".into()),
+            matrix: "kernels.yaml".into(),
+            label: None,
+            kernels: [(
+                "6.1".to_string(),
+                KernelBuild {
+                    release: Some("6.1.0-50".into()),
+                    accel: "tcg".into(),
+                    build: Some("b1".into()),
+                    checksum: Some("aa".into()),
+                },
+            )]
+            .into(),
+            cells: cells
+                .iter()
+                .map(|(t, v, m)| {
+                    let metrics = m.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+                    (("6.1".to_string(), t.to_string()), RecordedCell { verdict: *v, reason: None, metrics })
+                })
+                .collect(),
+            objects: [("m::p".to_string(), "0001".to_string())].into(),
+        }
+    }
+
+    use Outcome::{Fail as F, Pass as P};
+
+    #[test]
+    fn a_new_failure_names_what_changed_under_it() {
+        let a = run(1, &[("m::p::load", P, &[("processed_insns", 100.0)]), ("x::attach", P, &[])]);
+        let mut b = run(2, &[("m::p::load", F, &[("processed_insns", 120.0)]), ("x::attach", P, &[])]);
+        b.objects.insert("m::p".into(), "0002".into());
+        let c = changes(&a, &b, &[a.clone(), b.clone()], 10.0);
+        assert_eq!(c.newly_failing.len(), 1);
+        assert_eq!(c.newly_failing[0].trial, "6.1::m::p::load");
+        assert_eq!(c.newly_failing[0].changed, vec!["object of m::p: sha256 0001 -> 0002"]);
+        assert_eq!(c.verifier.len(), 1);
+        assert_eq!(c.verifier[0].change_pct, 20.0);
+        assert!(c.newly_passing.is_empty() && c.flaky.is_empty() && c.bench.is_empty() && c.left_out.is_empty());
+
+        let mut k = b.clone();
+        k.kernels.get_mut("6.1").unwrap().checksum = Some("bb".into());
+        let c = changes(&a, &k, &[a.clone(), k.clone()], 10.0);
+        assert_eq!(c.newly_failing[0].changed[0], "kernel build: 6.1.0-50 (b1, aa) -> 6.1.0-50 (b1, bb)");
+    }
+
+    #[test]
+    fn two_flips_make_a_cell_flaky_and_not_a_regression() {
+        let w: Vec<RecordedRun> =
+            [P, P, F, P, P, F].iter().enumerate().map(|(i, v)| run(i as i64 + 1, &[("x::attach", *v, &[])])).collect();
+        let c = changes(&w[4], &w[5], &w, 10.0);
+        assert!(c.newly_failing.is_empty());
+        assert_eq!(c.flaky.len(), 1);
+        assert_eq!(c.flaky[0].verdicts, "PPFPPF");
+        assert_eq!(c.flaky[0].flips, 3);
+        // One flip is a plain regression.
+        let c = changes(&w[1], &w[2], &w[..3], 10.0);
+        assert_eq!(c.newly_failing.len(), 1);
+        assert!(c.newly_failing[0].changed.is_empty());
+        assert!(c.flaky.is_empty());
+    }
+
+    #[test]
+    fn latency_drift_is_judged_with_spreads_and_counts_exactly() {
+        let m = |v: f64| [("value", v), ("lower", v * 0.98), ("upper", v * 1.02), ("instructions_per_run", 50.0)];
+        let a = run(1, &[("x::test_run", P, &m(100.0))]);
+        let same = run(2, &[("x::test_run", P, &m(103.0))]);
+        assert!(changes(&a, &same, &[a.clone(), same.clone()], 10.0).is_empty());
+        let mut slow_m = m(150.0).to_vec();
+        slow_m[3].1 = 80.0;
+        let slow = run(2, &[("x::test_run", P, &slow_m)]);
+        let c = changes(&a, &slow, &[a.clone(), slow.clone()], 10.0);
+        let got: Vec<(&str, &str)> = c.bench.iter().map(|d| (d.measure.as_str(), d.status)).collect();
+        assert_eq!(got, vec![("latency", "slower"), ("instructions", "changed")]);
+        assert_eq!(c.bench[0].trend, vec![100.0, 150.0]);
+    }
+
+    #[test]
+    fn cells_of_another_matrix_are_left_out_and_said() {
+        let a = run(1, &[("x::attach", P, &[]), ("y::attach", P, &[])]);
+        let mut b = run(2, &[("x::attach", F, &[])]);
+        b.matrix = "other.yaml".into();
+        let c = changes(&a, &b, &[a.clone(), b.clone()], 10.0);
+        assert_eq!(c.newly_failing.len(), 1);
+        assert_eq!(c.left_out.len(), 2, "{:?}", c.left_out);
+        assert!(c.left_out[1].contains("1 cells of kernel 6.1 only in the baseline"), "{:?}", c.left_out);
+        let text = c.render(false);
+        assert!(text.contains("Not compared (2)"), "{text}");
+    }
+}
