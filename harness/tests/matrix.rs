@@ -72,7 +72,8 @@ fn main() -> ExitCode {
     // the trials that ran, in the formats `kernel-matrix run` writes.
     if !args.list {
         if let Err(e) =
-            kernel_matrix::report::results::write_reports_from_env(&matrix, kernel_matrix::report::results::observed())
+            kernel_matrix::report::results::write_reports_from_env(kernel_matrix::report::results::observed())
+                .and_then(|(r, out)| kernel_matrix::history::record_run(&out, &matrix, &r))
         {
             eprintln!("error: writing reports: {e:#}");
             return ExitCode::FAILURE;

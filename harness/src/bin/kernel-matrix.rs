@@ -244,7 +244,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(p) = table_file {
                 std::fs::write(&p, &table).with_context(|| format!("writing {}", p.display()))?;
             }
-            out.write(&m, &runs)?;
+            let results = out.write(&m, &runs)?;
+            kernel_matrix::history::record_run(&out, &m, &results)?;
             let failures = report::failures(&m, &runs);
             for f in &failures {
                 println!("FAILED {f}\n");

@@ -22,7 +22,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _, Transactio
 
 use crate::{
     images::lock::Lock,
-    report::results::{Outcome, RunResults},
+    report::results::{Outcome, RunOutputs, RunResults},
     run::Matrix,
 };
 
@@ -411,6 +411,14 @@ fn git_head(file: &Path) -> Option<String> {
         .output()
         .ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Records a finished run in `--history`/`KM_HISTORY`, when one is named.
+pub fn record_run(out: &RunOutputs, m: &Matrix, r: &RunResults) -> anyhow::Result<()> {
+    if let Some(path) = &out.history {
+        record(path, r, &RunMeta::of(m, out.history_label.clone()))?;
+    }
+    Ok(())
 }
 
 /// Records a finished run into the history at `path`; prints where.

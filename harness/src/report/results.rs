@@ -317,9 +317,10 @@ fn md_cell(s: &str) -> String {
 }
 
 /// Writes the reports named by `KM_JSON`, `KM_JUNIT` and `KM_MARKDOWN` (appended,
-/// as `$GITHUB_STEP_SUMMARY` expects), with `KM_SHARD` recorded in the JSON, and
-/// records the run in `KM_HISTORY`.
-pub fn write_reports_from_env(m: &Matrix, mut r: RunResults) -> anyhow::Result<()> {
+/// as `$GITHUB_STEP_SUMMARY` expects), with `KM_SHARD` recorded in the JSON;
+/// returns the results and the outputs (for `KM_HISTORY`, which the caller records
+/// with `history::record_run`).
+pub fn write_reports_from_env(mut r: RunResults) -> anyhow::Result<(RunResults, RunOutputs)> {
     let out = crate::settings::Env::from_env()?.out;
     if let Some(shard) = out.shard {
         r.shards = vec![shard.to_string()];
@@ -328,7 +329,7 @@ pub fn write_reports_from_env(m: &Matrix, mut r: RunResults) -> anyhow::Result<(
     if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
         print!("{}", github_annotations(&r));
     }
-    out.record(m, &r)
+    Ok((r, out))
 }
 
 /// Writes whichever of the three reports has a path.
@@ -510,8 +511,8 @@ pub(crate) mod tests {
 pub use crate::settings::RunOutputs;
 
 impl RunOutputs {
-    /// Writes the requested reports of a finished run.
-    pub fn write(&self, m: &Matrix, runs: &[Arc<KernelRun>]) -> anyhow::Result<()> {
+    /// Writes the requested reports of a finished run; returns its results.
+    pub fn write(&self, m: &Matrix, runs: &[Arc<KernelRun>]) -> anyhow::Result<RunResults> {
         let mut r = RunResults::from_runs(m, runs);
         if let Some(s) = self.shard()? {
             r.shards = vec![s.to_string()];
@@ -520,15 +521,7 @@ impl RunOutputs {
         if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
             print!("{}", github_annotations(&r));
         }
-        self.record(m, &r)
-    }
-
-    /// Records the run in `--history`/`KM_HISTORY`, when one is named.
-    pub fn record(&self, m: &Matrix, r: &RunResults) -> anyhow::Result<()> {
-        if let Some(path) = &self.history {
-            crate::history::record(path, r, &crate::history::RunMeta::of(m, self.history_label.clone()))?;
-        }
-        Ok(())
+        Ok(r)
     }
 }
 
