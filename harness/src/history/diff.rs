@@ -224,7 +224,7 @@ fn what_changed(base: &RecordedRun, latest: &RecordedRun, kernel: &str, trial: &
         }
     }
     if base.commit != latest.commit {
-        let c = |c: &Option<String>| c.as_deref().map_or("-".to_string(), |c| c.chars().take(12).collect());
+        let c = |c: &Option<String>| c.as_deref().map_or("-".to_string(), short);
         out.push(format!("commit: {} -> {}", c(&base.commit), c(&latest.commit)));
     }
     let program = program_of(trial);
@@ -272,7 +272,7 @@ impl Changes {
     pub fn render(&self, md: bool) -> String {
         let mut s = String::new();
         let run = |r: &RunRef| {
-            let commit = r.commit.as_deref().map(|c| format!(", commit {}", &c[..c.len().min(12)])).unwrap_or_default();
+            let commit = r.commit.as_deref().map(|c| format!(", commit {}", short(c))).unwrap_or_default();
             let label = r.label.as_deref().map(|l| format!(", {l}")).unwrap_or_default();
             format!("run {} ({} UTC{commit}{label})", r.id, r.started)
         };

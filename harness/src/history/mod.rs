@@ -145,7 +145,7 @@ impl KernelBuild {
     }
 }
 
-/// A digest's first 12 hex digits.
+/// A digest's (or commit's) first 12 characters, for display.
 pub fn short(digest: &str) -> String {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     hex.chars().take(12).collect()
