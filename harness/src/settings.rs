@@ -83,6 +83,11 @@ pub struct Settings {
     /// the guest's RAM) beside its console log, for crash or drgn.
     #[arg(long, global = true, env = "KM_CRASH_DUMP", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub crash_dump: bool,
+    /// Rerun a kernel's VM up to N more times when it ended without a verdict (timeout
+    /// without a splat, QEMU exit, agent never started) or a trial failed; a pass
+    /// after a failure is reported flaky. A kernel splat is never retried.
+    #[arg(long, global = true, env = "KM_RETRIES", value_name = "N")]
+    pub retries: Option<u32>,
     /// The `cargo test` matrix only: run under cargo-nextest anyway (one boot per trial).
     #[arg(long, global = true, env = "KM_NEXTEST", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub nextest: bool,

@@ -31,6 +31,9 @@ impl Events for Terminal {
                     step.done(&format!("VM ended: {how}"));
                 }
             }
+            Event::Retrying { kernel, attempt, of, why } => {
+                eprintln!("kernel-matrix: {kernel}: attempt {attempt} of {of} ({why})")
+            }
             Event::KernelDone { kernel, wall } => {
                 eprintln!("kernel-matrix: {kernel}: done in {:.1}s", wall.as_secs_f64())
             }

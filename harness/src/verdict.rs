@@ -1,7 +1,8 @@
 //! The one place a trial's verdict is decided. Inputs, in order of precedence:
 //! a kernel whose console showed a splat (nothing it reported is trusted), the
 //! agent's record for the cell (or, for a feature, its probe held against the
-//! declared minimum), the reason the kernel produced no record, and finally the
+//! declared minimum), a program left out by `--only-programs` (ignored, with that
+//! reason), the reason the kernel produced no record, and finally the
 //! expected-failures list of kernels.yaml.
 //!
 //! Feature judging is modeled on cilium/ebpf's feature tests: a probe that says
@@ -16,6 +17,10 @@ pub fn check(m: &Matrix, run: &KernelRun, id: CheckId) -> Verdict {
     let trial = id.trial();
     let own = match run.checks.get(&(id.program.to_string(), id.check.to_string())) {
         Some(o) => o.verdict.clone(),
+        // Left out on purpose: said so, not counted as a failure.
+        None if !m.opts.selects(id.program) => {
+            Verdict::Ignored(format!("{} not selected (--only-programs / KM_ONLY_PROGRAMS)", id.program))
+        }
         None => {
             Verdict::Fail(run.failure.clone().unwrap_or_else(|| "the agent reported no result for this check".into()))
         }

@@ -557,6 +557,7 @@ fn help_lists_the_km_variables() {
         "KM_GDB_WAIT",
         "KM_CRASH_DUMP",
         "KM_NEXTEST",
+        "KM_RETRIES",
     ];
     for args in [&["--help"][..], &["run", "--help"], &["bench", "--help"]] {
         let (code, out, err) = run(Command::new(env!("CARGO_BIN_EXE_kernel-matrix")).args(args));

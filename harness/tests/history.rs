@@ -10,7 +10,8 @@ fn workspace() -> PathBuf {
 
 fn km(dir: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kernel-matrix"));
-    c.current_dir(dir).env_remove("KM_HISTORY").env_remove("KM_CONFIG").args([
+    // Each test its own run directory: the tests of this file boot 6.1 at once.
+    c.current_dir(dir).env("KM_RUN_DIR", dir.join("runs")).env_remove("KM_HISTORY").env_remove("KM_CONFIG").args([
         "-c",
         "kernels.yaml",
         "--only-programs",
@@ -42,9 +43,11 @@ fn history_reports_the_object_that_broke_a_cell_and_nothing_else() {
 
     manifest(&dir, "xdp_port_filter.bpf.o", "port_filter");
     let first = km(&dir).args(["run", "--history", "h.sqlite", "--history-label", "night 1"]).output().unwrap();
-    // --only-programs leaves our own programs unrun, so their cells fail in both
-    // runs: a failure that is not new, which `history` must not report.
+    // --only-programs leaves our own programs unrun: their cells are ignored,
+    // with that reason, so the run passes.
     let out = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{out}\n{}", String::from_utf8_lossy(&first.stderr));
+    assert!(out.contains("ignored (xdp_classifier not selected (--only-programs"), "{out}");
     assert!(
         out.lines().any(|l| l.starts_with("| filter |") && l.contains('✓')),
         "the original object must load:\n{out}\n{}",
@@ -86,4 +89,72 @@ fn history_reports_the_object_that_broke_a_cell_and_nothing_else() {
     assert_eq!(md.status.code(), Some(1));
     let md = String::from_utf8_lossy(&md.stdout);
     assert!(md.contains("### Newly failing") && md.contains("`6.1::filter::load` (pass -> fail)"), "{md}");
+}
+
+/// `--retries` for real: an exit-status suite that fails unless the kernel
+/// command line says it is a retry (`km.attempt=`), so it fails on attempt 1
+/// and passes on attempt 2. The run passes, the cell is flaky in the table, the
+/// JSON, the JUnit (`<flakyFailure>`, read back with quick-junit) and the
+/// history (where a fail then a pass on retry is flaky, not a fix); without
+/// retries the same matrix fails.
+#[test]
+fn a_pass_on_retry_is_flaky_everywhere() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("history-retries");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("kernels.yaml"),
+        "kernels:\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\nsuites:\n  - name: second_try\n    command: [/bin/sh, -c, 'grep -q km.attempt= /proc/cmdline']\n    format: exit-status\n",
+    )
+    .unwrap();
+    std::fs::copy(workspace().join("kernels.lock"), dir.join("kernels.lock")).unwrap();
+    let km = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kernel-matrix"));
+        c.current_dir(&dir)
+            .env("KM_RUN_DIR", dir.join("runs"))
+            .env_remove("KM_HISTORY")
+            .env_remove("KM_CONFIG")
+            .env_remove("KM_RETRIES")
+            .args(["-c", "kernels.yaml", "--only-programs", "second_try"]);
+        c
+    };
+
+    let once = km().args(["run", "--json", "once.json", "--history", "h.sqlite"]).output().unwrap();
+    assert_eq!(once.status.code(), Some(1), "{}", String::from_utf8_lossy(&once.stderr));
+    let cell = |file: &str| -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+        v["kernels"][0]["cells"].as_array().unwrap().iter().find(|c| c["trial"] == "second_try").unwrap().clone()
+    };
+    assert_eq!(cell("once.json")["verdict"], "fail");
+    assert!(cell("once.json").get("attempts").is_none());
+
+    let retried = km()
+        .args(["run", "--retries", "2", "--json", "r.json", "--junit", "r.xml", "--history", "h.sqlite"])
+        .output()
+        .unwrap();
+    let (out, err) = (String::from_utf8_lossy(&retried.stdout), String::from_utf8_lossy(&retried.stderr));
+    assert_eq!(retried.status.code(), Some(0), "a pass on retry passes the run\n{out}\n{err}");
+    assert!(err.contains("6.1: attempt 2 of 3 (second_try failed)"), "{err}");
+    assert!(!err.contains("attempt 3 of 3"), "attempt 2 passed: no third\n{err}");
+    assert!(out.lines().any(|l| l.starts_with("| 6.1 |") && l.contains("pass (flaky)")), "{out}");
+    assert!(out.contains("FLAKY 6.1::second_try: flaky: attempt 1 of 2 fail"), "{out}");
+    let c = cell("r.json");
+    assert_eq!(c["verdict"], "pass");
+    assert_eq!(c["attempts"][0]["verdict"], "fail", "{c:#}");
+
+    let xml = std::fs::read_to_string(dir.join("r.xml")).unwrap();
+    let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+    let case = report.test_suites[0].test_cases.iter().find(|c| c.name.as_str() == "second_try").unwrap();
+    match &case.status {
+        quick_junit::TestCaseStatus::Success { flaky_runs } => assert_eq!(flaky_runs.len(), 1, "{xml}"),
+        other => panic!("second_try: {other:?}\n{xml}"),
+    }
+
+    // Failed last time, passed on retry now: flaky, not fixed.
+    let h = km().args(["history", "--history", "h.sqlite", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&h.stdout).unwrap();
+    let flaky = v["flaky"].as_array().unwrap();
+    assert_eq!(flaky.len(), 1, "{v:#}");
+    assert_eq!((flaky[0]["trial"].as_str(), flaky[0]["attempts"].as_str()), (Some("6.1::second_try"), Some("FP")));
+    assert!(v["newly_passing"].as_array().unwrap().is_empty() && v["newly_failing"].as_array().unwrap().is_empty());
 }

@@ -246,6 +246,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let results = out.write(&m, &runs)?;
             kernel_matrix::history::record_run(&out, &m, &results)?;
+            for f in report::flaky(&m, &runs) {
+                println!("FLAKY {f}\n");
+            }
             let failures = report::failures(&m, &runs);
             for f in &failures {
                 println!("FAILED {f}\n");

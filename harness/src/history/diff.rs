@@ -61,6 +61,10 @@ pub struct Flaky {
     /// ignored, `-` not run.
     pub verdicts: String,
     pub latest: Outcome,
+    /// The latest run's attempts when they both passed and failed (`--retries`:
+    /// `FP` failed, then passed): flaky within one run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -113,7 +117,10 @@ pub fn changes(base: &RecordedRun, latest: &RecordedRun, window: &[RecordedRun],
         let name = format!("{kernel}::{trial}");
         let history: Vec<Option<Outcome>> = window.iter().map(|r| r.cells.get(key).map(|c| c.verdict)).collect();
         let flips = flips(&history);
-        if flips >= FLAKY_FLIPS {
+        // Passed and failed within the latest run (`--retries`).
+        let attempts = cur.attempts.clone().filter(|a| a.contains('P') && a.contains('F'));
+        let flaky = flips >= FLAKY_FLIPS || attempts.is_some();
+        if flaky {
             let verdicts = history
                 .iter()
                 .map(|v| match v {
@@ -123,10 +130,9 @@ pub fn changes(base: &RecordedRun, latest: &RecordedRun, window: &[RecordedRun],
                     None => '-',
                 })
                 .collect();
-            out.flaky.push(Flaky { trial: name.clone(), flips, verdicts, latest: cur.verdict });
+            out.flaky.push(Flaky { trial: name.clone(), flips, verdicts, latest: cur.verdict, attempts });
         }
         let Some(prev) = base.cells.get(key) else { continue };
-        let flaky = flips >= FLAKY_FLIPS;
         let change = |out: &mut Vec<CellChange>| {
             out.push(CellChange {
                 trial: name.clone(),
@@ -311,9 +317,13 @@ impl Changes {
         if !self.flaky.is_empty() {
             head(&mut s, "Flaky", self.flaky.len());
             for f in &self.flaky {
+                let within = match &f.attempts {
+                    Some(a) => format!("; its attempts in the latest run: {}", code(a)),
+                    None => String::new(),
+                };
                 let _ = writeln!(
                     s,
-                    "- {} flipped {} times, {} (oldest first), now {}",
+                    "- {} flipped {} times, {} (oldest first), now {}{within}",
                     code(&f.trial),
                     f.flips,
                     code(&f.verdicts),
@@ -391,7 +401,10 @@ mod tests {
                 .iter()
                 .map(|(t, v, m)| {
                     let metrics = m.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-                    (("6.1".to_string(), t.to_string()), RecordedCell { verdict: *v, reason: None, metrics })
+                    (
+                        ("6.1".to_string(), t.to_string()),
+                        RecordedCell { verdict: *v, reason: None, metrics, attempts: None },
+                    )
                 })
                 .collect(),
             objects: [("m::p".to_string(), "0001".to_string())].into(),
@@ -433,6 +446,26 @@ mod tests {
         assert_eq!(c.newly_failing.len(), 1);
         assert!(c.newly_failing[0].changed.is_empty());
         assert!(c.flaky.is_empty());
+    }
+
+    /// A cell that failed and then passed on a retry within one run is flaky
+    /// there and then, and not a fix.
+    #[test]
+    fn a_pass_on_retry_is_flaky_within_the_run() {
+        let a = run(1, &[("x::attach", F, &[])]);
+        let mut b = run(2, &[("x::attach", P, &[])]);
+        b.cells.values_mut().next().unwrap().attempts = Some("FP".into());
+        let c = changes(&a, &b, &[a.clone(), b.clone()], 10.0);
+        assert!(c.newly_passing.is_empty(), "{c:?}");
+        assert_eq!(c.flaky.len(), 1);
+        assert_eq!((c.flaky[0].flips, c.flaky[0].attempts.as_deref()), (1, Some("FP")));
+        assert!(c.render(false).contains("its attempts in the latest run: FP"), "{}", c.render(false));
+        // Failed on every attempt: no flake, a failure.
+        b.cells.values_mut().next().unwrap().attempts = Some("FF".into());
+        b.cells.values_mut().next().unwrap().verdict = F;
+        let a = run(1, &[("x::attach", P, &[])]);
+        let c = changes(&a, &b, &[a.clone(), b.clone()], 10.0);
+        assert!(c.flaky.is_empty() && c.newly_failing.len() == 1);
     }
 
     #[test]

@@ -76,6 +76,9 @@ const MIGRATIONS: &[&str] = &[
         sha256 TEXT NOT NULL,
         PRIMARY KEY (run, program)
     );",
+    // 2: a cell's attempts under --retries, `FP` style (earlier ones first, the
+    // recorded verdict last); NULL when it ran once.
+    "ALTER TABLE cells ADD COLUMN attempts TEXT;",
 ];
 
 /// The schema version this kernel-matrix writes.
@@ -156,6 +159,9 @@ pub struct RecordedCell {
     pub verdict: Outcome,
     pub reason: Option<String>,
     pub metrics: BTreeMap<String, f64>,
+    /// Every attempt under `--retries` (`FP`: failed, then passed), the recorded
+    /// verdict last; `None` for a cell that ran once.
+    pub attempts: Option<String>,
 }
 
 pub struct History {
@@ -267,8 +273,9 @@ impl History {
             for c in &k.cells {
                 let cause = c.cause.map(|c| c.as_str());
                 tx.execute(
-                    "INSERT INTO cells (run, kernel, trial, verdict, cause, reason, secs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![run, k.kernel, c.trial, c.verdict.as_str(), cause, c.reason, c.secs],
+                    "INSERT INTO cells (run, kernel, trial, verdict, cause, reason, secs, attempts)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![run, k.kernel, c.trial, c.verdict.as_str(), cause, c.reason, c.secs, c.attempt_letters()],
                 )
                 .map_err(err)?;
                 for (name, value) in c.metrics.iter().filter(|(_, v)| v.is_finite()) {
@@ -344,7 +351,10 @@ impl History {
             ))
         });
         run.kernels = rows.and_then(|r| r.collect()).map_err(e)?;
-        let mut st = self.conn.prepare("SELECT kernel, trial, verdict, reason FROM cells WHERE run = ?1").map_err(e)?;
+        let mut st = self
+            .conn
+            .prepare("SELECT kernel, trial, verdict, reason, attempts FROM cells WHERE run = ?1")
+            .map_err(e)?;
         let rows = st.query_map([id], |r| {
             let verdict: String = r.get(2)?;
             let verdict = match verdict.as_str() {
@@ -352,7 +362,8 @@ impl History {
                 "fail" => Outcome::Fail,
                 _ => Outcome::Ignored,
             };
-            Ok(((r.get(0)?, r.get(1)?), RecordedCell { verdict, reason: r.get(3)?, metrics: BTreeMap::new() }))
+            let cell = RecordedCell { verdict, reason: r.get(3)?, metrics: BTreeMap::new(), attempts: r.get(4)? };
+            Ok(((r.get(0)?, r.get(1)?), cell))
         });
         run.cells = rows.and_then(|r| r.collect()).map_err(e)?;
         let mut st = self.conn.prepare("SELECT kernel, trial, name, value FROM metrics WHERE run = ?1").map_err(e)?;
@@ -467,6 +478,34 @@ mod tests {
         assert_eq!(h.last_before("2025-12-06").unwrap(), Some(id));
         assert_eq!(h.last_before("2025-12-05").unwrap(), None);
         assert!(h.last_before("last tuesday").is_err());
+    }
+
+    /// A file written by schema 1 (before `attempts`) is migrated in place: its
+    /// runs read back, and new runs record their attempts.
+    #[test]
+    fn migrates_a_schema_1_file() {
+        let dir = tempdir();
+        let path = dir.join("v1.sqlite");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c.execute_batch(
+            "INSERT INTO runs VALUES (1, 1764900000, NULL, 'kernels.yaml', 'kernel-matrix 0.1', NULL);
+             INSERT INTO cells VALUES (1, '6.1', 'x::load', 'fail', NULL, 'why', 1.0);",
+        )
+        .unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        drop(c);
+        let mut h = History::open(&path).unwrap();
+        let old = h.run(1).unwrap();
+        assert_eq!(old.cells[&("6.1".to_string(), "x::load".to_string())].attempts, None);
+        let mut r = results(Outcome::Pass);
+        r.kernels[0].cells[0].attempts =
+            vec![crate::report::results::Attempt { verdict: Outcome::Fail, reason: Some("timed out".into()) }];
+        let id = h.record(&r, &RunMeta { started: 1_764_990_000, ..Default::default() }).unwrap();
+        let new = h.run(id).unwrap();
+        assert_eq!(new.cells.values().next().unwrap().attempts.as_deref(), Some("FP"));
+        let version: i64 = h.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

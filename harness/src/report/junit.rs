@@ -1,12 +1,13 @@
 //! JUnit XML for CI systems: one `<testsuite>` per kernel, one `<testcase>` per
 //! trial (`classname` = kernel, `name` = `program::check`), ignored trials as
 //! `<skipped message="reason"/>`, failures with their message and the command
-//! that reruns them. Written and read with quick-junit (the JUnit model nextest
+//! that reruns them, failed earlier attempts (`--retries`) as `<flakyFailure>`
+//! or `<rerunFailure>`. Written and read with quick-junit (the JUnit model nextest
 //! uses), so merging shards parses their files instead of scanning strings.
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite, XmlString};
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite, XmlString};
 
 use crate::report::results::{Outcome, RunResults};
 
@@ -40,7 +41,7 @@ pub fn report(r: &RunResults) -> Report {
         }
         for c in &k.cells {
             let reason = c.reason.as_deref().unwrap_or("");
-            let status = match c.verdict {
+            let mut status = match c.verdict {
                 Outcome::Pass => TestCaseStatus::success(),
                 Outcome::Ignored => {
                     let mut s = TestCaseStatus::skipped();
@@ -48,13 +49,25 @@ pub fn report(r: &RunResults) -> Report {
                     s
                 }
                 Outcome::Fail => {
+                    let flaky = c.flaky_note().map(|n| format!("{n}\n")).unwrap_or_default();
                     let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
                     s.set_message(text(reason.lines().next().unwrap_or("failed")))
                         .set_type("failure")
-                        .set_description(text(&format!("{reason}\nreproduce: {}", c.reproduce)));
+                        .set_description(text(&format!("{reason}\n{flaky}reproduce: {}", c.reproduce)));
                     s
                 }
             };
+            // Earlier attempts that failed (`--retries`): `<flakyFailure>` in a
+            // passing case, `<rerunFailure>` in a failing one (Surefire's and
+            // nextest's convention).
+            status.add_reruns(c.attempts.iter().filter(|a| a.verdict == Outcome::Fail).map(|a| {
+                let why = a.reason.as_deref().unwrap_or("failed");
+                let mut r = TestRerun::new(NonSuccessKind::Failure);
+                r.set_message(text(why.lines().next().unwrap_or("failed")))
+                    .set_type("failure")
+                    .set_description(text(why));
+                r
+            }));
             let mut case = TestCase::new(text(&c.trial), status);
             case.set_classname(text(&k.kernel)).set_time(secs(c.secs.unwrap_or(0.0)));
             suite.add_test_case(case);
@@ -124,6 +137,7 @@ mod tests {
             reproduce: crate::report::results::reproduce_command(kernel, trial),
             secs: Some(0.5),
             cause: None,
+            attempts: Vec::new(),
         };
         RunResults::new(vec![KernelResult {
             kernel: kernel.into(),
@@ -170,6 +184,31 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A pass after a failed attempt is `<flakyFailure>` (and reads back as a
+    /// flaky success); a failure after a failed attempt carries `<rerunFailure>`.
+    #[test]
+    fn flaky_and_rerun_failures() {
+        use crate::report::results::Attempt;
+        let mut r = results("6.1");
+        let earlier = Attempt { verdict: Outcome::Fail, reason: Some("timed out <x>\ntail".into()) };
+        r.kernels[0].cells[0].attempts = vec![earlier.clone()];
+        r.kernels[0].cells[1].attempts = vec![earlier];
+        let x = render(&r);
+        assert!(x.contains("<flakyFailure message=\"timed out &lt;x&gt;\" type=\"failure\">"), "{x}");
+        assert!(x.contains("<rerunFailure message=\"timed out &lt;x&gt;\" type=\"failure\">"), "{x}");
+        let back = Report::deserialize_from_str(&x).unwrap();
+        let cases = &back.test_suites[0].test_cases;
+        match &cases[0].status {
+            TestCaseStatus::Success { flaky_runs } => assert_eq!(flaky_runs.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        match &cases[1].status {
+            TestCaseStatus::NonSuccess { reruns, .. } => assert_eq!(reruns.runs.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((back.tests, back.failures), (3, 1), "a flaky pass is not a failure");
     }
 
     #[test]

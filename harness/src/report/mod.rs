@@ -43,10 +43,18 @@ pub fn summary_table(m: &Matrix, runs: &[Arc<KernelRun>]) -> String {
         let boot = r.boot.map(|b| format!("{:.1}", b.as_secs_f64())).unwrap_or_else(|| "-".into());
         let release = r.release.as_deref().unwrap_or("-");
         let _ = write!(s, "| {} | {release} | {accel} | {boot} | {:.1} |", r.kernel, r.wall.as_secs_f64());
-        for (_, v) in cells(m, r).into_iter().take(m.checks().len()) {
+        for (trial, v) in cells(m, r).into_iter().take(m.checks().len()) {
+            let flaky = if r.earlier.is_empty() {
+                ""
+            } else {
+                match results::flaky_note(&results::attempts(m, r, &trial), &v) {
+                    Some(_) => " (flaky)",
+                    None => "",
+                }
+            };
             let cell = match v {
-                Verdict::Pass => "pass".to_string(),
-                Verdict::Fail(_) => "**FAIL**".to_string(),
+                Verdict::Pass => format!("pass{flaky}"),
+                Verdict::Fail(_) => format!("**FAIL**{flaky}"),
                 // Full reasons are in the trial output; a table cell keeps the gist.
                 Verdict::Ignored(reason) if reason.chars().count() > 48 => {
                     format!("ignored ({}…)", reason.chars().take(47).collect::<String>())
@@ -156,6 +164,20 @@ pub fn failures(m: &Matrix, runs: &[Arc<KernelRun>]) -> Vec<String> {
                     r.where_(),
                     crate::report::results::rerun_hint(r, &trial)
                 ));
+            }
+        }
+    }
+    out
+}
+
+/// The flaky cells (`--retries`: passed in one attempt, failed in another), each
+/// with its attempts, for the end of a run.
+pub fn flaky(m: &Matrix, runs: &[Arc<KernelRun>]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in runs.iter().filter(|r| !r.earlier.is_empty()) {
+        for (trial, v) in cells(m, r) {
+            if let Some(note) = results::flaky_note(&results::attempts(m, r, &trial), &v) {
+                out.push(format!("{}::{trial}: {note}", r.kernel));
             }
         }
     }

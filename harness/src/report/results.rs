@@ -75,6 +75,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub fn letter(self) -> char {
+        match self {
+            Outcome::Pass => 'P',
+            Outcome::Fail => 'F',
+            Outcome::Ignored => 'I',
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Pass => "pass",
@@ -106,9 +114,38 @@ pub struct Cell {
     /// `missing_need`, `verifier`, `other`), as the agent classified it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<km_protocol::byo::LoadCause>,
+    /// The cell in the kernel's earlier attempts (`--retries`), oldest first; the
+    /// verdict above is the last attempt's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+}
+
+/// A cell's verdict in one earlier attempt of its kernel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub verdict: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Cell {
+    /// Passed in one attempt and failed in another: flaky, whichever came last.
+    pub fn flaky(&self) -> bool {
+        self.flaky_note().is_some()
+    }
+
+    /// [`flaky_note`] of this cell.
+    pub fn flaky_note(&self) -> Option<String> {
+        flaky_note(&self.attempts, &self.verdict())
+    }
+
+    /// `PF`-style letters for every attempt, the last one last (`P`ass, `F`ail,
+    /// `I`gnored); `None` for a cell that ran once.
+    pub fn attempt_letters(&self) -> Option<String> {
+        (!self.attempts.is_empty())
+            .then(|| self.attempts.iter().map(|a| a.verdict).chain([self.verdict]).map(Outcome::letter).collect())
+    }
+
     pub fn verdict(&self) -> Verdict {
         let r = self.reason.clone().unwrap_or_default();
         match self.verdict {
@@ -196,7 +233,8 @@ impl RunResults {
                     let (verdict, reason) = verdict_parts(&v);
                     let (metrics, note, secs, cause) = outcome(r, &trial);
                     let reproduce = reproduce_command(&r.kernel, &trial);
-                    k.cells.push(Cell { trial, verdict, reason, metrics, note, reproduce, secs, cause });
+                    let attempts = attempts(m, r, &trial);
+                    k.cells.push(Cell { trial, verdict, reason, metrics, note, reproduce, secs, cause, attempts });
                 }
                 k
             })
@@ -265,7 +303,13 @@ impl RunResults {
         let (pass, fail, ignored) = self.counts();
         let mut s = String::new();
         let icon = if fail == 0 { "✅" } else { "❌" };
-        let _ = writeln!(s, "## {icon} kernel matrix: {pass} passed, {fail} failed, {ignored} ignored\n");
+        let flaky: Vec<(&KernelResult, &Cell, String)> = self
+            .kernels
+            .iter()
+            .flat_map(|k| k.cells.iter().filter_map(move |c| c.flaky_note().map(|n| (k, c, n))))
+            .collect();
+        let flaky_count = if flaky.is_empty() { String::new() } else { format!(", {} flaky", flaky.len()) };
+        let _ = writeln!(s, "## {icon} kernel matrix: {pass} passed, {fail} failed, {ignored} ignored{flaky_count}\n");
         if !self.shards.is_empty() {
             let _ = writeln!(s, "Shards: {}\n", self.shards.join(", "));
         }
@@ -292,6 +336,12 @@ impl RunResults {
             .iter()
             .flat_map(|k| k.cells.iter().filter(|c| c.verdict == Outcome::Fail).map(move |c| (k, c)))
             .collect();
+        if !flaky.is_empty() {
+            let _ = writeln!(s, "\n### Flaky (passed in one attempt, failed in another)\n");
+            for (k, c, note) in &flaky {
+                let _ = writeln!(s, "- `{}::{}` ({}): {}", k.kernel, c.trial, c.verdict.as_str(), md_cell(note));
+            }
+        }
         if !failures.is_empty() {
             let _ = writeln!(s, "\n### Failures\n");
         }
@@ -374,8 +424,41 @@ fn outcome(run: &KernelRun, trial: &str) -> Measured {
     }
 }
 
+/// `trial` in each of `run`'s earlier attempts (`--retries`).
+pub fn attempts(m: &Matrix, run: &KernelRun, trial: &str) -> Vec<Attempt> {
+    run.earlier
+        .iter()
+        .filter_map(|e| crate::report::cells(m, e).into_iter().find(|(t, _)| t == trial))
+        .map(|(_, v)| {
+            let (verdict, reason) = verdict_parts(&v);
+            Attempt { verdict, reason }
+        })
+        .collect()
+}
+
+/// What a flaky cell's attempts were, for people: `flaky: attempt 1 of 2 fail
+/// (<first line>), attempt 2 of 2 pass`; `None` unless it both passed and failed.
+pub fn flaky_note(attempts: &[Attempt], last: &Verdict) -> Option<String> {
+    let (verdict, reason) = verdict_parts(last);
+    let all: Vec<Attempt> = attempts.iter().cloned().chain([Attempt { verdict, reason }]).collect();
+    let seen = |o: Outcome| all.iter().any(|a| a.verdict == o);
+    if !(seen(Outcome::Pass) && seen(Outcome::Fail)) {
+        return None;
+    }
+    let n = all.len();
+    let each: Vec<String> = all
+        .iter()
+        .enumerate()
+        .map(|(i, a)| match (a.verdict, a.reason.as_deref().and_then(|r| r.lines().next())) {
+            (Outcome::Fail, Some(why)) => format!("attempt {} of {n} fail ({why})", i + 1),
+            (o, _) => format!("attempt {} of {n} {}", i + 1, o.as_str()),
+        })
+        .collect();
+    Some(format!("flaky: {}", each.join(", ")))
+}
+
 /// Records one trial's outcome (called by [`crate::report::trials`]).
-pub fn observe(run: &KernelRun, trial: &str, v: &Verdict) {
+pub fn observe(run: &KernelRun, trial: &str, v: &Verdict, attempts: Vec<Attempt>) {
     let (verdict, reason) = verdict_parts(v);
     let (metrics, note, secs, cause) = outcome(run, trial);
     let cell = Cell {
@@ -387,6 +470,7 @@ pub fn observe(run: &KernelRun, trial: &str, v: &Verdict) {
         reproduce: reproduce_command(&run.kernel, trial),
         secs,
         cause,
+        attempts,
     };
     OBSERVED.lock().unwrap_or_else(|e| e.into_inner()).push((kernel_header(run), cell));
 }
@@ -435,6 +519,7 @@ pub(crate) mod tests {
                     reproduce: reproduce_command(kernel, "x::load"),
                     secs: None,
                     cause: None,
+                    attempts: Vec::new(),
                 },
                 Cell {
                     trial: "x::run".into(),
@@ -445,6 +530,7 @@ pub(crate) mod tests {
                     reproduce: reproduce_command(kernel, "x::run"),
                     secs: None,
                     cause: None,
+                    attempts: Vec::new(),
                 },
                 Cell {
                     trial: "features::y".into(),
@@ -455,6 +541,7 @@ pub(crate) mod tests {
                     reproduce: reproduce_command(kernel, "features::y"),
                     secs: None,
                     cause: None,
+                    attempts: Vec::new(),
                 },
             ],
         }
@@ -496,6 +583,36 @@ pub(crate) mod tests {
         assert!(a.starts_with("::error title=6.1%3A%3Ax%3A%3Arun::bad <verdict> & | pipes%0Acargo test --test matrix -- --exact 6.1::x::run"), "{a}");
     }
 
+    /// `--retries`: a pass after a failure is flaky everywhere a person or a CI
+    /// tool looks; a cell that failed every attempt is not.
+    #[test]
+    fn flaky_cells_are_told_apart() {
+        let mut k = sample("6.1");
+        let fail = |why: &str| Attempt { verdict: Outcome::Fail, reason: Some(why.into()) };
+        k.cells[0].attempts = vec![fail("timed out\nconsole tail")];
+        k.cells[1].attempts = vec![fail("bad <verdict> & | pipes")];
+        let r = RunResults::new(vec![k]);
+        let (pass, fail_, _) = r.counts();
+        assert_eq!((pass, fail_), (1, 1));
+        assert_eq!(
+            r.kernels[0].cells[0].flaky_note().as_deref(),
+            Some("flaky: attempt 1 of 2 fail (timed out), attempt 2 of 2 pass")
+        );
+        assert!(!r.kernels[0].cells[1].flaky(), "failed twice: broken, not flaky");
+        assert_eq!(r.kernels[0].cells[0].attempt_letters().as_deref(), Some("FP"));
+        let md = r.markdown();
+        assert!(md.starts_with("## ❌ kernel matrix: 1 passed, 1 failed, 1 ignored, 1 flaky"), "{md}");
+        assert!(
+            md.contains("- `6.1::x::load` (pass): flaky: attempt 1 of 2 fail (timed out), attempt 2 of 2 pass"),
+            "{md}"
+        );
+        let a = github_annotations(&r);
+        assert!(a.contains("::warning title=6.1%3A%3Ax%3A%3Aload is flaky::flaky: attempt 1 of 2 fail"), "{a}");
+        // And the JSON keeps the attempts.
+        let back: RunResults = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+
     #[test]
     fn markdown_lists_failures_with_the_rerun_command() {
         let md = RunResults::new(vec![sample("6.1")]).markdown();
@@ -529,13 +646,20 @@ impl RunOutputs {
 /// failures on the run's page (the full message stays in the log and reports).
 pub fn github_annotations(r: &RunResults) -> String {
     let esc = |s: &str| s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A");
+    // Property values also escape ':' and ','.
+    let prop = |s: &str| esc(s).replace(':', "%3A").replace(',', "%2C");
     let mut out = String::new();
     for k in &r.kernels {
         for c in k.cells.iter().filter(|c| c.verdict == Outcome::Fail) {
             let first = c.reason.as_deref().and_then(|m| m.lines().next()).unwrap_or("failed");
-            // Property values also escape ':' and ','.
-            let title = esc(&format!("{}::{}", k.kernel, c.trial)).replace(':', "%3A").replace(',', "%2C");
+            let title = prop(&format!("{}::{}", k.kernel, c.trial));
             let _ = writeln!(out, "::error title={title}::{}%0A{}", esc(first), esc(&c.reproduce));
+        }
+        for (c, note) in
+            k.cells.iter().filter(|c| c.verdict == Outcome::Pass).filter_map(|c| Some((c, c.flaky_note()?)))
+        {
+            let title = prop(&format!("{}::{} is flaky", k.kernel, c.trial));
+            let _ = writeln!(out, "::warning title={title}::{}%0A{}", esc(&note), esc(&c.reproduce));
         }
     }
     out

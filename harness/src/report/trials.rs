@@ -20,7 +20,7 @@ pub fn trials(matrix: Arc<Matrix>) -> Vec<Trial> {
             out.push(Trial::ignorable_test(name, move || {
                 let run = m.run_kernel(&kernel);
                 let trial = id.trial();
-                completion(crate::verdict::check(&m, &run, id), &run, &trial)
+                completion(&m, crate::verdict::check(&m, &run, id), &run, &trial)
             }));
         }
     }
@@ -30,7 +30,7 @@ pub fn trials(matrix: Arc<Matrix>) -> Vec<Trial> {
             out.push(Trial::ignorable_test(format!("{kernel}::features::{}", f.id), move || {
                 let run = m.run_kernel(&kernel);
                 let trial = format!("features::{}", f.id);
-                completion(crate::verdict::feature(&m, &run, f), &run, &trial)
+                completion(&m, crate::verdict::feature(&m, &run, f), &run, &trial)
             }));
         }
     }
@@ -40,8 +40,14 @@ pub fn trials(matrix: Arc<Matrix>) -> Vec<Trial> {
 
 /// A failing trial's message ends with the command that reruns just that cell
 /// (see `results::rerun_hint`); every outcome is recorded for the JUnit/JSON files.
-fn completion(v: Verdict, run: &KernelRun, trial: &str) -> Result<Completion, Failed> {
-    crate::report::results::observe(run, trial, &v);
+/// libtest has no word for flaky, so a flaky trial says so on stderr (and in the
+/// JUnit and JSON files, which have one).
+fn completion(m: &Matrix, v: Verdict, run: &KernelRun, trial: &str) -> Result<Completion, Failed> {
+    let attempts = crate::report::results::attempts(m, run, trial);
+    if let Some(note) = crate::report::results::flaky_note(&attempts, &v) {
+        eprintln!("{}::{trial}: {note}", run.kernel);
+    }
+    crate::report::results::observe(run, trial, &v, attempts);
     match v {
         Verdict::Pass => Ok(Completion::Completed),
         Verdict::Ignored(reason) => Ok(Completion::ignored_with(reason)),

@@ -15,6 +15,8 @@ pub enum Event {
     Booting { kernel: String, accel: String },
     /// A kernel's VM is gone, and how it ended.
     VmEnded { kernel: String, how: String },
+    /// `--retries`: a kernel runs again (attempt `attempt` of at most `of`), and why.
+    Retrying { kernel: String, attempt: usize, of: usize, why: String },
     /// A kernel is done (VM or host), after `wall`.
     KernelDone { kernel: String, wall: Duration },
     /// `exec`: the guest kernel reported a splat while the program ran.

@@ -306,6 +306,7 @@ fn write_outputs(m: &Matrix, a: &ExecArgs, outcomes: &[ExecOutcome]) -> anyhow::
                         ),
                         secs: Some(o.wall.as_secs_f64()),
                         cause: None,
+                        attempts: Vec::new(),
                     }],
                 }
             })

@@ -37,15 +37,23 @@ pub struct Options {
     /// `--bench` for the host agent. Off for plain matrix runs (`KM_BENCH=1` turns it on).
     pub bench: bool,
     /// Run only these programs in the guests (`KM_ONLY_PROGRAMS=a,b`); the others'
-    /// checks then fail as not reported, so use it with a matching trial filter.
+    /// checks are ignored with that reason.
     pub only_programs: Option<Vec<String>>,
     /// More files for the guest root, as (path inside the guest, host file). Empty
     /// unless a caller adds some: the robustness tests put a kernel module there
     /// that makes the guest kernel WARN, BUG or oops on request (`km.splat=`).
     pub guest_files: Vec<(String, PathBuf)>,
+    /// `--retries`: more attempts for a kernel whose VM ended without a verdict or
+    /// whose trials failed (never for a splat).
+    pub retries: u32,
 }
 
 impl Options {
+    /// Whether `program` runs in the guests (`--only-programs` does not leave it out).
+    pub fn selects(&self, program: &str) -> bool {
+        self.only_programs.as_ref().is_none_or(|o| o.iter().any(|x| x == program))
+    }
+
     pub fn from_env(run_dir: PathBuf) -> anyhow::Result<Self> {
         let s = crate::settings::try_get()?;
         let max_vms = match s.max_vms {
@@ -61,6 +69,7 @@ impl Options {
             bench: s.bench,
             only_programs: s.only_programs.clone(),
             guest_files: Vec::new(),
+            retries: s.retries.unwrap_or(0),
         })
     }
 }
@@ -87,6 +96,9 @@ pub struct KernelRun {
     /// nothing this kernel reported is trusted (see `verdict`), and this says why.
     pub untrusted: Option<String>,
     pub command_line: Option<String>,
+    /// The attempts before this one (`--retries`), oldest first; each has none of
+    /// its own. Empty for a kernel that ran once.
+    pub earlier: Vec<KernelRun>,
 }
 
 impl KernelRun {
@@ -143,6 +155,7 @@ impl KernelRun {
             failure: Some(failure),
             untrusted: None,
             command_line: None,
+            earlier: Vec::new(),
         }
     }
 
@@ -349,28 +362,74 @@ impl Matrix {
         handles.into_iter().map(|h| h.join().expect("kernel thread")).collect()
     }
 
-    /// Runs `name` (once; later callers get the same result).
+    /// Runs `name` (once; later callers get the same result), again up to
+    /// `--retries` times while [`Matrix::retry_reason`] finds a reason; the
+    /// earlier attempts are kept in [`KernelRun::earlier`].
     pub fn run_kernel(&self, name: &str) -> Arc<KernelRun> {
         let cell = self.runs.get(name).expect("kernel from the config");
         cell.get_or_init(|| {
             let spec = self.config.kernel(name).expect("kernel from the config");
-            let start = Instant::now();
-            let mut run = match self.execute(spec) {
-                Ok(run) => run,
-                Err(e) => KernelRun::failed(name, format!("kernel {name} could not be run: {e:#}")),
-            };
-            run.wall = start.elapsed();
+            let mut run = self.attempt(spec, 1);
+            let mut earlier = Vec::new();
+            while earlier.len() < self.opts.retries as usize {
+                let Some(why) = self.retry_reason(&run) else { break };
+                let attempt = earlier.len() + 2;
+                self.emit(events::Event::Retrying {
+                    kernel: name.into(),
+                    attempt,
+                    of: self.opts.retries as usize + 1,
+                    why,
+                });
+                earlier.push(std::mem::replace(&mut run, self.attempt(spec, attempt)));
+            }
+            run.earlier = earlier;
             Arc::new(run)
         })
         .clone()
     }
 
-    fn execute(&self, spec: &KernelSpec) -> anyhow::Result<KernelRun> {
-        let workdir = vm::workdir(&self.opts.run_dir, &spec.name);
+    fn attempt(&self, spec: &KernelSpec, n: usize) -> KernelRun {
+        let start = Instant::now();
+        let mut run = match self.execute(spec, n) {
+            Ok(run) => run,
+            Err(e) => KernelRun::failed(&spec.name, format!("kernel {} could not be run: {e:#}", spec.name)),
+        };
+        run.wall = start.elapsed();
+        run
+    }
+
+    /// Why `run` is worth another attempt, if it is: its VM ended without a
+    /// verdict (timeout without a splat, QEMU exited, the agent never started) or
+    /// a trial failed. Never when the console showed a splat (a kernel bug must
+    /// not be retried away), nor for a kernel that never started (no image, not
+    /// in the lock: another attempt would fail the same way).
+    pub fn retry_reason(&self, run: &KernelRun) -> Option<String> {
+        if run.untrusted.is_some() || (run.accel.is_none() && run.release.is_none()) {
+            return None;
+        }
+        if let Some(f) = &run.failure {
+            return Some(format!("the VM ended without a verdict: {}", f.lines().next().unwrap_or("")));
+        }
+        let failed: Vec<String> = crate::report::cells(self, run)
+            .into_iter()
+            .filter(|(_, v)| matches!(v, Verdict::Fail(_)))
+            .map(|(t, _)| t)
+            .collect();
+        match failed.as_slice() {
+            [] => None,
+            [one] => Some(format!("{one} failed")),
+            [first, rest @ ..] => Some(format!("{first} and {} more trials failed", rest.len())),
+        }
+    }
+
+    fn execute(&self, spec: &KernelSpec, attempt: usize) -> anyhow::Result<KernelRun> {
+        // A retry's files go beside the first attempt's, which its messages name.
+        let dir = if attempt == 1 { spec.name.clone() } else { format!("{}.attempt{attempt}", spec.name) };
+        let workdir = vm::workdir(&self.opts.run_dir, &dir);
         std::fs::create_dir_all(&workdir)?;
         match self.image(spec)? {
             None => self.run_host(spec, &workdir),
-            Some(image) => self.run_vm(spec, &image, &workdir),
+            Some(image) => self.run_vm(spec, &image, &workdir, attempt),
         }
     }
 
@@ -600,8 +659,19 @@ impl Matrix {
         })
     }
 
-    fn run_vm(&self, spec: &KernelSpec, image: &images::KernelImage, workdir: &Path) -> anyhow::Result<KernelRun> {
+    fn run_vm(
+        &self,
+        spec: &KernelSpec,
+        image: &images::KernelImage,
+        workdir: &Path,
+        attempt: usize,
+    ) -> anyhow::Result<KernelRun> {
         let mut vm_spec = self.vm_spec(spec, image, workdir)?;
+        // A retry says which attempt it is, for programs in the guest (/proc/cmdline).
+        if attempt > 1 {
+            let words = format!("{} km.attempt={attempt}", vm_spec.extra_cmdline.as_deref().unwrap_or(""));
+            vm_spec.extra_cmdline = Some(words.trim().to_string());
+        }
         let _slot = self.slots.acquire();
         self.announce_gdb(spec, image, &vm_spec);
         // `host_root` suites: the host's root shared for this VM's life.
