@@ -55,9 +55,15 @@ pub const BENCH_OCTET: u8 = 200;
 
 /// Guest side: runs every benchmark of [`BENCHES`] (or reports why not) and emits one
 /// record per cell. Gated cells are reported ignored with the missing feature.
-pub fn run_all(emit: &mut dyn FnMut(Record), features: &BTreeMap<String, Probe>, cfg: BenchConfig) {
+/// `wanted`: the programs `--only` selects (the others are not measured).
+pub fn run_all(
+    emit: &mut dyn FnMut(Record),
+    features: &BTreeMap<String, Probe>,
+    cfg: BenchConfig,
+    wanted: &dyn Fn(&str) -> bool,
+) {
     let accel = where_am_i();
-    for b in BENCHES {
+    for b in BENCHES.iter().filter(|b| wanted(b.program)) {
         if let Some(reason) = gate(b, features) {
             emit(check(b.program, b.check, Verdict::Ignored(reason), BTreeMap::new(), String::new()));
             continue;

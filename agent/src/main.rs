@@ -75,10 +75,10 @@ fn main() {
         flag("--only").map(|v| v.split(',').map(str::to_string).collect()).or(switches.only);
     let wanted = |name: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == name));
     let byo: Vec<_> = byo.into_iter().filter(|p| wanted(&p.name)).collect();
-    checks::run_all(&mut emit, &features, &byo, &byo_dir, &wanted);
     let bench = if args.iter().any(|a| a == "--bench") { Some(BenchConfig::HOST) } else { switches.bench };
+    checks::run_all(&mut emit, &features, &byo, &byo_dir, &wanted, bench);
     if let Some(cfg) = bench {
-        km_agent::bench::run_all(&mut emit, &features, cfg);
+        km_agent::bench::run_all(&mut emit, &features, cfg, &wanted);
     }
     // Users' test suites, after the checks, in the same boot.
     let guest_suites: Vec<km_protocol::suites::GuestSuite> =

@@ -18,12 +18,20 @@ use libbpf_rs::{libbpf_sys as sys, AsRawLibbpf as _, ObjectBuilder, OpenObject, 
 
 use super::*;
 use crate::verifier::{failing_instruction, parse_stats, Insight, FULL_LOG, STATS_LOG};
+use km_protocol::{stats::Summary, switches::BenchConfig};
 use km_protocol::{
     byo::{GuestProgram, LoadCause, Need},
     checks::byo_checks,
 };
 
-pub fn run(p: &GuestProgram, dir: &Path, features: &BTreeMap<String, Probe>, emit: &mut dyn FnMut(Record)) {
+/// `bench`: also time the program (`test_run` with packets; see [`test_run_trial`]).
+pub fn run(
+    p: &GuestProgram,
+    dir: &Path,
+    features: &BTreeMap<String, Probe>,
+    bench: Option<BenchConfig>,
+    emit: &mut dyn FnMut(Record),
+) {
     let ids = byo_checks(p);
     let gated = ids.iter().find_map(|c| gate(c, features));
     if let Some(reason) = gated {
@@ -56,7 +64,7 @@ pub fn run(p: &GuestProgram, dir: &Path, features: &BTreeMap<String, Probe>, emi
         emit(attach_trial(p, &prog));
     }
     if !p.packets.is_empty() {
-        emit(test_run_trial(p, &prog));
+        emit(test_run_trial(p, &prog, bench));
     }
 }
 
@@ -185,7 +193,11 @@ fn attach_trial(p: &GuestProgram, prog: &libbpf_rs::ProgramMut<'_>) -> Record {
 }
 
 /// The `test_run` trial: each packet through BPF_PROG_TEST_RUN, for its verdict.
-fn test_run_trial(p: &GuestProgram, prog: &libbpf_rs::ProgramMut<'_>) -> Record {
+/// With `bench` (the `bench` command, `--agent-bench`) and every verdict right, it
+/// also times the program as the benchmarks time ours: `samples` runs of
+/// BPF_PROG_TEST_RUN with `repeat` on the first packet, the kernel's ns per run
+/// each, summarised as median (`value`) and quartiles (`lower`, `upper`).
+fn test_run_trial(p: &GuestProgram, prog: &libbpf_rs::ProgramMut<'_>, bench: Option<BenchConfig>) -> Record {
     let mut wrong = Vec::new();
     for pk in &p.packets {
         let input = ProgramInput { data_in: Some(&pk.data), repeat: 1, ..Default::default() };
@@ -205,7 +217,39 @@ fn test_run_trial(p: &GuestProgram, prog: &libbpf_rs::ProgramMut<'_>) -> Record 
             wrong.join("\n")
         ))
     };
-    check(&p.name, "test_run", v, BTreeMap::new(), format!("{} packets", p.packets.len()))
+    let mut note = format!("{} packets", p.packets.len());
+    let mut metrics = BTreeMap::new();
+    match (&v, bench, p.packets.first()) {
+        (Verdict::Pass, Some(cfg), Some(first)) => match time_packet(prog, &first.data, cfg) {
+            Ok(samples) => {
+                let s = Summary::of(&samples);
+                metrics = s.metrics(&samples);
+                metrics.insert("repeat".into(), cfg.repeat as f64);
+                note.push_str(&format!(
+                    "; {:.1} ns/run median (Q1 {:.1}, Q3 {:.1}) over {} samples of BPF_PROG_TEST_RUN repeat {} on packet {:?}",
+                    s.median,
+                    s.q1,
+                    s.q3,
+                    samples.len(),
+                    cfg.repeat,
+                    first.name
+                ));
+            }
+            Err(e) => return check(&p.name, "test_run", Verdict::Fail(format!("timing it: {e}")), metrics, note),
+        },
+        _ => {}
+    }
+    check(&p.name, "test_run", v, metrics, note)
+}
+
+/// `cfg.samples` timings of `data` through the program, in ns per run.
+fn time_packet(prog: &libbpf_rs::ProgramMut<'_>, data: &[u8], cfg: BenchConfig) -> Result<Vec<f64>, String> {
+    (0..cfg.samples)
+        .map(|_| {
+            let input = ProgramInput { data_in: Some(data), repeat: cfg.repeat, ..Default::default() };
+            prog.test_run(input).map(|o| o.duration.as_nanos() as f64).map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))
+        })
+        .collect()
 }
 
 /// Opens the object with only `p.program` autoloaded, logging into `buf` at `level`,

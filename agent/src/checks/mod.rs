@@ -104,6 +104,7 @@ pub fn run_all(
     byo: &[GuestProgram],
     byo_dir: &std::path::Path,
     wanted: &dyn Fn(&str) -> bool,
+    bench: Option<km_protocol::switches::BenchConfig>,
 ) {
     type Run = fn(&mut dyn FnMut(Record));
     // (trial program name, runner, (object, program name inside it) for verifier insight)
@@ -135,7 +136,7 @@ pub fn run_all(
         });
     }
     for p in byo {
-        byo::run(p, byo_dir, features, emit);
+        byo::run(p, byo_dir, features, bench, emit);
     }
 }
 

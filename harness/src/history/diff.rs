@@ -21,6 +21,9 @@ pub const FLAKY_FLIPS: usize = 2;
 pub struct Changes {
     pub baseline: RunRef,
     pub latest: RunRef,
+    /// What changed between the two runs, whether or not a cell moved: kernel
+    /// builds, the commit, program objects.
+    pub changed: Vec<String>,
     pub newly_failing: Vec<CellChange>,
     pub newly_passing: Vec<CellChange>,
     pub flaky: Vec<Flaky>,
@@ -106,6 +109,7 @@ pub fn changes(base: &RecordedRun, latest: &RecordedRun, window: &[RecordedRun],
     let mut out = Changes {
         baseline: run_ref(base),
         latest: run_ref(latest),
+        changed: between(base, latest),
         newly_failing: Vec::new(),
         newly_passing: Vec::new(),
         flaky: Vec::new(),
@@ -242,6 +246,29 @@ fn what_changed(base: &RecordedRun, latest: &RecordedRun, kernel: &str, trial: &
     out
 }
 
+/// Everything recorded that differs between the runs: each common kernel's
+/// build, the commit, each common program's object.
+fn between(base: &RecordedRun, latest: &RecordedRun) -> Vec<String> {
+    let mut out = Vec::new();
+    for (kernel, a) in &base.kernels {
+        if let Some(b) = latest.kernels.get(kernel) {
+            if (&a.release, &a.build, &a.checksum) != (&b.release, &b.build, &b.checksum) {
+                out.push(format!("kernel {kernel}: {} -> {}", a.describe(), b.describe()));
+            }
+        }
+    }
+    if base.commit != latest.commit {
+        let c = |c: &Option<String>| c.as_deref().map_or("-".to_string(), short);
+        out.push(format!("commit: {} -> {}", c(&base.commit), c(&latest.commit)));
+    }
+    for (program, a) in &base.objects {
+        if let Some(b) = latest.objects.get(program).filter(|b| *b != a) {
+            out.push(format!("object of {program}: sha256 {} -> {}", short(a), short(b)));
+        }
+    }
+    out
+}
+
 /// Kernels and cells in one run only (another matrix, a kernel added or dropped).
 fn left_out(base: &RecordedRun, latest: &RecordedRun) -> Vec<String> {
     let mut out = Vec::new();
@@ -267,7 +294,8 @@ fn left_out(base: &RecordedRun, latest: &RecordedRun) -> Vec<String> {
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.newly_failing.is_empty()
+        self.changed.is_empty()
+            && self.newly_failing.is_empty()
             && self.newly_passing.is_empty()
             && self.flaky.is_empty()
             && self.verifier.is_empty()
@@ -295,8 +323,14 @@ impl Changes {
         if self.is_empty() {
             let _ = writeln!(
                 s,
-                "\nNothing changed: no cell newly failing or passing, none flaky, no verifier or benchmark drift."
+                "\nNothing changed: no kernel build, commit or object; no cell newly failing or passing, none flaky, no verifier or benchmark drift."
             );
+        }
+        if !self.changed.is_empty() {
+            head(&mut s, "Changed between the runs", self.changed.len());
+            for c in &self.changed {
+                let _ = writeln!(s, "- {c}");
+            }
         }
         for (title, list) in [("Newly failing", &self.newly_failing), ("Newly passing", &self.newly_passing)] {
             if list.is_empty() {
@@ -422,6 +456,7 @@ mod tests {
         assert_eq!(c.newly_failing.len(), 1);
         assert_eq!(c.newly_failing[0].trial, "6.1::m::p::load");
         assert_eq!(c.newly_failing[0].changed, vec!["object of m::p: sha256 0001 -> 0002"]);
+        assert_eq!(c.changed, vec!["object of m::p: sha256 0001 -> 0002"]);
         assert_eq!(c.verifier.len(), 1);
         assert_eq!(c.verifier[0].change_pct, 20.0);
         assert!(c.newly_passing.is_empty() && c.flaky.is_empty() && c.bench.is_empty() && c.left_out.is_empty());
@@ -430,6 +465,13 @@ mod tests {
         k.kernels.get_mut("6.1").unwrap().checksum = Some("bb".into());
         let c = changes(&a, &k, &[a.clone(), k.clone()], 10.0);
         assert_eq!(c.newly_failing[0].changed[0], "kernel build: 6.1.0-50 (b1, aa) -> 6.1.0-50 (b1, bb)");
+        // A build that moved under cells that did not is still said.
+        let mut quiet = a.clone();
+        quiet.id = 3;
+        quiet.kernels.get_mut("6.1").unwrap().checksum = Some("cc".into());
+        let c = changes(&a, &quiet, &[a.clone(), quiet.clone()], 10.0);
+        assert_eq!(c.changed, vec!["kernel 6.1: 6.1.0-50 (b1, aa) -> 6.1.0-50 (b1, cc)"]);
+        assert!(!c.is_empty() && c.newly_failing.is_empty());
     }
 
     #[test]
