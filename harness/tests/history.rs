@@ -158,3 +158,157 @@ fn a_pass_on_retry_is_flaky_everywhere() {
     assert_eq!((flaky[0]["trial"].as_str(), flaky[0]["attempts"].as_str()), (Some("6.1::second_try"), Some("FP")));
     assert!(v["newly_passing"].as_array().unwrap().is_empty() && v["newly_failing"].as_array().unwrap().is_empty());
 }
+
+/// Issue 21's proof: ten nights of one matrix (kernel 6.1, a manifest program
+/// `filter` timed with `--agent-bench`, and a suite `sometimes`), each recorded
+/// with `run --retries 1 --history`, with these changes planted:
+///
+/// | night | planted |
+/// |---|---|
+/// | 3, 6 | `sometimes` fails (every attempt) |
+/// | 5 | kernel 6.1 swapped to a newer build (tests/nights/kernels-security.lock) |
+/// | 7 | `filter`'s object made slower (a 512-round loop, same verdicts) |
+/// | 8 | `filter`'s object replaced by one the verifier rejects |
+/// | 9 | `sometimes` fails its first attempt only (passes on the retry) |
+/// | 10 | the original object back |
+///
+/// After each night `history --json` must report exactly what was planted and
+/// nothing else; `sometimes` is flaky from night 4 on, and on night 9 it is a
+/// `<flakyFailure>` in the JUnit file, read back with quick-junit.
+#[test]
+fn ten_nights_report_exactly_what_was_planted() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("history-nights");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let debian_lock = std::fs::read_to_string(workspace().join("kernels.lock")).unwrap();
+    let security_lock =
+        std::fs::read_to_string(workspace().join("harness/tests/nights/kernels-security.lock")).unwrap();
+    let abi = |lock: &str| {
+        lock.split("'6.1':")
+            .nth(1)
+            .and_then(|e| e.lines().find(|l| l.contains("abi:")))
+            .map(str::trim)
+            .map(str::to_string)
+    };
+    assert_ne!(
+        abi(&debian_lock),
+        abi(&security_lock),
+        "kernels.lock now pins the build the simulation swaps to: pin a newer one in tests/nights/kernels-security.lock"
+    );
+    let t = std::time::Instant::now();
+    let sets = |v: &serde_json::Value, key: &str| -> Vec<String> {
+        let mut t: Vec<String> =
+            v[key].as_array().unwrap().iter().map(|c| c["trial"].as_str().unwrap().to_string()).collect();
+        t.dedup();
+        t
+    };
+    for night in 1..=10 {
+        let (suite, lock) = if night >= 5 { ("bookworm-security", &security_lock) } else { ("bookworm", &debian_lock) };
+        let sometimes = match night {
+            3 | 6 => "exit 1",
+            9 => "grep -q km.attempt= /proc/cmdline",
+            _ => "exit 0",
+        };
+        std::fs::write(
+            dir.join("kernels.yaml"),
+            format!("programs: [programs.yaml]\nkernels:\n  - name: '6.1'\n    debian: {{ suite: {suite}, series: '6.1' }}\nsuites:\n  - name: sometimes\n    command: [/bin/sh, -c, '{sometimes}']\n    format: exit-status\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("kernels.lock"), lock).unwrap();
+        match night {
+            7 => manifest(&dir, "xdp_port_filter_slow.bpf.o", "port_filter"),
+            8 | 9 => manifest(&dir, "xdp_unchecked_read.bpf.o", "unchecked_read"),
+            _ => manifest(&dir, "xdp_port_filter.bpf.o", "port_filter"),
+        }
+        let junit = format!("night{night}.xml");
+        let label = format!("night {night}");
+        let run = km(&dir)
+            .args(["--only-programs", "filter,sometimes", "--retries", "1", "--agent-bench", "run"])
+            .args(["--history", "h.sqlite", "--history-label", &label, "--junit", &junit])
+            .output()
+            .unwrap();
+        let (out, err) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+        let fails = matches!(night, 3 | 6 | 8 | 9);
+        assert_eq!(run.status.success(), !fails, "night {night}\n{out}\n{err}");
+
+        let h = km(&dir).args(["history", "--history", "h.sqlite"]).output().unwrap();
+        eprintln!(
+            "--- night {night} ({:.0}s in) ---\n{}",
+            t.elapsed().as_secs_f64(),
+            String::from_utf8_lossy(&h.stdout)
+        );
+        if night == 1 {
+            assert!(String::from_utf8_lossy(&h.stdout).contains("only run 1 is recorded"));
+            continue;
+        }
+        let json = km(&dir).args(["history", "--history", "h.sqlite", "--json"]).output().unwrap();
+        assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        let ctx = format!("night {night}: {v:#}");
+        let changed: Vec<&str> = v["changed"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        match night {
+            5 => assert!(
+                changed.len() == 1 && changed[0].starts_with("kernel 6.1: 6.1.0-50") && changed[0].contains("6.1.0-57"),
+                "{ctx}"
+            ),
+            7 | 8 | 10 => assert!(changed.len() == 1 && changed[0].starts_with("object of filter: sha256 "), "{ctx}"),
+            _ => assert!(changed.is_empty(), "{ctx}"),
+        }
+        let filter = ["6.1::filter::load", "6.1::filter::test_run"];
+        let newly_failing = sets(&v, "newly_failing");
+        match night {
+            3 => assert_eq!(newly_failing, ["6.1::sometimes"], "{ctx}"),
+            8 => assert_eq!(newly_failing, filter, "{ctx}"),
+            _ => assert!(newly_failing.is_empty(), "{ctx}"),
+        }
+        let newly_passing = sets(&v, "newly_passing");
+        match night {
+            10 => assert_eq!(newly_passing, filter, "{ctx}"),
+            _ => assert!(newly_passing.is_empty(), "{ctx}"),
+        }
+        // Flaky once it has flipped twice (night 4), and for the window after.
+        let flaky = sets(&v, "flaky");
+        if night >= 4 {
+            assert_eq!(flaky, ["6.1::sometimes"], "{ctx}");
+        } else {
+            assert!(flaky.is_empty(), "{ctx}");
+        }
+        if night == 9 {
+            assert_eq!(v["flaky"][0]["attempts"], "FP", "{ctx}");
+        }
+        // The verifier's numbers move with the object only: the slower one
+        // processes its loop; the rejected one's log counts differ again.
+        let verifier = sets(&v, "verifier");
+        match night {
+            7 => assert_eq!(verifier, ["6.1::filter::load"], "{ctx}"),
+            8 | 10 => assert!(verifier.iter().all(|t| t == "6.1::filter::load"), "{ctx}"),
+            _ => assert!(verifier.is_empty(), "{ctx}"),
+        }
+        // Slower only on night 7 (the rebuilt kernel of night 5 moves the
+        // latency by about 1 %, inside the threshold).
+        let bench: Vec<(String, String)> = v["bench"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["trial"].as_str().unwrap().to_string(), d["status"].as_str().unwrap().to_string()))
+            .collect();
+        match night {
+            7 => assert_eq!(bench, [("6.1::filter::test_run".to_string(), "slower".to_string())], "{ctx}"),
+            _ => assert!(bench.is_empty(), "{ctx}"),
+        }
+        assert!(v["left_out"].as_array().unwrap().is_empty(), "{ctx}");
+
+        // The flake in JUnit: a failure with its rerun on night 3, a flaky pass on night 9.
+        let xml = std::fs::read_to_string(dir.join(&junit)).unwrap();
+        let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+        let case = report.test_suites[0].test_cases.iter().find(|c| c.name.as_str() == "sometimes").unwrap();
+        match (night, &case.status) {
+            (9, quick_junit::TestCaseStatus::Success { flaky_runs }) => assert_eq!(flaky_runs.len(), 1),
+            (3 | 6, quick_junit::TestCaseStatus::NonSuccess { reruns, .. }) => assert_eq!(reruns.runs.len(), 1),
+            (3 | 6 | 9, other) => panic!("night {night}: sometimes is {other:?}\n{xml}"),
+            (_, quick_junit::TestCaseStatus::Success { flaky_runs }) => assert!(flaky_runs.is_empty()),
+            (_, other) => panic!("night {night}: sometimes is {other:?}\n{xml}"),
+        }
+    }
+    eprintln!("ten nights in {:.0}s", t.elapsed().as_secs_f64());
+}

@@ -18,11 +18,11 @@ use libbpf_rs::{libbpf_sys as sys, AsRawLibbpf as _, ObjectBuilder, OpenObject, 
 
 use super::*;
 use crate::verifier::{failing_instruction, parse_stats, Insight, FULL_LOG, STATS_LOG};
-use km_protocol::{stats::Summary, switches::BenchConfig};
 use km_protocol::{
     byo::{GuestProgram, LoadCause, Need},
     checks::byo_checks,
 };
+use km_protocol::{stats::Summary, switches::BenchConfig};
 
 /// `bench`: also time the program (`test_run` with packets; see [`test_run_trial`]).
 pub fn run(

@@ -58,7 +58,8 @@ pub struct CellChange {
 #[derive(Debug, Clone, Serialize)]
 pub struct Flaky {
     pub trial: String,
-    /// Verdict changes between pass and fail within the window.
+    /// Verdict changes between pass and fail within the window that no change
+    /// of the cell's kernel build or program object explains.
     pub flips: usize,
     /// The verdicts over the window, oldest first: `P` pass, `F` fail, `I`
     /// ignored, `-` not run.
@@ -76,7 +77,8 @@ pub struct Drift {
     pub measure: String,
     pub before: f64,
     pub after: f64,
-    pub change_pct: f64,
+    /// `None` from zero (no percentage of nothing).
+    pub change_pct: Option<f64>,
     /// `changed` (an exact count), `slower` or `faster` (a latency beyond the
     /// threshold and both runs' spreads, as `compare` judges it).
     pub status: &'static str,
@@ -120,7 +122,7 @@ pub fn changes(base: &RecordedRun, latest: &RecordedRun, window: &[RecordedRun],
     for (key @ (kernel, trial), cur) in &latest.cells {
         let name = format!("{kernel}::{trial}");
         let history: Vec<Option<Outcome>> = window.iter().map(|r| r.cells.get(key).map(|c| c.verdict)).collect();
-        let flips = flips(&history);
+        let flips = unexplained_flips(window, key);
         // Passed and failed within the latest run (`--retries`).
         let attempts = cur.attempts.clone().filter(|a| a.contains('P') && a.contains('F'));
         let flaky = flips >= FLAKY_FLIPS || attempts.is_some();
@@ -154,7 +156,7 @@ pub fn changes(base: &RecordedRun, latest: &RecordedRun, window: &[RecordedRun],
         let trend = |measure: &str| -> Vec<f64> {
             window.iter().filter_map(|r| r.cells.get(key)?.metrics.get(measure).copied()).collect()
         };
-        let pct = |a: f64, b: f64| if a == 0.0 { 0.0 } else { (b - a) / a * 100.0 };
+        let pct = |a: f64, b: f64| (a != 0.0).then(|| (b - a) / a * 100.0);
         for m in VERIFIER_MEASURES {
             if let (Some(&a), Some(&b)) = (prev.metrics.get(*m), cur.metrics.get(*m)) {
                 if a != b {
@@ -219,23 +221,38 @@ pub fn changes(base: &RecordedRun, latest: &RecordedRun, window: &[RecordedRun],
     out
 }
 
-/// Changes between pass and fail (ignored and absent runs are stepped over).
-fn flips(history: &[Option<Outcome>]) -> usize {
-    let decided: Vec<Outcome> = history.iter().flatten().copied().filter(|v| *v != Outcome::Ignored).collect();
-    decided.windows(2).filter(|w| w[0] != w[1]).count()
+/// Changes between pass and fail of cell `key` across `window` (ignored and
+/// absent runs are stepped over) that nothing under the cell explains: a flip
+/// where its kernel's build or its program's object changed is a regression or
+/// a fix, not a flake. (A new commit does not explain one: commits change every
+/// night, and a flaky test flips across them.)
+fn unexplained_flips(window: &[RecordedRun], key: &(String, String)) -> usize {
+    let decided: Vec<(&RecordedRun, Outcome)> = window
+        .iter()
+        .filter_map(|r| Some((r, r.cells.get(key)?.verdict)))
+        .filter(|(_, v)| *v != Outcome::Ignored)
+        .collect();
+    decided.windows(2).filter(|w| w[0].1 != w[1].1 && own_changes(w[0].0, w[1].0, &key.0, &key.1).is_empty()).count()
 }
 
-/// What changed between the runs under one cell.
+/// What changed between the runs under one cell: its kernel's build, its
+/// program's object, and the commit.
 fn what_changed(base: &RecordedRun, latest: &RecordedRun, kernel: &str, trial: &str) -> Vec<String> {
+    let mut out = own_changes(base, latest, kernel, trial);
+    if base.commit != latest.commit {
+        let c = |c: &Option<String>| c.as_deref().map_or("-".to_string(), short);
+        out.push(format!("commit: {} -> {}", c(&base.commit), c(&latest.commit)));
+    }
+    out
+}
+
+/// The changes that belong to one cell: its kernel's build and its program's object.
+fn own_changes(base: &RecordedRun, latest: &RecordedRun, kernel: &str, trial: &str) -> Vec<String> {
     let mut out = Vec::new();
     if let (Some(a), Some(b)) = (base.kernels.get(kernel), latest.kernels.get(kernel)) {
         if (&a.release, &a.build, &a.checksum) != (&b.release, &b.build, &b.checksum) {
             out.push(format!("kernel build: {} -> {}", a.describe(), b.describe()));
         }
-    }
-    if base.commit != latest.commit {
-        let c = |c: &Option<String>| c.as_deref().map_or("-".to_string(), short);
-        out.push(format!("commit: {} -> {}", c(&base.commit), c(&latest.commit)));
     }
     let program = program_of(trial);
     if let (Some(a), Some(b)) = (base.objects.get(program), latest.objects.get(program)) {
@@ -375,6 +392,7 @@ impl Changes {
                     writeln!(s, "| trial | measure | before | after | change | trend |\n|---|---|---:|---:|---:|---|");
             }
             for d in list {
+                let pct = d.change_pct.map_or("from 0".to_string(), |p| format!("{p:+.1} %"));
                 let trend = d
                     .trend
                     .iter()
@@ -384,14 +402,14 @@ impl Changes {
                 if md {
                     let _ = writeln!(
                         s,
-                        "| `{}` | {} | {} | {} | {:+.1} % ({}) | {trend} |",
-                        d.trial, d.measure, d.before, d.after, d.change_pct, d.status
+                        "| `{}` | {} | {} | {} | {pct} ({}) | {trend} |",
+                        d.trial, d.measure, d.before, d.after, d.status
                     );
                 } else {
                     let _ = writeln!(
                         s,
-                        "- {} {}: {} -> {} ({:+.1} %, {}); over the window: {trend}",
-                        d.trial, d.measure, d.before, d.after, d.change_pct, d.status
+                        "- {} {}: {} -> {} ({pct}, {}); over the window: {trend}",
+                        d.trial, d.measure, d.before, d.after, d.status
                     );
                 }
             }
@@ -458,7 +476,7 @@ mod tests {
         assert_eq!(c.newly_failing[0].changed, vec!["object of m::p: sha256 0001 -> 0002"]);
         assert_eq!(c.changed, vec!["object of m::p: sha256 0001 -> 0002"]);
         assert_eq!(c.verifier.len(), 1);
-        assert_eq!(c.verifier[0].change_pct, 20.0);
+        assert_eq!(c.verifier[0].change_pct, Some(20.0));
         assert!(c.newly_passing.is_empty() && c.flaky.is_empty() && c.bench.is_empty() && c.left_out.is_empty());
 
         let mut k = b.clone();
@@ -488,6 +506,22 @@ mod tests {
         assert_eq!(c.newly_failing.len(), 1);
         assert!(c.newly_failing[0].changed.is_empty());
         assert!(c.flaky.is_empty());
+    }
+
+    /// Flips that the object explains (broken by one object, fixed by the next)
+    /// are a regression and a fix, not a flake.
+    #[test]
+    fn flips_the_object_explains_are_not_flaky() {
+        let mut w: Vec<RecordedRun> =
+            [P, P, F, P].iter().enumerate().map(|(i, v)| run(i as i64 + 1, &[("m::p::load", *v, &[])])).collect();
+        w[2].objects.insert("m::p".into(), "0002".into());
+        let c = changes(&w[2], &w[3], &w, 10.0);
+        assert!(c.flaky.is_empty(), "{c:?}");
+        assert_eq!(c.newly_passing.len(), 1);
+        // The same flips with the same object: flaky.
+        w[2].objects.insert("m::p".into(), "0001".into());
+        let c = changes(&w[2], &w[3], &w, 10.0);
+        assert_eq!(c.flaky.len(), 1);
     }
 
     /// A cell that failed and then passed on a retry within one run is flaky
