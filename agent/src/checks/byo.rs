@@ -219,8 +219,8 @@ fn test_run_trial(p: &GuestProgram, prog: &libbpf_rs::ProgramMut<'_>, bench: Opt
     };
     let mut note = format!("{} packets", p.packets.len());
     let mut metrics = BTreeMap::new();
-    match (&v, bench, p.packets.first()) {
-        (Verdict::Pass, Some(cfg), Some(first)) => match time_packet(prog, &first.data, cfg) {
+    if let (Verdict::Pass, Some(cfg), Some(first)) = (&v, bench, p.packets.first()) {
+        match time_packet(prog, &first.data, cfg) {
             Ok(samples) => {
                 let s = Summary::of(&samples);
                 metrics = s.metrics(&samples);
@@ -236,8 +236,7 @@ fn test_run_trial(p: &GuestProgram, prog: &libbpf_rs::ProgramMut<'_>, bench: Opt
                 ));
             }
             Err(e) => return check(&p.name, "test_run", Verdict::Fail(format!("timing it: {e}")), metrics, note),
-        },
-        _ => {}
+        }
     }
     check(&p.name, "test_run", v, metrics, note)
 }
