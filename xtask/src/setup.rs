@@ -55,6 +55,9 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("udev", "virtme-ng's guest runs the host's udevd to find its I/O ports"),
     ("libseccomp-dev", "building the Rust virtiofsd (virtme-ng needs it)"),
     ("libcap-ng-dev", "building the Rust virtiofsd (virtme-ng needs it)"),
+    // harness/tests/report.rs lays the HTML report out in a real browser.
+    ("chromium", "headless Chromium renders the HTML report (harness/tests/report.rs)"),
+    ("fonts-dejavu-core", "a font for Chromium to measure the report's text with"),
 ];
 
 /// Foreign architectures the packages above name (`name:arch`).

@@ -166,7 +166,18 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        Cmd::Report(a) => return kernel_matrix::perf::report(a),
+        Cmd::Report(a) => {
+            // The history is a later stage than the report: its sections are
+            // rendered here, at the edge, and handed over as HTML.
+            let trends = match &a.history {
+                Some(path) => {
+                    use kernel_matrix::history::{trends, History};
+                    trends::render(&trends::load(&History::open_read(path)?, a.window)?)
+                }
+                None => String::new(),
+            };
+            return kernel_matrix::perf::report(a, &trends);
+        }
         Cmd::History(a) => return kernel_matrix::history::command::command(a),
         Cmd::Merge(a) => return kernel_matrix::report::results::merge_command(a),
         Cmd::Exec(a) => {

@@ -11,6 +11,7 @@
 //! written to it.
 pub mod command;
 pub mod diff;
+pub mod trends;
 
 use std::{
     collections::BTreeMap,

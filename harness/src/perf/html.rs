@@ -43,7 +43,8 @@ fn kernels(inputs: &[Input]) -> Vec<String> {
 /// The whole report: the page head, where the numbers come from (kernels and
 /// accelerators), a latency chart per program::check, the verifier numbers and
 /// the userspace micro-benchmarks, each a section of its own.
-pub fn render(inputs: &[Input], title: &str) -> String {
+/// `extra`: sections for the end (the history's trends), already HTML.
+pub fn render(inputs: &[Input], title: &str, extra: &str) -> String {
     let mut h = page_head(title);
     let ks = kernels(inputs);
     kernels_table(&mut h, inputs, &ks);
@@ -51,6 +52,7 @@ pub fn render(inputs: &[Input], title: &str) -> String {
     counters_table(&mut h, inputs, &ks);
     verifier_table(&mut h, inputs, &ks);
     userspace_table(&mut h, inputs);
+    h.push_str(extra);
     h.push_str("</body></html>\n");
     h
 }
@@ -66,7 +68,9 @@ h1{{font-size:22px}} h2{{font-size:17px;margin-top:28px;border-bottom:1px solid 
 table{{border-collapse:collapse;margin:8px 0}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}
 th{{background:#f3f3f3}} td.num{{text-align:right}} .note{{color:#555}}
 .legend span{{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}}
-svg text{{font:12px system-ui,sans-serif}}
+svg{{max-width:100%;height:auto}} svg text{{font:12px system-ui,sans-serif}} h3{{font-size:15px;margin-top:22px}} h4{{font-size:14px;margin:12px 0 4px}}
+.trends svg{{margin:4px 16px 8px 0;vertical-align:top}} .grid td{{text-align:center;min-width:18px}} .grid td:first-child{{text-align:left}}
+.grid td.P{{background:#d8efd8}} .grid td.F{{background:#f6cccc;font-weight:bold}} .grid td.I{{color:#888}}
 </style></head><body><h1>{t}</h1>"#,
         t = esc(title)
     );
@@ -84,6 +88,10 @@ fn kernels_table(h: &mut String, inputs: &[Input], ks: &[String]) {
     for k in ks {
         let _ = write!(h, "<tr><td>{}</td>", esc(k));
         for i in inputs {
+            if !ran(i, k) {
+                h.push_str("<td colspan=\"5\" class=\"note\">not in this file</td>");
+                continue;
+            }
             let km = i.meta.kernels.get(k);
             let release = km.and_then(|m| m.release.clone()).unwrap_or_else(|| "-".into());
             let secs = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
@@ -249,24 +257,52 @@ fn userspace_table(h: &mut String, inputs: &[Input]) {
     }
 }
 
+/// Whether `input` ran kernel `k` at all (an x86 file has no arm64 kernels): a
+/// kernel it never ran gets no row, rather than one saying it was not measured.
+fn ran(input: &Input, k: &str) -> bool {
+    input.meta.kernels.contains_key(k) || input.bmf.keys().any(|b| split_name(b).0 == k)
+}
+
+/// Width in pixels of `text` in the charts' 12 px font, generously (7 px a
+/// character), so no label is cut off at the SVG's edge.
+fn text_width(text: &str) -> f64 {
+    text.chars().count() as f64 * 7.0
+}
+
 fn chart(inputs: &[Input], kernels: &[String], program: &str, check: &str) -> String {
     let rows: Vec<(String, usize, Option<crate::perf::bmf::Metric>, String)> = kernels
         .iter()
         .flat_map(|k| {
-            inputs.iter().enumerate().map(move |(n, i)| {
+            inputs.iter().enumerate().filter(move |(_, i)| ran(i, k)).map(move |(n, i)| {
                 let m = i.bmf.get(&format!("{k}::{program}::{check}")).and_then(|ms| ms.get(LATENCY)).copied();
                 (k.clone(), n, m, i.meta.accel_of(k).to_string())
             })
         })
         .collect();
     let max = rows.iter().filter_map(|r| r.2.map(|m| m.upper().max(m.value))).fold(0.0f64, f64::max).max(1e-9);
-    let (label_w, plot_w, row_h, value_w) = (150.0, 600.0, 22.0, 320.0);
+    let label = |kernel: &str, n: usize| {
+        if inputs.len() > 1 {
+            format!("{kernel} · {}", inputs[n].label)
+        } else {
+            kernel.to_string()
+        }
+    };
+    let value_text = |m: &crate::perf::bmf::Metric, accel: &str| {
+        format!("{} [{} – {}] {accel}", fmt_ns(m.value), fmt_ns(m.lower()), fmt_ns(m.upper()))
+    };
+    const NOT_MEASURED: &str = "not measured (gated or failed: see the run)";
+    let label_w = rows.iter().map(|(k, n, ..)| text_width(&label(k, *n)) + 16.0).fold(150.0, f64::max);
+    let value_w = rows
+        .iter()
+        .map(|(_, _, m, accel)| m.as_ref().map_or(0.0, |m| text_width(&value_text(m, accel)) + 16.0))
+        .fold(320.0, f64::max);
+    let (plot_w, row_h) = (600.0f64.max(text_width(NOT_MEASURED) + 8.0), 22.0);
     let height = rows.len() as f64 * row_h + 30.0;
     let width = label_w + plot_w + value_w;
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{}::{} latency">"#,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{}::{} latency">"#,
         esc(program),
         esc(check)
     );
@@ -284,8 +320,13 @@ fn chart(inputs: &[Input], kernels: &[String], program: &str, check: &str) -> St
     for (idx, (kernel, n, m, accel)) in rows.iter().enumerate() {
         let y = idx as f64 * row_h + 4.0;
         let colour = COLOURS[n % COLOURS.len()];
-        let label = if inputs.len() > 1 { format!("{kernel} · {}", inputs[*n].label) } else { kernel.clone() };
-        let _ = write!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, label_w - 8.0, y + 13.0, esc(&label));
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            label_w - 8.0,
+            y + 13.0,
+            esc(&label(kernel, *n))
+        );
         match m {
             Some(m) => {
                 let w = plot_w * m.value / max;
@@ -305,22 +346,15 @@ fn chart(inputs: &[Input], kernels: &[String], program: &str, check: &str) -> St
                 );
                 let _ = write!(
                     s,
-                    r#"<text x="{}" y="{}">{} [{} – {}] {}</text>"#,
+                    r#"<text x="{}" y="{}">{}</text>"#,
                     label_w + plot_w + 8.0,
                     y + 13.0,
-                    fmt_ns(m.value),
-                    fmt_ns(m.lower()),
-                    fmt_ns(m.upper()),
-                    esc(accel)
+                    esc(&value_text(m, accel))
                 );
             }
             None => {
-                let _ = write!(
-                    s,
-                    r##"<text x="{}" y="{}" fill="#999">not measured (gated or failed: see the run)</text>"##,
-                    label_w + 4.0,
-                    y + 13.0
-                );
+                let _ =
+                    write!(s, r##"<text x="{}" y="{}" fill="#999">{NOT_MEASURED}</text>"##, label_w + 4.0, y + 13.0);
             }
         }
     }
@@ -380,7 +414,7 @@ mod tests {
                 agent_secs: Some(9.0),
             },
         );
-        let page = render(&[Input { label: "a.json".into(), bmf, meta }], "report <x>");
+        let page = render(&[Input { label: "a.json".into(), bmf, meta }], "report <x>", "");
         assert!(page.contains("<svg") && page.contains("report &lt;x&gt;"));
         assert!(!page.contains("src=\"http") && !page.contains("href=\"http") && !page.contains("<script"));
         assert!(page.contains("tcg (emulated") && page.contains("host (native)"));

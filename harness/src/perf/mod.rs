@@ -56,8 +56,15 @@ pub struct CompareArgs {
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     /// BMF files (each with its optional `.meta.json` sidecar).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "history")]
     pub files: Vec<PathBuf>,
+    /// Add trends from this results history: each kernel's benchmarks and each
+    /// program's verifier instructions over runs, and the verdicts over runs.
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
+    /// How many of the history's latest runs the trends show.
+    #[arg(long, default_value_t = 20, value_name = "N", requires = "history")]
+    pub window: usize,
     #[arg(long, short = 'o', default_value = "target/bench/report.html")]
     pub out: PathBuf,
     #[arg(long, default_value = "kernel-matrix performance report")]
@@ -132,6 +139,7 @@ pub fn bench(m: Arc<Matrix>, a: &BenchArgs) -> anyhow::Result<ExitCode> {
             &[html::Input { label: file_label(&a.out), bmf: out, meta }],
             h,
             "kernel-matrix performance report",
+            "",
         )?;
     }
     for p in &problems {
@@ -188,21 +196,24 @@ fn file_label(p: &std::path::Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
 }
 
-fn write_report(inputs: &[html::Input], out: &std::path::Path, title: &str) -> anyhow::Result<()> {
+/// `extra`: more sections for the end of the page (the history's trends).
+fn write_report(inputs: &[html::Input], out: &std::path::Path, title: &str, extra: &str) -> anyhow::Result<()> {
     if let Some(d) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d)?;
     }
-    std::fs::write(out, html::render(inputs, title)).with_context(|| format!("writing {}", out.display()))?;
+    std::fs::write(out, html::render(inputs, title, extra)).with_context(|| format!("writing {}", out.display()))?;
     eprintln!("kernel-matrix: wrote {}", out.display());
     Ok(())
 }
 
-pub fn report(a: &ReportArgs) -> anyhow::Result<ExitCode> {
+/// `kernel-matrix report`; `trends`: the history's sections (rendered by the
+/// caller from `--history`, a later stage than this one).
+pub fn report(a: &ReportArgs, trends: &str) -> anyhow::Result<ExitCode> {
     let mut inputs = Vec::new();
     for f in &a.files {
         let (bmf, meta): (Bmf, _) = bmf::read(f)?;
         inputs.push(html::Input { label: file_label(f), bmf, meta });
     }
-    write_report(&inputs, &a.out, &a.title)?;
+    write_report(&inputs, &a.out, &a.title, trends)?;
     Ok(ExitCode::SUCCESS)
 }
