@@ -657,6 +657,14 @@ fn the_action_is_well_formed_and_used_by_ci() {
             text[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
         assert!(inputs.contains_key(name.as_str()), "undeclared input {name:?} used");
     }
+    for name in ["history", "history-file", "baseline", "gate", "gate-threshold"] {
+        assert!(inputs.contains_key(name), "input {name} missing");
+    }
+    assert!(runs.iter().any(|r| r.contains("cargo xtask setup --runtime")), "no runtime set-up for a cached binary");
+    assert!(
+        steps.iter().any(|s| s["with"]["path"].as_str() == Some("~/.cargo/bin/kernel-matrix")),
+        "the built binary is not cached"
+    );
     let ci = std::fs::read_to_string(workspace().join(".github/workflows/ci.yml")).unwrap();
     assert!(ci.contains("uses: ./.github/actions/kernel-matrix"), "ci.yml does not use the action");
     if Command::new("actionlint").arg("-version").output().is_ok_and(|o| o.status.success()) {
@@ -762,4 +770,77 @@ fn the_world_matrix_names_its_sources_and_asks_for_their_addresses() {
         "{out}"
     );
     assert!(out.contains("| 6.8-noble | - | - |"), "a kernel that never started has no accelerator:\n{out}");
+}
+
+/// The action's gate step, run as the action runs it (bash, its env), against a
+/// real results history of two runs where a program the verifier accepted is
+/// rejected: the step fails and writes why to the job summary; with `gate:
+/// false` it only reports; with no history it passes saying so.
+#[test]
+fn the_actions_gate_step_fails_on_a_rejection() {
+    let action: serde_norway::Value = serde_norway::from_str(
+        &std::fs::read_to_string(workspace().join(".github/actions/kernel-matrix/action.yml")).unwrap(),
+    )
+    .unwrap();
+    let step = action["runs"]["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"].as_str() == Some("Gate against the baseline"))
+        .expect("a gate step");
+    let script = step["run"].as_str().unwrap();
+    let dir = scratch("action-gate");
+    let history = dir.join("history.sqlite");
+    let mut h = kernel_matrix::history::History::open(&history).unwrap();
+    for (night, verdict, insns) in [(0, "pass", 43.0), (1, "fail", 2.0)] {
+        let r: kernel_matrix::report::results::RunResults = serde_json::from_value(serde_json::json!({
+            "schema": kernel_matrix::report::results::SCHEMA, "tool": "kernel-matrix test",
+            "kernels": [{"kernel": "6.1", "release": "6.1.0-50-cloud-amd64", "accel": "tcg", "boot_secs": 2.0, "wall_secs": 9.0,
+                "failure": null, "qemu_command": null, "cells": [{"trial": "filter::load", "verdict": verdict,
+                "reason": (verdict == "fail").then_some("R2 invalid mem access 'scalar'"),
+                "metrics": {"processed_insns": insns}, "reproduce": "cargo test", "secs": 1.0}]}]}))
+        .unwrap();
+        let meta = kernel_matrix::history::RunMeta {
+            started: 1_764_900_000 + night * 3600,
+            matrix: "kernels.yaml".into(),
+            ..Default::default()
+        };
+        h.record(&r, &meta).unwrap();
+    }
+    drop(h);
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_kernel-matrix"));
+    let path = format!("{}:{}", bin.parent().unwrap().display(), std::env::var("PATH").unwrap_or_default());
+    let gate = |file: &std::path::Path, gate: &str| {
+        let summary = dir.join(format!("summary-{gate}.md"));
+        let _ = std::fs::remove_file(&summary);
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .env("PATH", &path)
+            .env("KM_HISTORY_FILE", file)
+            .env("KM_GATE", gate)
+            .env("KM_THRESHOLD", "10")
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            std::fs::read_to_string(&summary).unwrap_or_default(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, summary, _) = gate(&history, "true");
+    assert_eq!(code, Some(1), "{summary}");
+    assert!(summary.contains("## ❌ gate FAILED: 1 problem(s)"), "{summary}");
+    assert!(
+        summary.contains("6.1::filter::load: accepted in the baseline, rejected now: R2 invalid mem access"),
+        "{summary}"
+    );
+    assert!(summary.contains("| 6.1::filter | pass | fail | 43 | 2 | -41 (-95.35 %) |"), "{summary}");
+    let (code, summary, _) = gate(&history, "false");
+    assert_eq!(code, Some(0), "gate: false only reports\n{summary}");
+    assert!(summary.contains("gate FAILED"), "{summary}");
+    let (code, _, out) = gate(&dir.join("absent.sqlite"), "true");
+    assert_eq!(code, Some(0));
+    assert!(out.contains("nothing to gate against"), "{out}");
 }

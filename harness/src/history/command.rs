@@ -31,6 +31,11 @@ pub struct HistoryArgs {
     /// Exit 1 when a cell newly fails (flaky cells do not count).
     #[arg(long)]
     pub check: bool,
+    /// The pull-request gate: exit 1 when a program the verifier accepted is now
+    /// rejected, processed instructions or peak states grew by more than
+    /// --threshold percent, or a benchmark is slower as `compare` judges it.
+    #[arg(long)]
+    pub gate: bool,
 }
 
 pub fn command(a: &HistoryArgs) -> anyhow::Result<ExitCode> {
@@ -64,12 +69,41 @@ pub fn command(a: &HistoryArgs) -> anyhow::Result<ExitCode> {
     let window: Vec<_> =
         ids[from.saturating_sub(a.window.max(2))..from].iter().map(|id| h.run(*id)).collect::<Result<_, _>>()?;
     let changes = diff::changes(&h.run(base)?, window.last().expect("latest"), &window, a.threshold);
+    let gate = if a.gate { changes.gate(a.threshold) } else { Vec::new() };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&changes)?);
+        let mut v = serde_json::to_value(&changes)?;
+        if a.gate {
+            v["gate"] = serde_json::json!(gate);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        if a.gate {
+            print!("{}", render_gate(&gate, a.threshold, a.markdown));
+        }
         print!("{}", changes.render(a.markdown));
     }
-    Ok(if a.check && !changes.newly_failing.is_empty() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    let failed = (a.check && !changes.newly_failing.is_empty()) || !gate.is_empty();
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The gate's verdict, first on the page.
+fn render_gate(problems: &[String], threshold: f64, md: bool) -> String {
+    let mut s = String::new();
+    let title = if problems.is_empty() {
+        format!("gate passed: no rejection, no verifier growth above {threshold} %, no slower benchmark")
+    } else {
+        format!("gate FAILED: {} problem(s)", problems.len())
+    };
+    s.push_str(&if md {
+        format!("## {} {title}\n\n", if problems.is_empty() { "✅" } else { "❌" })
+    } else {
+        format!("{title}\n")
+    });
+    for p in problems {
+        s.push_str(&format!("- {p}\n"));
+    }
+    s.push('\n');
+    s
 }
 
 fn span(ids: &[i64]) -> String {

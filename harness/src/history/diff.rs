@@ -28,6 +28,9 @@ pub struct Changes {
     pub newly_passing: Vec<CellChange>,
     pub flaky: Vec<Flaky>,
     pub verifier: Vec<Drift>,
+    /// Every `load` cell whose verdict, processed instructions or peak states
+    /// differ between the runs, side by side (veristat `-C` style).
+    pub loads: Vec<LoadDiff>,
     pub bench: Vec<Drift>,
     /// What the comparison could not cover (cells in one run only).
     pub left_out: Vec<String>,
@@ -69,6 +72,19 @@ pub struct Flaky {
     /// `FP` failed, then passed): flaky within one run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<String>,
+}
+
+/// One program's load on one kernel in both runs (A the baseline, B the latest).
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadDiff {
+    /// `kernel::program::load`.
+    pub trial: String,
+    pub verdict_a: Outcome,
+    pub verdict_b: Outcome,
+    pub insns_a: Option<f64>,
+    pub insns_b: Option<f64>,
+    pub peak_states_a: Option<f64>,
+    pub peak_states_b: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,6 +132,7 @@ pub fn changes(base: &RecordedRun, latest: &RecordedRun, window: &[RecordedRun],
         newly_passing: Vec::new(),
         flaky: Vec::new(),
         verifier: Vec::new(),
+        loads: Vec::new(),
         bench: Vec::new(),
         left_out: left_out(base, latest),
     };
@@ -157,6 +174,20 @@ pub fn changes(base: &RecordedRun, latest: &RecordedRun, window: &[RecordedRun],
             window.iter().filter_map(|r| r.cells.get(key)?.metrics.get(measure).copied()).collect()
         };
         let pct = |a: f64, b: f64| (a != 0.0).then(|| (b - a) / a * 100.0);
+        if check_of(trial) == "load" {
+            let d = LoadDiff {
+                trial: name.clone(),
+                verdict_a: prev.verdict,
+                verdict_b: cur.verdict,
+                insns_a: prev.metrics.get("processed_insns").copied(),
+                insns_b: cur.metrics.get("processed_insns").copied(),
+                peak_states_a: prev.metrics.get("peak_states").copied(),
+                peak_states_b: cur.metrics.get("peak_states").copied(),
+            };
+            if d.verdict_a != d.verdict_b || d.insns_a != d.insns_b || d.peak_states_a != d.peak_states_b {
+                out.loads.push(d);
+            }
+        }
         for m in VERIFIER_MEASURES {
             if let (Some(&a), Some(&b)) = (prev.metrics.get(*m), cur.metrics.get(*m)) {
                 if a != b {
@@ -263,6 +294,26 @@ fn own_changes(base: &RecordedRun, latest: &RecordedRun, kernel: &str, trial: &s
     out
 }
 
+/// A table row: Markdown (`| a | b |`) or text (columns separated by two spaces).
+fn row(md: bool, cells: &[&str]) -> String {
+    if md {
+        format!("| {} |", cells.iter().map(|c| c.replace('|', "\\|")).collect::<Vec<_>>().join(" | "))
+    } else {
+        format!("  {}", cells.join("  "))
+    }
+}
+
+/// A, B and their difference as veristat `-C` writes them: `+12 (+5.00 %)`.
+fn diff_cells(a: Option<f64>, b: Option<f64>) -> (String, String, String) {
+    let n = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v}"));
+    let d = match (a, b) {
+        (Some(a), Some(b)) if a != 0.0 => format!("{:+} ({:+.2} %)", b - a, (b - a) / a * 100.0),
+        (Some(a), Some(b)) => format!("{:+}", b - a),
+        _ => "-".to_string(),
+    };
+    (n(a), n(b), d)
+}
+
 /// Everything recorded that differs between the runs: each common kernel's
 /// build, the commit, each common program's object.
 fn between(base: &RecordedRun, latest: &RecordedRun) -> Vec<String> {
@@ -310,6 +361,42 @@ fn left_out(base: &RecordedRun, latest: &RecordedRun) -> Vec<String> {
 }
 
 impl Changes {
+    /// What fails a pull request (`history --gate`): a program the verifier
+    /// accepted in the baseline and rejects now; processed instructions or peak
+    /// states grown by more than `threshold_pct`; a benchmark judged slower.
+    pub fn gate(&self, threshold_pct: f64) -> Vec<String> {
+        let mut out = Vec::new();
+        for d in &self.loads {
+            if d.verdict_a == Outcome::Pass && d.verdict_b == Outcome::Fail {
+                let why = self
+                    .newly_failing
+                    .iter()
+                    .find(|c| c.trial == d.trial)
+                    .and_then(|c| c.reason.clone())
+                    .unwrap_or_default();
+                out.push(format!("{}: accepted in the baseline, rejected now: {why}", d.trial));
+            }
+        }
+        for d in self.verifier.iter().filter(|d| d.measure == "processed_insns" || d.measure == "peak_states") {
+            let grew = match d.change_pct {
+                Some(p) => p > threshold_pct,
+                None => d.after > d.before,
+            };
+            if grew {
+                let pct = d.change_pct.map_or("from 0".to_string(), |p| format!("{p:+.1} %"));
+                out.push(format!(
+                    "{} {}: {} -> {} ({pct}), more than {threshold_pct} %",
+                    d.trial, d.measure, d.before, d.after
+                ));
+            }
+        }
+        for d in self.bench.iter().filter(|d| d.status == "slower") {
+            let pct = d.change_pct.map_or("from 0".to_string(), |p| format!("{p:+.1} %"));
+            out.push(format!("{} {}: {} -> {} ({pct}): slower", d.trial, d.measure, d.before, d.after));
+        }
+        out
+    }
+
     pub fn is_empty(&self) -> bool {
         self.changed.is_empty()
             && self.newly_failing.is_empty()
@@ -414,6 +501,37 @@ impl Changes {
                 }
             }
         }
+        if !self.loads.is_empty() {
+            head(&mut s, "Verifier, side by side (A: baseline, B: latest)", self.loads.len());
+            let _ = writeln!(
+                s,
+                "{}",
+                row(
+                    md,
+                    &[
+                        "kernel::program",
+                        "verdict (A)",
+                        "verdict (B)",
+                        "insns (A)",
+                        "insns (B)",
+                        "insns (DIFF)",
+                        "peak states (A)",
+                        "peak states (B)",
+                        "peak states (DIFF)"
+                    ]
+                )
+            );
+            if md {
+                let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|---:|");
+            }
+            for d in &self.loads {
+                let program = d.trial.strip_suffix("::load").unwrap_or(&d.trial);
+                let (ia, ib, id) = diff_cells(d.insns_a, d.insns_b);
+                let (pa, pb, pd) = diff_cells(d.peak_states_a, d.peak_states_b);
+                let cells = [program, d.verdict_a.as_str(), d.verdict_b.as_str(), &ia, &ib, &id, &pa, &pb, &pd];
+                let _ = writeln!(s, "{}", row(md, &cells));
+            }
+        }
         if !self.left_out.is_empty() {
             head(&mut s, "Not compared", self.left_out.len());
             for l in &self.left_out {
@@ -506,6 +624,40 @@ mod tests {
         assert_eq!(c.newly_failing.len(), 1);
         assert!(c.newly_failing[0].changed.is_empty());
         assert!(c.flaky.is_empty());
+    }
+
+    /// The pull-request gate: a rejection, verifier growth beyond the threshold,
+    /// a slower benchmark; and the side-by-side table shows the load.
+    #[test]
+    fn the_gate_names_each_regression() {
+        let a = run(
+            1,
+            &[
+                ("m::p::load", P, &[("processed_insns", 100.0), ("peak_states", 10.0)]),
+                ("m::q::load", P, &[("processed_insns", 50.0)]),
+            ],
+        );
+        let b = run(
+            2,
+            &[
+                ("m::p::load", P, &[("processed_insns", 120.0), ("peak_states", 10.0)]),
+                ("m::q::load", F, &[("processed_insns", 7.0)]),
+            ],
+        );
+        let c = changes(&a, &b, &[a.clone(), b.clone()], 10.0);
+        let gate = c.gate(10.0);
+        assert_eq!(gate.len(), 2, "{gate:?}");
+        assert!(gate[0].starts_with("6.1::m::q::load: accepted in the baseline, rejected now"), "{gate:?}");
+        assert_eq!(gate[1], "6.1::m::p::load processed_insns: 100 -> 120 (+20.0 %), more than 10 %");
+        assert_eq!(c.gate(25.0).len(), 1, "20 % is within a 25 % threshold");
+        let md = c.render(true);
+        assert!(
+            md.contains("| 6.1::m::p | pass | pass | 100 | 120 | +20 (+20.00 %) | 10 | 10 | +0 (+0.00 %) |"),
+            "{md}"
+        );
+        assert!(md.contains("| 6.1::m::q | pass | fail | 50 | 7 | -43 (-86.00 %) | - | - | - |"), "{md}");
+        // Nothing moved: the gate passes.
+        assert!(changes(&a, &a, &[a.clone(), a.clone()], 10.0).gate(10.0).is_empty());
     }
 
     /// Flips that the object explains (broken by one object, fixed by the next)
