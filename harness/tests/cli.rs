@@ -844,3 +844,108 @@ fn the_actions_gate_step_fails_on_a_rejection() {
     assert_eq!(code, Some(0));
     assert!(out.contains("nothing to gate against"), "{out}");
 }
+
+/// The nightly's issue script (.github/scripts/nightly-issue.sh) against a
+/// stand-in `gh` that records its calls (GitHub cannot be reached from a test),
+/// with the `history` output of a real two-run history where a cell newly fails:
+/// it opens the issue naming the cell, its kernel build and rerun command; with
+/// an issue open it edits and comments on it; when the cells it names pass
+/// again it closes it, and not while one still fails.
+#[test]
+fn the_nightly_opens_comments_on_and_closes_its_issue() {
+    let dir = scratch("nightly-issue");
+    let history = dir.join("history.sqlite");
+    let mut h = kernel_matrix::history::History::open(&history).unwrap();
+    let results = |verdict: &str| -> kernel_matrix::report::results::RunResults {
+        serde_json::from_value(serde_json::json!({
+            "schema": kernel_matrix::report::results::SCHEMA, "tool": "kernel-matrix test",
+            "kernels": [{"kernel": "6.12", "release": "6.12.117+deb12-cloud-amd64", "accel": "kvm", "boot_secs": 2.0, "wall_secs": 9.0,
+                "failure": null, "qemu_command": null, "cells": [
+                    {"trial": "usdt_tracer::hits", "verdict": verdict, "reason": (verdict == "fail").then_some("0 hits"), "metrics": {}, "reproduce": "x", "secs": 1.0},
+                    {"trial": "profiler::load", "verdict": "pass", "reason": null, "metrics": {}, "reproduce": "x", "secs": 1.0}]}]}))
+        .unwrap()
+    };
+    for (night, verdict) in [(0, "pass"), (1, "fail")] {
+        let meta = kernel_matrix::history::RunMeta {
+            started: 1_764_900_000 + night * 86_400,
+            matrix: "/w/repo/kernels.yaml".into(),
+            ..Default::default()
+        };
+        h.record(&results(verdict), &meta).unwrap();
+    }
+    drop(h);
+    let km = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_kernel-matrix"))
+            .args(["history", "--history"])
+            .arg(&history)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    std::fs::write(dir.join("since.json"), km(&["--json"])).unwrap();
+    std::fs::write(dir.join("since.md"), km(&["--markdown"])).unwrap();
+    std::fs::write(dir.join("failing.json"), serde_json::to_string(&results("fail")).unwrap()).unwrap();
+    std::fs::write(dir.join("green.json"), serde_json::to_string(&results("pass")).unwrap()).unwrap();
+    // The stand-in gh: logs each call, answers `issue list` with $FAKE_OPEN and
+    // `issue view` with $FAKE_BODY, keeps the last body it was given.
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(
+        bin.join("gh"),
+        "#!/bin/sh\necho \"$*\" >> \"$GH_LOG\"\nsub=\"$1-$2\"\ncase \"$1 $2\" in\n  'issue list') echo \"$FAKE_OPEN\" ;;\n  'issue view') cat \"$FAKE_BODY\" ;;\nesac\nwhile [ $# -gt 0 ]; do [ \"$1\" = --body-file ] && cp \"$2\" \"$GH_LOG.$sub.body\"; shift; done\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(bin.join("gh"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = workspace().join(".github/scripts/nightly-issue.sh");
+    let night = |tag: &str, since: bool, results: &str, open: &str, body: &str| {
+        let log = dir.join(format!("gh-{tag}.log"));
+        std::fs::write(dir.join("body.md"), body).unwrap();
+        let mut c = Command::new("bash");
+        c.arg(&script)
+            .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()))
+            .env("GH_LOG", &log)
+            .env("FAKE_OPEN", open)
+            .env("FAKE_BODY", dir.join("body.md"))
+            .env("RESULTS", dir.join(results))
+            .env("RUN_URL", "https://example.invalid/run/1");
+        if since {
+            c.env("SINCE_JSON", dir.join("since.json")).env("SINCE_MD", dir.join("since.md"));
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let body =
+            |sub: &str| std::fs::read_to_string(dir.join(format!("gh-{tag}.log.{sub}.body"))).unwrap_or_default();
+        let body = format!("{}{}", body("issue-create"), body("issue-edit"));
+        (std::fs::read_to_string(&log).unwrap_or_default(), body, String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // A cell newly fails, no issue open: one is opened, naming it.
+    let (calls, body, _) = night("open", true, "failing.json", "", "");
+    assert!(
+        calls.contains("label create nightly-failure")
+            && calls.contains("issue create --label nightly-failure --title Nightly: 1 cell(s) newly failing"),
+        "{calls}"
+    );
+    assert!(body.contains("`6.12::usdt_tracer::hits` (pass -> fail): 0 hits"), "{body}");
+    assert!(
+        body.contains("on 6.12.117+deb12-cloud-amd64")
+            && body.contains("rerun: `cargo test --test matrix -- --exact 6.12::usdt_tracer::hits`"),
+        "{body}"
+    );
+    assert!(body.contains("<!-- km-cells: 6.12::usdt_tracer::hits -->"), "{body}");
+    // Another night with it open: the body keeps both cells, and a comment says what is new.
+    let (calls, body, _) = night("more", true, "failing.json", "7", "old\n<!-- km-cells: 6.1::profiler::samples -->\n");
+    assert!(calls.contains("issue edit 7 --body-file") && calls.contains("issue comment 7 --body-file"), "{calls}");
+    assert!(!calls.contains("issue create"), "{calls}");
+    assert!(
+        body.starts_with("old\n") && body.contains("<!-- km-cells: 6.12::usdt_tracer::hits 6.1::profiler::samples -->"),
+        "{body}"
+    );
+    // Green again: the issue is closed; not while one of its cells still fails.
+    let (calls, _, _) = night("green", false, "green.json", "7", "x\n<!-- km-cells: 6.12::usdt_tracer::hits -->\n");
+    assert!(calls.contains("issue close 7 --comment Every cell this issue names passes again"), "{calls}");
+    let (calls, _, out) = night("still", false, "failing.json", "7", "x\n<!-- km-cells: 6.12::usdt_tracer::hits -->\n");
+    assert!(!calls.contains("issue close"), "{calls}");
+    assert!(out.contains("stays open: still failing: 6.12::usdt_tracer::hits"), "{out}");
+}

@@ -56,6 +56,11 @@ pub struct CellChange {
     /// What changed between the two runs under this cell; empty when nothing
     /// recorded did.
     pub changed: Vec<String>,
+    /// The kernel build it ran on in the latest run (`uname -r`, package version,
+    /// checksum).
+    pub kernel_build: String,
+    /// The command that reruns this cell from the repository's root.
+    pub rerun: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -163,6 +168,8 @@ pub fn changes(base: &RecordedRun, latest: &RecordedRun, window: &[RecordedRun],
                 after: cur.verdict,
                 reason: cur.reason.as_deref().and_then(|r| r.lines().next()).map(str::to_string),
                 changed: what_changed(base, latest, kernel, trial),
+                kernel_build: latest.kernels.get(kernel).map_or_else(|| "-".to_string(), |k| k.describe()),
+                rerun: rerun(&latest.matrix, kernel, trial),
             })
         };
         match (prev.verdict, cur.verdict) {
@@ -292,6 +299,19 @@ fn own_changes(base: &RecordedRun, latest: &RecordedRun, kernel: &str, trial: &s
         }
     }
     out
+}
+
+/// `cargo test --test matrix -- --exact <kernel>::<trial>`, with `KM_CONFIG` when
+/// the run's matrix file is not kernels.yaml (by file name: the history records
+/// where the file was on the machine that ran it, not where a reader has it).
+fn rerun(matrix: &str, kernel: &str, trial: &str) -> String {
+    let file = std::path::Path::new(matrix).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let config = if file.is_empty() || file == "kernels.yaml" {
+        String::new()
+    } else {
+        format!("KM_CONFIG={} ", crate::escape::shell_word(&file))
+    };
+    format!("{config}cargo test --test matrix -- --exact {}", crate::escape::shell_word(&format!("{kernel}::{trial}")))
 }
 
 /// A table row: Markdown (`| a | b |`) or text (columns separated by two spaces).
@@ -449,6 +469,10 @@ impl Changes {
                 }
                 for what in &c.changed {
                     let _ = writeln!(s, "  - {what}");
+                }
+                if c.after == Outcome::Fail {
+                    let _ = writeln!(s, "  - on {}", c.kernel_build);
+                    let _ = writeln!(s, "  - rerun: {}", code(&c.rerun));
                 }
             }
         }
