@@ -98,6 +98,9 @@ enum Cmd {
     Compare(kernel_matrix::perf::CompareArgs),
     /// A self-contained HTML performance report from one or more BMF files.
     Report(kernel_matrix::perf::ReportArgs),
+    /// Upload a BMF file to Bencher as one report (what `bench --bencher` does
+    /// after its run).
+    Bencher(kernel_matrix::perf::bencher::UploadArgs),
     /// What changed in the latest run recorded in a results history (`run
     /// --history FILE`): cells newly failing or passing and why, flaky cells,
     /// verifier and benchmark drift.
@@ -179,6 +182,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             return kernel_matrix::perf::report(a, &trends);
         }
         Cmd::History(a) => return kernel_matrix::history::command::command(a),
+        Cmd::Bencher(a) => return kernel_matrix::perf::bencher::command(a),
         Cmd::Merge(a) => return kernel_matrix::report::results::merge_command(a),
         Cmd::Exec(a) => {
             // As a cargo runner the working directory is the user's crate: KM_CONFIG names the matrix.
@@ -190,7 +194,13 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let config = MatrixConfig::load(&cli.settings.config_path())?;
     match cli.cmd {
-        Cmd::Compare(_) | Cmd::Report(_) | Cmd::Merge(_) | Cmd::Explain { .. } | Cmd::Exec(_) | Cmd::History(_) => {
+        Cmd::Compare(_)
+        | Cmd::Report(_)
+        | Cmd::Merge(_)
+        | Cmd::Explain { .. }
+        | Cmd::Exec(_)
+        | Cmd::History(_)
+        | Cmd::Bencher(_) => {
             unreachable!("handled above")
         }
         Cmd::Shell(a) => kernel_matrix::report::repro::shell_command(&matrix(config)?, &a),

@@ -111,6 +111,21 @@ impl Http {
         self.retry
     }
 
+    /// POSTs `body` as JSON with a bearer `token`; returns the status and the
+    /// response body. Sent once: a POST that creates something is not repeated.
+    pub fn post_json(&self, url: &str, token: &str, body: &serde_json::Value) -> Result<(u16, String), HttpError> {
+        let client = self.client.as_ref().map_err(|e| HttpError::Transport { message: e.clone(), attempts: 0 })?;
+        let resp = client
+            .post(url)
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .map_err(|e| HttpError::Transport { message: describe(&e), attempts: 1 })?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.text().unwrap_or_default()))
+    }
+
     /// GETs `url` and hands the body to `read`. Connection failures, timeouts,
     /// HTTP 408, 429 and 5xx, and network errors while reading the body are tried
     /// again (the whole request: `read` starts over), up to [`Retry::attempts`].

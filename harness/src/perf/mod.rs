@@ -6,6 +6,7 @@ use std::{fmt::Write as _, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::Context as _;
 
+pub mod bencher;
 pub mod bmf;
 pub mod boot;
 pub use km_bmf::compare;
@@ -31,6 +32,8 @@ pub struct BenchArgs {
     /// Merge criterion results from this directory (e.g. target/criterion) into the BMF.
     #[arg(long)]
     pub criterion: Option<PathBuf>,
+    #[command(flatten)]
+    pub bencher: bencher::BencherArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -114,6 +117,7 @@ pub fn bench_table(m: &Matrix, runs: &[Arc<KernelRun>]) -> (String, Vec<String>)
 
 pub fn bench(m: Arc<Matrix>, a: &BenchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(m.opts.bench, "the matrix must be in bench mode");
+    let started = std::time::SystemTime::now();
     let runs = run_kernels(&m, &a.kernels)?;
     let (table, problems) = bench_table(&m, &runs);
     println!("{table}");
@@ -134,6 +138,9 @@ pub fn bench(m: Arc<Matrix>, a: &BenchArgs) -> anyhow::Result<ExitCode> {
         out.len(),
         bmf::meta_path(&a.out).display()
     );
+    if a.bencher.bencher {
+        println!("{}", bencher::upload(&a.bencher, &a.out, started, std::time::SystemTime::now())?);
+    }
     if let Some(h) = &a.html {
         write_report(
             &[html::Input { label: file_label(&a.out), bmf: out, meta }],
