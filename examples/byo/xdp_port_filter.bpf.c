@@ -21,6 +21,16 @@ int port_filter(struct xdp_md *ctx)
 
 	if ((void *)(ip + 1) > data_end || eth->h_proto != __builtin_bswap16(ETH_P_IP))
 		return XDP_PASS;
+#ifdef PORT_FILTER_SLOW
+	unsigned char *bytes = data;
+	unsigned int h = 0;
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < 512; i++)
+		h = h * 31 + bytes[i & 7];
+	// Never true for a real header hash of these packets; keeps the loop.
+	if (h == 0x6b6b6b6b)
+		return XDP_ABORTED;
+#endif
 	void *l4 = (void *)ip + ip->ihl * 4;
 	if (ip->protocol == IPPROTO_TCP) {
 		struct tcphdr *tcp = l4;
