@@ -324,3 +324,46 @@ fn ten_nights_report_exactly_what_was_planted() {
     }
     eprintln!("ten nights in {:.0}s", t.elapsed().as_secs_f64());
 }
+
+/// `--retries` for a VM that ended without a verdict (here /init powers off
+/// before the agent on a first attempt: `km.action=stop-once`): the kernel runs
+/// again, passes, and every cell is flaky with the lost attempt's reason kept.
+#[test]
+fn a_vm_lost_once_is_retried() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("history-lost-vm");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("kernels.yaml"),
+        "kernels:\n  - name: '6.1'\n    debian: { suite: bookworm, series: '6.1' }\n    cmdline: km.action=stop-once\nsuites:\n  - name: ok\n    command: [/bin/sh, -c, 'exit 0']\n    format: exit-status\n",
+    )
+    .unwrap();
+    std::fs::copy(workspace().join("kernels.lock"), dir.join("kernels.lock")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kernel-matrix"))
+        .current_dir(&dir)
+        .env("KM_RUN_DIR", dir.join("runs"))
+        .env_remove("KM_CONFIG")
+        .env_remove("KM_HISTORY")
+        .args(["-c", "kernels.yaml", "--only-programs", "ok", "--retries", "1", "run", "--json", "r.json"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(
+            "6.1: attempt 2 of 2 (the VM ended without a verdict: 6.1: the guest stopped before the agent finished"
+        ),
+        "{stderr}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("r.json")).unwrap()).unwrap();
+    let cells = v["kernels"][0]["cells"].as_array().unwrap();
+    let ok = cells.iter().find(|c| c["trial"] == "ok").unwrap();
+    assert_eq!(ok["verdict"], "pass");
+    assert_eq!(ok["attempts"][0]["verdict"], "fail", "{ok:#}");
+    assert!(
+        ok["attempts"][0]["reason"].as_str().unwrap().contains("km: stopping before the agent on request"),
+        "{ok:#}"
+    );
+    // The first attempt's console is kept beside the retry's.
+    assert!(dir.join("runs/6.1/console.log").exists() && dir.join("runs/6.1.attempt2/console.log").exists());
+}

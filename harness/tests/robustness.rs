@@ -207,6 +207,8 @@ fn splat_matrix() -> &'static (Arc<Matrix>, PathBuf) {
         opts.guest_files.push(("km_splat.ko".into(), built.ko));
         // One program is enough to show that the agent's own passes are overruled.
         opts.only_programs = Some(vec!["xdp_classifier".into()]);
+        // Retries on: a splat must never be retried away (see `splat_run`).
+        opts.retries = 2;
         let m = Arc::new(Matrix::new(config, opts).unwrap());
         let t = Instant::now();
         m.initramfs(m.config.kernel("warn").expect("the warn kernel")).unwrap();
@@ -238,6 +240,7 @@ fn splat_run(what: &str, needles: &[&str]) -> (Arc<Matrix>, Arc<KernelRun>, Stri
     }
     let run = worker.join().unwrap();
     let ended = started.elapsed();
+    assert!(run.earlier.is_empty(), "{what}: a kernel that splatted was run again (--retries)");
     let detected = detected.unwrap_or(ended);
     assert!(qemus_in(&vm_dir).is_empty(), "{what}: a QEMU outlived its run");
     let console = std::fs::read_to_string(&console_path).unwrap();
