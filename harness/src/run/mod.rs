@@ -382,6 +382,8 @@ impl Matrix {
                 });
                 earlier.push(std::mem::replace(&mut run, self.attempt(spec, attempt)));
             }
+            // The kernel's wall time is all its attempts'.
+            run.wall += earlier.iter().map(|e| e.wall).sum::<Duration>();
             run.earlier = earlier;
             Arc::new(run)
         })
