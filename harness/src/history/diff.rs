@@ -149,15 +149,7 @@ pub fn changes(base: &RecordedRun, latest: &RecordedRun, window: &[RecordedRun],
         let attempts = cur.attempts.clone().filter(|a| a.contains('P') && a.contains('F'));
         let flaky = flips >= FLAKY_FLIPS || attempts.is_some();
         if flaky {
-            let verdicts = history
-                .iter()
-                .map(|v| match v {
-                    Some(Outcome::Pass) => 'P',
-                    Some(Outcome::Fail) => 'F',
-                    Some(Outcome::Ignored) => 'I',
-                    None => '-',
-                })
-                .collect();
+            let verdicts = history.iter().map(|v| v.map_or('-', Outcome::letter)).collect();
             out.flaky.push(Flaky { trial: name.clone(), flips, verdicts, latest: cur.verdict, attempts });
         }
         let Some(prev) = base.cells.get(key) else { continue };
