@@ -57,6 +57,9 @@ fn history_reports_the_object_that_broke_a_cell_and_nothing_else() {
     let only = km(&dir).args(["history", "--history", "h.sqlite"]).output().unwrap();
     assert!(only.status.success());
     assert!(String::from_utf8_lossy(&only.stdout).contains("only run 1 is recorded"));
+    let only = km(&dir).args(["history", "--history", "h.sqlite", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&only.stdout).unwrap();
+    assert!(v["baseline"].is_null() && v["newly_failing"].as_array().unwrap().is_empty(), "{v}");
 
     manifest(&dir, "xdp_unchecked_read.bpf.o", "unchecked_read");
     let second = km(&dir).args(["run", "--history", "h.sqlite", "--history-label", "night 2"]).output().unwrap();

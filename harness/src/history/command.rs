@@ -62,7 +62,20 @@ pub fn command(a: &HistoryArgs) -> anyhow::Result<ExitCode> {
         None => before.last().copied(),
     };
     let Some(base) = base else {
-        println!("{}: only run {latest} is recorded; nothing to compare it with yet", a.history.display());
+        let note = format!("{}: only run {latest} is recorded; nothing to compare it with yet", a.history.display());
+        if a.json {
+            // The same keys as a comparison, empty, so scripts need no special case.
+            let mut v = serde_json::json!({"baseline": null, "latest": h.run(latest)?.run, "note": note});
+            for k in ["changed", "newly_failing", "newly_passing", "flaky", "verifier", "loads", "bench", "left_out"] {
+                v[k] = serde_json::json!([]);
+            }
+            if a.gate {
+                v["gate"] = serde_json::json!([]);
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            println!("{note}");
+        }
         return Ok(ExitCode::SUCCESS);
     };
     let from = ids.iter().position(|i| *i == latest).expect("listed") + 1;

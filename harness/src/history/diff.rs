@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use km_bmf::{compare::judge, Metric, COUNTER_MEASURES, LATENCY_CHECKS};
 use serde::Serialize;
 
-use super::{short, RecordedRun};
+use super::{short, RecordedRun, RunRef};
 use crate::report::results::Outcome;
 
 /// The verifier's numbers followed across runs (exact: any change is reported).
@@ -34,15 +34,6 @@ pub struct Changes {
     pub bench: Vec<Drift>,
     /// What the comparison could not cover (cells in one run only).
     pub left_out: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RunRef {
-    pub id: i64,
-    pub started: String,
-    pub commit: Option<String>,
-    pub matrix: String,
-    pub label: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,16 +98,6 @@ pub struct Drift {
     pub trend: Vec<f64>,
 }
 
-fn run_ref(r: &RecordedRun) -> RunRef {
-    RunRef {
-        id: r.id,
-        started: r.started.clone(),
-        commit: r.commit.clone(),
-        matrix: r.matrix.clone(),
-        label: r.label.clone(),
-    }
-}
-
 /// `entry::program::check` -> `entry::program`.
 fn program_of(trial: &str) -> &str {
     trial.rsplit_once("::").map_or(trial, |(p, _)| p)
@@ -130,8 +111,8 @@ fn check_of(trial: &str) -> &str {
 /// with `latest` (which is compared against `base`).
 pub fn changes(base: &RecordedRun, latest: &RecordedRun, window: &[RecordedRun], threshold_pct: f64) -> Changes {
     let mut out = Changes {
-        baseline: run_ref(base),
-        latest: run_ref(latest),
+        baseline: base.run.clone(),
+        latest: latest.run.clone(),
         changed: between(base, latest),
         newly_failing: Vec::new(),
         newly_passing: Vec::new(),
@@ -161,7 +142,7 @@ pub fn changes(base: &RecordedRun, latest: &RecordedRun, window: &[RecordedRun],
                 reason: cur.reason.as_deref().and_then(|r| r.lines().next()).map(str::to_string),
                 changed: what_changed(base, latest, kernel, trial),
                 kernel_build: latest.kernels.get(kernel).map_or_else(|| "-".to_string(), |k| k.describe()),
-                rerun: rerun(&latest.matrix, kernel, trial),
+                rerun: rerun(&latest.run.matrix, kernel, trial),
             })
         };
         match (prev.verdict, cur.verdict) {
@@ -187,21 +168,21 @@ pub fn changes(base: &RecordedRun, latest: &RecordedRun, window: &[RecordedRun],
                 out.loads.push(d);
             }
         }
-        for m in VERIFIER_MEASURES {
-            if let (Some(&a), Some(&b)) = (prev.metrics.get(*m), cur.metrics.get(*m)) {
-                if a != b {
-                    out.verifier.push(Drift {
-                        trial: name.clone(),
-                        measure: m.to_string(),
-                        before: a,
-                        after: b,
-                        change_pct: pct(a, b),
-                        status: "changed",
-                        trend: trend(m),
-                    });
-                }
-            }
-        }
+        // An exact count (verifier numbers, instructions or cycles per run):
+        // any change is reported, under the measure's name.
+        let exact = |measure: &str, metric: &str| -> Option<Drift> {
+            let (&a, &b) = (prev.metrics.get(metric)?, cur.metrics.get(metric)?);
+            (a != b).then(|| Drift {
+                trial: name.clone(),
+                measure: measure.to_string(),
+                before: a,
+                after: b,
+                change_pct: pct(a, b),
+                status: "changed",
+                trend: trend(metric),
+            })
+        };
+        out.verifier.extend(VERIFIER_MEASURES.iter().filter_map(|m| exact(m, m)));
         if LATENCY_CHECKS.contains(&check_of(trial)) {
             let metric = |c: &super::RecordedCell| {
                 let v = *c.metrics.get("value")?;
@@ -230,22 +211,7 @@ pub fn changes(base: &RecordedRun, latest: &RecordedRun, window: &[RecordedRun],
                     });
                 }
             }
-            for m in COUNTER_MEASURES {
-                let key = format!("{m}_per_run");
-                if let (Some(&a), Some(&b)) = (prev.metrics.get(&key), cur.metrics.get(&key)) {
-                    if a != b {
-                        out.bench.push(Drift {
-                            trial: name.clone(),
-                            measure: m.to_string(),
-                            before: a,
-                            after: b,
-                            change_pct: pct(a, b),
-                            status: "changed",
-                            trend: trend(&key),
-                        });
-                    }
-                }
-            }
+            out.bench.extend(COUNTER_MEASURES.iter().filter_map(|m| exact(m, &format!("{m}_per_run"))));
         }
     }
     out
@@ -269,9 +235,9 @@ fn unexplained_flips(window: &[RecordedRun], key: &(String, String)) -> usize {
 /// program's object, and the commit.
 fn what_changed(base: &RecordedRun, latest: &RecordedRun, kernel: &str, trial: &str) -> Vec<String> {
     let mut out = own_changes(base, latest, kernel, trial);
-    if base.commit != latest.commit {
+    if base.run.commit != latest.run.commit {
         let c = |c: &Option<String>| c.as_deref().map_or("-".to_string(), short);
-        out.push(format!("commit: {} -> {}", c(&base.commit), c(&latest.commit)));
+        out.push(format!("commit: {} -> {}", c(&base.run.commit), c(&latest.run.commit)));
     }
     out
 }
@@ -337,9 +303,9 @@ fn between(base: &RecordedRun, latest: &RecordedRun) -> Vec<String> {
             }
         }
     }
-    if base.commit != latest.commit {
+    if base.run.commit != latest.run.commit {
         let c = |c: &Option<String>| c.as_deref().map_or("-".to_string(), short);
-        out.push(format!("commit: {} -> {}", c(&base.commit), c(&latest.commit)));
+        out.push(format!("commit: {} -> {}", c(&base.run.commit), c(&latest.run.commit)));
     }
     for (program, a) in &base.objects {
         if let Some(b) = latest.objects.get(program).filter(|b| *b != a) {
@@ -352,10 +318,10 @@ fn between(base: &RecordedRun, latest: &RecordedRun) -> Vec<String> {
 /// Kernels and cells in one run only (another matrix, a kernel added or dropped).
 fn left_out(base: &RecordedRun, latest: &RecordedRun) -> Vec<String> {
     let mut out = Vec::new();
-    if base.matrix != latest.matrix {
+    if base.run.matrix != latest.run.matrix {
         out.push(format!(
             "the runs used different matrix files ({} and {}); only common cells are compared",
-            base.matrix, latest.matrix
+            base.run.matrix, latest.run.matrix
         ));
     }
     for (which, a, b) in [("baseline", base, latest), ("latest run", latest, base)] {
@@ -366,7 +332,7 @@ fn left_out(base: &RecordedRun, latest: &RecordedRun) -> Vec<String> {
         for (k, n) in per_kernel {
             let whole = !b.kernels.contains_key(k);
             let what = if whole { "kernel".to_string() } else { format!("{n} cells of kernel") };
-            out.push(format!("{what} {k} only in the {which} (run {}): not compared", a.id));
+            out.push(format!("{what} {k} only in the {which} (run {}): not compared", a.run.id));
         }
     }
     out
@@ -568,11 +534,13 @@ mod tests {
 
     fn run(id: i64, cells: &[TestCell]) -> RecordedRun {
         RecordedRun {
-            id,
-            started: format!("2026-12-0{id} 02:00:00"),
-            commit: Some("c1".into()),
-            matrix: "kernels.yaml".into(),
-            label: None,
+            run: RunRef {
+                id,
+                started: format!("2026-12-0{id} 02:00:00"),
+                commit: Some("c1".into()),
+                matrix: "kernels.yaml".into(),
+                label: None,
+            },
             kernels: [(
                 "6.1".to_string(),
                 KernelBuild {
@@ -619,7 +587,7 @@ mod tests {
         assert_eq!(c.newly_failing[0].changed[0], "kernel build: 6.1.0-50 (b1, aa) -> 6.1.0-50 (b1, bb)");
         // A build that moved under cells that did not is still said.
         let mut quiet = a.clone();
-        quiet.id = 3;
+        quiet.run.id = 3;
         quiet.kernels.get_mut("6.1").unwrap().checksum = Some("cc".into());
         let c = changes(&a, &quiet, &[a.clone(), quiet.clone()], 10.0);
         assert_eq!(c.changed, vec!["kernel 6.1: 6.1.0-50 (b1, aa) -> 6.1.0-50 (b1, cc)"]);
@@ -731,7 +699,7 @@ mod tests {
     fn cells_of_another_matrix_are_left_out_and_said() {
         let a = run(1, &[("x::attach", P, &[]), ("y::attach", P, &[])]);
         let mut b = run(2, &[("x::attach", F, &[])]);
-        b.matrix = "other.yaml".into();
+        b.run.matrix = "other.yaml".into();
         let c = changes(&a, &b, &[a.clone(), b.clone()], 10.0);
         assert_eq!(c.newly_failing.len(), 1);
         assert_eq!(c.left_out.len(), 2, "{:?}", c.left_out);

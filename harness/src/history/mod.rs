@@ -115,15 +115,21 @@ pub struct RunMeta {
     pub objects: BTreeMap<String, String>,
 }
 
-/// One run as recorded.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecordedRun {
+/// Which run: what a comparison names its two runs by.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunRef {
     pub id: i64,
     /// `YYYY-MM-DD HH:MM:SS` (UTC).
     pub started: String,
     pub commit: Option<String>,
     pub matrix: String,
     pub label: Option<String>,
+}
+
+/// One run as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedRun {
+    pub run: RunRef,
     pub kernels: BTreeMap<String, KernelBuild>,
     /// (kernel, trial) -> cell.
     pub cells: BTreeMap<(String, String), RecordedCell>,
@@ -329,11 +335,13 @@ impl History {
                 [id],
                 |r| {
                     Ok(RecordedRun {
-                        id: r.get(0)?,
-                        started: r.get(1)?,
-                        commit: r.get(2)?,
-                        matrix: r.get(3)?,
-                        label: r.get(4)?,
+                        run: RunRef {
+                            id: r.get(0)?,
+                            started: r.get(1)?,
+                            commit: r.get(2)?,
+                            matrix: r.get(3)?,
+                            label: r.get(4)?,
+                        },
                         kernels: BTreeMap::new(),
                         cells: BTreeMap::new(),
                         objects: BTreeMap::new(),
@@ -470,7 +478,7 @@ mod tests {
         let id = h.record(&results(Outcome::Fail), &meta).unwrap();
         let h = History::open_read(&path).unwrap();
         let run = h.run(id).unwrap();
-        assert_eq!(run.started, "2025-12-05 02:00:00");
+        assert_eq!(run.run.started, "2025-12-05 02:00:00");
         assert_eq!(run.kernels["6.1"].build.as_deref(), Some("6.1.158-1"));
         let cell = run.cells.values().next().unwrap();
         assert_eq!(cell.verdict, Outcome::Fail);

@@ -27,8 +27,8 @@ pub fn render(runs: &[RecordedRun]) -> String {
     let _ = write!(
         s,
         "<h2>History: runs {} to {}</h2><p class=\"note\">From the results history, oldest run first: {}.</p>",
-        runs[0].id,
-        runs[runs.len() - 1].id,
+        runs[0].run.id,
+        runs[runs.len() - 1].run.id,
         runs.iter().map(run_title).collect::<Vec<_>>().join("; ")
     );
     benchmarks(&mut s, runs);
@@ -38,8 +38,8 @@ pub fn render(runs: &[RecordedRun]) -> String {
 }
 
 fn run_title(r: &RecordedRun) -> String {
-    let label = r.label.as_deref().map(|l| format!(", {}", esc(l))).unwrap_or_default();
-    format!("run {} ({} UTC{label})", r.id, esc(&r.started))
+    let label = r.run.label.as_deref().map(|l| format!(", {}", esc(l))).unwrap_or_default();
+    format!("run {} ({} UTC{label})", r.run.id, esc(&r.run.started))
 }
 
 /// Kernels in version order (names sort oddly: 5.10 < 6.1), others after.
@@ -130,7 +130,7 @@ fn verdicts(s: &mut String, runs: &[RecordedRun]) {
     cells.sort_by_key(|(k, t)| (order.iter().position(|o| o == k), t.clone()));
     s.push_str("<h3>Verdicts over runs</h3><p class=\"note\">P pass, F fail, I ignored, blank: not in that run; a cell that passed and failed within one run (<code>--retries</code>) shows its attempts.</p><table class=\"grid\"><tr><th>cell</th>");
     for r in runs {
-        let _ = write!(s, "<th title=\"{}\">{}</th>", run_title(r), r.id);
+        let _ = write!(s, "<th title=\"{}\">{}</th>", run_title(r), r.run.id);
     }
     s.push_str("</tr>");
     for key in &cells {
@@ -179,7 +179,7 @@ fn line_chart(title: &str, runs: &[RecordedRun], series: &[(String, Vec<Option<f
             r##"<text x="{}" y="{}" text-anchor="middle" fill="#777">{}</text>"##,
             x(i),
             top + plot_h + 16.0,
-            r.id
+            r.run.id
         );
     }
     for (n, (name, values)) in series.iter().enumerate() {
@@ -205,7 +205,7 @@ fn line_chart(title: &str, runs: &[RecordedRun], series: &[(String, Vec<Option<f
                         r#"<circle class="point" cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"><title>run {}: {}</title></circle>"#,
                         x(i),
                         y(*v),
-                        runs[i].id,
+                        runs[i].run.id,
                         number(*v)
                     );
                 }
@@ -240,7 +240,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::history::{KernelBuild, RecordedCell};
+    use crate::history::{KernelBuild, RecordedCell, RunRef};
 
     /// (kernel, trial, verdict, metrics).
     type Cell<'a> = (&'a str, &'a str, Outcome, &'a [(&'a str, f64)]);
@@ -248,11 +248,13 @@ mod tests {
     fn run(id: i64, cells: &[Cell]) -> RecordedRun {
         let build = KernelBuild { release: None, accel: "tcg".into(), build: None, checksum: None };
         RecordedRun {
-            id,
-            started: format!("2026-12-0{id} 02:00:00"),
-            commit: None,
-            matrix: "kernels.yaml".into(),
-            label: Some(format!("night <{id}>")),
+            run: RunRef {
+                id,
+                started: format!("2026-12-0{id} 02:00:00"),
+                commit: None,
+                matrix: "kernels.yaml".into(),
+                label: Some(format!("night <{id}>")),
+            },
             kernels: cells.iter().map(|(k, ..)| (k.to_string(), build.clone())).collect(),
             cells: cells
                 .iter()
