@@ -26,6 +26,15 @@ impl KernelVersion {
 #[error("not a kernel version: {0:?}")]
 pub struct ParseKernelVersionError(String);
 
+/// Sorts kernel names as versions where they are ones (`5.10` before `6.1`, which
+/// plain string order gets wrong), the others (`host`, `my-build`) after, by name.
+pub fn sort_kernel_names(names: &mut [String]) {
+    names.sort_by_key(|k| {
+        let v: Option<KernelVersion> = k.parse().ok();
+        (v.is_none(), v, k.clone())
+    });
+}
+
 impl FromStr for KernelVersion {
     type Err = ParseKernelVersionError;
 

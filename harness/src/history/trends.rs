@@ -46,10 +46,7 @@ fn run_title(r: &RecordedRun) -> String {
 fn kernels(runs: &[RecordedRun]) -> Vec<String> {
     let mut ks: Vec<String> =
         runs.iter().flat_map(|r| r.kernels.keys().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
-    ks.sort_by_key(|k| {
-        let v: Option<km_protocol::KernelVersion> = k.parse().ok();
-        (v.is_none(), v, k.clone())
-    });
+    km_protocol::version::sort_kernel_names(&mut ks);
     ks
 }
 

@@ -33,10 +33,7 @@ fn kernels(inputs: &[Input]) -> Vec<String> {
             }
         }
     }
-    seen.sort_by_key(|k| {
-        let v: Option<km_protocol::KernelVersion> = k.parse().ok();
-        (v.is_none(), v, k.clone())
-    });
+    km_protocol::version::sort_kernel_names(&mut seen);
     seen
 }
 
