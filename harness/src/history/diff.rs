@@ -355,7 +355,20 @@ impl Changes {
                 out.push(format!("{}: accepted in the baseline, rejected now: {why}", d.trial));
             }
         }
-        for d in self.verifier.iter().filter(|d| d.measure == "processed_insns" || d.measure == "peak_states") {
+        // Growth counts between two accepted loads only: a rejected load's numbers
+        // are where the verifier stopped, not what the program costs.
+        let accepted_in_both = |trial: &str| {
+            self.loads
+                .iter()
+                .find(|l| l.trial == trial)
+                .is_none_or(|l| l.verdict_a == Outcome::Pass && l.verdict_b == Outcome::Pass)
+        };
+        for d in self
+            .verifier
+            .iter()
+            .filter(|d| d.measure == "processed_insns" || d.measure == "peak_states")
+            .filter(|d| accepted_in_both(&d.trial))
+        {
             let grew = match d.change_pct {
                 Some(p) => p > threshold_pct,
                 None => d.after > d.before,
@@ -640,6 +653,10 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| 6.1::m::q | pass | fail | 50 | 7 | -43 (-86.00 %) | - | - | - |"), "{md}");
+        // A rejected program accepted again: its numbers rose from where the
+        // verifier stopped, which is no growth.
+        let fixed = changes(&b, &a, &[b.clone(), a.clone()], 10.0);
+        assert!(fixed.gate(10.0).is_empty(), "{:?}", fixed.gate(10.0));
         // Nothing moved: the gate passes.
         assert!(changes(&a, &a, &[a.clone(), a.clone()], 10.0).gate(10.0).is_empty());
     }
