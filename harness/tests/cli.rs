@@ -948,4 +948,13 @@ fn the_nightly_opens_comments_on_and_closes_its_issue() {
     let (calls, _, out) = night("still", false, "failing.json", "7", "x\n<!-- km-cells: 6.12::usdt_tracer::hits -->\n");
     assert!(!calls.contains("issue close"), "{calls}");
     assert!(out.contains("stays open: still failing: 6.12::usdt_tracer::hits"), "{out}");
+    // A night whose matrix never ran leaves the issue alone.
+    let quiet = Command::new("bash")
+        .arg(&script)
+        .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()))
+        .env("GH_LOG", dir.join("gh-none.log"))
+        .env("RESULTS", "")
+        .output()
+        .unwrap();
+    assert!(quiet.status.success() && !dir.join("gh-none.log").exists());
 }
