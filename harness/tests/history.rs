@@ -8,16 +8,22 @@ fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn km(dir: &std::path::Path) -> Command {
+/// kernel-matrix on `dir`'s kernels.yaml with only `programs` in the guests,
+/// free of the caller's KM_HISTORY, KM_CONFIG and KM_RETRIES.
+fn km_only(dir: &std::path::Path, programs: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kernel-matrix"));
     // Each test its own run directory: the tests of this file boot 6.1 at once.
-    c.current_dir(dir).env("KM_RUN_DIR", dir.join("runs")).env_remove("KM_HISTORY").env_remove("KM_CONFIG").args([
-        "-c",
-        "kernels.yaml",
-        "--only-programs",
-        "filter",
-    ]);
+    c.current_dir(dir)
+        .env("KM_RUN_DIR", dir.join("runs"))
+        .env_remove("KM_HISTORY")
+        .env_remove("KM_CONFIG")
+        .env_remove("KM_RETRIES")
+        .args(["-c", "kernels.yaml", "--only-programs", programs]);
     c
+}
+
+fn km(dir: &std::path::Path) -> Command {
+    km_only(dir, "filter")
 }
 
 /// Writes the manifest naming `object`'s program `program` as `filter`.
@@ -111,16 +117,7 @@ fn a_pass_on_retry_is_flaky_everywhere() {
     )
     .unwrap();
     std::fs::copy(workspace().join("kernels.lock"), dir.join("kernels.lock")).unwrap();
-    let km = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_kernel-matrix"));
-        c.current_dir(&dir)
-            .env("KM_RUN_DIR", dir.join("runs"))
-            .env_remove("KM_HISTORY")
-            .env_remove("KM_CONFIG")
-            .env_remove("KM_RETRIES")
-            .args(["-c", "kernels.yaml", "--only-programs", "second_try"]);
-        c
-    };
+    let km = || km_only(&dir, "second_try");
 
     let once = km().args(["run", "--json", "once.json", "--history", "h.sqlite"]).output().unwrap();
     assert_eq!(once.status.code(), Some(1), "{}", String::from_utf8_lossy(&once.stderr));
@@ -342,14 +339,7 @@ fn a_vm_lost_once_is_retried() {
     )
     .unwrap();
     std::fs::copy(workspace().join("kernels.lock"), dir.join("kernels.lock")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kernel-matrix"))
-        .current_dir(&dir)
-        .env("KM_RUN_DIR", dir.join("runs"))
-        .env_remove("KM_CONFIG")
-        .env_remove("KM_HISTORY")
-        .args(["-c", "kernels.yaml", "--only-programs", "ok", "--retries", "1", "run", "--json", "r.json"])
-        .output()
-        .unwrap();
+    let out = km_only(&dir, "ok").args(["--retries", "1", "run", "--json", "r.json"]).output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(

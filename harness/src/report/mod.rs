@@ -43,15 +43,10 @@ pub fn summary_table(m: &Matrix, runs: &[Arc<KernelRun>]) -> String {
         let boot = r.boot.map(|b| format!("{:.1}", b.as_secs_f64())).unwrap_or_else(|| "-".into());
         let release = r.release.as_deref().unwrap_or("-");
         let _ = write!(s, "| {} | {release} | {accel} | {boot} | {:.1} |", r.kernel, r.wall.as_secs_f64());
+        let earlier = results::attempts_by_trial(m, r);
         for (trial, v) in cells(m, r).into_iter().take(m.checks().len()) {
-            let flaky = if r.earlier.is_empty() {
-                ""
-            } else {
-                match results::flaky_note(&results::attempts(m, r, &trial), &v) {
-                    Some(_) => " (flaky)",
-                    None => "",
-                }
-            };
+            let attempts = earlier.get(&trial).map_or(&[][..], Vec::as_slice);
+            let flaky = if results::flaky_note(attempts, &v).is_some() { " (flaky)" } else { "" };
             let cell = match v {
                 Verdict::Pass => format!("pass{flaky}"),
                 Verdict::Fail(_) => format!("**FAIL**{flaky}"),
@@ -175,8 +170,10 @@ pub fn failures(m: &Matrix, runs: &[Arc<KernelRun>]) -> Vec<String> {
 pub fn flaky(m: &Matrix, runs: &[Arc<KernelRun>]) -> Vec<String> {
     let mut out = Vec::new();
     for r in runs.iter().filter(|r| !r.earlier.is_empty()) {
+        let earlier = results::attempts_by_trial(m, r);
         for (trial, v) in cells(m, r) {
-            if let Some(note) = results::flaky_note(&results::attempts(m, r, &trial), &v) {
+            let attempts = earlier.get(&trial).map_or(&[][..], Vec::as_slice);
+            if let Some(note) = results::flaky_note(attempts, &v) {
                 out.push(format!("{}::{trial}: {note}", r.kernel));
             }
         }

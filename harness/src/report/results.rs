@@ -229,11 +229,12 @@ impl RunResults {
             .iter()
             .map(|r| {
                 let mut k = kernel_header(r);
+                let mut earlier = attempts_by_trial(m, r);
                 for (trial, v) in crate::report::cells(m, r) {
                     let (verdict, reason) = verdict_parts(&v);
                     let (metrics, note, secs, cause) = outcome(r, &trial);
                     let reproduce = reproduce_command(&r.kernel, &trial);
-                    let attempts = attempts(m, r, &trial);
+                    let attempts = earlier.remove(&trial).unwrap_or_default();
                     k.cells.push(Cell { trial, verdict, reason, metrics, note, reproduce, secs, cause, attempts });
                 }
                 k
@@ -426,14 +427,20 @@ fn outcome(run: &KernelRun, trial: &str) -> Measured {
 
 /// `trial` in each of `run`'s earlier attempts (`--retries`).
 pub fn attempts(m: &Matrix, run: &KernelRun, trial: &str) -> Vec<Attempt> {
-    run.earlier
-        .iter()
-        .filter_map(|e| crate::report::cells(m, e).into_iter().find(|(t, _)| t == trial))
-        .map(|(_, v)| {
+    attempts_by_trial(m, run).remove(trial).unwrap_or_default()
+}
+
+/// Every cell's earlier attempts (`--retries`), by trial: each earlier attempt's
+/// verdicts are decided once, not once per cell.
+pub fn attempts_by_trial(m: &Matrix, run: &KernelRun) -> BTreeMap<String, Vec<Attempt>> {
+    let mut by_trial: BTreeMap<String, Vec<Attempt>> = BTreeMap::new();
+    for e in &run.earlier {
+        for (trial, v) in crate::report::cells(m, e) {
             let (verdict, reason) = verdict_parts(&v);
-            Attempt { verdict, reason }
-        })
-        .collect()
+            by_trial.entry(trial).or_default().push(Attempt { verdict, reason });
+        }
+    }
+    by_trial
 }
 
 /// What a flaky cell's attempts were, for people: `flaky: attempt 1 of 2 fail
