@@ -44,6 +44,14 @@ pub struct Settings {
     /// OCI registry of `oci:` kernels where kernels.yaml has no `oci_registry:` (no default).
     #[arg(long, global = true, env = "KM_OCI_REGISTRY", value_name = "URL")]
     pub oci_registry: Option<String>,
+    /// User name for the OCI registry, with KM_OCI_PASSWORD [default: the credentials
+    /// `docker login` / `podman login` stored for that registry, else anonymous].
+    #[arg(long, global = true, env = "KM_OCI_USERNAME", value_name = "NAME")]
+    pub oci_username: Option<String>,
+    /// Password or access token for KM_OCI_USERNAME (prefer the variable to the flag:
+    /// a flag shows in `ps`).
+    #[arg(long, global = true, env = "KM_OCI_PASSWORD", hide_env_values = true, value_name = "SECRET")]
+    pub oci_password: Option<String>,
     /// Progress display: bars, plain [default: bars on a terminal outside CI].
     #[arg(long, global = true, env = "KM_PROGRESS", value_name = "bars|plain")]
     pub progress: Option<String>,

@@ -134,14 +134,20 @@ struct Registry {
 }
 
 impl Registry {
-    fn start(dir: &Path) -> Self {
+    /// `htpasswd`: a `user:bcrypt-hash` line the registry then demands (HTTP Basic).
+    fn start(dir: &Path, htpasswd: Option<&str>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let config = dir.join("registry.yml");
         std::fs::create_dir_all(dir).unwrap();
+        let auth = htpasswd.map_or(String::new(), |line| {
+            let file = dir.join("htpasswd");
+            std::fs::write(&file, format!("{line}\n")).unwrap();
+            format!("auth: {{ htpasswd: {{ realm: km, path: {} }} }}\n", file.display())
+        });
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog: {{ level: error }}\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n",
+                "version: 0.1\nlog: {{ level: error }}\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n{auth}",
                 dir.join("store").display()
             ),
         )
@@ -174,6 +180,11 @@ impl Drop for Registry {
 /// An OCI image `repository:tag` for `arch` holding `files` as one layer (umoci,
 /// as a ci-kernels image holds its kernel), pushed to `registry` with skopeo.
 fn oci_image(scratch: &Path, arch: &str, files: &[(&str, &[u8])], registry: &str, image: &str) {
+    oci_image_as(scratch, arch, files, registry, image, None)
+}
+
+/// [`oci_image`], pushed with `creds` (`user:password`) where the registry demands them.
+fn oci_image_as(scratch: &Path, arch: &str, files: &[(&str, &[u8])], registry: &str, image: &str, creds: Option<&str>) {
     let (layout, bundle) = (scratch.join("oci-layout"), scratch.join("oci-bundle"));
     let _ = std::fs::remove_dir_all(&layout);
     let _ = std::fs::remove_dir_all(&bundle);
@@ -188,10 +199,12 @@ fn oci_image(scratch: &Path, arch: &str, files: &[(&str, &[u8])], registry: &str
         std::fs::write(&p, data).unwrap();
     }
     run(Command::new("umoci").args(["repack", "--image", &tagged]).arg(&bundle));
-    run(Command::new("skopeo")
-        .args(["copy", "--quiet", "--insecure-policy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{tagged}"))
-        .arg(format!("docker://{registry}/{image}")));
+    let mut skopeo = Command::new("skopeo");
+    skopeo.args(["copy", "--quiet", "--insecure-policy", "--dest-tls-verify=false"]);
+    if let Some(c) = creds {
+        skopeo.arg(format!("--dest-creds={c}"));
+    }
+    run(skopeo.arg(format!("oci:{tagged}")).arg(format!("docker://{registry}/{image}")));
 }
 
 fn sha256(path: &Path) -> String {
@@ -237,6 +250,32 @@ programs:\n  - {}\n",
     MatrixConfig::load(&path).unwrap()
 }
 
+/// Debian's pinned 6.1 (kernels.lock), from the cache (or its mirror), verified.
+struct Debian61 {
+    locked: LockedKernel,
+    /// The Debian mirror it came from.
+    base: String,
+    release: String,
+    vmlinuz: Vec<u8>,
+    config: Vec<u8>,
+}
+
+impl Debian61 {
+    fn get(cache: &Path) -> Self {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let locked: LockedKernel = Lock::load(&root.join("kernels.lock")).unwrap().kernels["6.1"].clone();
+        let file = &locked.files[0];
+        let base = Mirrors::discover(None).unwrap().for_suite(&locked.suite).unwrap().to_string();
+        let deb =
+            images::fetch_deb(cache, &format!("{base}/{}", file.path), &file.package, &file.sha256, |_| {}).unwrap();
+        let (release, vmlinuz) = images::vmlinuz_from_deb(&deb).unwrap();
+        let (_, config) = images::file_from_deb(&deb, |p| p.starts_with("boot/config-").then_some(()))
+            .unwrap()
+            .expect("Debian's 6.1 image package carries its config");
+        Self { locked, base, release, vmlinuz, config }
+    }
+}
+
 #[test]
 fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_build_passes() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -245,21 +284,10 @@ fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_buil
     let (archive, scratch) = (tmp.join("archive"), tmp.join("scratch"));
     let opts = Options::from_env(tmp.join("runs")).unwrap();
 
-    // Debian's pinned 6.1, from the cache (or its mirror), verified.
-    let repo_lock = Lock::load(&root.join("kernels.lock")).unwrap();
-    let debian: LockedKernel = repo_lock.kernels["6.1"].clone();
-    let file = &debian.files[0];
-    let base = Mirrors::discover(None).unwrap().for_suite(&debian.suite).unwrap().to_string();
-    let debian_deb =
-        images::fetch_deb(&opts.cache_dir, &format!("{base}/{}", file.path), &file.package, &file.sha256, |_| {})
-            .unwrap();
-    let (release, vmlinuz) = images::vmlinuz_from_deb(&debian_deb).unwrap();
-    let (_, config) = images::file_from_deb(&debian_deb, |p| p.starts_with("boot/config-").then_some(()))
-        .unwrap()
-        .expect("Debian's 6.1 image package carries its config");
+    let Debian61 { locked: debian, base, release, vmlinuz, config } = Debian61::get(&opts.cache_dir);
     let debian_config = config.clone();
     assert!(release.starts_with("6.1.0-"), "{release}");
-    let upstream = file.version.split('-').next().unwrap().to_string(); // 6.1.176
+    let upstream = debian.files[0].version.split('-').next().unwrap().to_string(); // 6.1.176
 
     // Ubuntu's archive: the image without a config, the config in the modules package.
     let abi = format!("{}-generic", debian.abi); // 6.1.0-50-generic
@@ -317,7 +345,7 @@ fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_buil
 
     // An OCI image as cilium/ci-kernels ships kernels: /boot/vmlinuz (the release
     // comes from the image's header), in a distribution registry.
-    let registry = Registry::start(&tmp.join("registry"));
+    let registry = Registry::start(&tmp.join("registry"), None);
     oci_image(
         &scratch,
         "amd64",
@@ -468,4 +496,91 @@ fn kernels_from_every_archive_kind_are_pinned_fetched_and_pass_what_debians_buil
         let e = format!("{:#}", images::pin::pin(&write_config(&bad, &sources), false).unwrap_err());
         assert!(e.contains(unpinned) && e.contains(setting), "{e}");
     }
+}
+
+/// A registry that demands credentials (the distribution registry with htpasswd
+/// auth; a private mirror of ci-kernels, say): anonymous access and wrong
+/// credentials are refused with what to do, and the credentials that `docker
+/// login`, `podman login` and `KM_OCI_USERNAME`/`KM_OCI_PASSWORD` give all pin,
+/// fetch and boot its kernel, through the command line as a user runs it.
+#[test]
+fn a_kernel_from_a_registry_that_demands_credentials() {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("archives-private");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let d = Debian61::get(&Options::from_env(tmp.join("runs")).unwrap().cache_dir);
+    // "km" with the bcrypt of "s3cret" (as `htpasswd -nbB km s3cret` writes it).
+    let registry =
+        Registry::start(&tmp.join("registry"), Some("km:$2b$04$Vm2Mln7WXu3TwHSLj.LSbOI4yl8osDSN2LJ416SJmhY46G4uWi5p6"));
+    let files: [(&str, &[u8]); 2] = [("boot/vmlinuz", &d.vmlinuz), ("boot/config", &d.config)];
+    oci_image_as(&tmp.join("scratch"), "amd64", &files, &registry.base, "km/kernels:6.1", Some("km:s3cret"));
+    let config = tmp.join("kernels.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "oci_registry: http://{}\nkernels:\n  - name: \"6.1-private\"\n    oci: {{ image: \"km/kernels:6.1\" }}\n",
+            registry.base
+        ),
+    )
+    .unwrap();
+    let lock_path = Lock::path_for(&config);
+    let home = tmp.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    // `kernel-matrix ARGS` as a user with no credentials anywhere but `env`,
+    // with the cache `cache`: (succeeded, stdout and stderr).
+    let km = |args: &[&str], env: &[(&str, &str)], cache: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kernel-matrix"));
+        for v in ["KM_OCI_USERNAME", "KM_OCI_PASSWORD", "DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR"] {
+            c.env_remove(v);
+        }
+        c.env("HOME", &home).env("KM_CACHE_DIR", tmp.join(cache)).env("KM_RUN_DIR", tmp.join("runs"));
+        c.env("KM_PROGRESS", "plain").envs(env.iter().copied()).arg("-c").arg(&config).args(args);
+        let out = c.output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    // A `docker login` / `podman login` file at `path` holding `creds` for the registry.
+    let auth_file = |path: &Path, creds: &str| {
+        let out = Command::new("base64").arg("-w0").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(&mut out.stdin.as_ref().unwrap(), creds.as_bytes()).unwrap();
+        let b64 = String::from_utf8(out.wait_with_output().unwrap().stdout).unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{b64}\"}}}}}}", registry.base)).unwrap();
+        path.parent().unwrap().display().to_string()
+    };
+
+    // Anonymous: refused, saying how to log in.
+    let (ok, out) = km(&["lock"], &[], "cache-a");
+    assert!(!ok, "{out}");
+    let how = format!("{0} refused anonymous access: `docker login {0}`", registry.base);
+    assert!(out.contains(&how) && out.contains("KM_OCI_USERNAME"), "{out}");
+    // The wrong password in `docker login`'s file: refused, naming the file.
+    let wrong = auth_file(&tmp.join("wrong/config.json"), "km:guess");
+    let (ok, out) = km(&["lock"], &[("DOCKER_CONFIG", &wrong)], "cache-a");
+    assert!(!ok, "{out}");
+    assert!(out.contains(&format!("refused the credentials from {wrong}/config.json")), "{out}");
+    assert!(!lock_path.exists(), "nothing was pinned");
+
+    // `docker login`'s credentials: pinned by digest, and the layer fetched into an empty cache.
+    let docker = auth_file(&tmp.join("docker/config.json"), "km:s3cret");
+    let (ok, out) = km(&["lock"], &[("DOCKER_CONFIG", &docker)], "cache-a");
+    assert!(ok, "{out}");
+    let locked = Lock::load(&lock_path).unwrap().kernels["6.1-private"].clone();
+    assert!(locked.digest.as_ref().is_some_and(|d| d.starts_with("sha256:")), "{locked:?}");
+    let layer = |cache: &str| tmp.join(cache).join("layers").join(&locked.files[0].sha256);
+    let (ok, out) = km(&["fetch"], &[("DOCKER_CONFIG", &docker)], "cache-a");
+    assert!(ok && layer("cache-a").exists(), "{out}");
+    // podman's and skopeo's file: the same image again.
+    let podman = tmp.join("podman/auth.json");
+    auth_file(&podman, "km:s3cret");
+    let (ok, out) = km(&["lock", "--update"], &[("REGISTRY_AUTH_FILE", &podman.display().to_string())], "cache-a");
+    assert!(ok, "{out}");
+    assert_eq!(Lock::load(&lock_path).unwrap().kernels["6.1-private"], locked);
+
+    // KM_OCI_USERNAME and KM_OCI_PASSWORD: fetched into another empty cache, and booted.
+    let user = [("KM_OCI_USERNAME", "km"), ("KM_OCI_PASSWORD", "s3cret")];
+    let (ok, out) = km(&["exec", "-k", "6.1-private", "--", "uname", "-r"], &user, "cache-b");
+    assert!(ok && out.contains(&d.release), "{out}");
+    assert!(layer("cache-b").exists());
+    let (ok, out) = km(&["lock", "--update"], &user[..1], "cache-b");
+    assert!(!ok && out.contains("KM_OCI_USERNAME is set but KM_OCI_PASSWORD is not"), "{out}");
 }

@@ -32,8 +32,9 @@ impl Mirrors {
     pub fn discover(config: Option<&MatrixConfig>) -> anyhow::Result<Self> {
         let s = crate::settings::try_get()?;
         let apt = from_apt_config(Path::new("/etc/apt")).ok();
+        // An empty address counts as unset: a workflow passes an undefined variable as "".
         let pick = |from_config: Option<&Option<String>>, env: &Option<String>| {
-            from_config.and_then(|c| c.clone()).or_else(|| env.clone()).map(|u| trim(&u))
+            from_config.and_then(|c| c.clone()).or_else(|| env.clone()).map(|u| trim(&u)).filter(|u| !u.is_empty())
         };
         let (main_apt, sec_apt) = apt.map_or((None, None), |a| (a.main, a.security));
         Ok(Self {
@@ -112,7 +113,7 @@ fn rpm_repos(
     env: impl Iterator<Item = (String, String)>,
 ) -> std::collections::BTreeMap<String, String> {
     let mut out: std::collections::BTreeMap<String, String> =
-        env.filter(|(k, _)| k.starts_with("KM_RPM_REPO_")).map(|(k, v)| (k, trim(&v))).collect();
+        env.filter(|(k, v)| k.starts_with("KM_RPM_REPO_") && !v.is_empty()).map(|(k, v)| (k, trim(&v))).collect();
     for (name, url) in config.into_iter().flatten() {
         out.insert(rpm_repo_variable(name), trim(url));
     }
@@ -266,7 +267,12 @@ mod tests {
     #[test]
     fn rpm_repositories_from_the_file_then_the_environment() {
         let file = [("alma-9".to_string(), "http://f/9/".to_string())].into();
-        let env = [("KM_RPM_REPO_ALMA_9", "http://e/9"), ("KM_RPM_REPO_AL2", "http://e/al2"), ("HOME", "/root")];
+        let env = [
+            ("KM_RPM_REPO_ALMA_9", "http://e/9"),
+            ("KM_RPM_REPO_AL2", "http://e/al2"),
+            ("KM_RPM_REPO_ROCKY8", ""), // a workflow's undefined variable: unset
+            ("HOME", "/root"),
+        ];
         let repos = rpm_repos(Some(&file), env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let m = Mirrors { rpm_repos: repos, ..Default::default() };
         assert_eq!(m.base(Origin::Rpm, "alma-9", Arch::X86_64).unwrap(), "http://f/9");

@@ -49,6 +49,73 @@ fn registry(base: &str) -> anyhow::Result<(String, bool)> {
     Ok((host.trim_end_matches('/').to_string(), http))
 }
 
+/// Credentials for the registry `host`, and where they came from (for errors):
+/// `KM_OCI_USERNAME` + `KM_OCI_PASSWORD`; else what `docker login` stored
+/// (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, credential helpers
+/// included: the `docker_credential` crate reads it as docker does); else what
+/// `podman login` / `skopeo login` stored (`$REGISTRY_AUTH_FILE`, else
+/// `$XDG_RUNTIME_DIR/containers/auth.json`, the same format); else anonymous.
+fn credentials(host: &str) -> anyhow::Result<(RegistryAuth, String)> {
+    use docker_credential::{CredentialRetrievalError as E, DockerCredential};
+    let s = crate::settings::get();
+    // Empty counts as unset: a workflow passes an undefined variable as "".
+    let set = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+    match (set(&s.oci_username), set(&s.oci_password)) {
+        (Some(u), Some(p)) => return Ok((RegistryAuth::Basic(u, p), "KM_OCI_USERNAME".into())),
+        (Some(_), None) => bail!("KM_OCI_USERNAME is set but KM_OCI_PASSWORD is not"),
+        (None, Some(_)) => bail!("KM_OCI_PASSWORD is set but KM_OCI_USERNAME is not"),
+        (None, None) => {}
+    }
+    // Docker keys Docker Hub by its old index address; every other registry by host[:port].
+    let key = match host {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => "https://index.docker.io/v1/",
+        h => h,
+    };
+    let docker = std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+        .map(|d| d.join("config.json"));
+    let podman = std::env::var_os("REGISTRY_AUTH_FILE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_RUNTIME_DIR").map(|d| PathBuf::from(d).join("containers/auth.json")));
+    for file in [docker, podman].into_iter().flatten() {
+        let Ok(f) = std::fs::File::open(&file) else { continue };
+        let from = file.display().to_string();
+        match docker_credential::get_credential_from_reader(std::io::BufReader::new(f), key) {
+            Ok(DockerCredential::UsernamePassword(u, p)) => return Ok((RegistryAuth::Basic(u, p), from)),
+            Ok(DockerCredential::IdentityToken(_)) => bail!(
+                "{from} holds an identity token for {host}, which kernel-matrix cannot exchange; \
+                 set KM_OCI_USERNAME and KM_OCI_PASSWORD instead"
+            ),
+            Err(E::NoCredentialConfigured) => {}
+            Err(e) => bail!("reading the credentials for {host} from {from}: {e}"),
+        }
+    }
+    Ok((RegistryAuth::Anonymous, "anonymous".into()))
+}
+
+/// `e` explained when the registry refused who we were.
+fn refused(e: oci_client::errors::OciDistributionError, host: &str, from: &str) -> anyhow::Error {
+    use oci_client::errors::OciDistributionError as E;
+    let denied = match &e {
+        E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => true,
+        E::ServerError { code, .. } => *code == 401 || *code == 403,
+        E::RegistryError { envelope, .. } => envelope.errors.iter().any(|x| {
+            matches!(x.code, oci_client::errors::OciErrorCode::Unauthorized | oci_client::errors::OciErrorCode::Denied)
+        }),
+        _ => false,
+    };
+    let e = anyhow::Error::new(e);
+    match (denied, from) {
+        (false, _) => e,
+        (true, "anonymous") => e.context(format!(
+            "{host} refused anonymous access: `docker login {host}` (or podman's), or set \
+             KM_OCI_USERNAME and KM_OCI_PASSWORD"
+        )),
+        (true, from) => e.context(format!("{host} refused the credentials from {from}")),
+    }
+}
+
 /// One async call on a runtime of its own: the rest of the harness is blocking.
 fn block_on<T>(f: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -83,10 +150,11 @@ pub fn resolve(base: &str, src: &ArchiveSource, arch: Arch) -> anyhow::Result<(R
     let (host, http) = registry(base)?;
     let reference = Reference::with_tag(host.clone(), src.suite.to_string(), src.series.to_string());
     let c = client(http, arch);
-    let auth = RegistryAuth::Anonymous;
+    let (auth, from) = credentials(&host)?;
     let (manifest, digest, config) = match block_on(c.pull_manifest_and_config(&reference, &auth))? {
         Ok(m) => m,
         Err(e) => {
+            let e = refused(e, &host, &from);
             // Which tags there are, for the error (when the registry lists them).
             let tags = block_on(c.list_tags(&reference, &auth, None, None))?.map(|t| t.tags).unwrap_or_default();
             let near = if tags.is_empty() {
@@ -94,7 +162,7 @@ pub fn resolve(base: &str, src: &ArchiveSource, arch: Arch) -> anyhow::Result<(R
             } else {
                 crate::images::nearest::said(src.series, tags.iter().map(String::as_str))
             };
-            return Err(anyhow::Error::new(e).context(format!(
+            return Err(e.context(format!(
                 "reading the manifest of {host}/{}:{} for {}{near} (the registry is set by {})",
                 src.suite,
                 src.series,
@@ -152,12 +220,14 @@ pub fn fetch_layer(cache: &Path, base: &str, locked: &LockedKernel, file: &Locke
     let digest = locked.digest.as_deref().context("an OCI kernel without a manifest digest in the lock")?;
     let reference = Reference::with_digest(host.clone(), locked.suite.clone(), digest.to_string());
     let c = client(http, locked.arch());
+    let (auth, from) = credentials(&host)?;
     let mut data = Vec::new();
     block_on(async {
         // The blob pull gets its token from the auth stored for the registry.
-        c.store_auth_if_needed(reference.resolve_registry(), &RegistryAuth::Anonymous).await;
+        c.store_auth_if_needed(reference.resolve_registry(), &auth).await;
         c.pull_blob(&reference, file.path.as_str(), &mut data).await
     })?
+    .map_err(|e| refused(e, &host, &from))
     .with_context(|| format!("downloading {} ({}) from {host}", file.package, file.path))?;
     let got = hex::encode(sha2::Sha256::digest(&data));
     anyhow::ensure!(got == file.sha256, "{}: sha256 {got}, but the lock pins {}", file.package, file.sha256);
