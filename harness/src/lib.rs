@@ -16,6 +16,7 @@
 //! More leaf modules, which use nothing of the crate so any folder may use them:
 //! [`glob`] (the one name matcher), [`escape`] (the one shell quoter and HTML
 //! escaper) and [`shard`] (`--shard i/n`).
+pub mod cache;
 pub mod config;
 pub mod escape;
 pub mod glob;

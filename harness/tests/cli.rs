@@ -958,3 +958,50 @@ fn the_nightly_opens_comments_on_and_closes_its_issue() {
         .unwrap();
     assert!(quiet.status.success() && !dir.join("gh-none.log").exists());
 }
+
+/// `cache` shows what each kind of entry weighs and what a prune would remove;
+/// `--prune` removes only that: a package and an extracted kernel that
+/// kernels.lock pins stay, a superseded package and a guest root go. (Age is
+/// the unit tests' part: a file written now cannot be made older in its ctime,
+/// so here `--older-than 0` makes every unpinned entry stale.)
+#[test]
+fn cache_prunes_what_no_lock_pins() {
+    let dir = scratch("cache");
+    let config =
+        config_with_lock(&dir, "kernels:\n  - name: \"6.1\"\n    debian: { suite: bookworm, series: \"6.1\" }\n");
+    std::fs::write(dir.join("Cargo.lock"), "version = 4\n").unwrap(); // not a kernel lock: passed over
+    let lock = kernel_matrix::images::lock::Lock::load(&dir.join("kernels.lock")).unwrap();
+    let sha = lock.kernels["6.1"].files[0].sha256.clone();
+    let cache = dir.join("cache");
+    let entries = [
+        (format!("debs/{sha}.deb"), true),
+        (format!("kernels/{sha}/vmlinuz"), true),
+        (format!("debs/{}.deb", "0".repeat(64)), false),
+        ("guest-roots/00aa.cpio.gz".to_string(), false),
+    ];
+    for (p, _) in &entries {
+        let p = cache.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, vec![7u8; 3000]).unwrap();
+    }
+    let cache_cmd = |args: &[&str]| {
+        let mut c = km(&dir, &config);
+        run(c.env("KM_CACHE_DIR", &cache).arg("cache").args(args))
+    };
+    let (code, out, err) = cache_cmd(&[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("| debs | Debian and Ubuntu packages | 2 | 5.9 kB | 1 (2.9 kB) | 1 (2.9 kB) | - |"), "{out}");
+    let (code, out, err) = cache_cmd(&["--older-than", "0"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("stale: 2 entries, 5.9 kB (pinned by none of kernels.lock and unused for 0 days)"), "{out}");
+    assert!(entries.iter().all(|(p, _)| cache.join(p).exists()), "showing removes nothing");
+    let (code, out, err) = cache_cmd(&["--prune", "--older-than", "0"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("removed 2 entries, 5.9 kB"), "{out}");
+    for (p, kept) in &entries {
+        assert_eq!(cache.join(p).exists(), *kept, "{p}");
+    }
+    let (code, _, err) = cache_cmd(&["--lock", "nowhere.lock"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--lock nowhere.lock"), "{err}");
+}

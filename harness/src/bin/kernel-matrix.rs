@@ -105,6 +105,9 @@ enum Cmd {
     /// --history FILE`): cells newly failing or passing and why, flaky cells,
     /// verifier and benchmark drift.
     History(kernel_matrix::history::command::HistoryArgs),
+    /// What the cache holds and weighs; `--prune` removes the entries no lock
+    /// pins that went unused for `--older-than` days.
+    Cache(kernel_matrix::cache::CacheArgs),
 }
 
 fn main() -> ExitCode {
@@ -182,6 +185,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             return kernel_matrix::perf::report(a, &trends);
         }
         Cmd::History(a) => return kernel_matrix::history::command::command(a),
+        Cmd::Cache(a) => {
+            let cache = kernel_matrix::images::default_cache_dir();
+            kernel_matrix::cache::command(a, &cache, &cli.settings.config_path())?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Cmd::Bencher(a) => return kernel_matrix::perf::bencher::command(a),
         Cmd::Merge(a) => return kernel_matrix::report::results::merge_command(a),
         Cmd::Exec(a) => {
@@ -200,6 +208,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         | Cmd::Explain { .. }
         | Cmd::Exec(_)
         | Cmd::History(_)
+        | Cmd::Cache(_)
         | Cmd::Bencher(_) => {
             unreachable!("handled above")
         }

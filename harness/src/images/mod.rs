@@ -101,7 +101,7 @@ pub fn entry_dir(cache: &Path, locked: &LockedKernel) -> PathBuf {
 
 /// The cache entry of a pinned kernel: its image package's sha256, or an OCI
 /// image's manifest digest (layers may be shared between images).
-fn entry_key(locked: &LockedKernel) -> &str {
+pub fn entry_key(locked: &LockedKernel) -> &str {
     match &locked.digest {
         Some(d) => d.strip_prefix("sha256:").unwrap_or(d),
         None => &locked.files[0].sha256,
