@@ -42,7 +42,10 @@ pub fn feature(m: &Matrix, run: &KernelRun, f: &Feature) -> Verdict {
             Verdict::Fail(run.failure.clone().unwrap_or_else(|| "the agent reported no probe for this feature".into()))
         }
         (None, Some(probe)) => match run.release.as_deref().map(str::parse::<KernelVersion>) {
-            Some(Ok(v)) => judge(f, m.config.arch_of(&run.kernel), v, probe),
+            Some(Ok(v)) => {
+                let backports = m.config.kernel(&run.kernel).is_some_and(crate::config::KernelSpec::has_backports);
+                judge(f, m.config.arch_of(&run.kernel), v, probe, backports)
+            }
             _ => Verdict::Fail(format!("cannot tell the kernel version from release {:?}", run.release)),
         },
     };
@@ -50,8 +53,10 @@ pub fn feature(m: &Matrix, run: &KernelRun, f: &Feature) -> Verdict {
 }
 
 /// A probe's result on a kernel of version `v` and architecture `arch`, against
-/// the declared minimum for that architecture.
-pub fn judge(f: &Feature, arch: Arch, v: KernelVersion, p: &Probe) -> Verdict {
+/// the declared minimum for that architecture. On a kernel with `backports` (a
+/// vendor's), a disagreement is the vendor's doing, not the catalogue's: the
+/// trial is ignored with what the probe found.
+pub fn judge(f: &Feature, arch: Arch, v: KernelVersion, p: &Probe, backports: bool) -> Verdict {
     let since = f.min_version_on(arch);
     let min = if f.since_arch.contains_key(&arch) { format!("{since} on {arch}") } else { since.to_string() };
     match p {
@@ -61,6 +66,14 @@ pub fn judge(f: &Feature, arch: Arch, v: KernelVersion, p: &Probe) -> Verdict {
         Probe::Unprobed(why) => Verdict::Fail(format!("{}: {why}", f.title)),
         Probe::Present(_) if v >= since => Verdict::Pass,
         Probe::Absent(_) if v < since => Verdict::Pass,
+        Probe::Present(d) if backports => Verdict::Ignored(format!(
+            "backported: {} is present on {v}, which mainline has from {min} ({d}); no version gate holds on this kernel",
+            f.title
+        )),
+        Probe::Absent(d) if backports => Verdict::Ignored(format!(
+            "{} is absent on {v} though mainline has it from {min} ({d}): this kernel left it out; no version gate holds on it",
+            f.title
+        )),
         Probe::Present(d) => Verdict::Fail(format!(
             "{} is present on {v}, below its declared minimum {min} ({d}): the catalogue or the kernel (a backport?) disagrees",
             f.title
@@ -92,14 +105,44 @@ mod tests {
         let v = |s: &str| s.parse::<KernelVersion>().unwrap();
         let present = Probe::Present("x".into());
         let absent = Probe::Absent("y".into());
-        assert_eq!(judge(f, Arch::X86_64, v("6.1"), &present), Verdict::Pass);
-        assert_eq!(judge(f, Arch::X86_64, v("5.10"), &absent), Verdict::Pass);
+        assert_eq!(judge(f, Arch::X86_64, v("6.1"), &present, false), Verdict::Pass);
+        assert_eq!(judge(f, Arch::X86_64, v("5.10"), &absent, false), Verdict::Pass);
         assert!(
-            matches!(judge(f, Arch::X86_64, v("6.1"), &absent), Verdict::Fail(m) if m.contains("missing on 6.1.0"))
+            matches!(judge(f, Arch::X86_64, v("6.1"), &absent, false), Verdict::Fail(m) if m.contains("missing on 6.1.0"))
         );
         assert!(
-            matches!(judge(f, Arch::X86_64, v("5.10"), &present), Verdict::Fail(m) if m.contains("below its declared minimum"))
+            matches!(judge(f, Arch::X86_64, v("5.10"), &present, false), Verdict::Fail(m) if m.contains("below its declared minimum"))
         );
-        assert!(matches!(judge(f, Arch::X86_64, v("6.1"), &Probe::Unavailable("no PMU".into())), Verdict::Ignored(_)));
+        assert!(matches!(
+            judge(f, Arch::X86_64, v("6.1"), &Probe::Unavailable("no PMU".into()), false),
+            Verdict::Ignored(_)
+        ));
+    }
+
+    #[test]
+    fn a_vendor_kernel_disagrees_with_mainline_without_failing() {
+        let f = by_id("ringbuf").unwrap();
+        let v = |s: &str| s.parse::<KernelVersion>().unwrap();
+        // RHEL 8's 4.18 with the ring buffer backported.
+        let rhel8 = v("4.18.0-553.el8_10.x86_64");
+        let present = Probe::Present("BPF_MAP_TYPE_RINGBUF created".into());
+        assert!(
+            matches!(judge(f, Arch::X86_64, rhel8, &present, false), Verdict::Fail(m) if m.contains("a backport?")),
+            "an upstream kernel's disagreement is the catalogue's problem"
+        );
+        assert_eq!(
+            judge(f, Arch::X86_64, rhel8, &present, true),
+            Verdict::Ignored(
+                "backported: ring buffer is present on 4.18.0, which mainline has from 5.8.0 (BPF_MAP_TYPE_RINGBUF created); no version gate holds on this kernel".into()
+            )
+        );
+        let absent = Probe::Absent("EINVAL".into());
+        assert!(
+            matches!(judge(f, Arch::X86_64, v("5.14.0-503.el9"), &absent, true), Verdict::Ignored(m) if m.contains("left it out"))
+        );
+        // Agreement is still a pass, and a failed probe still a failure.
+        assert_eq!(judge(f, Arch::X86_64, v("5.14.0-503.el9"), &present, true), Verdict::Pass);
+        assert_eq!(judge(f, Arch::X86_64, rhel8, &absent, true), Verdict::Pass);
+        assert!(matches!(judge(f, Arch::X86_64, rhel8, &Probe::Unprobed("E2BIG".into()), true), Verdict::Fail(_)));
     }
 }

@@ -143,6 +143,14 @@ pub struct KernelSpec {
     /// QEMU line) or `vng` (virtme-ng, [`crate::vm::vng`]). `KM_RUNNER` overrides.
     #[serde(default)]
     pub runner: Option<Runner>,
+    /// Whether the kernel carries features from later mainline versions (or lacks
+    /// some of its own), as vendor kernels do: RHEL 8's 4.18 has the ring buffer
+    /// (5.8) and kernel BTF (5.4). Its `features::` trials then say where probe and
+    /// version disagree (ignored, with the reason) instead of failing the
+    /// catalogue; checks are gated by the probes either way. Default: true for
+    /// `rpm:` kernels, false for the rest.
+    #[serde(default)]
+    pub backports: Option<bool>,
 }
 
 /// What boots a kernel for `exec`.
@@ -343,6 +351,11 @@ impl PartialEq for LocalSource {
 impl Eq for LocalSource {}
 
 impl KernelSpec {
+    /// Whether version gates may disagree with this kernel ([`KernelSpec::backports`]).
+    pub fn has_backports(&self) -> bool {
+        self.backports.unwrap_or(self.rpm.is_some())
+    }
+
     /// The archive this kernel is pinned from, if it is one.
     pub fn archive(&self) -> Option<ArchiveSource<'_>> {
         match self.source() {

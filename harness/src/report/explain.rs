@@ -39,6 +39,7 @@ fn version_of(k: &crate::config::KernelSpec) -> Option<KernelVersion> {
 /// A kernel as `explain` sees it: its version and its BTF, from the cache.
 pub struct KernelView {
     pub name: String,
+    /// `None` where unknown without booting, or meaningless (`backports:`).
     pub version: Option<KernelVersion>,
     /// `None`: a kernel without BTF (CONFIG_DEBUG_INFO_BTF off).
     pub btf: Option<Btf>,
@@ -118,7 +119,10 @@ pub fn kernel_views(
             }
         };
         let btf = btf_bytes.and_then(|b| Btf::parse(km_protocol::btf::btf_of(&b).ok()?).ok());
-        views.push(KernelView { name: k.name.clone(), version: version_of(k), btf, config });
+        // A vendor kernel's version says nothing of its features (backports):
+        // its BTF and config still do.
+        let version = if k.has_backports() { None } else { version_of(k) };
+        views.push(KernelView { name: k.name.clone(), version, btf, config });
     }
     if !patterns.is_empty() && !uncached.is_empty() {
         return Err(invalid(format!(
