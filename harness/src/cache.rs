@@ -4,7 +4,8 @@
 //! cache only grows (each refreshed lock, each agent build, each guest root).
 //!
 //! An entry is **kept** when a lock file pins it (a package, layer or busybox by
-//! its sha256, an extracted kernel by its key) or when it was used within the age
+//! its sha256, an extracted kernel by its key), when it is a `build:` kernel of
+//! the matrix file (its build tree and tarball too), or when it was used within the age
 //! limit; every other entry is **stale**, and `--prune` removes it. "Used" is the
 //! newest access, modification or change time of the entry's files, the rule
 //! systemd-tmpfiles ages by: reads update access times (at least daily under
@@ -191,18 +192,34 @@ pub fn table(entries: &[Entry]) -> String {
     out
 }
 
-/// `kernel-matrix cache [--prune]`.
+/// `kernel-matrix cache [--prune]`: `config` is the matrix file, whose directory
+/// holds the locks to keep by default and whose `build:` kernels are kept.
 pub fn command(args: &CacheArgs, cache: &Path, config: &Path) -> anyhow::Result<()> {
     for (kind, _) in KINDS {
         crate::images::cache_gc::remove_stale(&cache.join(kind));
     }
     let locks = locks(&args.locks, config)?;
+    let mut pins = pinned(&locks);
+    let mut names: Vec<String> = locks.iter().map(|(n, _)| n.clone()).collect();
+    // The matrix file's kernels built from source are pinned by it (their keys
+    // are their sources' digests and configs, which no lock holds).
+    if config.is_file() {
+        let cfg = crate::config::MatrixConfig::load(config)?;
+        let label = config.file_name().map_or_else(|| config.display().to_string(), |n| n.to_string_lossy().into());
+        for k in &cfg.kernels {
+            if let crate::config::KernelSource::Build(b) = k.source() {
+                let entries = crate::images::build::cache_entries(b, |p| cfg.resolve_path(p))
+                    .with_context(|| format!("the cache entries of kernel {}", k.name))?;
+                pins.extend(entries.into_iter().map(|e| (e, label.clone())));
+            }
+        }
+        names.push(label);
+    }
     let max_age = Duration::from_secs(args.older_than * 86_400);
-    let entries = inventory(cache, &pinned(&locks), max_age, SystemTime::now());
+    let entries = inventory(cache, &pins, max_age, SystemTime::now());
     let total: u64 = entries.iter().map(|e| e.bytes).sum();
     println!("{}: {} in {} entries", cache.display(), human(total), entries.len());
     print!("{}", table(&entries));
-    let names: Vec<&str> = locks.iter().map(|(n, _)| n.as_str()).collect();
     let pinned_by = if names.is_empty() { "no lock".to_string() } else { names.join(", ") };
     let stale: Vec<&Entry> = entries.iter().filter(|e| e.keep.is_none()).collect();
     let stale_bytes: u64 = stale.iter().map(|e| e.bytes).sum();

@@ -967,15 +967,25 @@ fn the_nightly_opens_comments_on_and_closes_its_issue() {
 #[test]
 fn cache_prunes_what_no_lock_pins() {
     let dir = scratch("cache");
-    let config =
-        config_with_lock(&dir, "kernels:\n  - name: \"6.1\"\n    debian: { suite: bookworm, series: \"6.1\" }\n");
+    let config = config_with_lock(
+        &dir,
+        "kernels:\n  - name: \"6.1\"\n    debian: { suite: bookworm, series: \"6.1\" }\n  \
+         - name: mine\n    build: { source: linux.tar.xz }\n",
+    );
+    std::fs::write(dir.join("linux.tar.xz"), "a kernel tarball").unwrap();
     std::fs::write(dir.join("Cargo.lock"), "version = 4\n").unwrap(); // not a kernel lock: passed over
     let lock = kernel_matrix::images::lock::Lock::load(&dir.join("kernels.lock")).unwrap();
     let sha = lock.kernels["6.1"].files[0].sha256.clone();
+    let cfg = kernel_matrix::config::MatrixConfig::load(&config).unwrap();
+    let kernel_matrix::config::KernelSource::Build(b) = cfg.kernel("mine").unwrap().source() else { unreachable!() };
+    let built = kernel_matrix::images::build::cache_entries(b, |p| cfg.resolve_path(p)).unwrap();
+    assert_eq!(built.len(), 2, "{built:?}");
     let cache = dir.join("cache");
     let entries = [
         (format!("debs/{sha}.deb"), true),
         (format!("kernels/{sha}/vmlinuz"), true),
+        (format!("{}/vmlinuz", built[0]), true),
+        (format!("{}/obj/.config", built[1]), true),
         (format!("debs/{}.deb", "0".repeat(64)), false),
         ("guest-roots/00aa.cpio.gz".to_string(), false),
     ];
@@ -993,7 +1003,10 @@ fn cache_prunes_what_no_lock_pins() {
     assert!(out.contains("| debs | Debian and Ubuntu packages | 2 | 5.9 kB | 1 (2.9 kB) | 1 (2.9 kB) | - |"), "{out}");
     let (code, out, err) = cache_cmd(&["--older-than", "0"]);
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains("stale: 2 entries, 5.9 kB (pinned by none of kernels.lock and unused for 0 days)"), "{out}");
+    assert!(
+        out.contains("stale: 2 entries, 5.9 kB (pinned by none of kernels.lock, kernels.yaml and unused for 0 days)"),
+        "{out}"
+    );
     assert!(entries.iter().all(|(p, _)| cache.join(p).exists()), "showing removes nothing");
     let (code, out, err) = cache_cmd(&["--prune", "--older-than", "0"]);
     assert_eq!(code, Some(0), "{out}{err}");

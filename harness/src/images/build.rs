@@ -35,6 +35,21 @@ pub fn cached(
     super::read_entry(&cache.join("kernels").join(format!("build-{key}")))
 }
 
+/// The cache entries of `b`'s build (paths under the cache), for `cache` to keep.
+/// None for a git source: its key is a commit, which only the network tells.
+pub fn cache_entries(b: &BuildSource, resolve: impl Fn(&Path) -> PathBuf) -> anyhow::Result<Vec<String>> {
+    if b.git.is_some() {
+        return Ok(Vec::new());
+    }
+    let d = digest(b, &resolve)?;
+    let key = cache_key(&d, &fragments(b, &resolve)?)?;
+    let mut out = vec![format!("kernels/build-{key}"), format!("builds/{key}")];
+    if b.url().is_some() {
+        out.push(format!("sources/{d}"));
+    }
+    Ok(out)
+}
+
 /// The source's digest: a URL's declared sha256 (so a cached build needs no
 /// download), else [`source_digest`], held to `sha256:` where one is given.
 fn digest(b: &BuildSource, resolve: &impl Fn(&Path) -> PathBuf) -> anyhow::Result<String> {
