@@ -49,19 +49,38 @@ fn registry(base: &str) -> anyhow::Result<(String, bool)> {
     Ok((host.trim_end_matches('/').to_string(), http))
 }
 
+/// Where the credentials for a registry came from (for its refusals).
+enum Who {
+    Anonymous,
+    /// `KM_OCI_USERNAME` and `KM_OCI_PASSWORD`.
+    Variables,
+    /// A `docker login` / `podman login` file.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Who::Anonymous => f.write_str("anonymous"),
+            Who::Variables => f.write_str("KM_OCI_USERNAME and KM_OCI_PASSWORD"),
+            Who::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
 /// Credentials for the registry `host`, and where they came from (for errors):
 /// `KM_OCI_USERNAME` + `KM_OCI_PASSWORD`; else what `docker login` stored
 /// (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, credential helpers
 /// included: the `docker_credential` crate reads it as docker does); else what
 /// `podman login` / `skopeo login` stored (`$REGISTRY_AUTH_FILE`, else
 /// `$XDG_RUNTIME_DIR/containers/auth.json`, the same format); else anonymous.
-fn credentials(host: &str) -> anyhow::Result<(RegistryAuth, String)> {
+fn credentials(host: &str) -> anyhow::Result<(RegistryAuth, Who)> {
     use docker_credential::{CredentialRetrievalError as E, DockerCredential};
     let s = crate::settings::get();
     // Empty counts as unset: a workflow passes an undefined variable as "".
     let set = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
     match (set(&s.oci_username), set(&s.oci_password)) {
-        (Some(u), Some(p)) => return Ok((RegistryAuth::Basic(u, p), "KM_OCI_USERNAME".into())),
+        (Some(u), Some(p)) => return Ok((RegistryAuth::Basic(u, p), Who::Variables)),
         (Some(_), None) => bail!("KM_OCI_USERNAME is set but KM_OCI_PASSWORD is not"),
         (None, Some(_)) => bail!("KM_OCI_PASSWORD is set but KM_OCI_USERNAME is not"),
         (None, None) => {}
@@ -82,7 +101,7 @@ fn credentials(host: &str) -> anyhow::Result<(RegistryAuth, String)> {
         let Ok(f) = std::fs::File::open(&file) else { continue };
         let from = file.display().to_string();
         match docker_credential::get_credential_from_reader(std::io::BufReader::new(f), key) {
-            Ok(DockerCredential::UsernamePassword(u, p)) => return Ok((RegistryAuth::Basic(u, p), from)),
+            Ok(DockerCredential::UsernamePassword(u, p)) => return Ok((RegistryAuth::Basic(u, p), Who::File(file))),
             Ok(DockerCredential::IdentityToken(_)) => bail!(
                 "{from} holds an identity token for {host}, which kernel-matrix cannot exchange; \
                  set KM_OCI_USERNAME and KM_OCI_PASSWORD instead"
@@ -91,11 +110,11 @@ fn credentials(host: &str) -> anyhow::Result<(RegistryAuth, String)> {
             Err(e) => bail!("reading the credentials for {host} from {from}: {e}"),
         }
     }
-    Ok((RegistryAuth::Anonymous, "anonymous".into()))
+    Ok((RegistryAuth::Anonymous, Who::Anonymous))
 }
 
 /// `e` explained when the registry refused who we were.
-fn refused(e: oci_client::errors::OciDistributionError, host: &str, from: &str) -> anyhow::Error {
+fn refused(e: oci_client::errors::OciDistributionError, host: &str, who: &Who) -> anyhow::Error {
     use oci_client::errors::OciDistributionError as E;
     let denied = match &e {
         E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => true,
@@ -106,13 +125,13 @@ fn refused(e: oci_client::errors::OciDistributionError, host: &str, from: &str) 
         _ => false,
     };
     let e = anyhow::Error::new(e);
-    match (denied, from) {
+    match (denied, who) {
         (false, _) => e,
-        (true, "anonymous") => e.context(format!(
+        (true, Who::Anonymous) => e.context(format!(
             "{host} refused anonymous access: `docker login {host}` (or podman's), or set \
              KM_OCI_USERNAME and KM_OCI_PASSWORD"
         )),
-        (true, from) => e.context(format!("{host} refused the credentials from {from}")),
+        (true, who) => e.context(format!("{host} refused the credentials from {who}")),
     }
 }
 
@@ -150,11 +169,11 @@ pub fn resolve(base: &str, src: &ArchiveSource, arch: Arch) -> anyhow::Result<(R
     let (host, http) = registry(base)?;
     let reference = Reference::with_tag(host.clone(), src.suite.to_string(), src.series.to_string());
     let c = client(http, arch);
-    let (auth, from) = credentials(&host)?;
+    let (auth, who) = credentials(&host)?;
     let (manifest, digest, config) = match block_on(c.pull_manifest_and_config(&reference, &auth))? {
         Ok(m) => m,
         Err(e) => {
-            let e = refused(e, &host, &from);
+            let e = refused(e, &host, &who);
             // Which tags there are, for the error (when the registry lists them).
             let tags = block_on(c.list_tags(&reference, &auth, None, None))?.map(|t| t.tags).unwrap_or_default();
             let near = if tags.is_empty() {
@@ -220,14 +239,14 @@ pub fn fetch_layer(cache: &Path, base: &str, locked: &LockedKernel, file: &Locke
     let digest = locked.digest.as_deref().context("an OCI kernel without a manifest digest in the lock")?;
     let reference = Reference::with_digest(host.clone(), locked.suite.clone(), digest.to_string());
     let c = client(http, locked.arch());
-    let (auth, from) = credentials(&host)?;
+    let (auth, who) = credentials(&host)?;
     let mut data = Vec::new();
     block_on(async {
         // The blob pull gets its token from the auth stored for the registry.
         c.store_auth_if_needed(reference.resolve_registry(), &auth).await;
         c.pull_blob(&reference, file.path.as_str(), &mut data).await
     })?
-    .map_err(|e| refused(e, &host, &from))
+    .map_err(|e| refused(e, &host, &who))
     .with_context(|| format!("downloading {} ({}) from {host}", file.package, file.path))?;
     let got = hex::encode(sha2::Sha256::digest(&data));
     anyhow::ensure!(got == file.sha256, "{}: sha256 {got}, but the lock pins {}", file.package, file.sha256);
