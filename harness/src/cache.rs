@@ -5,7 +5,7 @@
 //!
 //! An entry is **kept** when a lock file pins it (a package, layer or busybox by
 //! its sha256, an extracted kernel by its key), when it is a `build:` kernel of
-//! the matrix file (its build tree and tarball too), or when it was used within the age
+//! the matrix file as its source is now (its build tree and tarball too), or when it was used within the age
 //! limit; every other entry is **stale**, and `--prune` removes it. "Used" is the
 //! newest access, modification or change time of the entry's files, the rule
 //! systemd-tmpfiles ages by: reads update access times (at least daily under
@@ -208,9 +208,12 @@ pub fn command(args: &CacheArgs, cache: &Path, config: &Path) -> anyhow::Result<
         let label = config.file_name().map_or_else(|| config.display().to_string(), |n| n.to_string_lossy().into());
         for k in &cfg.kernels {
             if let crate::config::KernelSource::Build(b) = k.source() {
-                let entries = crate::images::build::cache_entries(b, |p| cfg.resolve_path(p))
-                    .with_context(|| format!("the cache entries of kernel {}", k.name))?;
-                pins.extend(entries.into_iter().map(|e| (e, label.clone())));
+                // A source that cannot be read now (a tree moved, a git server
+                // down) leaves its build to the age rule rather than stopping the rest.
+                match crate::images::build::cache_entries(b, |p| cfg.resolve_path(p)) {
+                    Ok(entries) => pins.extend(entries.into_iter().map(|e| (e, label.clone()))),
+                    Err(e) => println!("kernel {}: its build is kept by age only: {e:#}", k.name),
+                }
             }
         }
         names.push(label);

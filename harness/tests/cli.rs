@@ -967,25 +967,43 @@ fn the_nightly_opens_comments_on_and_closes_its_issue() {
 #[test]
 fn cache_prunes_what_no_lock_pins() {
     let dir = scratch("cache");
+    // A kernel tree in git (its ref resolved by `git ls-remote` as a build's is).
+    let repo = dir.join("tree.git");
+    std::fs::create_dir_all(&repo).unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "tree"],
+    ] {
+        assert!(Command::new("git").args(args).current_dir(&repo).status().unwrap().success());
+    }
     let config = config_with_lock(
         &dir,
-        "kernels:\n  - name: \"6.1\"\n    debian: { suite: bookworm, series: \"6.1\" }\n  \
-         - name: mine\n    build: { source: linux.tar.xz }\n",
+        &format!(
+            "kernels:\n  - name: \"6.1\"\n    debian: {{ suite: bookworm, series: \"6.1\" }}\n  \
+             - name: mine\n    build: {{ source: linux.tar.xz }}\n  \
+             - name: next\n    build: {{ git: \"{}\", ref: main }}\n  \
+             - name: moved\n    build: {{ source: gone/ }}\n",
+            repo.display()
+        ),
     );
     std::fs::write(dir.join("linux.tar.xz"), "a kernel tarball").unwrap();
     std::fs::write(dir.join("Cargo.lock"), "version = 4\n").unwrap(); // not a kernel lock: passed over
     let lock = kernel_matrix::images::lock::Lock::load(&dir.join("kernels.lock")).unwrap();
     let sha = lock.kernels["6.1"].files[0].sha256.clone();
     let cfg = kernel_matrix::config::MatrixConfig::load(&config).unwrap();
-    let kernel_matrix::config::KernelSource::Build(b) = cfg.kernel("mine").unwrap().source() else { unreachable!() };
-    let built = kernel_matrix::images::build::cache_entries(b, |p| cfg.resolve_path(p)).unwrap();
-    assert_eq!(built.len(), 2, "{built:?}");
+    let built_of = |name: &str| {
+        let kernel_matrix::config::KernelSource::Build(b) = cfg.kernel(name).unwrap().source() else { unreachable!() };
+        kernel_matrix::images::build::cache_entries(b, |p| cfg.resolve_path(p)).unwrap()
+    };
+    let (built, from_git) = (built_of("mine"), built_of("next"));
+    assert_eq!((built.len(), from_git.len()), (2, 2), "{built:?} {from_git:?}");
     let cache = dir.join("cache");
     let entries = [
         (format!("debs/{sha}.deb"), true),
         (format!("kernels/{sha}/vmlinuz"), true),
         (format!("{}/vmlinuz", built[0]), true),
         (format!("{}/obj/.config", built[1]), true),
+        (format!("{}/vmlinuz", from_git[0]), true),
         (format!("debs/{}.deb", "0".repeat(64)), false),
         ("guest-roots/00aa.cpio.gz".to_string(), false),
     ];
@@ -1000,6 +1018,7 @@ fn cache_prunes_what_no_lock_pins() {
     };
     let (code, out, err) = cache_cmd(&[]);
     assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("kernel moved: its build is kept by age only: build source"), "{out}");
     assert!(out.contains("| debs | Debian and Ubuntu packages | 2 | 5.9 kB | 1 (2.9 kB) | 1 (2.9 kB) | - |"), "{out}");
     let (code, out, err) = cache_cmd(&["--older-than", "0"]);
     assert_eq!(code, Some(0), "{out}{err}");

@@ -36,11 +36,8 @@ pub fn cached(
 }
 
 /// The cache entries of `b`'s build (paths under the cache), for `cache` to keep.
-/// None for a git source: its key is a commit, which only the network tells.
+/// A git source's key is the commit its ref names now (`git ls-remote`).
 pub fn cache_entries(b: &BuildSource, resolve: impl Fn(&Path) -> PathBuf) -> anyhow::Result<Vec<String>> {
-    if b.git.is_some() {
-        return Ok(Vec::new());
-    }
     let d = digest(b, &resolve)?;
     let key = cache_key(&d, &fragments(b, &resolve)?)?;
     let mut out = vec![format!("kernels/build-{key}"), format!("builds/{key}")];
