@@ -137,7 +137,6 @@ fn weigh(path: &Path) -> (u64, SystemTime) {
 /// The lock files to keep: those named, else every kernel lock beside `config`
 /// (the others, `Cargo.lock` say, do not read as one and are passed over).
 fn locks(named: &[PathBuf], config: &Path) -> anyhow::Result<Vec<(String, Lock)>> {
-    let label = |p: &Path| p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into());
     if !named.is_empty() {
         let load = |p: &PathBuf| {
             anyhow::ensure!(p.is_file(), "--lock {}: no such file", p.display());
@@ -151,6 +150,11 @@ fn locks(named: &[PathBuf], config: &Path) -> anyhow::Result<Vec<(String, Lock)>
         .unwrap_or_default();
     found.sort();
     Ok(found.iter().filter_map(|p| Lock::load(p).ok().map(|l| (label(p), l))).collect())
+}
+
+/// How the output names a file that pins entries: its name.
+fn label(p: &Path) -> String {
+    p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
 }
 
 fn human(bytes: u64) -> String {
@@ -205,7 +209,7 @@ pub fn command(args: &CacheArgs, cache: &Path, config: &Path) -> anyhow::Result<
     // are their sources' digests and configs, which no lock holds).
     if config.is_file() {
         let cfg = crate::config::MatrixConfig::load(config)?;
-        let label = config.file_name().map_or_else(|| config.display().to_string(), |n| n.to_string_lossy().into());
+        let label = label(config);
         for k in &cfg.kernels {
             if let crate::config::KernelSource::Build(b) = k.source() {
                 // A source that cannot be read now (a tree moved, a git server

@@ -99,15 +99,15 @@ fn credentials(host: &str) -> anyhow::Result<(RegistryAuth, Who)> {
         .or_else(|| std::env::var_os("XDG_RUNTIME_DIR").map(|d| PathBuf::from(d).join("containers/auth.json")));
     for file in [docker, podman].into_iter().flatten() {
         let Ok(f) = std::fs::File::open(&file) else { continue };
-        let from = file.display().to_string();
+        let who = Who::File(file);
         match docker_credential::get_credential_from_reader(std::io::BufReader::new(f), key) {
-            Ok(DockerCredential::UsernamePassword(u, p)) => return Ok((RegistryAuth::Basic(u, p), Who::File(file))),
+            Ok(DockerCredential::UsernamePassword(u, p)) => return Ok((RegistryAuth::Basic(u, p), who)),
             Ok(DockerCredential::IdentityToken(_)) => bail!(
-                "{from} holds an identity token for {host}, which kernel-matrix cannot exchange; \
+                "{who} holds an identity token for {host}, which kernel-matrix cannot exchange; \
                  set KM_OCI_USERNAME and KM_OCI_PASSWORD instead"
             ),
             Err(E::NoCredentialConfigured) => {}
-            Err(e) => bail!("reading the credentials for {host} from {from}: {e}"),
+            Err(e) => bail!("reading the credentials for {host} from {who}: {e}"),
         }
     }
     Ok((RegistryAuth::Anonymous, Who::Anonymous))
